@@ -1,0 +1,325 @@
+//! Wire <-> domain conversions. Requests are destructured field by field, so a new
+//! proto field fails the build here until it is handled.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+use chrono_tz::Tz;
+use tonic::Status;
+
+use super::error::invalid_argument;
+use super::pb;
+use crate::domain::limits::*;
+use crate::domain::{
+    call::is_dialed_number, check_id, check_text, Call, CallId, Customer, CustomerId,
+    FieldViolation, Location, PhoneNumber,
+};
+use crate::routing::{Decision, RuleTrace, TraceOutcome};
+use crate::store::PlanRecord;
+
+pub fn timestamp(t: DateTime<Utc>) -> prost_types::Timestamp {
+    prost_types::Timestamp {
+        seconds: t.timestamp(),
+        nanos: t.timestamp_subsec_nanos() as i32,
+    }
+}
+
+fn phone(field: &str, v: &str, out: &mut Vec<FieldViolation>) -> Option<PhoneNumber> {
+    PhoneNumber::parse(v)
+        .map_err(|e| out.push(FieldViolation::new(field, e.to_string())))
+        .ok()
+}
+
+fn label(field: &str, v: &str, out: &mut Vec<FieldViolation>) -> Option<String> {
+    if v.is_empty() {
+        return None;
+    }
+    check_text(field, v, MAX_LABEL_LEN, out)
+}
+
+fn time_zone(field: &str, v: &str, out: &mut Vec<FieldViolation>) -> Option<Tz> {
+    if v.is_empty() {
+        return None;
+    }
+    v.parse::<Tz>()
+        .map_err(|_| {
+            out.push(FieldViolation::new(
+                field,
+                format!("'{v}' is not an IANA time zone (e.g. Europe/London)"),
+            ))
+        })
+        .ok()
+}
+
+fn location(field: &str, l: pb::Location, out: &mut Vec<FieldViolation>) -> Option<Location> {
+    let pb::Location {
+        country,
+        region,
+        time_zone: tz,
+    } = l;
+    if country.is_empty() && region.is_empty() && tz.is_empty() {
+        return None;
+    }
+    let country = if country.is_empty() {
+        None
+    } else if country.len() == 2 && country.bytes().all(|b| b.is_ascii_alphabetic()) {
+        Some(country.to_ascii_uppercase())
+    } else {
+        out.push(FieldViolation::new(
+            format!("{field}.country"),
+            "must be an ISO 3166-1 alpha-2 code like GB",
+        ));
+        None
+    };
+    Some(Location {
+        country,
+        region: label(&format!("{field}.region"), &region, out),
+        time_zone: time_zone(&format!("{field}.time_zone"), &tz, out),
+    })
+}
+
+impl TryFrom<pb::RouteCallRequest> for Call {
+    type Error = Status;
+
+    fn try_from(req: pb::RouteCallRequest) -> Result<Self, Status> {
+        let pb::RouteCallRequest {
+            call_id,
+            caller_number,
+            dialed_number,
+            customer_id,
+            intent,
+            language,
+            tracking_code,
+            attributes,
+            location: explicit_location,
+            received_time: _,
+            explain,
+        } = req;
+        let mut v = Vec::new();
+        let call_id = check_id("call_id", &call_id, &mut v);
+        let caller = if caller_number.is_empty() {
+            None
+        } else {
+            phone("caller_number", &caller_number, &mut v)
+        };
+        let dialed = if dialed_number.is_empty() {
+            None
+        } else if is_dialed_number(&dialed_number) {
+            Some(dialed_number)
+        } else {
+            v.push(FieldViolation::new(
+                "dialed_number",
+                "must be digits with an optional leading + (2 to 20 digits)",
+            ));
+            None
+        };
+        let customer_id = if customer_id.is_empty() {
+            None
+        } else {
+            check_id("customer_id", &customer_id, &mut v).map(CustomerId::new_checked)
+        };
+        if attributes.len() > MAX_ATTRIBUTES {
+            v.push(FieldViolation::new(
+                "attributes",
+                format!("at most {MAX_ATTRIBUTES} attributes, got {}", attributes.len()),
+            ));
+        }
+        let mut attrs = BTreeMap::new();
+        for (k, val) in attributes.into_iter().take(MAX_ATTRIBUTES) {
+            let field = format!("attributes[{k:.64}]");
+            if k.is_empty() || k.len() > MAX_ATTRIBUTE_KEY_LEN {
+                v.push(FieldViolation::new(
+                    field,
+                    format!("key must be 1 to {MAX_ATTRIBUTE_KEY_LEN} bytes"),
+                ));
+                continue;
+            }
+            if let Some(val) = check_text(&field, &val, MAX_ATTRIBUTE_VALUE_LEN, &mut v) {
+                attrs.insert(k, val);
+            }
+        }
+        let location_override =
+            explicit_location.and_then(|l| location("location", l, &mut v));
+        let call = Call {
+            call_id: CallId::new_checked(call_id.unwrap_or_default()),
+            caller,
+            dialed,
+            customer_id,
+            intent: label("intent", &intent, &mut v),
+            language: label("language", &language, &mut v),
+            tracking_code: label("tracking_code", &tracking_code, &mut v),
+            attributes: attrs,
+            location_override,
+            explain,
+        };
+        if v.is_empty() {
+            Ok(call)
+        } else {
+            Err(invalid_argument(&v))
+        }
+    }
+}
+
+/// Builds a domain customer from the wire; `updated_at` is set by the service.
+pub fn customer_from_pb(c: Option<pb::Customer>) -> Result<Customer, Status> {
+    let Some(c) = c else {
+        return Err(invalid_argument(&[FieldViolation::new(
+            "customer",
+            "is required",
+        )]));
+    };
+    let pb::Customer {
+        customer_id,
+        display_name,
+        phone_numbers,
+        status,
+        language,
+        time_zone: tz,
+        last_agent_id,
+        preferred_agent_id,
+        notes,
+        do_not_call,
+        update_time: _,
+    } = c;
+    let mut v = Vec::new();
+    let id = check_id("customer.customer_id", &customer_id, &mut v);
+    if phone_numbers.len() > MAX_CUSTOMER_PHONES {
+        v.push(FieldViolation::new(
+            "customer.phone_numbers",
+            format!("at most {MAX_CUSTOMER_PHONES} numbers"),
+        ));
+    }
+    let phones: Vec<String> = phone_numbers
+        .iter()
+        .enumerate()
+        .filter_map(|(i, p)| phone(&format!("customer.phone_numbers[{i}]"), p, &mut v))
+        .map(|p| p.as_str().to_owned())
+        .collect();
+    let agent = |field: &str, a: &str, v: &mut Vec<FieldViolation>| {
+        if a.is_empty() {
+            String::new()
+        } else {
+            check_id(field, a, v).unwrap_or_default()
+        }
+    };
+    let customer = Customer {
+        id: CustomerId::new_checked(id.unwrap_or_default()),
+        display_name: check_text("customer.display_name", &display_name, MAX_LABEL_LEN * 4, &mut v)
+            .unwrap_or_default(),
+        phones,
+        status: label("customer.status", &status, &mut v).unwrap_or_default(),
+        language: label("customer.language", &language, &mut v).unwrap_or_default(),
+        time_zone: time_zone("customer.time_zone", &tz, &mut v),
+        last_agent_id: agent("customer.last_agent_id", &last_agent_id, &mut v),
+        preferred_agent_id: agent("customer.preferred_agent_id", &preferred_agent_id, &mut v),
+        notes: check_text("customer.notes", &notes, MAX_TEXT_LEN, &mut v).unwrap_or_default(),
+        do_not_call,
+        updated_at: DateTime::<Utc>::UNIX_EPOCH,
+    };
+    if v.is_empty() {
+        Ok(customer)
+    } else {
+        Err(invalid_argument(&v))
+    }
+}
+
+impl From<Customer> for pb::Customer {
+    fn from(c: Customer) -> Self {
+        pb::Customer {
+            customer_id: c.id.as_str().to_owned(),
+            display_name: c.display_name,
+            phone_numbers: c.phones,
+            status: c.status,
+            language: c.language,
+            time_zone: c.time_zone.map(|t| t.name().to_owned()).unwrap_or_default(),
+            last_agent_id: c.last_agent_id,
+            preferred_agent_id: c.preferred_agent_id,
+            notes: c.notes,
+            do_not_call: c.do_not_call,
+            update_time: Some(timestamp(c.updated_at)),
+        }
+    }
+}
+
+impl From<Location> for pb::Location {
+    fn from(l: Location) -> Self {
+        pb::Location {
+            country: l.country.unwrap_or_default(),
+            region: l.region.unwrap_or_default(),
+            time_zone: l.time_zone.map(|t| t.name().to_owned()).unwrap_or_default(),
+        }
+    }
+}
+
+impl From<RuleTrace> for pb::RuleTrace {
+    fn from(t: RuleTrace) -> Self {
+        let (outcome, failed_matcher, detail) = match t.outcome {
+            TraceOutcome::Matched => (pb::RuleOutcome::Matched, String::new(), "matched".into()),
+            TraceOutcome::Failed { matcher, detail } => {
+                (pb::RuleOutcome::Failed, matcher.to_owned(), detail)
+            }
+            TraceOutcome::Disabled => (pb::RuleOutcome::Disabled, String::new(), "disabled".into()),
+        };
+        pb::RuleTrace {
+            rule_id: t.rule_id,
+            outcome: outcome as i32,
+            failed_matcher,
+            detail,
+        }
+    }
+}
+
+pub fn decision_to_pb(decision_id: String, d: Decision) -> pb::RoutingDecision {
+    let Decision {
+        queue_id,
+        priority,
+        rule_id,
+        plan_version,
+        location,
+        campaign_id,
+        extra_skills,
+        preferred_agent_id,
+        preferred_agent_timeout_secs,
+        offer_callback: _,
+        queue_open,
+        agent_context,
+        explanation,
+    } = d;
+    pb::RoutingDecision {
+        decision_id,
+        queue_id,
+        priority,
+        default_route: rule_id.is_none(),
+        rule_id: rule_id.unwrap_or_default(),
+        plan_version,
+        location: Some(location.into()),
+        campaign_id: campaign_id.unwrap_or_default(),
+        extra_skills,
+        preferred_agent_id: preferred_agent_id.unwrap_or_default(),
+        preferred_agent_timeout_seconds: preferred_agent_timeout_secs,
+        queue_open,
+        agent_context: Some(pb::AgentContext {
+            customer_id: agent_context.customer_id,
+            customer_name: agent_context.customer_name,
+            customer_status: agent_context.customer_status,
+            customer_notes: agent_context.customer_notes,
+            language: agent_context.language,
+            campaign_id: agent_context.campaign_id,
+            campaign_script: agent_context.campaign_script,
+            rule_note: agent_context.rule_note,
+        }),
+        explanation: explanation.into_iter().map(Into::into).collect(),
+    }
+}
+
+impl From<&PlanRecord> for pb::PlanVersion {
+    fn from(r: &PlanRecord) -> Self {
+        pb::PlanVersion {
+            version: r.version,
+            author: r.author.clone(),
+            comment: r.comment.clone(),
+            create_time: Some(timestamp(r.created_at)),
+            content_hash: r.content_hash.clone(),
+        }
+    }
+}

@@ -1,0 +1,34 @@
+//! The gRPC edge: the only module that imports tonic and the generated types. Wire data
+//! becomes domain types in `convert` (once), errors become statuses in `error` (once).
+
+pub mod convert;
+pub mod customer;
+pub mod error;
+pub mod plan;
+pub mod routing;
+
+use std::sync::Arc;
+
+use tokio::sync::OnceCell;
+use tonic::Status;
+
+use crate::service::Holdless;
+
+/// Generated protobuf and tonic code for `holdless.v1`.
+#[allow(clippy::all, missing_docs)]
+pub mod pb {
+    tonic::include_proto!("holdless.v1");
+}
+
+/// The encoded descriptor set of every holdless proto, for server reflection.
+pub const FILE_DESCRIPTOR_SET: &[u8] =
+    include_bytes!(concat!(env!("OUT_DIR"), "/holdless_descriptor.bin"));
+
+/// Set once the store is open and the plan loaded; until then every RPC answers
+/// UNAVAILABLE (and health says NOT_SERVING).
+pub type Ready = Arc<OnceCell<Arc<Holdless>>>;
+
+pub(crate) fn ready(r: &Ready) -> Result<&Arc<Holdless>, Status> {
+    r.get()
+        .ok_or_else(|| Status::unavailable("holdless is starting; retry shortly"))
+}

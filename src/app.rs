@@ -1,0 +1,241 @@
+//! Wiring: bind the listener, serve gRPC (health, reflection, holdless services), open
+//! the store and load the plan, then report SERVING. `Application::run` takes the
+//! shutdown signal as a future so the binary and the tests share one entry point.
+//!
+//! Start-up: the port is bound first and health says NOT_SERVING (every holdless RPC
+//! answers UNAVAILABLE) until the store is open, the plan loaded and libphonenumber's
+//! metadata warmed. Shutdown, in order: health NOT_SERVING -> stop accepting and let
+//! in-flight calls finish (bounded by `server.shutdown_grace_secs`) -> flush and close
+//! the store.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio::sync::OnceCell;
+use tokio_stream::wrappers::TcpListenerStream;
+use tonic::transport::Server;
+use tonic_health::ServingStatus;
+
+use crate::api::customer::CustomerApi;
+use crate::api::pb::customer_service_server::CustomerServiceServer;
+use crate::api::pb::plan_service_server::PlanServiceServer;
+use crate::api::pb::routing_service_server::RoutingServiceServer;
+use crate::api::plan::PlanApi;
+use crate::api::routing::RoutingApi;
+use crate::api::{Ready, FILE_DESCRIPTOR_SET};
+use crate::clock::Clock;
+use crate::config::Settings;
+use crate::service::{Holdless, ServiceError, EXAMPLE_PLAN};
+use crate::store::{SledStore, Store};
+
+/// gRPC service names reported by health (besides the whole server, "").
+pub const SERVICE_NAMES: &[&str] = &[
+    "holdless.v1.RoutingService",
+    "holdless.v1.CustomerService",
+    "holdless.v1.PlanService",
+];
+
+#[derive(Debug, thiserror::Error)]
+pub enum AppError {
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("cannot read plan file {path}: {source}")]
+    PlanFile {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("cannot open store at {path}: {message}")]
+    Store { path: PathBuf, message: String },
+    #[error("cannot start: {0}")]
+    Start(String),
+    #[error("gRPC server failed: {0}")]
+    Server(String),
+}
+
+pub struct Application {
+    listener: TcpListener,
+    addr: SocketAddr,
+    settings: Settings,
+    clock: Arc<dyn Clock>,
+}
+
+impl Application {
+    /// Binds the gRPC listener (port 0 picks a free port).
+    pub async fn build(settings: Settings, clock: Arc<dyn Clock>) -> Result<Self, AppError> {
+        let want = settings.server.listen;
+        let listener = TcpListener::bind(want)
+            .await
+            .map_err(|source| AppError::Bind { addr: want, source })?;
+        let addr = listener
+            .local_addr()
+            .map_err(|source| AppError::Bind { addr: want, source })?;
+        Ok(Self {
+            listener,
+            addr,
+            settings,
+            clock,
+        })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Serves until `shutdown` completes, then shuts down in order.
+    pub async fn run(self, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<(), AppError> {
+        let Self {
+            listener,
+            addr,
+            settings,
+            clock,
+        } = self;
+        let (health, health_service) = tonic_health::server::health_reporter();
+        for name in std::iter::once("").chain(SERVICE_NAMES.iter().copied()) {
+            health
+                .set_service_status(name, ServingStatus::NotServing)
+                .await;
+        }
+        let reflection_v1 = tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            .build_v1()
+            .map_err(|e| AppError::Start(e.to_string()))?;
+        let reflection_v1alpha = tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            .build_v1alpha()
+            .map_err(|e| AppError::Start(e.to_string()))?;
+
+        let ready: Ready = Arc::new(OnceCell::new());
+        let max = settings.server.max_message_bytes;
+        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let server = Server::builder()
+            .add_service(health_service)
+            .add_service(reflection_v1)
+            .add_service(reflection_v1alpha)
+            .add_service(
+                RoutingServiceServer::new(RoutingApi {
+                    ready: ready.clone(),
+                })
+                .max_decoding_message_size(max),
+            )
+            .add_service(
+                CustomerServiceServer::new(CustomerApi {
+                    ready: ready.clone(),
+                })
+                .max_decoding_message_size(max),
+            )
+            .add_service(
+                PlanServiceServer::new(PlanApi {
+                    ready: ready.clone(),
+                })
+                .max_decoding_message_size(max),
+            )
+            .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async {
+                let _ = stop_rx.await;
+            });
+        let mut server = tokio::spawn(server);
+        tracing::info!(%addr, "gRPC listening; starting up");
+
+        let holdless = match start_core(&settings, clock).await {
+            Ok(h) => Arc::new(h),
+            Err(e) => {
+                let _ = stop_tx.send(());
+                let _ = server.await;
+                return Err(e);
+            }
+        };
+        let _ = ready.set(holdless.clone());
+        for name in std::iter::once("").chain(SERVICE_NAMES.iter().copied()) {
+            health.set_service_status(name, ServingStatus::Serving).await;
+        }
+        tracing::info!(%addr, "holdless is SERVING");
+
+        let server_result = tokio::select! {
+            _ = shutdown => None,
+            r = &mut server => Some(r),
+        };
+        if let Some(r) = server_result {
+            holdless.close().await;
+            return match r {
+                Ok(Ok(())) => Err(AppError::Server("server stopped unexpectedly".into())),
+                Ok(Err(e)) => Err(AppError::Server(e.to_string())),
+                Err(e) => Err(AppError::Server(e.to_string())),
+            };
+        }
+
+        tracing::info!("shutting down: health NOT_SERVING, draining calls");
+        for name in std::iter::once("").chain(SERVICE_NAMES.iter().copied()) {
+            health
+                .set_service_status(name, ServingStatus::NotServing)
+                .await;
+        }
+        let _ = stop_tx.send(());
+        let grace = Duration::from_secs(settings.server.shutdown_grace_secs);
+        match tokio::time::timeout(grace, &mut server).await {
+            Ok(Ok(Ok(()))) => {}
+            Ok(Ok(Err(e))) => tracing::warn!(error = %e, "server ended with an error"),
+            Ok(Err(e)) => tracing::warn!(error = %e, "server task failed"),
+            Err(_) => {
+                tracing::warn!(grace_secs = grace.as_secs(), "in-flight calls outlived the grace period; cancelling them");
+                server.abort();
+            }
+        }
+        holdless.close().await;
+        tracing::info!("store flushed; bye");
+        Ok(())
+    }
+}
+
+/// Opens the store, loads (or imports) the plan and warms the number parser.
+async fn start_core(settings: &Settings, clock: Arc<dyn Clock>) -> Result<Holdless, AppError> {
+    let plan_text = if settings.plan.file.is_empty() {
+        EXAMPLE_PLAN.to_owned()
+    } else {
+        let path = PathBuf::from(&settings.plan.file);
+        tokio::fs::read_to_string(&path)
+            .await
+            .map_err(|source| AppError::PlanFile { path, source })?
+    };
+    let path = settings.store.path.clone();
+    let store = tokio::task::spawn_blocking({
+        let path = path.clone();
+        move || {
+            crate::domain::phone::warm_up();
+            SledStore::open(&path)
+        }
+    });
+    let store = store
+        .await
+        .map_err(|e| AppError::Start(e.to_string()))?
+        .map_err(|e| AppError::Store {
+            path: path.clone(),
+            message: e.to_string(),
+        })?;
+    let store: Arc<dyn Store> = Arc::new(store);
+    Holdless::start(store, clock, &plan_text)
+        .await
+        .map_err(|e| match e {
+            ServiceError::InvalidArgument(issues) => AppError::Start(format!(
+                "plan {} is invalid: {}",
+                if settings.plan.file.is_empty() {
+                    "(built-in example)"
+                } else {
+                    &settings.plan.file
+                },
+                issues
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join("; ")
+            )),
+            other => AppError::Start(other.to_string()),
+        })
+}

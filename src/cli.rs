@@ -1,0 +1,536 @@
+//! The command line. `serve` runs the daemon; every other command is a gRPC client of a
+//! running server (the CLI never opens the store: sled holds an exclusive lock).
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use clap::{Args, Parser, Subcommand};
+use tonic::transport::Channel;
+
+use crate::api::pb;
+use crate::app::Application;
+use crate::clock::SystemClock;
+use crate::config::Settings;
+
+/// Exit status for bad configuration or usage (BSD `EX_USAGE`).
+pub const EXIT_CONFIG: u8 = 64;
+/// Exit status when the server cannot be reached (BSD `EX_UNAVAILABLE`).
+pub const EXIT_UNAVAILABLE: u8 = 69;
+
+#[derive(Debug, Parser)]
+#[command(name = "holdless", version, about = "Call routing and callbacks for contact centers")]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the daemon.
+    Serve {
+        /// Config file (default: ./holdless.toml if present).
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+    },
+    /// Ask a running server where a call would go, and why.
+    Route(RouteArgs),
+    /// Read, validate and apply the routing plan.
+    #[command(subcommand)]
+    Plan(PlanCommand),
+    /// Read and change customer records.
+    #[command(subcommand)]
+    Customer(CustomerCommand),
+}
+
+#[derive(Debug, Args)]
+pub struct ServerArg {
+    /// Server to talk to.
+    #[arg(long, env = "HOLDLESS_SERVER", default_value = "http://127.0.0.1:50051", global = true)]
+    pub server: String,
+    /// Print JSON instead of a readable summary.
+    #[arg(long, global = true)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct RouteArgs {
+    /// Caller number in E.164 (leave out for a withheld number).
+    #[arg(long)]
+    pub caller: Option<String>,
+    /// Dialed number (DNIS).
+    #[arg(long)]
+    pub dialed: Option<String>,
+    #[arg(long)]
+    pub customer: Option<String>,
+    #[arg(long)]
+    pub intent: Option<String>,
+    #[arg(long)]
+    pub language: Option<String>,
+    #[arg(long)]
+    pub tracking_code: Option<String>,
+    /// Call attribute as key=value (repeatable).
+    #[arg(long = "attr", value_parser = parse_key_value)]
+    pub attributes: Vec<(String, String)>,
+    /// Call id (default: a fresh one).
+    #[arg(long)]
+    pub call_id: Option<String>,
+    /// Show every rule checked and why it did not match.
+    #[arg(long)]
+    pub explain: bool,
+    #[command(flatten)]
+    pub server: ServerArg,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum PlanCommand {
+    /// Print the active plan (or a version) as TOML.
+    Export {
+        #[arg(long, default_value_t = 0)]
+        version: u64,
+        #[command(flatten)]
+        server: ServerArg,
+    },
+    /// Check a plan file; exits 2 when it has issues.
+    Validate {
+        file: PathBuf,
+        #[command(flatten)]
+        server: ServerArg,
+    },
+    /// Validate and activate a plan file as a new version.
+    Apply {
+        file: PathBuf,
+        /// Refuse if the active version is not this one (0: no check).
+        #[arg(long, default_value_t = 0)]
+        expected_version: u64,
+        #[arg(long, default_value = "")]
+        comment: String,
+        #[arg(long, env = "USER", default_value = "cli")]
+        author: String,
+        #[command(flatten)]
+        server: ServerArg,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum CustomerCommand {
+    /// Show a customer by id or phone number.
+    Get {
+        /// Customer id, or an E.164 number.
+        key: String,
+        #[command(flatten)]
+        server: ServerArg,
+    },
+    /// Create or replace a customer.
+    Upsert {
+        #[arg(long)]
+        id: String,
+        #[arg(long, default_value = "")]
+        name: String,
+        #[arg(long = "phone")]
+        phones: Vec<String>,
+        #[arg(long, default_value = "")]
+        status: String,
+        #[arg(long, default_value = "")]
+        language: String,
+        #[arg(long, default_value = "")]
+        notes: String,
+        #[arg(long, default_value = "")]
+        last_agent: String,
+        #[command(flatten)]
+        server: ServerArg,
+    },
+    /// Delete a customer.
+    Delete {
+        id: String,
+        #[command(flatten)]
+        server: ServerArg,
+    },
+}
+
+fn parse_key_value(s: &str) -> Result<(String, String), String> {
+    s.split_once('=')
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .ok_or_else(|| format!("'{s}' is not key=value"))
+}
+
+/// Runs a parsed command line; returns the process exit status.
+pub fn run(cli: Cli) -> ExitCode {
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("holdless: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match cli.command {
+        Command::Serve { config } => runtime.block_on(serve(config)),
+        other => runtime.block_on(admin(other)),
+    }
+}
+
+fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("HOLDLESS_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+async fn serve(config: Option<PathBuf>) -> ExitCode {
+    let settings = match Settings::load(config.as_deref()) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("holdless: bad config: {e}");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    init_tracing();
+    let app = match Application::build(settings, Arc::new(SystemClock)).await {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("holdless: {e}");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    match app.run(shutdown_signal()).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!(error = %e, "holdless stopped");
+            eprintln!("holdless: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Completes on SIGINT or SIGTERM.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => tracing::info!("SIGINT received"),
+        _ = term => tracing::info!("SIGTERM received"),
+    }
+}
+
+/// An admin command failed: print why, exit with `code`.
+struct Failure {
+    code: u8,
+    message: String,
+}
+
+impl From<tonic::Status> for Failure {
+    fn from(s: tonic::Status) -> Self {
+        use tonic_types::StatusExt;
+        let mut message = format!("{:?}: {}", s.code(), s.message());
+        if let Some(br) = s.get_details_bad_request() {
+            for v in br.field_violations {
+                message.push_str(&format!("\n  {}: {}", v.field, v.description));
+            }
+        }
+        Failure { code: 1, message }
+    }
+}
+
+async fn connect(server: &ServerArg) -> Result<Channel, Failure> {
+    let endpoint = Channel::from_shared(server.server.clone()).map_err(|e| Failure {
+        code: EXIT_CONFIG,
+        message: format!("bad --server {}: {e}", server.server),
+    })?;
+    endpoint.connect().await.map_err(|e| Failure {
+        code: EXIT_UNAVAILABLE,
+        message: format!("cannot reach {}: {e}", server.server),
+    })
+}
+
+async fn admin(command: Command) -> ExitCode {
+    let result = match command {
+        Command::Serve { .. } => unreachable!("serve is handled by run"),
+        Command::Route(args) => route(args).await,
+        Command::Plan(cmd) => plan(cmd).await,
+        Command::Customer(cmd) => customer(cmd).await,
+    };
+    match result {
+        Ok(out) => {
+            print!("{out}");
+            ExitCode::SUCCESS
+        }
+        Err(f) => {
+            eprintln!("holdless: {}", f.message);
+            ExitCode::from(f.code)
+        }
+    }
+}
+
+fn to_json<T: serde::Serialize>(v: &T) -> String {
+    serde_json::to_string_pretty(v).unwrap_or_else(|e| format!("{{\"error\": \"{e}\"}}")) + "\n"
+}
+
+async fn route(a: RouteArgs) -> Result<String, Failure> {
+    let mut client =
+        pb::routing_service_client::RoutingServiceClient::new(connect(&a.server).await?);
+    let reply = client
+        .route_call(pb::RouteCallRequest {
+            call_id: a
+                .call_id
+                .unwrap_or_else(|| format!("cli-{}", ulid::Ulid::new())),
+            caller_number: a.caller.unwrap_or_default(),
+            dialed_number: a.dialed.unwrap_or_default(),
+            customer_id: a.customer.unwrap_or_default(),
+            intent: a.intent.unwrap_or_default(),
+            language: a.language.unwrap_or_default(),
+            tracking_code: a.tracking_code.unwrap_or_default(),
+            attributes: a.attributes.into_iter().collect(),
+            location: None,
+            received_time: None,
+            explain: a.explain,
+        })
+        .await?
+        .into_inner();
+    let d = reply.decision.unwrap_or_default();
+    if a.server.json {
+        return Ok(to_json(&decision_json(&d)));
+    }
+    Ok(render_decision(&d))
+}
+
+fn decision_json(d: &pb::RoutingDecision) -> serde_json::Value {
+    let loc = d.location.clone().unwrap_or_default();
+    let ctx = d.agent_context.clone().unwrap_or_default();
+    serde_json::json!({
+        "decision_id": d.decision_id,
+        "queue_id": d.queue_id,
+        "priority": d.priority,
+        "rule_id": d.rule_id,
+        "default_route": d.default_route,
+        "plan_version": d.plan_version,
+        "location": {"country": loc.country, "region": loc.region, "time_zone": loc.time_zone},
+        "campaign_id": d.campaign_id,
+        "queue_open": d.queue_open,
+        "extra_skills": d.extra_skills,
+        "preferred_agent_id": d.preferred_agent_id,
+        "agent_context": {
+            "customer_id": ctx.customer_id, "customer_name": ctx.customer_name,
+            "customer_status": ctx.customer_status, "customer_notes": ctx.customer_notes,
+            "language": ctx.language, "campaign_id": ctx.campaign_id,
+            "campaign_script": ctx.campaign_script, "rule_note": ctx.rule_note,
+        },
+        "explanation": d.explanation.iter().map(|t| serde_json::json!({
+            "rule_id": t.rule_id,
+            "outcome": outcome_name(t.outcome),
+            "failed_matcher": t.failed_matcher,
+            "detail": t.detail,
+        })).collect::<Vec<_>>(),
+    })
+}
+
+fn outcome_name(o: i32) -> &'static str {
+    match pb::RuleOutcome::try_from(o) {
+        Ok(pb::RuleOutcome::Matched) => "matched",
+        Ok(pb::RuleOutcome::Failed) => "failed",
+        Ok(pb::RuleOutcome::Disabled) => "disabled",
+        _ => "unknown",
+    }
+}
+
+/// A supervisor-readable decision.
+pub fn render_decision(d: &pb::RoutingDecision) -> String {
+    use std::fmt::Write;
+    let mut s = String::new();
+    let loc = d.location.clone().unwrap_or_default();
+    let ctx = d.agent_context.clone().unwrap_or_default();
+    let dash = |v: &str| if v.is_empty() { "-".to_owned() } else { v.to_owned() };
+    let _ = writeln!(s, "queue      {} (priority {}, {})", d.queue_id, d.priority, if d.queue_open { "open" } else { "closed" });
+    let _ = writeln!(
+        s,
+        "rule       {}",
+        if d.default_route { "(default route)".to_owned() } else { d.rule_id.clone() }
+    );
+    let _ = writeln!(s, "plan       version {}", d.plan_version);
+    let _ = writeln!(s, "location   country {}, region {}, zone {}", dash(&loc.country), dash(&loc.region), dash(&loc.time_zone));
+    if !d.campaign_id.is_empty() {
+        let _ = writeln!(s, "campaign   {}", d.campaign_id);
+    }
+    if !ctx.customer_id.is_empty() {
+        let _ = writeln!(s, "customer   {} {} (status {})", ctx.customer_id, ctx.customer_name, dash(&ctx.customer_status));
+    }
+    if !d.preferred_agent_id.is_empty() {
+        let _ = writeln!(s, "agent      try {} first for {} s", d.preferred_agent_id, d.preferred_agent_timeout_seconds);
+    }
+    for (label, v) in [("notes", &ctx.customer_notes), ("script", &ctx.campaign_script), ("note", &ctx.rule_note)] {
+        if !v.is_empty() {
+            let _ = writeln!(s, "{label:<10} {v}");
+        }
+    }
+    if !d.explanation.is_empty() {
+        let _ = writeln!(s, "\nrules checked, in order:");
+        let width = d.explanation.iter().map(|t| t.rule_id.len()).max().unwrap_or(4);
+        for t in &d.explanation {
+            let what = match pb::RuleOutcome::try_from(t.outcome) {
+                Ok(pb::RuleOutcome::Matched) => "MATCHED".to_owned(),
+                Ok(pb::RuleOutcome::Disabled) => "disabled".to_owned(),
+                _ => format!("{}: {}", t.failed_matcher, t.detail),
+            };
+            let _ = writeln!(s, "  {:<width$}  {}", t.rule_id, what);
+        }
+        if d.default_route {
+            let _ = writeln!(s, "  no rule matched: default route");
+        }
+    }
+    s
+}
+
+fn read_file(path: &PathBuf) -> Result<String, Failure> {
+    std::fs::read_to_string(path).map_err(|e| Failure {
+        code: EXIT_CONFIG,
+        message: format!("cannot read {}: {e}", path.display()),
+    })
+}
+
+async fn plan(cmd: PlanCommand) -> Result<String, Failure> {
+    match cmd {
+        PlanCommand::Export { version, server } => {
+            let mut c = pb::plan_service_client::PlanServiceClient::new(connect(&server).await?);
+            let r = c.get_plan(pb::GetPlanRequest { version }).await?.into_inner();
+            Ok(r.plan_toml)
+        }
+        PlanCommand::Validate { file, server } => {
+            let text = read_file(&file)?;
+            let mut c = pb::plan_service_client::PlanServiceClient::new(connect(&server).await?);
+            let r = c
+                .validate_plan(pb::ValidatePlanRequest { plan_toml: text })
+                .await?
+                .into_inner();
+            if server.json {
+                let issues: Vec<_> = r
+                    .issues
+                    .iter()
+                    .map(|i| serde_json::json!({"path": i.path, "message": i.message}))
+                    .collect();
+                let out = to_json(&serde_json::json!({"valid": r.valid, "issues": issues}));
+                return if r.valid { Ok(out) } else { Err(Failure { code: 2, message: out }) };
+            }
+            if r.valid {
+                Ok(format!(
+                    "{}: valid ({} queues, {} rules, {} campaigns)\n",
+                    file.display(),
+                    r.queue_count,
+                    r.rule_count,
+                    r.campaign_count
+                ))
+            } else {
+                let mut m = format!("{}: {} issue(s)", file.display(), r.issues.len());
+                for i in &r.issues {
+                    m.push_str(&format!("\n  {}: {}", i.path, i.message));
+                }
+                Err(Failure { code: 2, message: m })
+            }
+        }
+        PlanCommand::Apply {
+            file,
+            expected_version,
+            comment,
+            author,
+            server,
+        } => {
+            let text = read_file(&file)?;
+            let mut c = pb::plan_service_client::PlanServiceClient::new(connect(&server).await?);
+            let r = c
+                .apply_plan(pb::ApplyPlanRequest {
+                    plan_toml: text,
+                    expected_version,
+                    author,
+                    comment,
+                })
+                .await?
+                .into_inner();
+            let v = r.version.unwrap_or_default();
+            Ok(format!("applied: version {} ({})\n", v.version, v.content_hash))
+        }
+    }
+}
+
+async fn customer(cmd: CustomerCommand) -> Result<String, Failure> {
+    use pb::customer_service_client::CustomerServiceClient;
+    use pb::get_customer_request::Lookup;
+    let render = |c: pb::Customer| {
+        format!(
+            "{} {}\n  phones {}\n  status {}, language {}, last agent {}\n  notes  {}\n",
+            c.customer_id,
+            c.display_name,
+            c.phone_numbers.join(", "),
+            c.status,
+            c.language,
+            c.last_agent_id,
+            c.notes
+        )
+    };
+    match cmd {
+        CustomerCommand::Get { key, server } => {
+            let mut c = CustomerServiceClient::new(connect(&server).await?);
+            let lookup = if key.starts_with('+') {
+                Lookup::PhoneNumber(key)
+            } else {
+                Lookup::CustomerId(key)
+            };
+            let r = c
+                .get_customer(pb::GetCustomerRequest {
+                    lookup: Some(lookup),
+                })
+                .await?
+                .into_inner();
+            Ok(render(r.customer.unwrap_or_default()))
+        }
+        CustomerCommand::Upsert {
+            id,
+            name,
+            phones,
+            status,
+            language,
+            notes,
+            last_agent,
+            server,
+        } => {
+            let mut c = CustomerServiceClient::new(connect(&server).await?);
+            let r = c
+                .upsert_customer(pb::UpsertCustomerRequest {
+                    customer: Some(pb::Customer {
+                        customer_id: id,
+                        display_name: name,
+                        phone_numbers: phones,
+                        status,
+                        language,
+                        notes,
+                        last_agent_id: last_agent,
+                        ..Default::default()
+                    }),
+                })
+                .await?
+                .into_inner();
+            Ok(format!(
+                "{}: {}",
+                if r.created { "created" } else { "updated" },
+                render(r.customer.unwrap_or_default())
+            ))
+        }
+        CustomerCommand::Delete { id, server } => {
+            let mut c = CustomerServiceClient::new(connect(&server).await?);
+            c.delete_customer(pb::DeleteCustomerRequest { customer_id: id })
+                .await?;
+            Ok("deleted\n".into())
+        }
+    }
+}

@@ -1,0 +1,204 @@
+//! Typed settings: defaults < `holdless.toml` (or `--config FILE`) < `HOLDLESS__SECTION__KEY`
+//! environment variables. Unknown keys are an error, so a typo never silently falls
+//! back to a default. `deploy/holdless.toml` documents every key (a test parses it).
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use config::{Config, Environment, File, FileFormat};
+use serde::{Deserialize, Serialize};
+
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:50051";
+pub const DEFAULT_METRICS_LISTEN: &str = "127.0.0.1:9464";
+pub const DEFAULT_STORE_PATH: &str = "./holdless-data";
+pub const DEFAULT_SHUTDOWN_GRACE_SECS: u64 = 10;
+pub const DEFAULT_CONFIG_FILE: &str = "holdless.toml";
+/// Largest gRPC message accepted, in bytes (a plan is the biggest legitimate one).
+pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 4 * 1024 * 1024 + 64 * 1024;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Settings {
+    pub server: ServerSettings,
+    pub metrics: MetricsSettings,
+    pub store: StoreSettings,
+    pub plan: PlanSettings,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerSettings {
+    /// gRPC listen address.
+    pub listen: SocketAddr,
+    /// How long in-flight calls may take to finish after SIGINT/SIGTERM, in seconds.
+    pub shutdown_grace_secs: u64,
+    /// Largest request message, in bytes.
+    pub max_message_bytes: usize,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MetricsSettings {
+    /// HTTP listen address for Prometheus `/metrics`.
+    pub listen: SocketAddr,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StoreSettings {
+    /// Directory of the embedded sled store.
+    pub path: PathBuf,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PlanSettings {
+    /// Plan imported into an empty store (and re-imported on SIGHUP). Empty: the
+    /// example plan built into the binary (`deploy/plan.example.toml`).
+    pub file: String,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            server: ServerSettings {
+                listen: DEFAULT_LISTEN.parse().expect("default listen address parses"),
+                shutdown_grace_secs: DEFAULT_SHUTDOWN_GRACE_SECS,
+                max_message_bytes: DEFAULT_MAX_MESSAGE_BYTES,
+            },
+            metrics: MetricsSettings {
+                listen: DEFAULT_METRICS_LISTEN
+                    .parse()
+                    .expect("default metrics address parses"),
+            },
+            store: StoreSettings {
+                path: PathBuf::from(DEFAULT_STORE_PATH),
+            },
+            plan: PlanSettings {
+                file: String::new(),
+            },
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct ConfigError(String);
+
+impl Settings {
+    /// Loads settings. With `file`, that file must exist; without, `holdless.toml` in the
+    /// working directory is read if present.
+    pub fn load(file: Option<&Path>) -> Result<Self, ConfigError> {
+        Self::load_with_env(file, Environment::with_prefix("HOLDLESS"))
+    }
+
+    fn load_with_env(file: Option<&Path>, env: Environment) -> Result<Self, ConfigError> {
+        let defaults = Config::try_from(&Settings::default()).map_err(|e| ConfigError(e.to_string()))?;
+        let mut builder = Config::builder().add_source(defaults);
+        builder = match file {
+            Some(f) => {
+                if !f.is_file() {
+                    return Err(ConfigError(format!("config file {} not found", f.display())));
+                }
+                builder.add_source(File::from(f).format(FileFormat::Toml).required(true))
+            }
+            None => builder.add_source(
+                File::new(DEFAULT_CONFIG_FILE, FileFormat::Toml).required(false),
+            ),
+        };
+        builder = builder.add_source(
+            env.prefix_separator("__")
+                .separator("__")
+                .try_parsing(true),
+        );
+        let settings: Settings = builder
+            .build()
+            .and_then(|c| c.try_deserialize())
+            .map_err(|e| ConfigError(e.to_string()))?;
+        settings.check()?;
+        Ok(settings)
+    }
+
+    fn check(&self) -> Result<(), ConfigError> {
+        if self.store.path.as_os_str().is_empty() {
+            return Err(ConfigError("store.path must not be empty".into()));
+        }
+        if self.server.max_message_bytes < 1024 {
+            return Err(ConfigError("server.max_message_bytes must be at least 1024".into()));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn env(vars: &[(&str, &str)]) -> Environment {
+        let map: HashMap<String, String> = vars
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        Environment::with_prefix("HOLDLESS").source(Some(map))
+    }
+
+    #[test]
+    fn defaults_without_file_or_env() {
+        let dir = tempfile::tempdir().unwrap();
+        let missing = dir.path().join("none.toml");
+        assert!(Settings::load_with_env(Some(&missing), env(&[])).is_err());
+        let s = Settings::load_with_env(None, env(&[])).unwrap();
+        assert_eq!(s.server.listen.to_string(), DEFAULT_LISTEN);
+        assert_eq!(s.metrics.listen.to_string(), DEFAULT_METRICS_LISTEN);
+        assert_eq!(s.store.path, PathBuf::from(DEFAULT_STORE_PATH));
+    }
+
+    #[test]
+    fn env_overrides_file_overrides_defaults() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("h.toml");
+        std::fs::write(&f, "[server]\nlisten = \"127.0.0.1:6000\"\n[store]\npath = \"/tmp/x\"\n").unwrap();
+        let s = Settings::load_with_env(Some(&f), env(&[("HOLDLESS__STORE__PATH", "/tmp/y")])).unwrap();
+        assert_eq!(s.server.listen.port(), 6000);
+        assert_eq!(s.store.path, PathBuf::from("/tmp/y"));
+        let s = Settings::load_with_env(
+            Some(&f),
+            env(&[("HOLDLESS__SERVER__SHUTDOWN_GRACE_SECS", "3")]),
+        )
+        .unwrap();
+        assert_eq!(s.server.shutdown_grace_secs, 3);
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_values_are_errors() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("h.toml");
+        std::fs::write(&f, "[server]\nlisen = \"127.0.0.1:6000\"\n").unwrap();
+        let e = Settings::load_with_env(Some(&f), env(&[])).unwrap_err();
+        assert!(e.to_string().contains("lisen"), "{e}");
+        std::fs::write(&f, "[server]\nlisten = \"not an address\"\n").unwrap();
+        assert!(Settings::load_with_env(Some(&f), env(&[])).is_err());
+        assert!(Settings::load_with_env(None, env(&[("HOLDLESS__STORE__PATHH", "x")])).is_err());
+    }
+
+    #[test]
+    fn deploy_example_parses_and_documents_every_key() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/holdless.toml");
+        let s = Settings::load_with_env(Some(&path), env(&[])).unwrap();
+        let text = std::fs::read_to_string(&path).unwrap();
+        let doc: toml::Table = text.parse().unwrap();
+        let defaults = toml::Table::try_from(Settings::default()).unwrap();
+        for (section, keys) in &defaults {
+            let keys = keys.as_table().unwrap();
+            let documented = doc.get(section).and_then(|v| v.as_table());
+            for key in keys.keys() {
+                assert!(
+                    documented.is_some_and(|t| t.contains_key(key)),
+                    "deploy/holdless.toml does not document {section}.{key}"
+                );
+            }
+        }
+        assert_eq!(s.server.listen.to_string(), DEFAULT_LISTEN);
+    }
+}

@@ -1,0 +1,29 @@
+//! holdless: the call-routing and callback daemon for contact centers.
+//!
+//! A telephony platform asks holdless over gRPC where each inbound call goes; holdless
+//! decides from a supervisor-managed routing plan on the caller's location, the
+//! customer's status and the campaign, and tells the agent who is calling and why.
+//!
+//! Modules, and what each owns:
+//! - [`domain`]: plain types with invariants (phone numbers, calls, customers, the plan
+//!   document) and the named input limits.
+//! - [`routing`]: pure routing: plan validation and compilation into an indexed plan,
+//!   the decision function, business hours and DST-safe local time, CEL matchers.
+//! - [`store`]: persistence behind the async [`store::Store`] trait; the sled
+//!   implementation with group commit is the only code that touches sled.
+//! - [`service`]: the operations the API offers, over store, plan and clock.
+//! - [`api`]: the gRPC edge (the only tonic code): conversions, errors, services.
+//! - [`app`]: wiring and the server's lifecycle (start-up, health, shutdown order).
+//! - [`config`]: typed settings from defaults, file and environment.
+//! - [`cli`]: the command line; admin commands are gRPC clients of a running server.
+//! - [`clock`]: injected time.
+
+pub mod api;
+pub mod app;
+pub mod cli;
+pub mod clock;
+pub mod config;
+pub mod domain;
+pub mod routing;
+pub mod service;
+pub mod store;

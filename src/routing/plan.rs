@@ -1,0 +1,183 @@
+//! The compiled routing plan: checked, indexed and immutable. Built by
+//! [`compile`](super::compile::compile) from a [`PlanDoc`]; shared by `Arc` and swapped
+//! atomically when a new version is applied, so no call sees half a plan.
+
+use std::collections::{HashMap, HashSet};
+
+use chrono::{DateTime, Utc};
+use chrono_tz::Tz;
+
+use super::expr::Expr;
+use super::hours::{BusinessHours, ClockTime};
+use super::index::RuleIndex;
+use crate::domain::plan::PlanDoc;
+
+#[derive(Debug)]
+pub struct CompiledPlan {
+    pub version: u64,
+    pub doc: PlanDoc,
+    pub queues: Vec<Queue>,
+    pub(crate) queue_by_id: HashMap<String, usize>,
+    pub campaigns: Vec<Campaign>,
+    pub(crate) campaigns_by_dialed: HashMap<String, Vec<usize>>,
+    pub(crate) campaigns_by_code: HashMap<String, Vec<usize>>,
+    pub(crate) prefixes: HashMap<String, PrefixEntry>,
+    pub(crate) longest_prefix: usize,
+    pub rules: Vec<Rule>,
+    pub(crate) index: RuleIndex,
+    pub default_route: DefaultRoute,
+}
+
+impl CompiledPlan {
+    pub fn queue(&self, id: &str) -> Option<&Queue> {
+        self.queue_by_id.get(id).map(|&i| &self.queues[i])
+    }
+
+    /// The campaign active at `now` for a dialed number or tracking code. Validation
+    /// refuses overlapping windows for one number or code, so at most one is active;
+    /// the dialed number is looked at first.
+    pub fn active_campaign(
+        &self,
+        dialed: Option<&str>,
+        tracking_code: Option<&str>,
+        now: DateTime<Utc>,
+    ) -> Option<&Campaign> {
+        let by_dialed = dialed.and_then(|d| self.campaigns_by_dialed.get(d));
+        let by_code = tracking_code.and_then(|c| self.campaigns_by_code.get(c));
+        by_dialed
+            .into_iter()
+            .chain(by_code)
+            .flatten()
+            .map(|&i| &self.campaigns[i])
+            .find(|c| c.is_active(now))
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Queue {
+    pub id: String,
+    pub name: String,
+    pub skills: Vec<String>,
+    /// `None`: open around the clock.
+    pub business_hours: Option<BusinessHours>,
+    pub service_level_target: f64,
+    pub service_level_secs: u32,
+    pub max_waiting: u32,
+    pub default_aht_secs: u32,
+    pub callback: CallbackPolicy,
+}
+
+impl Queue {
+    pub fn is_open(&self, now: DateTime<Utc>) -> bool {
+        self.business_hours.as_ref().is_none_or(|h| h.is_open(now))
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dialing {
+    /// Reserve the agent, then dial the customer.
+    AgentFirst,
+    /// Dial the customer, then reserve the next free agent.
+    CustomerFirst,
+}
+
+#[derive(Debug, Clone)]
+pub struct CallbackPolicy {
+    pub enabled: bool,
+    pub offer_after_ewt_secs: u32,
+    pub window_start: ClockTime,
+    pub window_end: ClockTime,
+    pub dialing: Dialing,
+    pub max_attempts: u32,
+    pub retry_backoff_secs: Vec<u32>,
+    pub expiry_secs: u32,
+    pub slot_minutes: u32,
+    pub slot_capacity: u32,
+    pub abandon_rescue_after_secs: u32,
+}
+
+#[derive(Debug, Clone)]
+pub struct Campaign {
+    pub id: String,
+    pub name: String,
+    pub starts_at: Option<DateTime<Utc>>,
+    pub ends_at: Option<DateTime<Utc>>,
+    pub priority_boost: i32,
+    pub queue: Option<usize>,
+    pub script: String,
+}
+
+impl Campaign {
+    /// Active in `[starts_at, ends_at)`.
+    pub fn is_active(&self, now: DateTime<Utc>) -> bool {
+        self.starts_at.is_none_or(|s| s <= now) && self.ends_at.is_none_or(|e| now < e)
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct PrefixEntry {
+    pub region: Option<String>,
+    pub time_zone: Option<Tz>,
+}
+
+#[derive(Debug)]
+pub struct Rule {
+    pub id: String,
+    pub description: String,
+    pub enabled: bool,
+    pub matcher: Matcher,
+    pub action: Action,
+}
+
+/// Structured matchers; `None` (or an empty prefix/language list) means "not listed".
+#[derive(Debug, Default)]
+pub struct Matcher {
+    pub countries: Option<HashSet<String>>,
+    pub regions: Option<HashSet<String>>,
+    pub time_zones: Option<HashSet<String>>,
+    pub number_prefixes: Vec<String>,
+    pub customer_statuses: Option<HashSet<String>>,
+    pub campaigns: Option<HashSet<String>>,
+    pub dialed_numbers: Option<HashSet<String>>,
+    pub intents: Option<HashSet<String>>,
+    /// Lower-case tags; `en` matches `en-GB`.
+    pub languages: Vec<String>,
+    /// `Some(true)`: only while the target queue is open; `Some(false)`: only closed.
+    pub business_hours_open: Option<bool>,
+    /// Queue whose hours `business_hours_open` looks at; `None`: the target queue.
+    pub business_hours_queue: Option<usize>,
+    pub expression: Option<Expr>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PreferredAgent {
+    LastAgent,
+    PreferredAgent,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OfferCallback {
+    /// Follow the queue's callback policy.
+    Auto,
+    Always,
+    Never,
+}
+
+#[derive(Debug, Clone)]
+pub struct Action {
+    /// Target queue index; `None` means "the matched campaign's queue".
+    pub queue: Option<usize>,
+    pub priority: i32,
+    pub extra_skills: Vec<String>,
+    pub preferred_agent: Option<PreferredAgent>,
+    pub preferred_agent_timeout_secs: u32,
+    pub offer_callback: OfferCallback,
+    pub note: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct DefaultRoute {
+    pub queue: usize,
+    pub priority: i32,
+    pub note: String,
+}

@@ -1,0 +1,87 @@
+//! Persistence. The [`Store`] trait speaks domain types only and every write method
+//! returns `Ok` only once the write is durable (on disk, not only in the page cache), so
+//! an OK reply to a client can be trusted after a crash or power loss. `sled` is the
+//! embedded implementation and the only module that imports sled; a PostgreSQL
+//! implementation can sit behind the same trait.
+
+mod committer;
+mod sled_store;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::domain::{Customer, CustomerId};
+
+pub use sled_store::SledStore;
+
+#[derive(Debug, thiserror::Error, Clone, PartialEq, Eq)]
+pub enum StoreError {
+    #[error("storage I/O failed: {0}")]
+    Io(String),
+    #[error("stored record is unreadable: {0}")]
+    Corrupt(String),
+    #[error("the active plan is version {actual}, not {expected}")]
+    VersionConflict { expected: u64, actual: u64 },
+    #[error("phone number {phone} is listed twice")]
+    DuplicatePhone { phone: String },
+    #[error("the store is shutting down")]
+    Closed,
+}
+
+pub type StoreResult<T> = Result<T, StoreError>;
+
+/// One immutable version of the routing plan.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PlanRecord {
+    pub version: u64,
+    pub author: String,
+    pub comment: String,
+    pub created_at: DateTime<Utc>,
+    /// Hex SHA-256 of `toml`.
+    pub content_hash: String,
+    pub toml: String,
+}
+
+/// A plan to store as the next version.
+#[derive(Debug, Clone)]
+pub struct NewPlan {
+    pub author: String,
+    pub comment: String,
+    pub created_at: DateTime<Utc>,
+    pub toml: String,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct UpsertOutcome {
+    pub customer: Customer,
+    pub created: bool,
+}
+
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// The active plan, if any was ever applied.
+    async fn active_plan(&self) -> StoreResult<Option<PlanRecord>>;
+    async fn plan_version(&self, version: u64) -> StoreResult<Option<PlanRecord>>;
+    /// Stores `plan` as the next version and makes it active. With `expected_version`,
+    /// fails with [`StoreError::VersionConflict`] unless that version is active now
+    /// (0 means "no plan yet"). Durable when it returns.
+    async fn apply_plan(&self, plan: NewPlan, expected_version: Option<u64>)
+        -> StoreResult<PlanRecord>;
+
+    /// Creates or replaces a customer. A phone number belongs to one customer: listing
+    /// it here takes it off any other customer (the CRM's latest word wins). Durable
+    /// when it returns.
+    async fn upsert_customer(&self, customer: Customer) -> StoreResult<UpsertOutcome>;
+    async fn customer(&self, id: &CustomerId) -> StoreResult<Option<Customer>>;
+    async fn customer_by_phone(&self, e164: &str) -> StoreResult<Option<Customer>>;
+    /// Deletes a customer; `false` when there was none. Durable when it returns.
+    async fn delete_customer(&self, id: &CustomerId) -> StoreResult<bool>;
+
+    /// Waits until everything written so far is durable.
+    async fn flush(&self) -> StoreResult<()>;
+
+    /// Makes everything durable and stops background work; later writes fail with
+    /// [`StoreError::Closed`]. The last handle dropped releases the store's lock.
+    async fn close(&self);
+}

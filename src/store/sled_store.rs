@@ -1,0 +1,389 @@
+//! The embedded store over sled 0.34. Transactions are short, run on blocking threads
+//! (they take a process-wide lock) and are never held across an `.await`; durability
+//! comes from the group committer.
+//!
+//! Layout (values are JSON):
+//! - `plans`: version (u64 big-endian) -> [`PlanRecord`]
+//! - `meta`: `active_plan` -> u64 big-endian
+//! - `customers`: customer id -> [`Customer`]
+//! - `customer_phones`: E.164 -> customer id
+
+use std::path::Path;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use sha2::{Digest, Sha256};
+use sled::transaction::{
+    ConflictableTransactionError, TransactionError, TransactionalTree,
+};
+use sled::Transactional;
+
+use super::committer::{CommitStats, Committer};
+use super::*;
+
+const ACTIVE_PLAN: &[u8] = b"active_plan";
+
+#[derive(Clone)]
+pub struct SledStore {
+    plans: sled::Tree,
+    meta: sled::Tree,
+    customers: sled::Tree,
+    phones: sled::Tree,
+    committer: Arc<Committer>,
+}
+
+fn io(e: impl std::fmt::Display) -> StoreError {
+    StoreError::Io(e.to_string())
+}
+
+fn corrupt(e: impl std::fmt::Display) -> StoreError {
+    StoreError::Corrupt(e.to_string())
+}
+
+fn decode<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> StoreResult<T> {
+    serde_json::from_slice(bytes).map_err(corrupt)
+}
+
+fn encode<T: Serialize>(v: &T) -> Vec<u8> {
+    serde_json::to_vec(v).expect("domain records serialize to JSON")
+}
+
+fn u64_of(bytes: &[u8]) -> StoreResult<u64> {
+    <[u8; 8]>::try_from(bytes)
+        .map(u64::from_be_bytes)
+        .map_err(|_| corrupt("u64 key is not 8 bytes"))
+}
+
+/// Maps a transaction's outcome: our own aborts carry a [`StoreError`].
+fn tx_result<T>(r: Result<T, TransactionError<StoreError>>) -> StoreResult<T> {
+    r.map_err(|e| match e {
+        TransactionError::Abort(e) => e,
+        TransactionError::Storage(e) => io(e),
+    })
+}
+
+fn abort<T>(e: StoreError) -> Result<T, ConflictableTransactionError<StoreError>> {
+    Err(ConflictableTransactionError::Abort(e))
+}
+
+impl SledStore {
+    /// Opens (or creates) the store in `path`. Must run inside a tokio runtime (it
+    /// starts the committer task); blocking, so call it from `spawn_blocking` on a
+    /// busy runtime.
+    pub fn open(path: &Path) -> StoreResult<Self> {
+        std::fs::create_dir_all(path).map_err(io)?;
+        let db = sled::Config::new()
+            .path(path)
+            .mode(sled::Mode::HighThroughput)
+            .open()
+            .map_err(io)?;
+        let data_file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(path.join("db"))
+            .map_err(io)?;
+        Ok(Self {
+            plans: db.open_tree("plans").map_err(io)?,
+            meta: db.open_tree("meta").map_err(io)?,
+            customers: db.open_tree("customers").map_err(io)?,
+            phones: db.open_tree("customer_phones").map_err(io)?,
+            committer: Arc::new(Committer::start(db, data_file)),
+        })
+    }
+
+    /// Group-commit counters (flushes done, writers acknowledged).
+    pub fn commit_stats(&self) -> Arc<CommitStats> {
+        self.committer.stats.clone()
+    }
+
+    /// Runs a blocking closure (a sled transaction) off the async threads, then waits
+    /// for it to be durable.
+    async fn write<T, F>(&self, f: F) -> StoreResult<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&SledStore) -> StoreResult<T> + Send + 'static,
+    {
+        let this = self.clone();
+        let out = tokio::task::spawn_blocking(move || f(&this))
+            .await
+            .map_err(|e| io(format!("write task failed: {e}")))??;
+        self.committer.durable().await?;
+        Ok(out)
+    }
+
+    fn read_customer(tree: &TransactionalTree, id: &[u8]) -> Result<Option<Customer>, ConflictableTransactionError<StoreError>> {
+        match tree.get(id)? {
+            None => Ok(None),
+            Some(v) => match decode(&v) {
+                Ok(c) => Ok(Some(c)),
+                Err(e) => abort(e),
+            },
+        }
+    }
+}
+
+pub(crate) fn content_hash(text: &str) -> String {
+    hex::encode(Sha256::digest(text.as_bytes()))
+}
+
+#[async_trait]
+impl Store for SledStore {
+    async fn active_plan(&self) -> StoreResult<Option<PlanRecord>> {
+        let Some(v) = self.meta.get(ACTIVE_PLAN).map_err(io)? else {
+            return Ok(None);
+        };
+        self.plan_version(u64_of(&v)?).await
+    }
+
+    async fn plan_version(&self, version: u64) -> StoreResult<Option<PlanRecord>> {
+        self.plans
+            .get(version.to_be_bytes())
+            .map_err(io)?
+            .map(|v| decode(&v))
+            .transpose()
+    }
+
+    async fn apply_plan(
+        &self,
+        plan: NewPlan,
+        expected_version: Option<u64>,
+    ) -> StoreResult<PlanRecord> {
+        self.write(move |s| {
+            let hash = content_hash(&plan.toml);
+            let r = (&s.plans, &s.meta).transaction(|(plans, meta)| {
+                let active = match meta.get(ACTIVE_PLAN)? {
+                    Some(v) => match u64_of(&v) {
+                        Ok(v) => v,
+                        Err(e) => return abort(e),
+                    },
+                    None => 0,
+                };
+                if let Some(expected) = expected_version {
+                    if expected != active {
+                        return abort(StoreError::VersionConflict {
+                            expected,
+                            actual: active,
+                        });
+                    }
+                }
+                // Versions only grow, also after a rollback made an old one active.
+                let mut next = active + 1;
+                while plans.get(next.to_be_bytes())?.is_some() {
+                    next += 1;
+                }
+                let record = PlanRecord {
+                    version: next,
+                    author: plan.author.clone(),
+                    comment: plan.comment.clone(),
+                    created_at: plan.created_at,
+                    content_hash: hash.clone(),
+                    toml: plan.toml.clone(),
+                };
+                plans.insert(&next.to_be_bytes(), encode(&record))?;
+                meta.insert(ACTIVE_PLAN, &next.to_be_bytes())?;
+                Ok(record)
+            });
+            tx_result(r)
+        })
+        .await
+    }
+
+    async fn upsert_customer(&self, customer: Customer) -> StoreResult<UpsertOutcome> {
+        {
+            let mut seen = std::collections::HashSet::new();
+            for p in &customer.phones {
+                if !seen.insert(p) {
+                    return Err(StoreError::DuplicatePhone { phone: p.clone() });
+                }
+            }
+        }
+        self.write(move |s| {
+            let r = (&s.customers, &s.phones).transaction(|(customers, phones)| {
+                let id = customer.id.as_str().as_bytes();
+                let existing = Self::read_customer(customers, id)?;
+                if let Some(old) = &existing {
+                    for p in old.phones.iter().filter(|p| !customer.phones.contains(p)) {
+                        if phones.get(p.as_bytes())?.as_deref() == Some(id) {
+                            phones.remove(p.as_bytes())?;
+                        }
+                    }
+                }
+                for p in &customer.phones {
+                    if let Some(owner) = phones.get(p.as_bytes())? {
+                        if owner.as_ref() != id {
+                            // The number moved to this customer: take it off the other.
+                            if let Some(mut other) = Self::read_customer(customers, &owner)? {
+                                other.phones.retain(|q| q != p);
+                                customers.insert(owner.as_ref(), encode(&other))?;
+                            }
+                        }
+                    }
+                    phones.insert(p.as_bytes(), id)?;
+                }
+                customers.insert(id, encode(&customer))?;
+                Ok(UpsertOutcome {
+                    customer: customer.clone(),
+                    created: existing.is_none(),
+                })
+            });
+            tx_result(r)
+        })
+        .await
+    }
+
+    async fn customer(&self, id: &CustomerId) -> StoreResult<Option<Customer>> {
+        self.customers
+            .get(id.as_str().as_bytes())
+            .map_err(io)?
+            .map(|v| decode(&v))
+            .transpose()
+    }
+
+    async fn customer_by_phone(&self, e164: &str) -> StoreResult<Option<Customer>> {
+        let Some(id) = self.phones.get(e164.as_bytes()).map_err(io)? else {
+            return Ok(None);
+        };
+        self.customers
+            .get(id)
+            .map_err(io)?
+            .map(|v| decode(&v))
+            .transpose()
+    }
+
+    async fn delete_customer(&self, id: &CustomerId) -> StoreResult<bool> {
+        let id = id.clone();
+        self.write(move |s| {
+            let r = (&s.customers, &s.phones).transaction(|(customers, phones)| {
+                let key = id.as_str().as_bytes();
+                let Some(old) = Self::read_customer(customers, key)? else {
+                    return Ok(false);
+                };
+                for p in &old.phones {
+                    if phones.get(p.as_bytes())?.as_deref() == Some(key) {
+                        phones.remove(p.as_bytes())?;
+                    }
+                }
+                customers.remove(key)?;
+                Ok(true)
+            });
+            tx_result(r)
+        })
+        .await
+    }
+
+    async fn flush(&self) -> StoreResult<()> {
+        self.committer.durable().await
+    }
+
+    async fn close(&self) {
+        self.committer.close().await;
+    }
+}
+
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::Utc;
+
+    fn customer(id: &str, phones: &[&str]) -> Customer {
+        Customer {
+            id: CustomerId::new_checked(id.into()),
+            display_name: id.to_uppercase(),
+            phones: phones.iter().map(|p| p.to_string()).collect(),
+            status: "gold".into(),
+            language: "en".into(),
+            time_zone: None,
+            last_agent_id: String::new(),
+            preferred_agent_id: String::new(),
+            notes: String::new(),
+            do_not_call: false,
+            updated_at: Utc::now(),
+        }
+    }
+
+    fn new_plan(toml: &str) -> NewPlan {
+        NewPlan {
+            author: "test".into(),
+            comment: String::new(),
+            created_at: Utc::now(),
+            toml: toml.into(),
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn plans_get_increasing_versions_and_stale_editors_conflict() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = SledStore::open(dir.path()).unwrap();
+        assert_eq!(s.active_plan().await.unwrap(), None);
+        let v1 = s.apply_plan(new_plan("a"), Some(0)).await.unwrap();
+        assert_eq!(v1.version, 1);
+        let v2 = s.apply_plan(new_plan("b"), Some(1)).await.unwrap();
+        assert_eq!(v2.version, 2);
+        assert_eq!(
+            s.apply_plan(new_plan("c"), Some(1)).await,
+            Err(StoreError::VersionConflict { expected: 1, actual: 2 })
+        );
+        assert_eq!(s.active_plan().await.unwrap().unwrap().toml, "b");
+        assert_eq!(s.plan_version(1).await.unwrap().unwrap().toml, "a");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_phone_number_moves_to_the_customer_who_lists_it_last() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = SledStore::open(dir.path()).unwrap();
+        assert!(s.upsert_customer(customer("a", &["+441"])).await.unwrap().created);
+        assert!(s.upsert_customer(customer("b", &["+441", "+442"])).await.unwrap().created);
+        let a = s.customer(&CustomerId::new_checked("a".into())).await.unwrap().unwrap();
+        assert!(a.phones.is_empty());
+        assert_eq!(s.customer_by_phone("+441").await.unwrap().unwrap().id.as_str(), "b");
+        assert!(!s.upsert_customer(customer("b", &["+442"])).await.unwrap().created);
+        assert_eq!(s.customer_by_phone("+441").await.unwrap(), None);
+        assert!(s.delete_customer(&CustomerId::new_checked("b".into())).await.unwrap());
+        assert_eq!(s.customer_by_phone("+442").await.unwrap(), None);
+        assert!(!s.delete_customer(&CustomerId::new_checked("b".into())).await.unwrap());
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn sixty_four_concurrent_writers_finish_and_share_flushes() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = SledStore::open(dir.path()).unwrap();
+        let stats = s.commit_stats();
+        let mut tasks = Vec::new();
+        for i in 0..64 {
+            let s = s.clone();
+            tasks.push(tokio::spawn(async move {
+                for j in 0..10 {
+                    s.upsert_customer(customer(&format!("c{i}-{j}"), &[]))
+                        .await
+                        .unwrap();
+                }
+            }));
+        }
+        for t in tasks {
+            tokio::time::timeout(std::time::Duration::from_secs(60), t)
+                .await
+                .expect("writers must not deadlock")
+                .unwrap();
+        }
+        let flushes = stats.flushes.load(std::sync::atomic::Ordering::Relaxed);
+        let acked = stats.acknowledged.load(std::sync::atomic::Ordering::Relaxed);
+        assert_eq!(acked, 640);
+        assert!(flushes < acked, "group commit: {flushes} flushes for {acked} writes");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn acknowledged_writes_survive_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let s = SledStore::open(dir.path()).unwrap();
+            s.upsert_customer(customer("a", &["+441"])).await.unwrap();
+            s.apply_plan(new_plan("p"), None).await.unwrap();
+            s.close().await;
+            assert_eq!(s.flush().await, Err(StoreError::Closed));
+        }
+        let s = SledStore::open(dir.path()).unwrap();
+        assert_eq!(s.customer_by_phone("+441").await.unwrap().unwrap().id.as_str(), "a");
+        assert_eq!(s.active_plan().await.unwrap().unwrap().toml, "p");
+    }
+}
