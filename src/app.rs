@@ -89,7 +89,10 @@ impl Application {
     }
 
     /// Serves until `shutdown` completes, then shuts down in order.
-    pub async fn run(self, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<(), AppError> {
+    pub async fn run(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> Result<(), AppError> {
         let Self {
             listener,
             addr,
@@ -154,7 +157,9 @@ impl Application {
         };
         let _ = ready.set(holdless.clone());
         for name in std::iter::once("").chain(SERVICE_NAMES.iter().copied()) {
-            health.set_service_status(name, ServingStatus::Serving).await;
+            health
+                .set_service_status(name, ServingStatus::Serving)
+                .await;
         }
         tracing::info!(%addr, "holdless is SERVING");
 
@@ -184,7 +189,10 @@ impl Application {
             Ok(Ok(Err(e))) => tracing::warn!(error = %e, "server ended with an error"),
             Ok(Err(e)) => tracing::warn!(error = %e, "server task failed"),
             Err(_) => {
-                tracing::warn!(grace_secs = grace.as_secs(), "in-flight calls outlived the grace period; cancelling them");
+                tracing::warn!(
+                    grace_secs = grace.as_secs(),
+                    "in-flight calls outlived the grace period; cancelling them"
+                );
                 server.abort();
             }
         }

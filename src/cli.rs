@@ -19,7 +19,11 @@ pub const EXIT_CONFIG: u8 = 64;
 pub const EXIT_UNAVAILABLE: u8 = 69;
 
 #[derive(Debug, Parser)]
-#[command(name = "holdless", version, about = "Call routing and callbacks for contact centers")]
+#[command(
+    name = "holdless",
+    version,
+    about = "Call routing and callbacks for contact centers"
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
@@ -46,7 +50,12 @@ pub enum Command {
 #[derive(Debug, Args)]
 pub struct ServerArg {
     /// Server to talk to.
-    #[arg(long, env = "HOLDLESS_SERVER", default_value = "http://127.0.0.1:50051", global = true)]
+    #[arg(
+        long,
+        env = "HOLDLESS_SERVER",
+        default_value = "http://127.0.0.1:50051",
+        global = true
+    )]
     pub server: String,
     /// Print JSON instead of a readable summary.
     #[arg(long, global = true)]
@@ -156,7 +165,10 @@ fn parse_key_value(s: &str) -> Result<(String, String), String> {
 
 /// Runs a parsed command line; returns the process exit status.
 pub fn run(cli: Cli) -> ExitCode {
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(r) => r,
         Err(e) => {
             eprintln!("holdless: cannot start the async runtime: {e}");
@@ -352,32 +364,73 @@ pub fn render_decision(d: &pb::RoutingDecision) -> String {
     let mut s = String::new();
     let loc = d.location.clone().unwrap_or_default();
     let ctx = d.agent_context.clone().unwrap_or_default();
-    let dash = |v: &str| if v.is_empty() { "-".to_owned() } else { v.to_owned() };
-    let _ = writeln!(s, "queue      {} (priority {}, {})", d.queue_id, d.priority, if d.queue_open { "open" } else { "closed" });
+    let dash = |v: &str| {
+        if v.is_empty() {
+            "-".to_owned()
+        } else {
+            v.to_owned()
+        }
+    };
+    let _ = writeln!(
+        s,
+        "queue      {} (priority {}, {})",
+        d.queue_id,
+        d.priority,
+        if d.queue_open { "open" } else { "closed" }
+    );
     let _ = writeln!(
         s,
         "rule       {}",
-        if d.default_route { "(default route)".to_owned() } else { d.rule_id.clone() }
+        if d.default_route {
+            "(default route)".to_owned()
+        } else {
+            d.rule_id.clone()
+        }
     );
     let _ = writeln!(s, "plan       version {}", d.plan_version);
-    let _ = writeln!(s, "location   country {}, region {}, zone {}", dash(&loc.country), dash(&loc.region), dash(&loc.time_zone));
+    let _ = writeln!(
+        s,
+        "location   country {}, region {}, zone {}",
+        dash(&loc.country),
+        dash(&loc.region),
+        dash(&loc.time_zone)
+    );
     if !d.campaign_id.is_empty() {
         let _ = writeln!(s, "campaign   {}", d.campaign_id);
     }
     if !ctx.customer_id.is_empty() {
-        let _ = writeln!(s, "customer   {} {} (status {})", ctx.customer_id, ctx.customer_name, dash(&ctx.customer_status));
+        let _ = writeln!(
+            s,
+            "customer   {} {} (status {})",
+            ctx.customer_id,
+            ctx.customer_name,
+            dash(&ctx.customer_status)
+        );
     }
     if !d.preferred_agent_id.is_empty() {
-        let _ = writeln!(s, "agent      try {} first for {} s", d.preferred_agent_id, d.preferred_agent_timeout_seconds);
+        let _ = writeln!(
+            s,
+            "agent      try {} first for {} s",
+            d.preferred_agent_id, d.preferred_agent_timeout_seconds
+        );
     }
-    for (label, v) in [("notes", &ctx.customer_notes), ("script", &ctx.campaign_script), ("note", &ctx.rule_note)] {
+    for (label, v) in [
+        ("notes", &ctx.customer_notes),
+        ("script", &ctx.campaign_script),
+        ("note", &ctx.rule_note),
+    ] {
         if !v.is_empty() {
             let _ = writeln!(s, "{label:<10} {v}");
         }
     }
     if !d.explanation.is_empty() {
         let _ = writeln!(s, "\nrules checked, in order:");
-        let width = d.explanation.iter().map(|t| t.rule_id.len()).max().unwrap_or(4);
+        let width = d
+            .explanation
+            .iter()
+            .map(|t| t.rule_id.len())
+            .max()
+            .unwrap_or(4);
         for t in &d.explanation {
             let what = match pb::RuleOutcome::try_from(t.outcome) {
                 Ok(pb::RuleOutcome::Matched) => "MATCHED".to_owned(),
@@ -404,7 +457,10 @@ async fn plan(cmd: PlanCommand) -> Result<String, Failure> {
     match cmd {
         PlanCommand::Export { version, server } => {
             let mut c = pb::plan_service_client::PlanServiceClient::new(connect(&server).await?);
-            let r = c.get_plan(pb::GetPlanRequest { version }).await?.into_inner();
+            let r = c
+                .get_plan(pb::GetPlanRequest { version })
+                .await?
+                .into_inner();
             Ok(r.plan_toml)
         }
         PlanCommand::Validate { file, server } => {
@@ -421,7 +477,14 @@ async fn plan(cmd: PlanCommand) -> Result<String, Failure> {
                     .map(|i| serde_json::json!({"path": i.path, "message": i.message}))
                     .collect();
                 let out = to_json(&serde_json::json!({"valid": r.valid, "issues": issues}));
-                return if r.valid { Ok(out) } else { Err(Failure { code: 2, message: out }) };
+                return if r.valid {
+                    Ok(out)
+                } else {
+                    Err(Failure {
+                        code: 2,
+                        message: out,
+                    })
+                };
             }
             if r.valid {
                 Ok(format!(
@@ -436,7 +499,10 @@ async fn plan(cmd: PlanCommand) -> Result<String, Failure> {
                 for i in &r.issues {
                     m.push_str(&format!("\n  {}: {}", i.path, i.message));
                 }
-                Err(Failure { code: 2, message: m })
+                Err(Failure {
+                    code: 2,
+                    message: m,
+                })
             }
         }
         PlanCommand::Apply {
@@ -458,7 +524,10 @@ async fn plan(cmd: PlanCommand) -> Result<String, Failure> {
                 .await?
                 .into_inner();
             let v = r.version.unwrap_or_default();
-            Ok(format!("applied: version {} ({})\n", v.version, v.content_hash))
+            Ok(format!(
+                "applied: version {} ({})\n",
+                v.version, v.content_hash
+            ))
         }
     }
 }

@@ -62,7 +62,9 @@ impl Default for Settings {
     fn default() -> Self {
         Self {
             server: ServerSettings {
-                listen: DEFAULT_LISTEN.parse().expect("default listen address parses"),
+                listen: DEFAULT_LISTEN
+                    .parse()
+                    .expect("default listen address parses"),
                 shutdown_grace_secs: DEFAULT_SHUTDOWN_GRACE_SECS,
                 max_message_bytes: DEFAULT_MAX_MESSAGE_BYTES,
             },
@@ -93,24 +95,24 @@ impl Settings {
     }
 
     fn load_with_env(file: Option<&Path>, env: Environment) -> Result<Self, ConfigError> {
-        let defaults = Config::try_from(&Settings::default()).map_err(|e| ConfigError(e.to_string()))?;
+        let defaults =
+            Config::try_from(&Settings::default()).map_err(|e| ConfigError(e.to_string()))?;
         let mut builder = Config::builder().add_source(defaults);
         builder = match file {
             Some(f) => {
                 if !f.is_file() {
-                    return Err(ConfigError(format!("config file {} not found", f.display())));
+                    return Err(ConfigError(format!(
+                        "config file {} not found",
+                        f.display()
+                    )));
                 }
                 builder.add_source(File::from(f).format(FileFormat::Toml).required(true))
             }
-            None => builder.add_source(
-                File::new(DEFAULT_CONFIG_FILE, FileFormat::Toml).required(false),
-            ),
+            None => {
+                builder.add_source(File::new(DEFAULT_CONFIG_FILE, FileFormat::Toml).required(false))
+            }
         };
-        builder = builder.add_source(
-            env.prefix_separator("__")
-                .separator("__")
-                .try_parsing(true),
-        );
+        builder = builder.add_source(env.prefix_separator("__").separator("__").try_parsing(true));
         let settings: Settings = builder
             .build()
             .and_then(|c| c.try_deserialize())
@@ -124,7 +126,9 @@ impl Settings {
             return Err(ConfigError("store.path must not be empty".into()));
         }
         if self.server.max_message_bytes < 1024 {
-            return Err(ConfigError("server.max_message_bytes must be at least 1024".into()));
+            return Err(ConfigError(
+                "server.max_message_bytes must be at least 1024".into(),
+            ));
         }
         Ok(())
     }
@@ -158,8 +162,13 @@ mod tests {
     fn env_overrides_file_overrides_defaults() {
         let dir = tempfile::tempdir().unwrap();
         let f = dir.path().join("h.toml");
-        std::fs::write(&f, "[server]\nlisten = \"127.0.0.1:6000\"\n[store]\npath = \"/tmp/x\"\n").unwrap();
-        let s = Settings::load_with_env(Some(&f), env(&[("HOLDLESS__STORE__PATH", "/tmp/y")])).unwrap();
+        std::fs::write(
+            &f,
+            "[server]\nlisten = \"127.0.0.1:6000\"\n[store]\npath = \"/tmp/x\"\n",
+        )
+        .unwrap();
+        let s =
+            Settings::load_with_env(Some(&f), env(&[("HOLDLESS__STORE__PATH", "/tmp/y")])).unwrap();
         assert_eq!(s.server.listen.port(), 6000);
         assert_eq!(s.store.path, PathBuf::from("/tmp/y"));
         let s = Settings::load_with_env(

@@ -121,7 +121,10 @@ impl TryFrom<pb::RouteCallRequest> for Call {
         if attributes.len() > MAX_ATTRIBUTES {
             v.push(FieldViolation::new(
                 "attributes",
-                format!("at most {MAX_ATTRIBUTES} attributes, got {}", attributes.len()),
+                format!(
+                    "at most {MAX_ATTRIBUTES} attributes, got {}",
+                    attributes.len()
+                ),
             ));
         }
         let mut attrs = BTreeMap::new();
@@ -138,25 +141,25 @@ impl TryFrom<pb::RouteCallRequest> for Call {
                 attrs.insert(k, val);
             }
         }
-        let location_override =
-            explicit_location.and_then(|l| location("location", l, &mut v));
-        let call = Call {
-            call_id: CallId::new_checked(call_id.unwrap_or_default()),
+        let location_override = explicit_location.and_then(|l| location("location", l, &mut v));
+        let intent = label("intent", &intent, &mut v);
+        let language = label("language", &language, &mut v);
+        let tracking_code = label("tracking_code", &tracking_code, &mut v);
+        let (Some(call_id), true) = (call_id, v.is_empty()) else {
+            return Err(invalid_argument(&v));
+        };
+        Ok(Call {
+            call_id: CallId::new_checked(call_id),
             caller,
             dialed,
             customer_id,
-            intent: label("intent", &intent, &mut v),
-            language: label("language", &language, &mut v),
-            tracking_code: label("tracking_code", &tracking_code, &mut v),
+            intent,
+            language,
+            tracking_code,
             attributes: attrs,
             location_override,
             explain,
-        };
-        if v.is_empty() {
-            Ok(call)
-        } else {
-            Err(invalid_argument(&v))
-        }
+        })
     }
 }
 
@@ -202,25 +205,35 @@ pub fn customer_from_pb(c: Option<pb::Customer>) -> Result<Customer, Status> {
             check_id(field, a, v).unwrap_or_default()
         }
     };
-    let customer = Customer {
-        id: CustomerId::new_checked(id.unwrap_or_default()),
-        display_name: check_text("customer.display_name", &display_name, MAX_LABEL_LEN * 4, &mut v)
-            .unwrap_or_default(),
+    let display_name = check_text(
+        "customer.display_name",
+        &display_name,
+        MAX_LABEL_LEN * 4,
+        &mut v,
+    );
+    let status = label("customer.status", &status, &mut v).unwrap_or_default();
+    let language = label("customer.language", &language, &mut v).unwrap_or_default();
+    let time_zone = time_zone("customer.time_zone", &tz, &mut v);
+    let last_agent_id = agent("customer.last_agent_id", &last_agent_id, &mut v);
+    let preferred_agent_id = agent("customer.preferred_agent_id", &preferred_agent_id, &mut v);
+    let notes = check_text("customer.notes", &notes, MAX_TEXT_LEN, &mut v);
+    let (Some(id), Some(display_name), Some(notes), true) = (id, display_name, notes, v.is_empty())
+    else {
+        return Err(invalid_argument(&v));
+    };
+    Ok(Customer {
+        id: CustomerId::new_checked(id),
+        display_name,
         phones,
-        status: label("customer.status", &status, &mut v).unwrap_or_default(),
-        language: label("customer.language", &language, &mut v).unwrap_or_default(),
-        time_zone: time_zone("customer.time_zone", &tz, &mut v),
-        last_agent_id: agent("customer.last_agent_id", &last_agent_id, &mut v),
-        preferred_agent_id: agent("customer.preferred_agent_id", &preferred_agent_id, &mut v),
-        notes: check_text("customer.notes", &notes, MAX_TEXT_LEN, &mut v).unwrap_or_default(),
+        status,
+        language,
+        time_zone,
+        last_agent_id,
+        preferred_agent_id,
+        notes,
         do_not_call,
         updated_at: DateTime::<Utc>::UNIX_EPOCH,
-    };
-    if v.is_empty() {
-        Ok(customer)
-    } else {
-        Err(invalid_argument(&v))
-    }
+    })
 }
 
 impl From<Customer> for pb::Customer {

@@ -48,7 +48,10 @@ pub fn check_text(
         ));
         return None;
     }
-    if value.chars().any(|c| c.is_control() && c != '\n' && c != '\t') {
+    if value
+        .chars()
+        .any(|c| c.is_control() && c != '\n' && c != '\t')
+    {
         out.push(FieldViolation::new(
             field,
             "must not contain control characters",

@@ -20,7 +20,10 @@ pub fn compile_toml(text: &str, version: u64) -> Result<CompiledPlan, Vec<FieldV
     if text.len() > MAX_PLAN_BYTES {
         return Err(vec![FieldViolation::new(
             "plan",
-            format!("plan is {} bytes, at most {MAX_PLAN_BYTES} allowed", text.len()),
+            format!(
+                "plan is {} bytes, at most {MAX_PLAN_BYTES} allowed",
+                text.len()
+            ),
         )]);
     }
     let doc = PlanDoc::from_toml(text).map_err(|e| vec![FieldViolation::new("plan", e)])?;
@@ -130,7 +133,10 @@ pub fn compile(doc: PlanDoc, version: u64) -> Result<CompiledPlan, Vec<FieldViol
                 c.label(&format!("{p}.region"), &l.region);
             }
             if prefixes.insert(l.prefix.clone(), entry).is_some() {
-                c.issue(format!("{p}.prefix"), format!("duplicate prefix '{}'", l.prefix));
+                c.issue(
+                    format!("{p}.prefix"),
+                    format!("duplicate prefix '{}'", l.prefix),
+                );
             }
         }
     }
@@ -145,7 +151,12 @@ pub fn compile(doc: PlanDoc, version: u64) -> Result<CompiledPlan, Vec<FieldViol
             }
         }
         c.text(&format!("{p}.description"), &r.description, MAX_TEXT_LEN);
-        let matcher = c.matcher(&format!("{p}.match"), &r.matcher, &campaign_ids, &queue_by_id);
+        let matcher = c.matcher(
+            &format!("{p}.match"),
+            &r.matcher,
+            &campaign_ids,
+            &queue_by_id,
+        );
         let action = c.action(&p, &r.action, &r.matcher, &queue_by_id, &doc.campaigns);
         rules.push(Rule {
             id: r.id.clone(),
@@ -171,7 +182,10 @@ pub fn compile(doc: PlanDoc, version: u64) -> Result<CompiledPlan, Vec<FieldViol
                     note: d.note.clone(),
                 }),
                 None => {
-                    c.issue("default_route.queue", format!("unknown queue '{}'", d.queue));
+                    c.issue(
+                        "default_route.queue",
+                        format!("unknown queue '{}'", d.queue),
+                    );
                     None
                 }
             }
@@ -238,7 +252,10 @@ impl Checker {
         match v.parse::<Tz>() {
             Ok(tz) => Some(tz),
             Err(_) => {
-                self.issue(path, format!("'{v}' is not an IANA time zone (e.g. Europe/London)"));
+                self.issue(
+                    path,
+                    format!("'{v}' is not an IANA time zone (e.g. Europe/London)"),
+                );
                 None
             }
         }
@@ -276,7 +293,10 @@ impl Checker {
     fn dialed(&mut self, path: &str, v: &str) -> bool {
         let ok = crate::domain::call::is_dialed_number(v);
         if !ok {
-            self.issue(path, format!("'{v}' is not a dialed number (digits, optional leading +)"));
+            self.issue(
+                path,
+                format!("'{v}' is not a dialed number (digits, optional leading +)"),
+            );
         }
         ok
     }
@@ -378,7 +398,10 @@ impl Checker {
             );
         }
         if sl.answer_within_secs == 0 {
-            self.issue(format!("{p}.service_level.answer_within_secs"), "must be positive");
+            self.issue(
+                format!("{p}.service_level.answer_within_secs"),
+                "must be positive",
+            );
         }
         if q.default_aht_secs == 0 {
             self.issue(format!("{p}.default_aht_secs"), "must be positive");
@@ -419,7 +442,10 @@ impl Checker {
             self.issue(format!("{p}.max_attempts"), "must be between 1 and 20");
         }
         if cb.retry_backoff_secs.is_empty() {
-            self.issue(format!("{p}.retry_backoff_secs"), "must list at least one wait");
+            self.issue(
+                format!("{p}.retry_backoff_secs"),
+                "must list at least one wait",
+            );
         }
         for (k, b) in cb.retry_backoff_secs.iter().enumerate() {
             if *b == 0 {
@@ -483,7 +509,10 @@ impl Checker {
                 if v.len() == 2 && v.bytes().all(|b| b.is_ascii_alphabetic()) {
                     Some(v.to_ascii_uppercase())
                 } else {
-                    c.issue(path, format!("'{v}' is not an ISO 3166-1 alpha-2 country code"));
+                    c.issue(
+                        path,
+                        format!("'{v}' is not an ISO 3166-1 alpha-2 country code"),
+                    );
                     None
                 }
             }),
@@ -492,7 +521,11 @@ impl Checker {
                 c.tz(path, v).map(|tz| tz.name().to_owned())
             }),
             number_prefixes: {
-                self.limit(&format!("{p}.number_prefixes"), m.number_prefixes.len(), MAX_MATCHER_VALUES);
+                self.limit(
+                    &format!("{p}.number_prefixes"),
+                    m.number_prefixes.len(),
+                    MAX_MATCHER_VALUES,
+                );
                 m.number_prefixes
                     .iter()
                     .enumerate()
@@ -513,12 +546,18 @@ impl Checker {
                     None
                 }
             }),
-            dialed_numbers: self.set(&format!("{p}.dialed_numbers"), &m.dialed_numbers, |c, path, v| {
-                c.dialed(path, v).then(|| v.to_owned())
-            }),
+            dialed_numbers: self.set(
+                &format!("{p}.dialed_numbers"),
+                &m.dialed_numbers,
+                |c, path, v| c.dialed(path, v).then(|| v.to_owned()),
+            ),
             intents: self.set(&format!("{p}.intents"), &m.intents, label),
             languages: {
-                self.limit(&format!("{p}.languages"), m.languages.len(), MAX_MATCHER_VALUES);
+                self.limit(
+                    &format!("{p}.languages"),
+                    m.languages.len(),
+                    MAX_MATCHER_VALUES,
+                );
                 m.languages
                     .iter()
                     .enumerate()
@@ -547,7 +586,10 @@ impl Checker {
                 }
                 let found = queue_by_id.get(q).copied();
                 if found.is_none() {
-                    self.issue(format!("{p}.business_hours_queue"), format!("unknown queue '{q}'"));
+                    self.issue(
+                        format!("{p}.business_hours_queue"),
+                        format!("unknown queue '{q}'"),
+                    );
                 }
                 found
             }),
@@ -669,9 +711,12 @@ fn covers(a: &MatchDoc, b: &MatchDoc, ra: &RuleDoc, rb: &RuleDoc) -> bool {
     let exact = |a: &str, b: &str| a == b;
     let ci = |a: &str, b: &str| a.eq_ignore_ascii_case(b);
     let prefix = |a: &str, b: &str| b.starts_with(a);
-    let lang = |a: &str, b: &str| super::engine::language_matches(&a.to_ascii_lowercase(), &b.to_ascii_lowercase());
+    let lang = |a: &str, b: &str| {
+        super::engine::language_matches(&a.to_ascii_lowercase(), &b.to_ascii_lowercase())
+    };
     // The queue whose hours each rule looks at must be the same one, named explicitly.
-    let hours_queue = |m: &MatchDoc, r: &RuleDoc| m.business_hours_queue.clone().or(r.action.queue.clone());
+    let hours_queue =
+        |m: &MatchDoc, r: &RuleDoc| m.business_hours_queue.clone().or(r.action.queue.clone());
     let hours = match (&a.business_hours, &b.business_hours) {
         (None, _) => true,
         (Some(x), Some(y)) => {

@@ -13,7 +13,10 @@ use crate::domain::{Call, Customer, Location};
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum TraceOutcome {
     Matched,
-    Failed { matcher: &'static str, detail: String },
+    Failed {
+        matcher: &'static str,
+        detail: String,
+    },
     Disabled,
 }
 
@@ -96,7 +99,11 @@ pub fn decide(
     let language = call
         .language
         .clone()
-        .or_else(|| customer.map(|c| c.language.clone()).filter(|l| !l.is_empty()))
+        .or_else(|| {
+            customer
+                .map(|c| c.language.clone())
+                .filter(|l| !l.is_empty())
+        })
         .map(|l| l.to_ascii_lowercase());
     let campaign = plan.active_campaign(call.dialed.as_deref(), call.tracking_code.as_deref(), now);
     let facts = Facts {
@@ -181,8 +188,18 @@ fn in_set(
 /// The matchers the index covers, in explanation order.
 fn check_indexed(rule: &Rule, f: &Facts<'_>) -> Check {
     let m = &rule.matcher;
-    in_set("countries", &m.countries, f.location.country.as_deref(), "country")?;
-    in_set("regions", &m.regions, f.location.region.as_deref(), "region")?;
+    in_set(
+        "countries",
+        &m.countries,
+        f.location.country.as_deref(),
+        "country",
+    )?;
+    in_set(
+        "regions",
+        &m.regions,
+        f.location.region.as_deref(),
+        "region",
+    )?;
     in_set(
         "time_zones",
         &m.time_zones,
@@ -323,16 +340,14 @@ fn build(
             plan.default_route.note.clone(),
         ),
     };
-    let preferred_agent_id = rule
-        .and_then(|r| r.action.preferred_agent)
-        .and_then(|p| {
-            let c = f.customer?;
-            let id = match p {
-                PreferredAgent::LastAgent => &c.last_agent_id,
-                PreferredAgent::PreferredAgent => &c.preferred_agent_id,
-            };
-            (!id.is_empty()).then(|| id.clone())
-        });
+    let preferred_agent_id = rule.and_then(|r| r.action.preferred_agent).and_then(|p| {
+        let c = f.customer?;
+        let id = match p {
+            PreferredAgent::LastAgent => &c.last_agent_id,
+            PreferredAgent::PreferredAgent => &c.preferred_agent_id,
+        };
+        (!id.is_empty()).then(|| id.clone())
+    });
     let q = &plan.queues[queue];
     let customer = f.customer;
     Decision {
@@ -341,7 +356,9 @@ fn build(
         rule_id: rule.map(|r| r.id.clone()),
         plan_version: plan.version,
         campaign_id: f.campaign.map(|c| c.id.clone()),
-        extra_skills: rule.map(|r| r.action.extra_skills.clone()).unwrap_or_default(),
+        extra_skills: rule
+            .map(|r| r.action.extra_skills.clone())
+            .unwrap_or_default(),
         preferred_agent_timeout_secs: if preferred_agent_id.is_some() {
             rule.map_or(0, |r| r.action.preferred_agent_timeout_secs)
         } else {
@@ -351,7 +368,9 @@ fn build(
         offer_callback: rule.map_or(OfferCallback::Auto, |r| r.action.offer_callback),
         queue_open: q.is_open(f.now),
         agent_context: AgentContext {
-            customer_id: customer.map(|c| c.id.as_str().to_owned()).unwrap_or_default(),
+            customer_id: customer
+                .map(|c| c.id.as_str().to_owned())
+                .unwrap_or_default(),
             customer_name: customer.map(|c| c.display_name.clone()).unwrap_or_default(),
             customer_status: f.customer_status().unwrap_or("").to_owned(),
             customer_notes: customer.map(|c| c.notes.clone()).unwrap_or_default(),

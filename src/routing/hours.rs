@@ -6,7 +6,9 @@
 
 use std::collections::HashSet;
 
-use chrono::{DateTime, Datelike, LocalResult, NaiveDate, NaiveDateTime, NaiveTime, TimeZone, Utc, Weekday};
+use chrono::{
+    DateTime, Datelike, LocalResult, NaiveDate, NaiveDateTime, NaiveTime, TimeZone, Utc, Weekday,
+};
 use chrono_tz::Tz;
 
 /// A local time of day with minute precision; `24:00` is allowed as an end.
@@ -29,7 +31,9 @@ impl ClockTime {
         if m >= 60 || h > 24 || (h == 24 && (m != 0 || !allow_end_of_day)) {
             return Err(bad());
         }
-        Ok(Self { minutes: h * 60 + m })
+        Ok(Self {
+            minutes: h * 60 + m,
+        })
     }
 
     fn of(t: NaiveTime) -> u16 {
@@ -153,14 +157,20 @@ mod tests {
         // 2026-03-08 02:30 does not exist in New York; 03:00 EDT = 07:00 UTC.
         let t = local_to_utc(
             chrono_tz::America::New_York,
-            NaiveDate::from_ymd_opt(2026, 3, 8).unwrap().and_hms_opt(2, 30, 0).unwrap(),
+            NaiveDate::from_ymd_opt(2026, 3, 8)
+                .unwrap()
+                .and_hms_opt(2, 30, 0)
+                .unwrap(),
         );
         assert_eq!(t, utc("2026-03-08T07:00:00Z"));
         // Lord Howe springs forward by 30 minutes: 2026-10-04 02:15 does not exist;
         // 02:30 (+11:00) = 15:30 UTC the day before.
         let t = local_to_utc(
             chrono_tz::Australia::Lord_Howe,
-            NaiveDate::from_ymd_opt(2026, 10, 4).unwrap().and_hms_opt(2, 15, 0).unwrap(),
+            NaiveDate::from_ymd_opt(2026, 10, 4)
+                .unwrap()
+                .and_hms_opt(2, 15, 0)
+                .unwrap(),
         );
         assert_eq!(t, utc("2026-10-03T15:30:00Z"));
     }
@@ -170,7 +180,10 @@ mod tests {
         // 2026-11-01 01:30 happens twice in New York; the first is EDT (05:30 UTC).
         let t = local_to_utc(
             chrono_tz::America::New_York,
-            NaiveDate::from_ymd_opt(2026, 11, 1).unwrap().and_hms_opt(1, 30, 0).unwrap(),
+            NaiveDate::from_ymd_opt(2026, 11, 1)
+                .unwrap()
+                .and_hms_opt(1, 30, 0)
+                .unwrap(),
         );
         assert_eq!(t, utc("2026-11-01T05:30:00Z"));
     }

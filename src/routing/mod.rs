@@ -3,8 +3,8 @@
 //! `engine::decide` routes one call; `hours` holds business hours and DST-safe local
 //! time; `expr` the optional CEL matcher.
 
-mod country_zones;
 pub mod compile;
+mod country_zones;
 pub mod engine;
 pub mod expr;
 pub mod hours;
@@ -15,3 +15,6 @@ pub mod plan;
 pub use compile::{compile, compile_toml};
 pub use engine::{decide, AgentContext, Decision, RuleTrace, TraceOutcome};
 pub use plan::CompiledPlan;
+
+#[cfg(test)]
+mod tests;

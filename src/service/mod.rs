@@ -36,9 +36,12 @@ impl From<StoreError> for ServiceError {
     fn from(e: StoreError) -> Self {
         match e {
             StoreError::VersionConflict { .. } => ServiceError::Aborted(e.to_string()),
-            StoreError::DuplicatePhone { phone } => ServiceError::InvalidArgument(vec![
-                FieldViolation::new("customer.phone_numbers", format!("{phone} is listed twice")),
-            ]),
+            StoreError::DuplicatePhone { phone } => {
+                ServiceError::InvalidArgument(vec![FieldViolation::new(
+                    "customer.phone_numbers",
+                    format!("{phone} is listed twice"),
+                )])
+            }
             StoreError::Closed => ServiceError::Unavailable(e.to_string()),
             StoreError::Io(_) | StoreError::Corrupt(_) => ServiceError::Internal(e.to_string()),
         }
@@ -84,7 +87,10 @@ impl Holdless {
                         Some(0),
                     )
                     .await?;
-                tracing::info!(version = r.version, "imported routing plan into empty store");
+                tracing::info!(
+                    version = r.version,
+                    "imported routing plan into empty store"
+                );
                 r
             }
         };
@@ -99,7 +105,11 @@ impl Holdless {
                     .join("; ")
             ))
         })?;
-        tracing::info!(version = plan.version, rules = plan.rules.len(), "routing plan active");
+        tracing::info!(
+            version = plan.version,
+            rules = plan.rules.len(),
+            "routing plan active"
+        );
         Ok(Self {
             store,
             plan: ArcSwap::from_pointee(plan),
@@ -126,7 +136,12 @@ impl Holdless {
             (None, None) => None,
         };
         let plan = self.plan.load();
-        Ok(routing::decide(&plan, call, customer.as_ref(), self.clock.now()))
+        Ok(routing::decide(
+            &plan,
+            call,
+            customer.as_ref(),
+            self.clock.now(),
+        ))
     }
 
     pub fn validate_plan(&self, text: &str) -> Result<PlanSummary, Vec<FieldViolation>> {
@@ -200,7 +215,10 @@ impl Holdless {
         if self.store.delete_customer(id).await? {
             Ok(())
         } else {
-            Err(ServiceError::NotFound(format!("customer {} not found", id.as_str())))
+            Err(ServiceError::NotFound(format!(
+                "customer {} not found",
+                id.as_str()
+            )))
         }
     }
 

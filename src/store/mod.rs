@@ -66,8 +66,11 @@ pub trait Store: Send + Sync + 'static {
     /// Stores `plan` as the next version and makes it active. With `expected_version`,
     /// fails with [`StoreError::VersionConflict`] unless that version is active now
     /// (0 means "no plan yet"). Durable when it returns.
-    async fn apply_plan(&self, plan: NewPlan, expected_version: Option<u64>)
-        -> StoreResult<PlanRecord>;
+    async fn apply_plan(
+        &self,
+        plan: NewPlan,
+        expected_version: Option<u64>,
+    ) -> StoreResult<PlanRecord>;
 
     /// Creates or replaces a customer. A phone number belongs to one customer: listing
     /// it here takes it off any other customer (the CRM's latest word wins). Durable

@@ -13,9 +13,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use sha2::{Digest, Sha256};
-use sled::transaction::{
-    ConflictableTransactionError, TransactionError, TransactionalTree,
-};
+use sled::transaction::{ConflictableTransactionError, TransactionError, TransactionalTree};
 use sled::Transactional;
 
 use super::committer::{CommitStats, Committer};
@@ -111,7 +109,10 @@ impl SledStore {
         Ok(out)
     }
 
-    fn read_customer(tree: &TransactionalTree, id: &[u8]) -> Result<Option<Customer>, ConflictableTransactionError<StoreError>> {
+    fn read_customer(
+        tree: &TransactionalTree,
+        id: &[u8],
+    ) -> Result<Option<Customer>, ConflictableTransactionError<StoreError>> {
         match tree.get(id)? {
             None => Ok(None),
             Some(v) => match decode(&v) {
@@ -280,7 +281,6 @@ impl Store for SledStore {
     }
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -322,7 +322,10 @@ mod tests {
         assert_eq!(v2.version, 2);
         assert_eq!(
             s.apply_plan(new_plan("c"), Some(1)).await,
-            Err(StoreError::VersionConflict { expected: 1, actual: 2 })
+            Err(StoreError::VersionConflict {
+                expected: 1,
+                actual: 2
+            })
         );
         assert_eq!(s.active_plan().await.unwrap().unwrap().toml, "b");
         assert_eq!(s.plan_version(1).await.unwrap().unwrap().toml, "a");
@@ -332,16 +335,49 @@ mod tests {
     async fn a_phone_number_moves_to_the_customer_who_lists_it_last() {
         let dir = tempfile::tempdir().unwrap();
         let s = SledStore::open(dir.path()).unwrap();
-        assert!(s.upsert_customer(customer("a", &["+441"])).await.unwrap().created);
-        assert!(s.upsert_customer(customer("b", &["+441", "+442"])).await.unwrap().created);
-        let a = s.customer(&CustomerId::new_checked("a".into())).await.unwrap().unwrap();
+        assert!(
+            s.upsert_customer(customer("a", &["+441"]))
+                .await
+                .unwrap()
+                .created
+        );
+        assert!(
+            s.upsert_customer(customer("b", &["+441", "+442"]))
+                .await
+                .unwrap()
+                .created
+        );
+        let a = s
+            .customer(&CustomerId::new_checked("a".into()))
+            .await
+            .unwrap()
+            .unwrap();
         assert!(a.phones.is_empty());
-        assert_eq!(s.customer_by_phone("+441").await.unwrap().unwrap().id.as_str(), "b");
-        assert!(!s.upsert_customer(customer("b", &["+442"])).await.unwrap().created);
+        assert_eq!(
+            s.customer_by_phone("+441")
+                .await
+                .unwrap()
+                .unwrap()
+                .id
+                .as_str(),
+            "b"
+        );
+        assert!(
+            !s.upsert_customer(customer("b", &["+442"]))
+                .await
+                .unwrap()
+                .created
+        );
         assert_eq!(s.customer_by_phone("+441").await.unwrap(), None);
-        assert!(s.delete_customer(&CustomerId::new_checked("b".into())).await.unwrap());
+        assert!(s
+            .delete_customer(&CustomerId::new_checked("b".into()))
+            .await
+            .unwrap());
         assert_eq!(s.customer_by_phone("+442").await.unwrap(), None);
-        assert!(!s.delete_customer(&CustomerId::new_checked("b".into())).await.unwrap());
+        assert!(!s
+            .delete_customer(&CustomerId::new_checked("b".into()))
+            .await
+            .unwrap());
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -367,9 +403,14 @@ mod tests {
                 .unwrap();
         }
         let flushes = stats.flushes.load(std::sync::atomic::Ordering::Relaxed);
-        let acked = stats.acknowledged.load(std::sync::atomic::Ordering::Relaxed);
+        let acked = stats
+            .acknowledged
+            .load(std::sync::atomic::Ordering::Relaxed);
         assert_eq!(acked, 640);
-        assert!(flushes < acked, "group commit: {flushes} flushes for {acked} writes");
+        assert!(
+            flushes < acked,
+            "group commit: {flushes} flushes for {acked} writes"
+        );
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -383,7 +424,15 @@ mod tests {
             assert_eq!(s.flush().await, Err(StoreError::Closed));
         }
         let s = SledStore::open(dir.path()).unwrap();
-        assert_eq!(s.customer_by_phone("+441").await.unwrap().unwrap().id.as_str(), "a");
+        assert_eq!(
+            s.customer_by_phone("+441")
+                .await
+                .unwrap()
+                .unwrap()
+                .id
+                .as_str(),
+            "a"
+        );
         assert_eq!(s.active_plan().await.unwrap().unwrap().toml, "p");
     }
 }

@@ -1,0 +1,176 @@
+//! `spawn_app()`: one server per test, port 0, temp store, manual clock. Tracing output
+//! only with `TEST_LOG=1`.
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Once};
+
+use chrono::{DateTime, Utc};
+use holdless::api::pb;
+use holdless::app::{AppError, Application};
+use holdless::clock::ManualClock;
+use holdless::config::Settings;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+use tonic::transport::Channel;
+use tonic_health::pb::health_check_response::ServingStatus;
+use tonic_health::pb::health_client::HealthClient;
+use tonic_health::pb::HealthCheckRequest;
+
+/// Wednesday 2026-11-25 15:00 UTC: 10:00 in New York, 15:00 in London (both open).
+pub const WEEKDAY_NOON: &str = "2026-11-25T15:00:00Z";
+
+pub fn at(s: &str) -> DateTime<Utc> {
+    DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc)
+}
+
+fn init_tracing() {
+    static ONCE: Once = Once::new();
+    ONCE.call_once(|| {
+        if std::env::var_os("TEST_LOG").is_some() {
+            let _ = tracing_subscriber::fmt()
+                .with_env_filter("holdless=debug,info")
+                .with_test_writer()
+                .try_init();
+        }
+    });
+}
+
+pub struct TestApp {
+    pub addr: SocketAddr,
+    pub channel: Channel,
+    pub clock: Arc<ManualClock>,
+    pub data_dir: Arc<tempfile::TempDir>,
+    shutdown: Option<oneshot::Sender<()>>,
+    handle: Option<JoinHandle<Result<(), AppError>>>,
+}
+
+pub async fn spawn_app() -> TestApp {
+    spawn_app_with(|_| {}).await
+}
+
+pub async fn spawn_app_with(configure: impl FnOnce(&mut Settings)) -> TestApp {
+    let dir = Arc::new(tempfile::tempdir().expect("temp dir"));
+    let clock = Arc::new(ManualClock::new(at(WEEKDAY_NOON)));
+    start(dir, clock, configure).await
+}
+
+async fn start(
+    dir: Arc<tempfile::TempDir>,
+    clock: Arc<ManualClock>,
+    configure: impl FnOnce(&mut Settings),
+) -> TestApp {
+    init_tracing();
+    let mut settings = Settings::default();
+    settings.server.listen = "127.0.0.1:0".parse().unwrap();
+    settings.store.path = dir.path().join("store");
+    configure(&mut settings);
+    let app = Application::build(settings, clock.clone())
+        .await
+        .expect("app builds");
+    let addr = app.local_addr();
+    let (tx, rx) = oneshot::channel();
+    let handle = tokio::spawn(app.run(async {
+        let _ = rx.await;
+    }));
+    let channel = Channel::from_shared(format!("http://{addr}"))
+        .unwrap()
+        .connect()
+        .await
+        .expect("connect");
+    wait_serving(channel.clone()).await;
+    TestApp {
+        addr,
+        channel,
+        clock,
+        data_dir: dir,
+        shutdown: Some(tx),
+        handle: Some(handle),
+    }
+}
+
+/// Waits for health SERVING through the health Watch stream (no polling sleeps).
+pub async fn wait_serving(channel: Channel) {
+    let mut health = HealthClient::new(channel);
+    let mut stream = health
+        .watch(HealthCheckRequest {
+            service: String::new(),
+        })
+        .await
+        .expect("health watch")
+        .into_inner();
+    let wait = async {
+        while let Some(msg) = stream.message().await.expect("health stream") {
+            if msg.status == ServingStatus::Serving as i32 {
+                return;
+            }
+        }
+        panic!("health stream ended before SERVING");
+    };
+    tokio::time::timeout(std::time::Duration::from_secs(30), wait)
+        .await
+        .expect("server became SERVING");
+}
+
+impl TestApp {
+    pub fn routing(&self) -> pb::routing_service_client::RoutingServiceClient<Channel> {
+        pb::routing_service_client::RoutingServiceClient::new(self.channel.clone())
+    }
+    pub fn customers(&self) -> pb::customer_service_client::CustomerServiceClient<Channel> {
+        pb::customer_service_client::CustomerServiceClient::new(self.channel.clone())
+    }
+    pub fn plans(&self) -> pb::plan_service_client::PlanServiceClient<Channel> {
+        pb::plan_service_client::PlanServiceClient::new(self.channel.clone())
+    }
+
+    /// Graceful shutdown; returns what `run` returned.
+    pub async fn stop(mut self) -> Result<(), AppError> {
+        self.stop_inner().await
+    }
+
+    async fn stop_inner(&mut self) -> Result<(), AppError> {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        match self.handle.take() {
+            Some(h) => h.await.expect("app task"),
+            None => Ok(()),
+        }
+    }
+
+    /// Stops the server and starts a new one on the same store and clock.
+    pub async fn restart(mut self) -> TestApp {
+        self.stop_inner().await.expect("clean shutdown");
+        start(self.data_dir.clone(), self.clock.clone(), |_| {}).await
+    }
+
+    pub async fn route(&self, req: pb::RouteCallRequest) -> pb::RoutingDecision {
+        self.routing()
+            .route_call(req)
+            .await
+            .expect("route ok")
+            .into_inner()
+            .decision
+            .expect("decision")
+    }
+}
+
+pub fn call(call_id: &str, caller: &str) -> pb::RouteCallRequest {
+    pb::RouteCallRequest {
+        call_id: call_id.into(),
+        caller_number: caller.into(),
+        ..Default::default()
+    }
+}
+
+/// The field paths of an INVALID_ARGUMENT status's BadRequest detail.
+pub fn violations(status: &tonic::Status) -> Vec<String> {
+    use tonic_types::StatusExt;
+    assert_eq!(status.code(), tonic::Code::InvalidArgument, "{status:?}");
+    status
+        .get_details_bad_request()
+        .expect("BadRequest detail")
+        .field_violations
+        .into_iter()
+        .map(|v| v.field)
+        .collect()
+}

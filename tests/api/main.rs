@@ -1,0 +1,10 @@
+//! Black-box tests: a real holdless server on a loopback port 0 with a private store,
+//! driven by real tonic clients (and the real binary for the CLI).
+
+mod helpers;
+
+mod cli;
+mod customers;
+mod health;
+mod plans;
+mod routing;
