@@ -24,11 +24,14 @@ use crate::api::customer::CustomerApi;
 use crate::api::pb::customer_service_server::CustomerServiceServer;
 use crate::api::pb::plan_service_server::PlanServiceServer;
 use crate::api::pb::routing_service_server::RoutingServiceServer;
+use crate::api::pb::stats_service_server::StatsServiceServer;
 use crate::api::plan::PlanApi;
 use crate::api::routing::RoutingApi;
+use crate::api::stats::StatsApi;
 use crate::api::{Ready, FILE_DESCRIPTOR_SET};
 use crate::clock::Clock;
 use crate::config::Settings;
+use crate::live::LiveConfig;
 use crate::service::{Holdless, ServiceError, EXAMPLE_PLAN};
 use crate::store::{SledStore, Store};
 
@@ -37,6 +40,7 @@ pub const SERVICE_NAMES: &[&str] = &[
     "holdless.v1.RoutingService",
     "holdless.v1.CustomerService",
     "holdless.v1.PlanService",
+    "holdless.v1.StatsService",
 ];
 
 #[derive(Debug, thiserror::Error)]
@@ -136,6 +140,12 @@ impl Application {
                 .max_decoding_message_size(max),
             )
             .add_service(
+                StatsServiceServer::new(StatsApi {
+                    ready: ready.clone(),
+                })
+                .max_decoding_message_size(max),
+            )
+            .add_service(
                 PlanServiceServer::new(PlanApi {
                     ready: ready.clone(),
                 })
@@ -156,6 +166,12 @@ impl Application {
             }
         };
         let _ = ready.set(holdless.clone());
+        let (housekeeping_stop, stop_rx) = tokio::sync::watch::channel(false);
+        let housekeeping = tokio::spawn(housekeeping(
+            holdless.clone(),
+            settings.live.contact_retention_days,
+            stop_rx,
+        ));
         for name in std::iter::once("").chain(SERVICE_NAMES.iter().copied()) {
             health
                 .set_service_status(name, ServingStatus::Serving)
@@ -167,7 +183,12 @@ impl Application {
             _ = shutdown => None,
             r = &mut server => Some(r),
         };
+        let stop_housekeeping = || async {
+            let _ = housekeeping_stop.send(true);
+            let _ = housekeeping.await;
+        };
         if let Some(r) = server_result {
+            stop_housekeeping().await;
             holdless.close().await;
             return match r {
                 Ok(Ok(())) => Err(AppError::Server("server stopped unexpectedly".into())),
@@ -196,9 +217,32 @@ impl Application {
                 server.abort();
             }
         }
+        stop_housekeeping().await;
         holdless.close().await;
         tracing::info!("store flushed; bye");
         Ok(())
+    }
+}
+
+/// Background upkeep: lapsed reservations and stale calls every second, contact
+/// history past its retention every hour (and once at start).
+async fn housekeeping(
+    holdless: Arc<Holdless>,
+    retention_days: u32,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
+    let mut sweep = tokio::time::interval(Duration::from_secs(1));
+    let mut prune = tokio::time::interval(Duration::from_secs(3600));
+    loop {
+        tokio::select! {
+            _ = stop.changed() => return,
+            _ = sweep.tick() => holdless.sweep(),
+            _ = prune.tick() => match holdless.prune_contacts(retention_days).await {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(pruned = n, "contact history past retention deleted"),
+                Err(e) => tracing::warn!(error = %e, "pruning contact history failed"),
+            },
+        }
     }
 }
 
@@ -228,7 +272,13 @@ async fn start_core(settings: &Settings, clock: Arc<dyn Clock>) -> Result<Holdle
             message: e.to_string(),
         })?;
     let store: Arc<dyn Store> = Arc::new(store);
-    Holdless::start(store, clock, &plan_text)
+    let live = LiveConfig {
+        reservation_timeout: chrono::Duration::seconds(
+            i64::try_from(settings.live.reservation_timeout_secs).unwrap_or(i64::MAX / 1000),
+        ),
+        ..LiveConfig::default()
+    };
+    Holdless::start(store, clock, &plan_text, live)
         .await
         .map_err(|e| match e {
             ServiceError::InvalidArgument(issues) => AppError::Start(format!(

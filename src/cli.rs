@@ -334,6 +334,17 @@ fn decision_json(d: &pb::RoutingDecision) -> serde_json::Value {
         "location": {"country": loc.country, "region": loc.region, "time_zone": loc.time_zone},
         "campaign_id": d.campaign_id,
         "queue_open": d.queue_open,
+        "position": d.position,
+        "estimated_wait_secs": d.estimated_wait.map(|w| w.seconds),
+        "reserved_agent_id": d.reserved_agent_id,
+        "offer_callback": d.offer_callback,
+        "offer_reason": pb::OfferReason::try_from(d.offer_reason).map(|r| r.as_str_name()).unwrap_or(""),
+        "transfer_count": ctx.transfer_count,
+        "transfer_loop": ctx.transfer_loop,
+        "recent_contacts": ctx.recent_contacts.iter().map(|c| serde_json::json!({
+            "call_id": c.call_id, "queue_id": c.queue_id, "agent_id": c.agent_id,
+            "outcome": pb::ContactOutcome::try_from(c.outcome).map(|o| o.as_str_name()).unwrap_or(""),
+        })).collect::<Vec<_>>(),
         "extra_skills": d.extra_skills,
         "preferred_agent_id": d.preferred_agent_id,
         "agent_context": {
@@ -407,6 +418,65 @@ pub fn render_decision(d: &pb::RoutingDecision) -> String {
             ctx.customer_id,
             ctx.customer_name,
             dash(&ctx.customer_status)
+        );
+    }
+    if !d.reserved_agent_id.is_empty() {
+        let _ = writeln!(s, "reserved   agent {}", d.reserved_agent_id);
+    } else {
+        let wait = d
+            .estimated_wait
+            .map(|w| format!("{} s", w.seconds))
+            .unwrap_or_else(|| "unknown (no agents staffed)".into());
+        let _ = writeln!(
+            s,
+            "line       position {}, estimated wait {wait}",
+            d.position
+        );
+    }
+    if d.offer_callback {
+        let why = pb::OfferReason::try_from(d.offer_reason)
+            .map(|r| {
+                r.as_str_name()
+                    .trim_start_matches("OFFER_REASON_")
+                    .to_ascii_lowercase()
+            })
+            .unwrap_or_default();
+        let _ = writeln!(s, "callback   offer it ({why})");
+    }
+    if !ctx.recent_contacts.is_empty() {
+        let _ = writeln!(
+            s,
+            "history    {} contact(s) in the last 7 days:",
+            ctx.recent_contacts.len()
+        );
+        for c in &ctx.recent_contacts {
+            let outcome = pb::ContactOutcome::try_from(c.outcome)
+                .map(|o| {
+                    o.as_str_name()
+                        .trim_start_matches("CONTACT_OUTCOME_")
+                        .to_ascii_lowercase()
+                })
+                .unwrap_or_default();
+            let when = c
+                .time
+                .as_ref()
+                .and_then(crate::api::convert::instant)
+                .map(|t| t.format("%Y-%m-%d %H:%M UTC").to_string())
+                .unwrap_or_default();
+            let _ = writeln!(
+                s,
+                "             {when}  {}  {outcome}  {}",
+                c.queue_id, c.agent_id
+            );
+        }
+    }
+    if ctx.transfer_count > 0 {
+        let _ = writeln!(
+            s,
+            "transfers  {}{} (queues: {})",
+            ctx.transfer_count,
+            if ctx.transfer_loop { ", LOOP" } else { "" },
+            ctx.visited_queues.join(" -> ")
         );
     }
     if !d.preferred_agent_id.is_empty() {

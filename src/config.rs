@@ -12,6 +12,8 @@ pub const DEFAULT_LISTEN: &str = "127.0.0.1:50051";
 pub const DEFAULT_METRICS_LISTEN: &str = "127.0.0.1:9464";
 pub const DEFAULT_STORE_PATH: &str = "./holdless-data";
 pub const DEFAULT_SHUTDOWN_GRACE_SECS: u64 = 10;
+pub const DEFAULT_RESERVATION_TIMEOUT_SECS: u64 = 15;
+pub const DEFAULT_CONTACT_RETENTION_DAYS: u32 = 30;
 pub const DEFAULT_CONFIG_FILE: &str = "holdless.toml";
 /// Largest gRPC message accepted, in bytes (a plan is the biggest legitimate one).
 pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 4 * 1024 * 1024 + 64 * 1024;
@@ -23,6 +25,17 @@ pub struct Settings {
     pub metrics: MetricsSettings,
     pub store: StoreSettings,
     pub plan: PlanSettings,
+    pub live: LiveSettings,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LiveSettings {
+    /// An agent reserved for a routed call is released if `answered` does not follow
+    /// within this many seconds.
+    pub reservation_timeout_secs: u64,
+    /// Contact history is kept this many days (first-contact resolution needs 7).
+    pub contact_retention_days: u32,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -79,6 +92,10 @@ impl Default for Settings {
             plan: PlanSettings {
                 file: String::new(),
             },
+            live: LiveSettings {
+                reservation_timeout_secs: DEFAULT_RESERVATION_TIMEOUT_SECS,
+                contact_retention_days: DEFAULT_CONTACT_RETENTION_DAYS,
+            },
         }
     }
 }
@@ -124,6 +141,16 @@ impl Settings {
     fn check(&self) -> Result<(), ConfigError> {
         if self.store.path.as_os_str().is_empty() {
             return Err(ConfigError("store.path must not be empty".into()));
+        }
+        if self.live.reservation_timeout_secs == 0 {
+            return Err(ConfigError(
+                "live.reservation_timeout_secs must be positive".into(),
+            ));
+        }
+        if self.live.contact_retention_days < 7 {
+            return Err(ConfigError(
+                "live.contact_retention_days must be at least 7 (the context window)".into(),
+            ));
         }
         if self.server.max_message_bytes < 1024 {
             return Err(ConfigError(

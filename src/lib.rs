@@ -9,6 +9,8 @@
 //!   document) and the named input limits.
 //! - [`routing`]: pure routing: plan validation and compilation into an indexed plan,
 //!   the decision function, business hours and DST-safe local time, CEL matchers.
+//! - [`live`]: live queue state from platform events: agents, lines, reservations,
+//!   handle times and honest wait estimates.
 //! - [`store`]: persistence behind the async [`store::Store`] trait; the sled
 //!   implementation with group commit is the only code that touches sled.
 //! - [`service`]: the operations the API offers, over store, plan and clock.
@@ -24,6 +26,7 @@ pub mod cli;
 pub mod clock;
 pub mod config;
 pub mod domain;
+pub mod live;
 pub mod routing;
 pub mod service;
 pub mod store;

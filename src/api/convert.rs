@@ -9,13 +9,37 @@ use tonic::Status;
 
 use super::error::invalid_argument;
 use super::pb;
+use crate::domain::agent::{AgentState, Skills};
+use crate::domain::contact::ContactOutcome;
 use crate::domain::limits::*;
 use crate::domain::{
     call::is_dialed_number, check_id, check_text, Call, CallId, Customer, CustomerId,
     FieldViolation, Location, PhoneNumber,
 };
+use crate::live::CallEvent;
+use crate::routing::offer::OfferReason;
 use crate::routing::{Decision, RuleTrace, TraceOutcome};
+use crate::service::RouteOutcome;
 use crate::store::PlanRecord;
+
+pub fn duration(d: std::time::Duration) -> prost_types::Duration {
+    prost_types::Duration {
+        seconds: i64::try_from(d.as_secs()).unwrap_or(i64::MAX),
+        nanos: d.subsec_nanos() as i32,
+    }
+}
+
+/// A wire timestamp as a UTC instant; `None` when out of range.
+pub fn instant(t: &prost_types::Timestamp) -> Option<DateTime<Utc>> {
+    DateTime::<Utc>::from_timestamp(t.seconds, u32::try_from(t.nanos).ok()?)
+}
+
+/// A wire duration as a std duration; `None` when negative or out of range.
+pub fn std_duration(d: &prost_types::Duration) -> Option<std::time::Duration> {
+    let secs = u64::try_from(d.seconds).ok()?;
+    let nanos = u32::try_from(d.nanos).ok().filter(|n| *n < 1_000_000_000)?;
+    Some(std::time::Duration::new(secs, nanos))
+}
 
 pub fn timestamp(t: DateTime<Utc>) -> prost_types::Timestamp {
     prost_types::Timestamp {
@@ -159,6 +183,7 @@ impl TryFrom<pb::RouteCallRequest> for Call {
             attributes: attrs,
             location_override,
             explain,
+            transfer_loop: false,
         })
     }
 }
@@ -282,7 +307,35 @@ impl From<RuleTrace> for pb::RuleTrace {
     }
 }
 
-pub fn decision_to_pb(decision_id: String, d: Decision) -> pb::RoutingDecision {
+fn contact_outcome(o: ContactOutcome) -> pb::ContactOutcome {
+    match o {
+        ContactOutcome::Answered => pb::ContactOutcome::Answered,
+        ContactOutcome::Completed => pb::ContactOutcome::Completed,
+        ContactOutcome::Abandoned => pb::ContactOutcome::Abandoned,
+        ContactOutcome::Transferred => pb::ContactOutcome::Transferred,
+    }
+}
+
+fn offer_reason(r: OfferReason) -> pb::OfferReason {
+    match r {
+        OfferReason::LongWait => pb::OfferReason::LongWait,
+        OfferReason::QueueClosed => pb::OfferReason::QueueClosed,
+        OfferReason::QueueFull => pb::OfferReason::QueueFull,
+        OfferReason::NoAgents => pb::OfferReason::NoAgents,
+        OfferReason::Rule => pb::OfferReason::Rule,
+    }
+}
+
+pub fn decision_to_pb(decision_id: String, outcome: RouteOutcome) -> pb::RoutingDecision {
+    let RouteOutcome {
+        decision,
+        placement,
+        offer,
+        recent_contacts,
+        transfer_count,
+        transfer_loop,
+        visited_queues,
+    } = outcome;
     let Decision {
         queue_id,
         priority,
@@ -297,7 +350,7 @@ pub fn decision_to_pb(decision_id: String, d: Decision) -> pb::RoutingDecision {
         queue_open,
         agent_context,
         explanation,
-    } = d;
+    } = decision;
     pb::RoutingDecision {
         decision_id,
         queue_id,
@@ -320,8 +373,145 @@ pub fn decision_to_pb(decision_id: String, d: Decision) -> pb::RoutingDecision {
             campaign_id: agent_context.campaign_id,
             campaign_script: agent_context.campaign_script,
             rule_note: agent_context.rule_note,
+            recent_contacts: recent_contacts
+                .into_iter()
+                .map(|c| pb::RecentContact {
+                    call_id: c.call_id,
+                    queue_id: c.queue_id,
+                    outcome: contact_outcome(c.outcome) as i32,
+                    time: Some(timestamp(c.enqueued_at)),
+                    agent_id: c.agent_id.unwrap_or_default(),
+                })
+                .collect(),
+            transfer_count,
+            transfer_loop,
+            visited_queues,
         }),
         explanation: explanation.into_iter().map(Into::into).collect(),
+        position: placement.position,
+        estimated_wait: placement.estimated_wait.map(duration),
+        reserved_agent_id: placement.reserved_agent.unwrap_or_default(),
+        offer_callback: offer.is_some(),
+        offer_reason: offer.map_or(pb::OfferReason::Unspecified, offer_reason) as i32,
+    }
+}
+
+/// An agent state report, checked.
+pub fn agent_report_from_pb(
+    r: pb::ReportAgentStateRequest,
+) -> Result<(String, Skills, AgentState, DateTime<Utc>), Status> {
+    let pb::ReportAgentStateRequest {
+        agent_id,
+        skills,
+        state,
+        event_time,
+    } = r;
+    let mut v = Vec::new();
+    let id = check_id("agent_id", &agent_id, &mut v);
+    let state = match pb::AgentState::try_from(state) {
+        Ok(pb::AgentState::Offline) => Some(AgentState::Offline),
+        Ok(pb::AgentState::Available) => Some(AgentState::Available),
+        Ok(pb::AgentState::Busy) => Some(AgentState::Busy),
+        Ok(pb::AgentState::WrapUp) => Some(AgentState::WrapUp),
+        Ok(pb::AgentState::Reserved) => {
+            v.push(FieldViolation::new(
+                "state",
+                "RESERVED is holdless's own state; report AVAILABLE, BUSY, WRAP_UP or OFFLINE",
+            ));
+            None
+        }
+        Ok(pb::AgentState::Unspecified) | Err(_) => {
+            v.push(FieldViolation::new("state", "is required"));
+            None
+        }
+    };
+    if skills.len() > MAX_AGENT_SKILLS {
+        v.push(FieldViolation::new(
+            "skills",
+            format!("at most {MAX_AGENT_SKILLS} skills"),
+        ));
+    }
+    let mut checked = Skills::new();
+    for (name, level) in skills {
+        let field = format!("skills[{name:.64}]");
+        if name.is_empty() || name.len() > MAX_LABEL_LEN {
+            v.push(FieldViolation::new(
+                field,
+                format!("name must be 1 to {MAX_LABEL_LEN} bytes"),
+            ));
+        } else if level == 0 {
+            v.push(FieldViolation::new(field, "level must be 1 or more"));
+        } else {
+            checked.insert(name, level);
+        }
+    }
+    let at = match event_time.as_ref().map(instant) {
+        Some(Some(t)) => Some(t),
+        Some(None) => {
+            v.push(FieldViolation::new("event_time", "is out of range"));
+            None
+        }
+        None => {
+            v.push(FieldViolation::new(
+                "event_time",
+                "is required (it orders an agent's events)",
+            ));
+            None
+        }
+    };
+    match (id, state, at) {
+        (Some(id), Some(state), Some(at)) if v.is_empty() => Ok((id, checked, state, at)),
+        _ => Err(invalid_argument(&v)),
+    }
+}
+
+/// A call event, checked.
+pub fn call_event_from_pb(r: pb::ReportCallEventRequest) -> Result<(String, CallEvent), Status> {
+    let pb::ReportCallEventRequest {
+        call_id,
+        r#type,
+        agent_id,
+        queue_id,
+        handle_time,
+    } = r;
+    let mut v = Vec::new();
+    let id = check_id("call_id", &call_id, &mut v);
+    let queue = if queue_id.is_empty() {
+        None
+    } else {
+        check_id("queue_id", &queue_id, &mut v)
+    };
+    let event = match pb::CallEventType::try_from(r#type) {
+        Ok(pb::CallEventType::Queued) => Some(CallEvent::Queued { queue }),
+        Ok(pb::CallEventType::Answered) => {
+            check_id("agent_id", &agent_id, &mut v).map(|agent| CallEvent::Answered { agent })
+        }
+        Ok(pb::CallEventType::Transferred) => Some(CallEvent::Transferred { queue }),
+        Ok(pb::CallEventType::Abandoned) => Some(CallEvent::Abandoned),
+        Ok(pb::CallEventType::Ended) => {
+            let handle = match handle_time.as_ref().map(std_duration) {
+                None => None,
+                Some(Some(d)) => Some(d),
+                Some(None) => {
+                    v.push(FieldViolation::new(
+                        "handle_time",
+                        "must be a non-negative duration",
+                    ));
+                    None
+                }
+            };
+            Some(CallEvent::Ended {
+                handle_time: handle,
+            })
+        }
+        Ok(pb::CallEventType::Unspecified) | Err(_) => {
+            v.push(FieldViolation::new("type", "is required"));
+            None
+        }
+    };
+    match (id, event) {
+        (Some(id), Some(event)) if v.is_empty() => Ok((id, event)),
+        _ => Err(invalid_argument(&v)),
     }
 }
 

@@ -6,6 +6,7 @@ pub mod customer;
 pub mod error;
 pub mod plan;
 pub mod routing;
+pub mod stats;
 
 use std::sync::Arc;
 

@@ -3,7 +3,7 @@
 use tonic::{Request, Response, Status};
 use tracing::instrument;
 
-use super::convert::decision_to_pb;
+use super::convert::{agent_report_from_pb, call_event_from_pb, decision_to_pb};
 use super::pb::{self, routing_service_server::RoutingService};
 use super::{ready, Ready};
 use crate::domain::Call;
@@ -22,9 +22,36 @@ impl RoutingService for RoutingApi {
         let holdless = ready(&self.ready)?;
         let call = Call::try_from(request.into_inner())?;
         let decision = holdless.route(&call).await?;
-        tracing::debug!(queue = %decision.queue_id, rule = ?decision.rule_id, "routed");
+        tracing::debug!(
+            queue = %decision.decision.queue_id,
+            rule = ?decision.decision.rule_id,
+            position = decision.placement.position,
+            "routed"
+        );
         Ok(Response::new(pb::RouteCallResponse {
             decision: Some(decision_to_pb(ulid::Ulid::new().to_string(), decision)),
         }))
+    }
+
+    #[instrument(skip_all, fields(agent_id = %request.get_ref().agent_id))]
+    async fn report_agent_state(
+        &self,
+        request: Request<pb::ReportAgentStateRequest>,
+    ) -> Result<Response<pb::ReportAgentStateResponse>, Status> {
+        let holdless = ready(&self.ready)?;
+        let (agent, skills, state, at) = agent_report_from_pb(request.into_inner())?;
+        let applied = holdless.report_agent(&agent, skills, state, at);
+        Ok(Response::new(pb::ReportAgentStateResponse { applied }))
+    }
+
+    #[instrument(skip_all, fields(call_id = %request.get_ref().call_id))]
+    async fn report_call_event(
+        &self,
+        request: Request<pb::ReportCallEventRequest>,
+    ) -> Result<Response<pb::ReportCallEventResponse>, Status> {
+        let holdless = ready(&self.ready)?;
+        let (call_id, event) = call_event_from_pb(request.into_inner())?;
+        let duplicate = holdless.report_call_event(&call_id, event).await?;
+        Ok(Response::new(pb::ReportCallEventResponse { duplicate }))
     }
 }

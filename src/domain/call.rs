@@ -47,6 +47,8 @@ pub struct Call {
     /// Location the platform passed explicitly; wins over the derived one.
     pub location_override: Option<Location>,
     pub explain: bool,
+    /// The call came back to a queue it had already visited (set from live state).
+    pub transfer_loop: bool,
 }
 
 impl Call {
@@ -63,6 +65,7 @@ impl Call {
             attributes: BTreeMap::new(),
             location_override: None,
             explain: false,
+            transfer_loop: false,
         }
     }
 }

@@ -31,3 +31,5 @@ pub const MAX_MATCHER_VALUES: usize = 1_000;
 pub const MAX_EXPRESSION_LEN: usize = 1_024;
 /// Deepest nesting of brackets in a CEL expression (guards the parser's stack).
 pub const MAX_EXPRESSION_DEPTH: usize = 32;
+/// Most skills on one agent.
+pub const MAX_AGENT_SKILLS: usize = 64;

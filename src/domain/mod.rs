@@ -2,7 +2,9 @@
 //! edge (`api::convert`), once; inside holdless a [`PhoneNumber`] is always valid E.164
 //! and an id is never empty.
 
+pub mod agent;
 pub mod call;
+pub mod contact;
 pub mod customer;
 pub mod limits;
 pub mod phone;

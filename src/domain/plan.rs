@@ -212,6 +212,9 @@ pub struct MatchDoc {
     /// The queue whose hours `business_hours` looks at (e.g. route to `after_hours`
     /// while `support` is closed).
     pub business_hours_queue: Option<String>,
+    /// `true`: only calls transferred back to a queue they already visited;
+    /// `false`: only calls that were not.
+    pub transfer_loop: Option<bool>,
     /// CEL expression over the call; must evaluate to `true`.
     pub expression: Option<String>,
 }

@@ -593,6 +593,7 @@ impl Checker {
                 }
                 found
             }),
+            transfer_loop: m.transfer_loop,
             expression: m.expression.as_deref().and_then(|e| {
                 Expr::compile(e)
                     .map_err(|err| self.issue(format!("{p}.expression"), err))
@@ -729,7 +730,9 @@ fn covers(a: &MatchDoc, b: &MatchDoc, ra: &RuleDoc, rb: &RuleDoc) -> bool {
         (Some(x), Some(y)) => x.trim() == y.trim(),
         (Some(_), None) => false,
     };
+    let transfer_loop = a.transfer_loop.is_none() || a.transfer_loop == b.transfer_loop;
     hours
+        && transfer_loop
         && expression
         && list(&a.countries, &b.countries, ci)
         && list(&a.regions, &b.regions, exact)

@@ -275,6 +275,18 @@ fn check_unindexed(plan: &CompiledPlan, rule: &Rule, f: &Facts<'_>) -> Check {
             ));
         }
     }
+    if let Some(want) = m.transfer_loop {
+        if f.call.transfer_loop != want {
+            return Err((
+                "transfer_loop",
+                if f.call.transfer_loop {
+                    "call is in a transfer loop".into()
+                } else {
+                    "call is not in a transfer loop".into()
+                },
+            ));
+        }
+    }
     if let Some(expr) = &m.expression {
         let tz_name = f.location.time_zone.map(|t| t.name()).unwrap_or("");
         let local_hour = f

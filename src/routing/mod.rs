@@ -10,6 +10,7 @@ pub mod expr;
 pub mod hours;
 pub mod index;
 pub mod location;
+pub mod offer;
 pub mod plan;
 
 pub use compile::{compile, compile_toml};

@@ -146,6 +146,7 @@ pub struct Matcher {
     pub business_hours_open: Option<bool>,
     /// Queue whose hours `business_hours_open` looks at; `None`: the target queue.
     pub business_hours_queue: Option<usize>,
+    pub transfer_loop: Option<bool>,
     pub expression: Option<Expr>,
 }
 

@@ -131,6 +131,7 @@ fn explanation_names_first_failing_matcher_of_each_earlier_rule() {
         })
         .collect();
     let want: Vec<(String, String)> = [
+        ("transfer-loop", "transfer_loop"),
         ("fraud-flag", "expression"),
         ("vip", "customer_statuses"),
         ("winter-sale", "campaigns"),

@@ -7,9 +7,56 @@ use arc_swap::ArcSwap;
 use tokio::sync::Mutex;
 
 use crate::clock::Clock;
+use crate::domain::agent::{AgentState, Skills};
+use crate::domain::contact::ContactRecord;
 use crate::domain::{Call, Customer, CustomerId, FieldViolation};
+use crate::live::{
+    CallEvent, EventOutcome, Floor, LiveConfig, LiveError, Placement, QueueInfo, QueueSnapshot,
+};
+use crate::routing::offer::{callback_offer, OfferReason};
+use crate::routing::plan::Queue;
 use crate::routing::{self, CompiledPlan, Decision};
 use crate::store::{NewPlan, PlanRecord, Store, StoreError, UpsertOutcome};
+
+/// How far back the agent's context looks for earlier contacts.
+pub const CONTEXT_DAYS: i64 = 7;
+/// Most earlier contacts shown to the agent.
+pub const MAX_RECENT_CONTACTS: usize = 10;
+
+/// A routed call: the decision, where the call stands, and the context for the agent.
+#[derive(Debug, Clone)]
+pub struct RouteOutcome {
+    pub decision: Decision,
+    pub placement: Placement,
+    pub offer: Option<OfferReason>,
+    pub recent_contacts: Vec<ContactRecord>,
+    pub transfer_count: u32,
+    pub transfer_loop: bool,
+    pub visited_queues: Vec<String>,
+}
+
+fn queue_info(q: &Queue) -> QueueInfo<'_> {
+    QueueInfo {
+        id: &q.id,
+        skills: &q.skills,
+        default_aht_secs: q.default_aht_secs,
+        max_waiting: q.max_waiting,
+    }
+}
+
+impl From<LiveError> for ServiceError {
+    fn from(e: LiveError) -> Self {
+        match e {
+            LiveError::UnknownCall(_) | LiveError::Impossible { .. } => {
+                ServiceError::FailedPrecondition(e.to_string())
+            }
+            LiveError::UnknownQueue(q) => ServiceError::InvalidArgument(vec![FieldViolation::new(
+                "queue_id",
+                format!("queue '{q}' is not in the active plan"),
+            )]),
+        }
+    }
+}
 
 /// The example plan shipped in `deploy/plan.example.toml`, used when no plan file is
 /// configured and the store is empty.
@@ -62,6 +109,8 @@ pub struct Holdless {
     clock: Arc<dyn Clock>,
     /// Serializes plan changes so the in-memory plan always equals the stored active one.
     plan_writer: Mutex<()>,
+    /// Live state; locked briefly, never across an `.await`.
+    floor: std::sync::Mutex<Floor>,
 }
 
 impl Holdless {
@@ -71,6 +120,7 @@ impl Holdless {
         store: Arc<dyn Store>,
         clock: Arc<dyn Clock>,
         plan_text: &str,
+        live: LiveConfig,
     ) -> Result<Self, ServiceError> {
         let record = match store.active_plan().await? {
             Some(r) => r,
@@ -115,7 +165,14 @@ impl Holdless {
             plan: ArcSwap::from_pointee(plan),
             clock,
             plan_writer: Mutex::new(()),
+            floor: std::sync::Mutex::new(Floor::new(live)),
         })
+    }
+
+    fn floor(&self) -> std::sync::MutexGuard<'_, Floor> {
+        // A panic while holding the lock cannot leave the floor half-updated in a way
+        // that matters more than refusing all calls would; keep serving.
+        self.floor.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     pub fn clock(&self) -> &Arc<dyn Clock> {
@@ -127,21 +184,160 @@ impl Holdless {
         self.plan.load_full()
     }
 
-    /// Routes one call: looks up the customer (by id, else by caller number) and decides.
+    /// Routes one call: looks up the customer (by id, else by caller number), decides,
+    /// places the call in line or reserves an agent, and gathers the agent's context.
     /// An unknown customer id is not an error: the call routes as an unknown caller.
-    pub async fn route(&self, call: &Call) -> Result<Decision, ServiceError> {
-        let customer = match (&call.customer_id, &call.caller) {
+    pub async fn route(&self, call: &Call) -> Result<RouteOutcome, ServiceError> {
+        let mut customer = match (&call.customer_id, &call.caller) {
             (Some(id), _) => self.store.customer(id).await?,
             (None, Some(caller)) => self.store.customer_by_phone(caller.as_str()).await?,
             (None, None) => None,
         };
-        let plan = self.plan.load();
-        Ok(routing::decide(
-            &plan,
-            call,
-            customer.as_ref(),
-            self.clock.now(),
-        ))
+        let now = self.clock.now();
+        let customer_key = customer
+            .as_ref()
+            .map(|c| c.id.as_str().to_owned())
+            .or_else(|| call.customer_id.as_ref().map(|c| c.as_str().to_owned()));
+        let caller = call.caller.as_ref().map(|c| c.as_str().to_owned());
+        let mut recent_contacts = self
+            .store
+            .recent_contacts(
+                customer_key.as_deref(),
+                caller.as_deref(),
+                now - chrono::Duration::days(CONTEXT_DAYS),
+                MAX_RECENT_CONTACTS + 1,
+            )
+            .await?;
+        recent_contacts.retain(|c| c.call_id != call.call_id.as_str());
+        recent_contacts.truncate(MAX_RECENT_CONTACTS);
+        // The CRM's last agent wins; else the agent of the latest answered contact.
+        if let Some(c) = customer.as_mut().filter(|c| c.last_agent_id.is_empty()) {
+            if let Some(agent) = recent_contacts.iter().find_map(|r| r.agent_id.clone()) {
+                c.last_agent_id = agent;
+            }
+        }
+
+        let plan = self.plan.load_full();
+        let history = self
+            .floor()
+            .history(call.call_id.as_str())
+            .unwrap_or_default();
+        let mut call = call.clone();
+        call.transfer_loop = history.transfer_loop;
+        let mut decision = routing::decide(&plan, &call, customer.as_ref(), now);
+        // Back to a queue this call already visited (after a transfer): a loop. Decide
+        // again knowing it, so a rule can send it to a supervisor.
+        let looped = !call.transfer_loop
+            && history.waiting_in.as_deref() != Some(decision.queue_id.as_str())
+            && history.visited.iter().any(|q| q == &decision.queue_id);
+        if looped {
+            call.transfer_loop = true;
+            decision = routing::decide(&plan, &call, customer.as_ref(), now);
+        }
+        let queue = plan.queue(&decision.queue_id).ok_or_else(|| {
+            ServiceError::Internal("decision names a queue not in its plan".into())
+        })?;
+        let (placement, after) = {
+            let mut floor = self.floor();
+            let placement = floor.route(
+                call.call_id.as_str(),
+                caller.as_deref(),
+                customer_key.as_deref(),
+                queue_info(queue),
+                decision.priority,
+                &decision.extra_skills,
+                decision.preferred_agent_id.as_deref(),
+                now,
+            );
+            (
+                placement,
+                floor.history(call.call_id.as_str()).unwrap_or_default(),
+            )
+        };
+        let offer = callback_offer(
+            queue,
+            decision.offer_callback,
+            decision.queue_open,
+            placement.queue_full,
+            placement.reserved_agent.is_some(),
+            placement.estimated_wait,
+        );
+        Ok(RouteOutcome {
+            decision,
+            placement,
+            offer,
+            recent_contacts,
+            transfer_count: after.transfers,
+            transfer_loop: call.transfer_loop,
+            visited_queues: after.visited,
+        })
+    }
+
+    /// Applies an agent state report; `false` when it was older than the last one.
+    pub fn report_agent(
+        &self,
+        agent_id: &str,
+        skills: Skills,
+        state: AgentState,
+        at: chrono::DateTime<chrono::Utc>,
+    ) -> bool {
+        let now = self.clock.now();
+        self.floor().report_agent(agent_id, skills, state, at, now)
+    }
+
+    /// Applies a call event; persists the call's contact record before answering.
+    /// Returns `true` when the event was a repeat.
+    pub async fn report_call_event(
+        &self,
+        call_id: &str,
+        event: CallEvent,
+    ) -> Result<bool, ServiceError> {
+        let plan = self.plan.load_full();
+        let now = self.clock.now();
+        let outcome =
+            self.floor()
+                .call_event(call_id, event, |q| plan.queue(q).map(queue_info), now)?;
+        match outcome {
+            EventOutcome::Duplicate => Ok(true),
+            EventOutcome::Applied(record) => {
+                if let Some(r) = record {
+                    self.store.record_contact(r).await?;
+                }
+                Ok(false)
+            }
+        }
+    }
+
+    /// Live figures of one queue (or all queues of the active plan).
+    pub fn queue_stats(
+        &self,
+        queue_id: Option<&str>,
+    ) -> Result<Vec<(String, QueueSnapshot)>, ServiceError> {
+        let plan = self.plan.load_full();
+        let now = self.clock.now();
+        let queues: Vec<&Queue> = match queue_id {
+            Some(id) => vec![plan.queue(id).ok_or_else(|| {
+                ServiceError::NotFound(format!("queue {id} is not in the active plan"))
+            })?],
+            None => plan.queues.iter().collect(),
+        };
+        let mut floor = self.floor();
+        Ok(queues
+            .into_iter()
+            .map(|q| (q.id.clone(), floor.snapshot(queue_info(q), now)))
+            .collect())
+    }
+
+    /// Housekeeping: lapsed reservations, stale calls.
+    pub fn sweep(&self) {
+        let now = self.clock.now();
+        self.floor().sweep(now);
+    }
+
+    /// Deletes contact history older than `days`.
+    pub async fn prune_contacts(&self, days: u32) -> Result<usize, ServiceError> {
+        let before = self.clock.now() - chrono::Duration::days(i64::from(days));
+        Ok(self.store.prune_contacts(before).await?)
     }
 
     pub fn validate_plan(&self, text: &str) -> Result<PlanSummary, Vec<FieldViolation>> {

@@ -11,6 +11,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
+use crate::domain::contact::ContactRecord;
 use crate::domain::{Customer, CustomerId};
 
 pub use sled_store::SledStore;
@@ -80,6 +81,22 @@ pub trait Store: Send + Sync + 'static {
     async fn customer_by_phone(&self, e164: &str) -> StoreResult<Option<Customer>>;
     /// Deletes a customer; `false` when there was none. Durable when it returns.
     async fn delete_customer(&self, id: &CustomerId) -> StoreResult<bool>;
+
+    /// Creates or replaces the contact record of a call (keyed by call id). Durable
+    /// when it returns.
+    async fn record_contact(&self, contact: ContactRecord) -> StoreResult<()>;
+    /// Contacts of a customer (by id) and of a number, that entered a queue at or after
+    /// `since`, newest first, at most `limit`.
+    async fn recent_contacts(
+        &self,
+        customer_id: Option<&str>,
+        caller: Option<&str>,
+        since: DateTime<Utc>,
+        limit: usize,
+    ) -> StoreResult<Vec<ContactRecord>>;
+    /// Deletes contacts last updated before `before`; returns how many. Durable when
+    /// it returns.
+    async fn prune_contacts(&self, before: DateTime<Utc>) -> StoreResult<usize>;
 
     /// Waits until everything written so far is durable.
     async fn flush(&self) -> StoreResult<()>;

@@ -7,6 +7,9 @@
 //! - `meta`: `active_plan` -> u64 big-endian
 //! - `customers`: customer id -> [`Customer`]
 //! - `customer_phones`: E.164 -> customer id
+//! - `contacts`: call id -> [`ContactRecord`]
+//! - `contacts_by_party`: `c:<customer id>` or `p:<E.164>`, 0x00, enqueue time (i64
+//!   milliseconds, big-endian, sign bit flipped), call id -> empty
 
 use std::path::Path;
 use std::sync::Arc;
@@ -18,6 +21,7 @@ use sled::Transactional;
 
 use super::committer::{CommitStats, Committer};
 use super::*;
+use crate::domain::contact::ContactRecord;
 
 const ACTIVE_PLAN: &[u8] = b"active_plan";
 
@@ -27,6 +31,8 @@ pub struct SledStore {
     meta: sled::Tree,
     customers: sled::Tree,
     phones: sled::Tree,
+    contacts: sled::Tree,
+    contacts_by_party: sled::Tree,
     committer: Arc<Committer>,
 }
 
@@ -85,6 +91,8 @@ impl SledStore {
             meta: db.open_tree("meta").map_err(io)?,
             customers: db.open_tree("customers").map_err(io)?,
             phones: db.open_tree("customer_phones").map_err(io)?,
+            contacts: db.open_tree("contacts").map_err(io)?,
+            contacts_by_party: db.open_tree("contacts_by_party").map_err(io)?,
             committer: Arc::new(Committer::start(db, data_file)),
         })
     }
@@ -121,6 +129,24 @@ impl SledStore {
             },
         }
     }
+}
+
+/// Index keys of a contact: one per party (customer, number).
+fn party_keys(c: &ContactRecord) -> Vec<Vec<u8>> {
+    let time = (c.enqueued_at.timestamp_millis() as u64 ^ (1 << 63)).to_be_bytes();
+    let mut keys = Vec::with_capacity(2);
+    let parties = [
+        c.customer_id.as_deref().map(|id| format!("c:{id}")),
+        c.caller.as_deref().map(|p| format!("p:{p}")),
+    ];
+    for party in parties.into_iter().flatten() {
+        let mut k = party.into_bytes();
+        k.push(0);
+        k.extend_from_slice(&time);
+        k.extend_from_slice(c.call_id.as_bytes());
+        keys.push(k);
+    }
+    keys
 }
 
 pub(crate) fn content_hash(text: &str) -> String {
@@ -272,6 +298,99 @@ impl Store for SledStore {
         .await
     }
 
+    async fn record_contact(&self, contact: ContactRecord) -> StoreResult<()> {
+        self.write(move |s| {
+            let r = (&s.contacts, &s.contacts_by_party).transaction(|(contacts, index)| {
+                let key = contact.call_id.as_bytes();
+                if let Some(old) = contacts.get(key)? {
+                    match decode::<ContactRecord>(&old) {
+                        Ok(old) => {
+                            for k in party_keys(&old) {
+                                index.remove(k)?;
+                            }
+                        }
+                        Err(e) => return abort(e),
+                    }
+                }
+                for k in party_keys(&contact) {
+                    index.insert(k, &[] as &[u8])?;
+                }
+                contacts.insert(key, encode(&contact))?;
+                Ok(())
+            });
+            tx_result(r)
+        })
+        .await
+    }
+
+    async fn recent_contacts(
+        &self,
+        customer_id: Option<&str>,
+        caller: Option<&str>,
+        since: DateTime<Utc>,
+        limit: usize,
+    ) -> StoreResult<Vec<ContactRecord>> {
+        let from = (since.timestamp_millis() as u64 ^ (1 << 63)).to_be_bytes();
+        let mut ids = std::collections::BTreeSet::new();
+        let parties = [
+            customer_id.map(|id| format!("c:{id}")),
+            caller.map(|p| format!("p:{p}")),
+        ];
+        for party in parties.into_iter().flatten() {
+            let mut start = party.into_bytes();
+            start.push(0);
+            let mut end = start.clone();
+            *end.last_mut().expect("key ends with the separator") = 1;
+            start.extend_from_slice(&from);
+            for item in self.contacts_by_party.range(start..end) {
+                let (k, _) = item.map_err(io)?;
+                let call_id = k
+                    .iter()
+                    .position(|&b| b == 0)
+                    .and_then(|sep| k.get(sep + 9..))
+                    .ok_or_else(|| corrupt("contact index key too short"))?;
+                ids.insert(call_id.to_vec());
+            }
+        }
+        let mut out = Vec::with_capacity(ids.len());
+        for id in ids {
+            if let Some(v) = self.contacts.get(&id).map_err(io)? {
+                out.push(decode::<ContactRecord>(&v)?);
+            }
+        }
+        out.sort_by(|a, b| {
+            b.enqueued_at
+                .cmp(&a.enqueued_at)
+                .then(b.call_id.cmp(&a.call_id))
+        });
+        out.truncate(limit);
+        Ok(out)
+    }
+
+    async fn prune_contacts(&self, before: DateTime<Utc>) -> StoreResult<usize> {
+        self.write(move |s| {
+            let mut pruned = 0;
+            for item in s.contacts.iter() {
+                let (k, v) = item.map_err(io)?;
+                let c: ContactRecord = decode(&v)?;
+                if c.updated_at >= before {
+                    continue;
+                }
+                let r = (&s.contacts, &s.contacts_by_party).transaction(|(contacts, index)| {
+                    for pk in party_keys(&c) {
+                        index.remove(pk)?;
+                    }
+                    contacts.remove(&k)?;
+                    Ok(())
+                });
+                tx_result(r)?;
+                pruned += 1;
+            }
+            Ok(pruned)
+        })
+        .await
+    }
+
     async fn flush(&self) -> StoreResult<()> {
         self.committer.durable().await
     }
@@ -411,6 +530,68 @@ mod tests {
             flushes < acked,
             "group commit: {flushes} flushes for {acked} writes"
         );
+    }
+
+    fn contact(call: &str, customer: Option<&str>, caller: &str, at: &str) -> ContactRecord {
+        let t = chrono::DateTime::parse_from_rfc3339(at)
+            .unwrap()
+            .with_timezone(&Utc);
+        ContactRecord {
+            call_id: call.into(),
+            customer_id: customer.map(str::to_owned),
+            caller: Some(caller.into()),
+            queue_id: "general".into(),
+            enqueued_at: t,
+            updated_at: t,
+            outcome: crate::domain::contact::ContactOutcome::Answered,
+            agent_id: Some("a1".into()),
+            wait_secs: Some(3.0),
+            handle_secs: None,
+            transfers: 0,
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn recent_contacts_by_customer_or_number_newest_first_and_pruned() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = SledStore::open(dir.path()).unwrap();
+        s.record_contact(contact("old", Some("c1"), "+441", "2026-11-01T10:00:00Z"))
+            .await
+            .unwrap();
+        s.record_contact(contact("a", Some("c1"), "+441", "2026-11-20T10:00:00Z"))
+            .await
+            .unwrap();
+        s.record_contact(contact("b", None, "+441", "2026-11-21T10:00:00Z"))
+            .await
+            .unwrap();
+        s.record_contact(contact("c", Some("c1"), "+442", "2026-11-22T10:00:00Z"))
+            .await
+            .unwrap();
+        s.record_contact(contact("other", Some("c2"), "+443", "2026-11-22T11:00:00Z"))
+            .await
+            .unwrap();
+        // Updating a record replaces it, index included.
+        let mut a = contact("a", Some("c1"), "+441", "2026-11-20T10:00:00Z");
+        a.outcome = crate::domain::contact::ContactOutcome::Completed;
+        s.record_contact(a).await.unwrap();
+        let since = chrono::DateTime::parse_from_rfc3339("2026-11-18T00:00:00Z")
+            .unwrap()
+            .with_timezone(&Utc);
+        let got: Vec<String> = s
+            .recent_contacts(Some("c1"), Some("+441"), since, 10)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|c| c.call_id)
+            .collect();
+        assert_eq!(got, vec!["c", "b", "a"]);
+        let n = s.prune_contacts(since).await.unwrap();
+        assert_eq!(n, 1);
+        let all = s
+            .recent_contacts(Some("c1"), None, chrono::DateTime::<Utc>::UNIX_EPOCH, 10)
+            .await
+            .unwrap();
+        assert_eq!(all.len(), 2);
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -6,5 +6,6 @@ mod helpers;
 mod cli;
 mod customers;
 mod health;
+mod live;
 mod plans;
 mod routing;

@@ -39,7 +39,7 @@ async fn invalid_plan_is_refused_with_every_issue_and_changes_nothing() {
     let fields = violations(&e);
     for want in [
         "default_route.queue",
-        "rules[0].match.expression",
+        "rules[1].match.expression",
         "queues[2].business_hours.time_zone",
     ] {
         assert!(fields.iter().any(|f| f == want), "{want} in {fields:?}");

@@ -110,6 +110,7 @@ async fn explanation_names_the_first_failing_matcher_of_every_earlier_rule() {
     assert_eq!(
         trace,
         vec![
+            ("transfer-loop".into(), failed, "transfer_loop".into()),
             ("fraud-flag".into(), failed, "expression".into()),
             ("vip".into(), failed, "customer_statuses".into()),
             ("winter-sale".into(), failed, "campaigns".into()),
@@ -121,9 +122,9 @@ async fn explanation_names_the_first_failing_matcher_of_every_earlier_rule() {
         ]
     );
     assert!(
-        d.explanation[3].detail.contains("US"),
+        d.explanation[4].detail.contains("US"),
         "{}",
-        d.explanation[3].detail
+        d.explanation[4].detail
     );
 }
 

@@ -1,0 +1,786 @@
+//! The floor: live state of every queue, agent and call, rebuilt from platform events.
+//! A plain state machine driven by events and an explicit `now`, so it is tested with
+//! hand-set times; the service keeps it behind a mutex that is never held across an
+//! `.await`.
+//!
+//! A routed call either gets an agent reserved at once (the preferred agent when the
+//! rule asks and they are free, else the longest-idle agent with every required skill)
+//! or waits in its queue's line, ordered by priority (higher first), then enqueue time,
+//! then id. A reservation not confirmed by `answered` within the configured time lapses:
+//! the agent is free again and the call goes back to its place in line.
+
+use std::cmp::Reverse;
+use std::collections::{BTreeSet, HashMap};
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+
+use super::ewt::{estimated_wait, Aht, EwtError};
+use crate::domain::agent::{has_skills, AgentState, Skills};
+use crate::domain::contact::{ContactOutcome, ContactRecord};
+
+/// Tunables of the live state.
+#[derive(Debug, Clone)]
+pub struct LiveConfig {
+    /// A reservation lapses if `answered` does not follow within this time.
+    pub reservation_timeout: chrono::Duration,
+    /// A waiting call nobody reported on for this long is dropped as stale.
+    pub stale_call_after: chrono::Duration,
+    /// Finished calls are remembered this long, so repeated events stay harmless.
+    pub finished_call_memory: chrono::Duration,
+}
+
+impl Default for LiveConfig {
+    fn default() -> Self {
+        Self {
+            reservation_timeout: chrono::Duration::seconds(15),
+            stale_call_after: chrono::Duration::hours(4),
+            finished_call_memory: chrono::Duration::hours(1),
+        }
+    }
+}
+
+/// What the floor needs to know about a queue (from the active plan).
+#[derive(Debug, Clone, Copy)]
+pub struct QueueInfo<'a> {
+    pub id: &'a str,
+    pub skills: &'a [String],
+    pub default_aht_secs: u32,
+    pub max_waiting: u32,
+}
+
+/// Ordering key of a queue's line: priority desc, enqueue time asc, then arrival order
+/// (calls that entered within the same clock tick keep the order they arrived in).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct WaitKey {
+    pub priority: Reverse<i32>,
+    pub enqueued_at: DateTime<Utc>,
+    pub seq: u64,
+    pub id: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum CallState {
+    Waiting,
+    Reserved(String),
+    Connected(String),
+    Transferred,
+    Abandoned,
+    Ended,
+}
+
+impl CallState {
+    fn name(&self) -> &'static str {
+        match self {
+            CallState::Waiting => "waiting",
+            CallState::Reserved(_) => "waiting for its reserved agent",
+            CallState::Connected(_) => "answered",
+            CallState::Transferred => "transferred",
+            CallState::Abandoned => "abandoned",
+            CallState::Ended => "ended",
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+struct CallLive {
+    queue: String,
+    priority: i32,
+    enqueued_at: DateTime<Utc>,
+    /// Arrival order in the floor, the last tie-break of the line.
+    seq: u64,
+    state: CallState,
+    predicted_wait: Option<Duration>,
+    answered_at: Option<DateTime<Utc>>,
+    wait: Option<Duration>,
+    customer_id: Option<String>,
+    caller: Option<String>,
+    visited: Vec<String>,
+    transfers: u32,
+    transfer_loop: bool,
+    required_skills: Vec<String>,
+    last_change: DateTime<Utc>,
+}
+
+impl CallLive {
+    fn key(&self, id: &str) -> WaitKey {
+        WaitKey {
+            priority: Reverse(self.priority),
+            enqueued_at: self.enqueued_at,
+            seq: self.seq,
+            id: id.to_owned(),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+struct AgentLive {
+    skills: Skills,
+    state: AgentState,
+    /// Since when in `state` (for `Available`: idle since).
+    since: DateTime<Utc>,
+    last_event: DateTime<Utc>,
+    /// Call (or callback) held for this agent, and until when.
+    reserved_for: Option<(String, DateTime<Utc>)>,
+}
+
+#[derive(Debug)]
+struct QueueLive {
+    line: BTreeSet<WaitKey>,
+    aht: Aht,
+    ewt_error: EwtError,
+}
+
+/// Where a routed call stands.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Placement {
+    /// 1-based place in line; 0 when an agent was reserved.
+    pub position: u32,
+    pub estimated_wait: Option<Duration>,
+    pub reserved_agent: Option<String>,
+    /// The queue already held its maximum of waiting calls.
+    pub queue_full: bool,
+}
+
+/// What the routing context needs about a call seen before (transfers).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct CallHistory {
+    pub transfers: u32,
+    pub visited: Vec<String>,
+    pub transfer_loop: bool,
+    /// The queue the call waits in now (or has an agent reserved in), if any.
+    pub waiting_in: Option<String>,
+}
+
+/// A platform event about a call.
+#[derive(Debug, Clone, PartialEq)]
+pub enum CallEvent {
+    Queued { queue: Option<String> },
+    Answered { agent: String },
+    Transferred { queue: Option<String> },
+    Abandoned,
+    Ended { handle_time: Option<Duration> },
+}
+
+impl CallEvent {
+    fn name(&self) -> &'static str {
+        match self {
+            CallEvent::Queued { .. } => "queued",
+            CallEvent::Answered { .. } => "answered",
+            CallEvent::Transferred { .. } => "transferred",
+            CallEvent::Abandoned => "abandoned",
+            CallEvent::Ended { .. } => "ended",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum LiveError {
+    #[error("call {0} is not known (never routed, or routed before a restart)")]
+    UnknownCall(String),
+    #[error("call {call} is {state}; '{event}' cannot happen now")]
+    Impossible {
+        call: String,
+        state: &'static str,
+        event: &'static str,
+    },
+    #[error("queue {0} is not in the active plan")]
+    UnknownQueue(String),
+}
+
+/// The outcome of an applied event: the contact record to persist, if any.
+#[derive(Debug, Clone, PartialEq)]
+pub enum EventOutcome {
+    Duplicate,
+    Applied(Option<ContactRecord>),
+}
+
+/// Agents able to serve a queue, by state.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct AgentCounts {
+    pub available: u32,
+    pub reserved: u32,
+    pub busy: u32,
+    pub wrap_up: u32,
+}
+
+impl AgentCounts {
+    pub fn staffed(&self) -> u32 {
+        self.available + self.reserved + self.busy + self.wrap_up
+    }
+}
+
+/// A queue's live figures.
+#[derive(Debug, Clone, PartialEq)]
+pub struct QueueSnapshot {
+    pub waiting: u32,
+    pub longest_wait: Duration,
+    pub agents: AgentCounts,
+    pub aht_secs: f64,
+    pub aht_samples: u32,
+    /// For a call arriving now.
+    pub estimated_wait: Option<Duration>,
+    pub ewt_mae: Option<Duration>,
+    pub ewt_samples: u32,
+}
+
+#[derive(Debug)]
+pub struct Floor {
+    config: LiveConfig,
+    queues: HashMap<String, QueueLive>,
+    calls: HashMap<String, CallLive>,
+    agents: HashMap<String, AgentLive>,
+    /// Reservation deadlines, earliest first.
+    deadlines: BTreeSet<(DateTime<Utc>, String)>,
+    next_seq: u64,
+}
+
+fn since(now: DateTime<Utc>, then: DateTime<Utc>) -> Duration {
+    (now - then).to_std().unwrap_or_default()
+}
+
+impl Floor {
+    pub fn new(config: LiveConfig) -> Self {
+        Self {
+            config,
+            queues: HashMap::new(),
+            calls: HashMap::new(),
+            agents: HashMap::new(),
+            deadlines: BTreeSet::new(),
+            next_seq: 0,
+        }
+    }
+
+    fn seq(&mut self) -> u64 {
+        self.next_seq += 1;
+        self.next_seq
+    }
+
+    fn queue_mut(&mut self, q: &QueueInfo<'_>) -> &mut QueueLive {
+        self.queues
+            .entry(q.id.to_owned())
+            .or_insert_with(|| QueueLive {
+                line: BTreeSet::new(),
+                aht: Aht::seeded(q.default_aht_secs),
+                ewt_error: EwtError::default(),
+            })
+    }
+
+    /// Transfer history of a call seen before (None for a new call).
+    pub fn history(&self, call_id: &str) -> Option<CallHistory> {
+        self.calls.get(call_id).map(|c| CallHistory {
+            transfers: c.transfers,
+            visited: c.visited.clone(),
+            transfer_loop: c.transfer_loop,
+            waiting_in: matches!(c.state, CallState::Waiting | CallState::Reserved(_))
+                .then(|| c.queue.clone()),
+        })
+    }
+
+    /// Releases reservations whose time is up: the agent is free again and the call
+    /// goes back to its place in line.
+    pub fn expire(&mut self, now: DateTime<Utc>) {
+        while let Some((deadline, agent_id)) = self.deadlines.first().cloned() {
+            if deadline > now {
+                break;
+            }
+            self.deadlines.pop_first();
+            let Some(agent) = self.agents.get_mut(&agent_id) else {
+                continue;
+            };
+            let Some((call_id, until)) = agent.reserved_for.clone() else {
+                continue;
+            };
+            if until != deadline {
+                continue;
+            }
+            agent.reserved_for = None;
+            if agent.state == AgentState::Reserved {
+                agent.state = AgentState::Available;
+            }
+            self.requeue(&call_id, now);
+        }
+    }
+
+    /// Puts a call whose reservation fell through back in line at its original place.
+    fn requeue(&mut self, call_id: &str, now: DateTime<Utc>) {
+        let Some(call) = self.calls.get_mut(call_id) else {
+            return;
+        };
+        if !matches!(call.state, CallState::Reserved(_)) {
+            return;
+        }
+        call.state = CallState::Waiting;
+        call.last_change = now;
+        let key = call.key(call_id);
+        if let Some(q) = self.queues.get_mut(&call.queue) {
+            q.line.insert(key);
+        }
+    }
+
+    /// Drops stale waiting calls and forgets finished ones (periodic housekeeping).
+    pub fn sweep(&mut self, now: DateTime<Utc>) {
+        self.expire(now);
+        let stale = self.config.stale_call_after;
+        let memory = self.config.finished_call_memory;
+        let mut drop_from_line = Vec::new();
+        self.calls.retain(|id, c| {
+            let keep = match c.state {
+                CallState::Waiting | CallState::Transferred => now - c.last_change < stale,
+                CallState::Abandoned | CallState::Ended => now - c.last_change < memory,
+                CallState::Reserved(_) => true,
+                CallState::Connected(_) => now - c.last_change < stale,
+            };
+            if !keep && c.state == CallState::Waiting {
+                drop_from_line.push((c.queue.clone(), c.key(id)));
+            }
+            keep
+        });
+        for (q, key) in drop_from_line {
+            if let Some(q) = self.queues.get_mut(&q) {
+                q.line.remove(&key);
+            }
+        }
+    }
+
+    /// Applies an agent state report. Returns `false` when it is not newer than the last
+    /// one applied for the agent (out of order or repeated), which changes nothing.
+    pub fn report_agent(
+        &mut self,
+        agent_id: &str,
+        skills: Skills,
+        state: AgentState,
+        at: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> bool {
+        self.expire(now);
+        if let Some(a) = self.agents.get(agent_id) {
+            if at <= a.last_event {
+                return false;
+            }
+        }
+        let agent = self
+            .agents
+            .entry(agent_id.to_owned())
+            .or_insert_with(|| AgentLive {
+                skills: Skills::new(),
+                state: AgentState::Offline,
+                since: at,
+                last_event: at,
+                reserved_for: None,
+            });
+        agent.skills = skills;
+        agent.last_event = at;
+        let held = agent.reserved_for.clone();
+        match (state, held) {
+            // The platform does not know about holdless's hold: keep it.
+            (AgentState::Available, Some(_)) => {}
+            (AgentState::Offline, Some((call_id, until))) => {
+                agent.reserved_for = None;
+                agent.state = AgentState::Offline;
+                agent.since = at;
+                self.deadlines.remove(&(until, agent_id.to_owned()));
+                self.requeue(&call_id, now);
+            }
+            (new, _) => {
+                if new != agent.state {
+                    agent.since = at;
+                }
+                agent.state = if agent.reserved_for.is_some() && new == AgentState::Available {
+                    AgentState::Reserved
+                } else {
+                    new
+                };
+            }
+        }
+        true
+    }
+
+    fn agent_fits(a: &AgentLive, required: &[String]) -> bool {
+        has_skills(&a.skills, required)
+    }
+
+    /// Agents able to serve `required`, by state.
+    pub fn agent_counts(&self, required: &[String]) -> AgentCounts {
+        let mut c = AgentCounts::default();
+        for a in self
+            .agents
+            .values()
+            .filter(|a| Self::agent_fits(a, required))
+        {
+            match a.state {
+                AgentState::Available => c.available += 1,
+                AgentState::Reserved => c.reserved += 1,
+                AgentState::Busy => c.busy += 1,
+                AgentState::WrapUp => c.wrap_up += 1,
+                AgentState::Offline => {}
+            }
+        }
+        c
+    }
+
+    /// The free agent for a call: `preferred` when free and able, else the one idle
+    /// longest (ties broken by id, so the choice is deterministic).
+    fn pick_agent(&self, required: &[String], preferred: Option<&str>) -> Option<String> {
+        let free = |a: &AgentLive| {
+            a.state == AgentState::Available
+                && a.reserved_for.is_none()
+                && Self::agent_fits(a, required)
+        };
+        if let Some(p) = preferred {
+            if self.agents.get(p).is_some_and(free) {
+                return Some(p.to_owned());
+            }
+        }
+        self.agents
+            .iter()
+            .filter(|(_, a)| free(a))
+            .min_by(|(ia, a), (ib, b)| a.since.cmp(&b.since).then(ia.cmp(ib)))
+            .map(|(id, _)| id.clone())
+    }
+
+    /// Reserves `agent_id` for `item_id` until now + the reservation timeout.
+    pub fn reserve(&mut self, agent_id: &str, item_id: &str, now: DateTime<Utc>) {
+        let until = now + self.config.reservation_timeout;
+        if let Some(a) = self.agents.get_mut(agent_id) {
+            a.state = AgentState::Reserved;
+            a.reserved_for = Some((item_id.to_owned(), until));
+            self.deadlines.insert((until, agent_id.to_owned()));
+        }
+    }
+
+    /// Places a routed call: reserves an agent when one is free, else puts the call in
+    /// line and estimates its wait.
+    #[allow(clippy::too_many_arguments)]
+    pub fn route(
+        &mut self,
+        call_id: &str,
+        caller: Option<&str>,
+        customer_id: Option<&str>,
+        queue: QueueInfo<'_>,
+        priority: i32,
+        extra_skills: &[String],
+        preferred_agent: Option<&str>,
+        now: DateTime<Utc>,
+    ) -> Placement {
+        self.expire(now);
+        let mut required: Vec<String> = queue.skills.to_vec();
+        for s in extra_skills {
+            if !required.contains(s) {
+                required.push(s.clone());
+            }
+        }
+        // A call seen before (asked again, or transferred) keeps its history.
+        let previous = self.calls.remove(call_id);
+        let (mut visited, transfers, transfer_loop) = match &previous {
+            Some(p) => {
+                if let Some(q) = self.queues.get_mut(&p.queue) {
+                    q.line.remove(&p.key(call_id));
+                }
+                if let CallState::Reserved(agent) = &p.state {
+                    self.release(agent, call_id);
+                }
+                let moved = matches!(p.state, CallState::Connected(_));
+                (
+                    p.visited.clone(),
+                    p.transfers + u32::from(moved),
+                    p.transfer_loop,
+                )
+            }
+            None => (Vec::new(), 0, false),
+        };
+        // Asked again while still waiting in the same queue: same place in line.
+        let (enqueued_at, seq) = match &previous {
+            Some(p) if p.queue == queue.id && p.state == CallState::Waiting => {
+                (p.enqueued_at, p.seq)
+            }
+            _ => (now, self.seq()),
+        };
+        if visited.last().map(String::as_str) != Some(queue.id) {
+            visited.push(queue.id.to_owned());
+        }
+        let waiting_now = self.queue_mut(&queue).line.len() as u32;
+        let queue_full = queue.max_waiting > 0 && waiting_now >= queue.max_waiting;
+        let mut call = CallLive {
+            queue: queue.id.to_owned(),
+            priority,
+            enqueued_at,
+            seq,
+            state: CallState::Waiting,
+            predicted_wait: None,
+            answered_at: None,
+            wait: None,
+            customer_id: customer_id.map(str::to_owned),
+            caller: caller.map(str::to_owned),
+            visited,
+            transfers,
+            transfer_loop,
+            required_skills: required.clone(),
+            last_change: now,
+        };
+        let placement = match self.pick_agent(&required, preferred_agent) {
+            Some(agent) => {
+                self.reserve(&agent, call_id, now);
+                call.state = CallState::Reserved(agent.clone());
+                call.predicted_wait = Some(Duration::ZERO);
+                Placement {
+                    position: 0,
+                    estimated_wait: Some(Duration::ZERO),
+                    reserved_agent: Some(agent),
+                    queue_full,
+                }
+            }
+            None => {
+                let key = call.key(call_id);
+                let staffed = self.agent_counts(&required).staffed();
+                let q = self.queue_mut(&queue);
+                q.line.insert(key.clone());
+                let position = q.line.range(..=key).count() as u32;
+                let wait = estimated_wait(position, 0, staffed, q.aht.secs());
+                call.predicted_wait = wait;
+                Placement {
+                    position,
+                    estimated_wait: wait,
+                    reserved_agent: None,
+                    queue_full,
+                }
+            }
+        };
+        self.calls.insert(call_id.to_owned(), call);
+        placement
+    }
+
+    fn release(&mut self, agent_id: &str, item_id: &str) {
+        if let Some(a) = self.agents.get_mut(agent_id) {
+            if let Some((held, until)) = a.reserved_for.clone() {
+                if held == item_id {
+                    a.reserved_for = None;
+                    if a.state == AgentState::Reserved {
+                        a.state = AgentState::Available;
+                    }
+                    self.deadlines.remove(&(until, agent_id.to_owned()));
+                }
+            }
+        }
+    }
+
+    fn record(
+        &self,
+        call_id: &str,
+        c: &CallLive,
+        outcome: ContactOutcome,
+        now: DateTime<Utc>,
+    ) -> ContactRecord {
+        let agent_id = match &c.state {
+            CallState::Connected(a) => Some(a.clone()),
+            _ => None,
+        };
+        ContactRecord {
+            call_id: call_id.to_owned(),
+            customer_id: c.customer_id.clone(),
+            caller: c.caller.clone(),
+            queue_id: c.queue.clone(),
+            enqueued_at: c.enqueued_at,
+            updated_at: now,
+            outcome,
+            agent_id,
+            wait_secs: c.wait.map(|w| w.as_secs_f64()),
+            handle_secs: None,
+            transfers: c.transfers,
+        }
+    }
+
+    /// Applies a call event. `queue` resolves a queue id of the active plan (for
+    /// `queued`/`transferred` to a named queue).
+    pub fn call_event<'q>(
+        &mut self,
+        call_id: &str,
+        event: CallEvent,
+        queue: impl Fn(&str) -> Option<QueueInfo<'q>>,
+        now: DateTime<Utc>,
+    ) -> Result<EventOutcome, LiveError> {
+        self.expire(now);
+        let Some(call) = self.calls.get(call_id).cloned() else {
+            return Err(LiveError::UnknownCall(call_id.to_owned()));
+        };
+        let impossible = || LiveError::Impossible {
+            call: call_id.to_owned(),
+            state: call.state.name(),
+            event: event.name(),
+        };
+        match (&call.state, &event) {
+            (CallState::Waiting | CallState::Reserved(_), CallEvent::Queued { queue: q })
+                if q.as_deref().is_none_or(|q| q == call.queue) =>
+            {
+                Ok(EventOutcome::Duplicate)
+            }
+            (CallState::Connected(a), CallEvent::Answered { agent }) if a == agent => {
+                Ok(EventOutcome::Duplicate)
+            }
+            (CallState::Abandoned, CallEvent::Abandoned)
+            | (CallState::Ended, CallEvent::Ended { .. })
+            | (CallState::Transferred, CallEvent::Transferred { queue: None }) => {
+                Ok(EventOutcome::Duplicate)
+            }
+            (
+                CallState::Waiting | CallState::Reserved(_) | CallState::Transferred,
+                CallEvent::Queued { queue: Some(q) },
+            )
+            | (
+                CallState::Waiting | CallState::Reserved(_) | CallState::Connected(_),
+                CallEvent::Transferred { queue: Some(q) },
+            ) => {
+                let info = queue(q).ok_or_else(|| LiveError::UnknownQueue(q.clone()))?;
+                let transferred = matches!(event, CallEvent::Transferred { .. });
+                let looped = transferred && call.visited.iter().any(|v| v == q);
+                self.leave_line(call_id, &call);
+                let mut moved = call.clone();
+                if transferred {
+                    moved.transfers += 1;
+                    moved.transfer_loop |= looped;
+                }
+                moved.queue = q.clone();
+                if moved.visited.last() != Some(q) {
+                    moved.visited.push(q.clone());
+                }
+                moved.state = CallState::Waiting;
+                moved.enqueued_at = now;
+                moved.seq = self.seq();
+                moved.last_change = now;
+                moved.required_skills = info.skills.to_vec();
+                let key = moved.key(call_id);
+                self.queue_mut(&info).line.insert(key);
+                let rec = transferred
+                    .then(|| self.record(call_id, &call, ContactOutcome::Transferred, now));
+                self.calls.insert(call_id.to_owned(), moved);
+                Ok(EventOutcome::Applied(rec))
+            }
+            (
+                CallState::Waiting | CallState::Reserved(_) | CallState::Connected(_),
+                CallEvent::Transferred { queue: None },
+            ) => {
+                self.leave_line(call_id, &call);
+                let rec = self.record(call_id, &call, ContactOutcome::Transferred, now);
+                let c = self.calls.get_mut(call_id).ok_or_else(impossible)?;
+                c.state = CallState::Transferred;
+                c.transfers += 1;
+                c.last_change = now;
+                Ok(EventOutcome::Applied(Some(rec)))
+            }
+            (CallState::Waiting | CallState::Reserved(_), CallEvent::Answered { agent }) => {
+                self.leave_line(call_id, &call);
+                let wait = since(now, call.enqueued_at);
+                if let Some(predicted) = call.predicted_wait {
+                    if let Some(q) = self.queues.get_mut(&call.queue) {
+                        q.ewt_error.record(predicted, wait);
+                    }
+                }
+                if let Some(a) = self.agents.get_mut(agent) {
+                    if a.state != AgentState::Busy {
+                        a.state = AgentState::Busy;
+                        a.since = now;
+                    }
+                }
+                let c = self.calls.get_mut(call_id).ok_or_else(impossible)?;
+                c.state = CallState::Connected(agent.clone());
+                c.answered_at = Some(now);
+                c.wait = Some(wait);
+                c.last_change = now;
+                let c = c.clone();
+                Ok(EventOutcome::Applied(Some(self.record(
+                    call_id,
+                    &c,
+                    ContactOutcome::Answered,
+                    now,
+                ))))
+            }
+            (
+                CallState::Waiting | CallState::Reserved(_) | CallState::Transferred,
+                CallEvent::Abandoned,
+            ) => {
+                self.leave_line(call_id, &call);
+                let c = self.calls.get_mut(call_id).ok_or_else(impossible)?;
+                c.state = CallState::Abandoned;
+                c.wait = Some(since(now, c.enqueued_at));
+                c.last_change = now;
+                let c = c.clone();
+                Ok(EventOutcome::Applied(Some(self.record(
+                    call_id,
+                    &c,
+                    ContactOutcome::Abandoned,
+                    now,
+                ))))
+            }
+            (CallState::Connected(_), CallEvent::Ended { handle_time }) => {
+                let handle = handle_time
+                    .or_else(|| call.answered_at.map(|t| since(now, t)))
+                    .unwrap_or_default();
+                if let Some(q) = self.queues.get_mut(&call.queue) {
+                    q.aht.record(handle.as_secs_f64());
+                }
+                let mut rec = self.record(call_id, &call, ContactOutcome::Completed, now);
+                rec.handle_secs = Some(handle.as_secs_f64());
+                let c = self.calls.get_mut(call_id).ok_or_else(impossible)?;
+                c.state = CallState::Ended;
+                c.last_change = now;
+                Ok(EventOutcome::Applied(Some(rec)))
+            }
+            _ => Err(impossible()),
+        }
+    }
+
+    /// Takes a call out of its line and releases its reservation, if any.
+    fn leave_line(&mut self, call_id: &str, call: &CallLive) {
+        if let Some(q) = self.queues.get_mut(&call.queue) {
+            q.line.remove(&call.key(call_id));
+        }
+        if let CallState::Reserved(agent) = &call.state {
+            let agent = agent.clone();
+            self.release(&agent, call_id);
+        }
+    }
+
+    /// Live figures of a queue.
+    pub fn snapshot(&mut self, queue: QueueInfo<'_>, now: DateTime<Utc>) -> QueueSnapshot {
+        self.expire(now);
+        let agents = self.agent_counts(queue.skills);
+        let free = agents.available;
+        let q = self.queue_mut(&queue);
+        let waiting = q.line.len() as u32;
+        let longest = q
+            .line
+            .iter()
+            .map(|k| k.enqueued_at)
+            .min()
+            .map(|t| since(now, t))
+            .unwrap_or_default();
+        QueueSnapshot {
+            waiting,
+            longest_wait: longest,
+            agents,
+            aht_secs: q.aht.secs(),
+            aht_samples: q.aht.samples(),
+            estimated_wait: estimated_wait(waiting + 1, free, agents.staffed(), q.aht.secs()),
+            ewt_mae: q.ewt_error.mean_absolute_error(),
+            ewt_samples: q.ewt_error.samples(),
+        }
+    }
+
+    /// Position of a waiting call (1-based), if it is waiting.
+    pub fn position(&self, call_id: &str) -> Option<u32> {
+        let c = self.calls.get(call_id)?;
+        if c.state != CallState::Waiting {
+            return None;
+        }
+        let q = self.queues.get(&c.queue)?;
+        Some(q.line.range(..=c.key(call_id)).count() as u32)
+    }
+
+    /// The agent an item is held for, if any.
+    pub fn reserved_agent_of(&self, call_id: &str) -> Option<&str> {
+        match &self.calls.get(call_id)?.state {
+            CallState::Reserved(a) => Some(a),
+            _ => None,
+        }
+    }
+}

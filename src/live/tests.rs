@@ -1,0 +1,475 @@
+//! Floor tests with hand-set times, and a replay of a generated day.
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+
+use super::*;
+use crate::domain::agent::{AgentState, Skills};
+
+fn t(secs: i64) -> DateTime<Utc> {
+    DateTime::parse_from_rfc3339("2026-11-25T09:00:00Z")
+        .unwrap()
+        .with_timezone(&Utc)
+        + chrono::Duration::seconds(secs)
+}
+
+fn skills(list: &[&str]) -> Skills {
+    list.iter().map(|s| (s.to_string(), 1)).collect()
+}
+
+const SUPPORT: &[String] = &[];
+
+fn support() -> Vec<String> {
+    vec!["support".to_string()]
+}
+
+fn q(skills: &[String]) -> QueueInfo<'_> {
+    QueueInfo {
+        id: "general",
+        skills,
+        default_aht_secs: 300,
+        max_waiting: 0,
+    }
+}
+
+fn floor() -> Floor {
+    Floor::new(LiveConfig::default())
+}
+
+fn route(f: &mut Floor, id: &str, prio: i32, now: DateTime<Utc>) -> Placement {
+    let s = support();
+    f.route(id, None, None, q(&s), prio, &[], None, now)
+}
+
+#[test]
+fn calls_line_up_by_priority_then_arrival() {
+    let mut f = floor();
+    assert_eq!(route(&mut f, "a", 0, t(0)).position, 1);
+    assert_eq!(route(&mut f, "b", 0, t(1)).position, 2);
+    assert_eq!(
+        route(&mut f, "vip", 10, t(2)).position,
+        1,
+        "higher priority goes first"
+    );
+    assert_eq!(f.position("a"), Some(2));
+    assert_eq!(f.position("b"), Some(3));
+}
+
+#[test]
+fn longest_idle_agent_is_reserved_first() {
+    let mut f = floor();
+    f.report_agent(
+        "late",
+        skills(&["support"]),
+        AgentState::Available,
+        t(50),
+        t(50),
+    );
+    f.report_agent(
+        "early",
+        skills(&["support"]),
+        AgentState::Available,
+        t(10),
+        t(50),
+    );
+    f.report_agent(
+        "unskilled",
+        skills(&["sales"]),
+        AgentState::Available,
+        t(0),
+        t(50),
+    );
+    let p = route(&mut f, "c1", 0, t(60));
+    assert_eq!(p.reserved_agent.as_deref(), Some("early"));
+    assert_eq!(p.position, 0);
+    let p = route(&mut f, "c2", 0, t(61));
+    assert_eq!(p.reserved_agent.as_deref(), Some("late"));
+    let p = route(&mut f, "c3", 0, t(62));
+    assert_eq!(
+        p.reserved_agent, None,
+        "the sales agent cannot take support calls"
+    );
+    assert_eq!(p.position, 1);
+}
+
+#[test]
+fn preferred_agent_wins_when_free() {
+    let mut f = floor();
+    f.report_agent(
+        "a1",
+        skills(&["support"]),
+        AgentState::Available,
+        t(0),
+        t(0),
+    );
+    f.report_agent(
+        "a2",
+        skills(&["support"]),
+        AgentState::Available,
+        t(5),
+        t(5),
+    );
+    let s = support();
+    let p = f.route("c", None, None, q(&s), 0, &[], Some("a2"), t(10));
+    assert_eq!(p.reserved_agent.as_deref(), Some("a2"));
+}
+
+#[test]
+fn reservation_lapses_and_the_call_keeps_its_place() {
+    let mut f = floor();
+    f.report_agent(
+        "a1",
+        skills(&["support"]),
+        AgentState::Available,
+        t(0),
+        t(0),
+    );
+    assert_eq!(
+        route(&mut f, "first", 0, t(1)).reserved_agent.as_deref(),
+        Some("a1")
+    );
+    assert_eq!(route(&mut f, "second", 0, t(2)).position, 1);
+    // Reservation timeout is 15 s: at t(15) it still holds, at t(16) it lapses.
+    f.expire(t(15));
+    assert_eq!(f.reserved_agent_of("first"), Some("a1"));
+    f.expire(t(16));
+    assert_eq!(f.reserved_agent_of("first"), None);
+    assert_eq!(f.position("first"), Some(1), "back at its original place");
+    assert_eq!(f.position("second"), Some(2));
+    // The agent is free again: the next routed call gets them.
+    assert_eq!(
+        route(&mut f, "third", 0, t(17)).reserved_agent.as_deref(),
+        Some("a1")
+    );
+}
+
+#[test]
+fn wait_estimate_grows_with_position_and_is_unknown_without_agents() {
+    let mut f = floor();
+    assert_eq!(route(&mut f, "x", 0, t(0)).estimated_wait, None);
+    for (i, a) in ["a1", "a2", "a3"].iter().enumerate() {
+        f.report_agent(a, skills(&["support"]), AgentState::Busy, t(i as i64), t(1));
+    }
+    let waits: Vec<Duration> = (0..5)
+        .map(|i| {
+            route(&mut f, &format!("c{i}"), 0, t(10 + i))
+                .estimated_wait
+                .unwrap()
+        })
+        .collect();
+    // x is first in line; c0..c4 are positions 2..6 with 3 agents and AHT 300 s.
+    assert_eq!(waits[0], Duration::from_secs(200));
+    assert!(waits.windows(2).all(|w| w[0] < w[1]), "{waits:?}");
+}
+
+#[test]
+fn out_of_order_and_repeated_agent_events_are_ignored() {
+    let mut f = floor();
+    assert!(f.report_agent("a", skills(&["support"]), AgentState::Busy, t(10), t(10)));
+    assert!(!f.report_agent(
+        "a",
+        skills(&["support"]),
+        AgentState::Available,
+        t(5),
+        t(11)
+    ));
+    assert!(!f.report_agent(
+        "a",
+        skills(&["support"]),
+        AgentState::Available,
+        t(10),
+        t(11)
+    ));
+    let s = support();
+    assert_eq!(f.snapshot(q(&s), t(12)).agents.busy, 1);
+}
+
+#[test]
+fn call_events_follow_the_lifecycle_and_repeats_are_harmless() {
+    let mut f = floor();
+    let s = support();
+    let lookup = |id: &str| (id == "general" || id == "billing").then_some(q(&s));
+    route(&mut f, "c", 0, t(0));
+    let answered = CallEvent::Answered { agent: "a1".into() };
+    assert!(matches!(
+        f.call_event("c", answered.clone(), lookup, t(30)),
+        Ok(EventOutcome::Applied(Some(_)))
+    ));
+    assert_eq!(
+        f.call_event("c", answered, lookup, t(31)),
+        Ok(EventOutcome::Duplicate)
+    );
+    let other = CallEvent::Answered { agent: "a2".into() };
+    assert!(matches!(
+        f.call_event("c", other, lookup, t(32)),
+        Err(LiveError::Impossible { .. })
+    ));
+    assert!(matches!(
+        f.call_event("c", CallEvent::Abandoned, lookup, t(33)),
+        Err(LiveError::Impossible { .. })
+    ));
+    let ended = CallEvent::Ended {
+        handle_time: Some(Duration::from_secs(100)),
+    };
+    assert!(matches!(
+        f.call_event("c", ended.clone(), lookup, t(130)),
+        Ok(EventOutcome::Applied(_))
+    ));
+    assert_eq!(
+        f.call_event("c", ended, lookup, t(131)),
+        Ok(EventOutcome::Duplicate)
+    );
+    assert_eq!(f.snapshot(q(&s), t(131)).aht_samples, 1);
+    assert_eq!(
+        f.call_event("nope", CallEvent::Abandoned, lookup, t(140)),
+        Err(LiveError::UnknownCall("nope".into()))
+    );
+}
+
+#[test]
+fn transfer_back_to_a_visited_queue_is_a_loop() {
+    let mut f = floor();
+    let s = support();
+    let lookup = |id: &str| match id {
+        "general" => Some(q(&s)),
+        "billing" => Some(QueueInfo {
+            id: "billing",
+            skills: SUPPORT,
+            default_aht_secs: 200,
+            max_waiting: 0,
+        }),
+        _ => None,
+    };
+    route(&mut f, "c", 0, t(0));
+    f.call_event(
+        "c",
+        CallEvent::Answered { agent: "a1".into() },
+        lookup,
+        t(10),
+    )
+    .unwrap();
+    f.call_event(
+        "c",
+        CallEvent::Transferred {
+            queue: Some("billing".into()),
+        },
+        lookup,
+        t(20),
+    )
+    .unwrap();
+    let h = f.history("c").unwrap();
+    assert_eq!((h.transfers, h.transfer_loop), (1, false));
+    f.call_event(
+        "c",
+        CallEvent::Answered { agent: "a2".into() },
+        lookup,
+        t(30),
+    )
+    .unwrap();
+    f.call_event(
+        "c",
+        CallEvent::Transferred {
+            queue: Some("general".into()),
+        },
+        lookup,
+        t(40),
+    )
+    .unwrap();
+    let h = f.history("c").unwrap();
+    assert_eq!(h.transfers, 2);
+    assert!(h.transfer_loop);
+    assert_eq!(h.visited, vec!["general", "billing", "general"]);
+    assert!(matches!(
+        f.call_event(
+            "c",
+            CallEvent::Transferred {
+                queue: Some("nowhere".into())
+            },
+            lookup,
+            t(50)
+        ),
+        Err(LiveError::UnknownQueue(_))
+    ));
+}
+
+#[test]
+fn full_queue_is_reported() {
+    let mut f = floor();
+    let s = support();
+    let info = QueueInfo {
+        id: "general",
+        skills: &s,
+        default_aht_secs: 300,
+        max_waiting: 2,
+    };
+    assert!(
+        !f.route("a", None, None, info, 0, &[], None, t(0))
+            .queue_full
+    );
+    assert!(
+        !f.route("b", None, None, info, 0, &[], None, t(0))
+            .queue_full
+    );
+    assert!(
+        f.route("c", None, None, info, 0, &[], None, t(0))
+            .queue_full
+    );
+}
+
+/// A small deterministic generator (splitmix64) for the replayed day.
+struct Rng(u64);
+impl Rng {
+    fn next_f64(&mut self) -> f64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^= z >> 31;
+        (z >> 11) as f64 / (1u64 << 53) as f64
+    }
+    fn exp(&mut self, mean: f64) -> f64 {
+        -mean * (1.0 - self.next_f64()).ln()
+    }
+}
+
+/// Replays a generated day: Poisson arrivals (one every 30 s on average, 8 hours),
+/// exponential handle times (mean 240 s, while the plan guesses 300 s), 9 agents (about
+/// 89% busy, so lines form). The platform answers the head of the line whenever an
+/// agent frees up, and honours holdless's reservations. Returns (holdless's mean
+/// absolute error, error of always predicting the day's mean wait, mean wait), seconds.
+fn replay_day(seed: u64) -> (f64, f64, f64) {
+    let mut rng = Rng(seed);
+    let mut f = floor();
+    let s = support();
+    let lookup = |id: &str| (id == "general").then_some(q(&s));
+    let agents = 9;
+    for a in 0..agents {
+        f.report_agent(
+            &format!("a{a}"),
+            skills(&["support"]),
+            AgentState::Available,
+            t(0),
+            t(0),
+        );
+    }
+    // Agent -> time their current call ends, and which call it is.
+    let mut busy_until: Vec<Option<f64>> = vec![None; agents];
+    let mut handling: Vec<Option<(String, f64)>> = vec![None; agents];
+    let mut waiting: std::collections::VecDeque<(String, f64)> = Default::default();
+    let mut predicted: std::collections::HashMap<String, f64> = Default::default();
+    let mut actual: Vec<(f64, f64)> = Vec::new();
+    let mut next_arrival = rng.exp(30.0);
+    let mut event_seq = 1i64;
+    let end = 8.0 * 3600.0;
+    let at = |secs: f64| t(0) + chrono::Duration::milliseconds((secs * 1000.0) as i64);
+    let mut id = 0;
+    loop {
+        let next_end = busy_until
+            .iter()
+            .enumerate()
+            .filter_map(|(i, e)| e.map(|e| (e, i)))
+            .min_by(|a, b| a.0.total_cmp(&b.0));
+        let arrival_next = next_arrival < end && next_end.is_none_or(|(e, _)| next_arrival <= e);
+        if arrival_next {
+            let now = next_arrival;
+            next_arrival += rng.exp(30.0);
+            id += 1;
+            let call = format!("c{id}");
+            let p = route(&mut f, &call, 0, at(now));
+            match p.reserved_agent {
+                Some(agent) => {
+                    f.call_event(
+                        &call,
+                        CallEvent::Answered {
+                            agent: agent.clone(),
+                        },
+                        lookup,
+                        at(now),
+                    )
+                    .unwrap();
+                    let i: usize = agent[1..].parse().unwrap();
+                    busy_until[i] = Some(now + rng.exp(240.0));
+                    handling[i] = Some((call, now));
+                    actual.push((0.0, 0.0));
+                }
+                None => {
+                    predicted.insert(call.clone(), p.estimated_wait.unwrap().as_secs_f64());
+                    waiting.push_back((call, now));
+                }
+            }
+        } else if let Some((now, i)) = next_end {
+            let agent = format!("a{i}");
+            if let Some((done, started)) = handling[i].take() {
+                let handle = Duration::from_secs_f64(now - started);
+                f.call_event(
+                    &done,
+                    CallEvent::Ended {
+                        handle_time: Some(handle),
+                    },
+                    lookup,
+                    at(now),
+                )
+                .unwrap();
+            }
+            event_seq += 1;
+            f.report_agent(
+                &agent,
+                skills(&["support"]),
+                AgentState::Available,
+                at(now) + chrono::Duration::nanoseconds(event_seq),
+                at(now),
+            );
+            busy_until[i] = None;
+            if let Some((call, arrived)) = waiting.pop_front() {
+                let reserved = f.reserved_agent_of(&call).map(str::to_owned);
+                let taker = reserved.unwrap_or(agent);
+                let ti: usize = taker[1..].parse().unwrap();
+                f.call_event(
+                    &call,
+                    CallEvent::Answered {
+                        agent: taker.clone(),
+                    },
+                    lookup,
+                    at(now),
+                )
+                .unwrap();
+                busy_until[ti] = Some(now + rng.exp(240.0));
+                handling[ti] = Some((call.clone(), now));
+                actual.push((predicted[&call], now - arrived));
+            }
+        } else {
+            break;
+        }
+    }
+    let n = actual.len() as f64;
+    let mean_wait = actual.iter().map(|(_, a)| a).sum::<f64>() / n;
+    let mae = actual.iter().map(|(p, a)| (p - a).abs()).sum::<f64>() / n;
+    let constant = actual
+        .iter()
+        .map(|(_, a)| (mean_wait - a).abs())
+        .sum::<f64>()
+        / n;
+    (mae, constant, mean_wait)
+}
+
+#[test]
+fn replayed_day_keeps_wait_estimates_honest() {
+    for seed in [1, 2, 3] {
+        let (mae, constant, mean_wait) = replay_day(seed);
+        // Bound: with exponential handle times the wait of the k-th caller in line is
+        // Erlang(k) distributed around k·AHT/n, so even a perfect predictor is off by
+        // ~0.74·AHT/n at k = 1 (27 s here) and by a share that shrinks like 1/sqrt(k)
+        // further back. 45 s leaves room for the AHT being learned during the day.
+        assert!(
+            mae <= 45.0,
+            "seed {seed}: EWT mean absolute error {mae:.1} s (mean wait {mean_wait:.1} s)"
+        );
+        // And it must beat the best constant guess (the day's mean wait, known only in
+        // hindsight) by a clear margin.
+        assert!(
+            mae < 0.5 * constant,
+            "seed {seed}: {mae:.1} s vs constant {constant:.1} s"
+        );
+    }
+}
