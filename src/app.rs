@@ -16,7 +16,6 @@ use std::time::Duration;
 
 use tokio::net::TcpListener;
 use tokio::sync::OnceCell;
-use tokio_stream::wrappers::TcpListenerStream;
 use tonic::transport::Server;
 use tonic_health::ServingStatus;
 
@@ -151,9 +150,12 @@ impl Application {
                 })
                 .max_decoding_message_size(max),
             )
-            .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async {
-                let _ = stop_rx.await;
-            });
+            .serve_with_incoming_shutdown(
+                tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)),
+                async {
+                    let _ = stop_rx.await;
+                },
+            );
         let mut server = tokio::spawn(server);
         tracing::info!(%addr, "gRPC listening; starting up");
 

@@ -45,6 +45,46 @@ pub enum Command {
     /// Read and change customer records.
     #[command(subcommand)]
     Customer(CustomerCommand),
+    /// Load-test a server (with `--baseline`: and a no-op server in the same run).
+    Bench(BenchArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    #[arg(long, value_enum, default_value = "route")]
+    pub scenario: crate::bench::Scenario,
+    /// Concurrent clients.
+    #[arg(long, default_value_t = 64)]
+    pub clients: usize,
+    /// HTTP/2 connections shared by the clients.
+    #[arg(long, default_value_t = 4)]
+    pub connections: usize,
+    /// Seconds to measure.
+    #[arg(long, default_value_t = 10.0)]
+    pub duration: f64,
+    /// Stop after this many requests.
+    #[arg(long)]
+    pub requests: Option<u64>,
+    /// Open loop: requests per second, latency from each request's scheduled time.
+    #[arg(long)]
+    pub rate: Option<f64>,
+    /// Seconds of warm-up before measuring (not counted).
+    #[arg(long, default_value_t = 2.0)]
+    pub warmup: f64,
+    /// Start holdless inside the bench process on a temporary store instead of
+    /// using --server.
+    #[arg(long)]
+    pub embedded: bool,
+    /// Also measure a no-op server with the same protos and transport, and print the
+    /// ratio holdless / baseline.
+    #[arg(long)]
+    pub baseline: bool,
+    /// With --baseline: alternate this many rounds of baseline and holdless, so
+    /// background load on a shared machine falls on both alike.
+    #[arg(long, default_value_t = 4)]
+    pub rounds: u32,
+    #[command(flatten)]
+    pub server: ServerArg,
 }
 
 #[derive(Debug, Args)]
@@ -276,6 +316,7 @@ async fn admin(command: Command) -> ExitCode {
         Command::Route(args) => route(args).await,
         Command::Plan(cmd) => plan(cmd).await,
         Command::Customer(cmd) => customer(cmd).await,
+        Command::Bench(args) => bench(args).await,
     };
     match result {
         Ok(out) => {
@@ -674,4 +715,107 @@ async fn customer(cmd: CustomerCommand) -> Result<String, Failure> {
             Ok("deleted\n".into())
         }
     }
+}
+
+async fn bench(a: BenchArgs) -> Result<String, Failure> {
+    use crate::bench::{self, BenchOptions};
+    let secs = |v: f64, what: &str| {
+        if v.is_finite() && v >= 0.0 {
+            Ok(std::time::Duration::from_secs_f64(v))
+        } else {
+            Err(Failure {
+                code: EXIT_CONFIG,
+                message: format!("--{what} must be a non-negative number of seconds"),
+            })
+        }
+    };
+    let opts = BenchOptions {
+        scenario: a.scenario,
+        clients: a.clients.max(1),
+        connections: a.connections.max(1),
+        duration: secs(a.duration, "duration")?,
+        requests: a.requests,
+        rate: a.rate,
+        warmup: secs(a.warmup, "warmup")?,
+    };
+    let fail = |message: String| Failure {
+        code: EXIT_UNAVAILABLE,
+        message,
+    };
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = rx.changed().await;
+    };
+    let mut targets: Vec<(&str, String)> = Vec::new();
+    if a.baseline {
+        let addr = bench::baseline::start(stopped(stop_rx.clone()))
+            .await
+            .map_err(|e| fail(format!("cannot start the baseline: {e}")))?;
+        targets.push(("baseline", format!("http://{addr}")));
+    }
+    let _embedded_dir;
+    let target = if a.embedded {
+        let dir = tempfile::tempdir().map_err(|e| fail(e.to_string()))?;
+        let mut settings = Settings::default();
+        settings.server.listen = "127.0.0.1:0".parse().expect("loopback port 0 parses");
+        settings.store.path = dir.path().join("store");
+        let app = Application::build(settings, Arc::new(SystemClock))
+            .await
+            .map_err(|e| fail(e.to_string()))?;
+        let addr = app.local_addr();
+        tokio::spawn(app.run(stopped(stop_rx.clone())));
+        _embedded_dir = dir;
+        let target = format!("http://{addr}");
+        wait_until_serving(&target).await.map_err(fail)?;
+        target
+    } else {
+        a.server.server.clone()
+    };
+    targets.push(("holdless", target));
+    let named: Vec<(&str, &str)> = targets.iter().map(|(n, u)| (*n, u.as_str())).collect();
+    let rounds = if a.baseline { a.rounds } else { 1 };
+    let reports = bench::compare(&named, &opts, rounds).await.map_err(fail)?;
+    let _ = stop_tx.send(true);
+
+    let ratio = match reports.as_slice() {
+        [base, hl] if base.throughput_per_sec > 0.0 => {
+            Some(hl.throughput_per_sec / base.throughput_per_sec)
+        }
+        _ => None,
+    };
+    if a.server.json {
+        return Ok(to_json(
+            &serde_json::json!({ "reports": reports, "throughput_ratio": ratio }),
+        ));
+    }
+    let mut out: String = reports.iter().map(bench::render).collect();
+    if let Some(r) = ratio {
+        out.push_str(&format!("throughput ratio holdless/baseline: {r:.2}\n"));
+    }
+    Ok(out)
+}
+
+/// Waits for health SERVING on `target`, at most 30 s.
+async fn wait_until_serving(target: &str) -> Result<(), String> {
+    use tonic_health::pb::{health_client::HealthClient, HealthCheckRequest};
+    let channel = crate::bench::connect(target, 1).await?.remove(0);
+    let mut health = HealthClient::new(channel);
+    let mut stream = health
+        .watch(HealthCheckRequest {
+            service: String::new(),
+        })
+        .await
+        .map_err(|e| e.to_string())?
+        .into_inner();
+    let wait = async {
+        while let Ok(Some(m)) = stream.message().await {
+            if m.status == tonic_health::pb::health_check_response::ServingStatus::Serving as i32 {
+                return Ok(());
+            }
+        }
+        Err("health stream ended before SERVING".to_string())
+    };
+    tokio::time::timeout(std::time::Duration::from_secs(30), wait)
+        .await
+        .map_err(|_| "server did not become SERVING within 30 s".to_string())?
 }

@@ -15,6 +15,7 @@
 //!   implementation with group commit is the only code that touches sled.
 //! - [`service`]: the operations the API offers, over store, plan and clock.
 //! - [`api`]: the gRPC edge (the only tonic code): conversions, errors, services.
+//! - [`bench`]: `holdless bench`, the load generator with a same-run no-op baseline.
 //! - [`app`]: wiring and the server's lifecycle (start-up, health, shutdown order).
 //! - [`config`]: typed settings from defaults, file and environment.
 //! - [`cli`]: the command line; admin commands are gRPC clients of a running server.
@@ -22,6 +23,7 @@
 
 pub mod api;
 pub mod app;
+pub mod bench;
 pub mod cli;
 pub mod clock;
 pub mod config;

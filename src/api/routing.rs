@@ -14,7 +14,7 @@ pub struct RoutingApi {
 
 #[tonic::async_trait]
 impl RoutingService for RoutingApi {
-    #[instrument(skip_all, fields(call_id = %request.get_ref().call_id))]
+    #[instrument(level = "debug", skip_all, fields(call_id = %request.get_ref().call_id))]
     async fn route_call(
         &self,
         request: Request<pb::RouteCallRequest>,
@@ -33,7 +33,7 @@ impl RoutingService for RoutingApi {
         }))
     }
 
-    #[instrument(skip_all, fields(agent_id = %request.get_ref().agent_id))]
+    #[instrument(level = "debug", skip_all, fields(agent_id = %request.get_ref().agent_id))]
     async fn report_agent_state(
         &self,
         request: Request<pb::ReportAgentStateRequest>,
@@ -44,7 +44,7 @@ impl RoutingService for RoutingApi {
         Ok(Response::new(pb::ReportAgentStateResponse { applied }))
     }
 
-    #[instrument(skip_all, fields(call_id = %request.get_ref().call_id))]
+    #[instrument(level = "debug", skip_all, fields(call_id = %request.get_ref().call_id))]
     async fn report_call_event(
         &self,
         request: Request<pb::ReportCallEventRequest>,

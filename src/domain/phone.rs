@@ -1,7 +1,8 @@
 //! E.164 phone numbers, parsed once at the edge with the `phonenumber` crate.
 
+use std::collections::HashMap;
 use std::fmt;
-use std::sync::OnceLock;
+use std::sync::{OnceLock, RwLock};
 
 /// A phone number in E.164 form (`+` then 7 to 15 digits), with the country its calling
 /// code and prefix belong to, when known.
@@ -9,8 +10,6 @@ use std::sync::OnceLock;
 pub struct PhoneNumber {
     e164: String,
     country: Option<String>,
-    valid: bool,
-    premium_rate: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -21,8 +20,9 @@ pub enum PhoneError {
 
 impl PhoneNumber {
     /// Parses an E.164 number. The format is checked strictly (no spaces, no national
-    /// form); whether the number is allocated is recorded in [`PhoneNumber::is_valid`]
-    /// rather than refused, because a real caller's number must still route.
+    /// form); whether the number is allocated is not checked here (see
+    /// [`PhoneNumber::is_valid`]), because a real caller's number must still route and
+    /// the check costs several microseconds of regex matching on the routing path.
     pub fn parse(input: &str) -> Result<Self, PhoneError> {
         let digits = input.strip_prefix('+').ok_or(PhoneError::NotE164)?;
         if !(7..=15).contains(&digits.len())
@@ -31,22 +31,10 @@ impl PhoneNumber {
         {
             return Err(PhoneError::NotE164);
         }
-        let (country, valid, premium_rate) = match phonenumber::parse(None, input) {
-            Ok(n) => (
-                n.country().id().map(|id| id.as_ref().to_owned()),
-                n.is_valid(),
-                matches!(
-                    n.number_type(&phonenumber::metadata::DATABASE),
-                    phonenumber::Type::PremiumRate
-                ),
-            ),
-            Err(_) => (None, false, false),
-        };
+        let country = country_of(input);
         Ok(Self {
             e164: input.to_owned(),
             country,
-            valid,
-            premium_rate,
         })
     }
 
@@ -62,12 +50,17 @@ impl PhoneNumber {
 
     /// Whether the number is allocated according to libphonenumber's metadata.
     pub fn is_valid(&self) -> bool {
-        self.valid
+        phonenumber::parse(None, &self.e164).is_ok_and(|n| n.is_valid())
     }
 
     /// Whether the number is in a premium-rate range.
     pub fn is_premium_rate(&self) -> bool {
-        self.premium_rate
+        phonenumber::parse(None, &self.e164).is_ok_and(|n| {
+            matches!(
+                n.number_type(&phonenumber::metadata::DATABASE),
+                phonenumber::Type::PremiumRate
+            )
+        })
     }
 }
 
@@ -75,6 +68,34 @@ impl fmt::Display for PhoneNumber {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.e164)
     }
+}
+
+/// Longest number prefix the country cache is keyed on: `+` and nine digits. Numbering
+/// plans assign countries by the calling code and at most the next six digits (NANP by
+/// area code, +44 by up to five digits for the Channel Islands), so every number
+/// sharing this prefix belongs to the same country.
+const COUNTRY_KEY_LEN: usize = 10;
+/// Bound on the country cache; it starts over when full.
+const COUNTRY_CACHE_MAX: usize = 65_536;
+
+/// Country of an E.164 number. libphonenumber's answer costs several microseconds of
+/// regex matching (most of a RouteCall), so it is cached per number prefix.
+fn country_of(e164: &str) -> Option<String> {
+    static CACHE: OnceLock<RwLock<HashMap<String, Option<String>>>> = OnceLock::new();
+    let cache = CACHE.get_or_init(Default::default);
+    let key = &e164[..e164.len().min(COUNTRY_KEY_LEN)];
+    if let Some(hit) = cache.read().unwrap_or_else(|e| e.into_inner()).get(key) {
+        return hit.clone();
+    }
+    let country = phonenumber::parse(None, e164)
+        .ok()
+        .and_then(|n| n.country().id().map(|id| id.as_ref().to_owned()));
+    let mut w = cache.write().unwrap_or_else(|e| e.into_inner());
+    if w.len() >= COUNTRY_CACHE_MAX {
+        w.clear();
+    }
+    w.insert(key.to_owned(), country.clone());
+    country
 }
 
 /// Loads libphonenumber's metadata (~50 ms the first time). Called at start-up, before
@@ -125,6 +146,26 @@ mod tests {
             "tel:+12125550100",
         ] {
             assert_eq!(PhoneNumber::parse(bad), Err(PhoneError::NotE164), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn country_is_right_for_numbers_sharing_a_calling_code() {
+        // NANP: by area code; +44: Guernsey and Jersey inside the UK code.
+        for (n, c) in [
+            ("+12125550100", "US"),
+            ("+14165550100", "CA"),
+            ("+12125550199", "US"),
+            ("+18765550100", "JM"),
+            ("+441481200000", "GG"),
+            ("+441534500000", "JE"),
+            ("+442079460000", "GB"),
+            ("+77172000000", "KZ"),
+            ("+74951234567", "RU"),
+        ] {
+            assert_eq!(PhoneNumber::parse(n).unwrap().country(), Some(c), "{n}");
+            // Second time from the cache.
+            assert_eq!(PhoneNumber::parse(n).unwrap().country(), Some(c), "{n}");
         }
     }
 

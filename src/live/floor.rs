@@ -98,7 +98,6 @@ struct CallLive {
     visited: Vec<String>,
     transfers: u32,
     transfer_loop: bool,
-    required_skills: Vec<String>,
     last_change: DateTime<Utc>,
 }
 
@@ -124,9 +123,13 @@ struct AgentLive {
     reserved_for: Option<(String, DateTime<Utc>)>,
 }
 
+/// A queue's line: an order-statistic B-tree, so a caller's position is a rank
+/// lookup (logarithmic) even with thousands waiting.
+type Line = indexset::BTreeSet<WaitKey>;
+
 #[derive(Debug)]
 struct QueueLive {
-    line: BTreeSet<WaitKey>,
+    line: Line,
     aht: Aht,
     ewt_error: EwtError,
 }
@@ -228,7 +231,7 @@ pub struct QueueSnapshot {
 pub struct Floor {
     config: LiveConfig,
     queues: HashMap<String, QueueLive>,
-    calls: HashMap<String, CallLive>,
+    calls: HashMap<String, Box<CallLive>>,
     agents: HashMap<String, AgentLive>,
     /// Reservation deadlines, earliest first.
     deadlines: BTreeSet<(DateTime<Utc>, String)>,
@@ -260,7 +263,7 @@ impl Floor {
         self.queues
             .entry(q.id.to_owned())
             .or_insert_with(|| QueueLive {
-                line: BTreeSet::new(),
+                line: Line::new(),
                 aht: Aht::seeded(q.default_aht_secs),
                 ewt_error: EwtError::default(),
             })
@@ -275,6 +278,20 @@ impl Floor {
             waiting_in: matches!(c.state, CallState::Waiting | CallState::Reserved(_))
                 .then(|| c.queue.clone()),
         })
+    }
+
+    /// Whether routing `call_id` to `queue` now would bring it back to a queue it already
+    /// visited (a transfer loop), and whether it is flagged as looping already.
+    pub fn loop_check(&self, call_id: &str, queue: &str) -> (bool, bool) {
+        match self.calls.get(call_id) {
+            None => (false, false),
+            Some(c) => {
+                let waiting_here = matches!(c.state, CallState::Waiting | CallState::Reserved(_))
+                    && c.queue == queue;
+                let back = !waiting_here && c.visited.iter().any(|v| v == queue);
+                (c.transfer_loop, back)
+            }
+        }
     }
 
     /// Releases reservations whose time is up: the agent is free again and the call
@@ -464,12 +481,17 @@ impl Floor {
         now: DateTime<Utc>,
     ) -> Placement {
         self.expire(now);
-        let mut required: Vec<String> = queue.skills.to_vec();
-        for s in extra_skills {
-            if !required.contains(s) {
-                required.push(s.clone());
+        let required: std::borrow::Cow<'_, [String]> = if extra_skills.is_empty() {
+            std::borrow::Cow::Borrowed(queue.skills)
+        } else {
+            let mut all = queue.skills.to_vec();
+            for s in extra_skills {
+                if !all.contains(s) {
+                    all.push(s.clone());
+                }
             }
-        }
+            std::borrow::Cow::Owned(all)
+        };
         // A call seen before (asked again, or transferred) keeps its history.
         let previous = self.calls.remove(call_id);
         let (mut visited, transfers, transfer_loop) = match &previous {
@@ -515,7 +537,6 @@ impl Floor {
             visited,
             transfers,
             transfer_loop,
-            required_skills: required.clone(),
             last_change: now,
         };
         let placement = match self.pick_agent(&required, preferred_agent) {
@@ -535,7 +556,7 @@ impl Floor {
                 let staffed = self.agent_counts(&required).staffed();
                 let q = self.queue_mut(&queue);
                 q.line.insert(key.clone());
-                let position = q.line.range(..=key).count() as u32;
+                let position = q.line.rank(&key) as u32 + 1;
                 let wait = estimated_wait(position, 0, staffed, q.aht.secs());
                 call.predicted_wait = wait;
                 Placement {
@@ -546,7 +567,7 @@ impl Floor {
                 }
             }
         };
-        self.calls.insert(call_id.to_owned(), call);
+        self.calls.insert(call_id.to_owned(), Box::new(call));
         placement
     }
 
@@ -600,7 +621,7 @@ impl Floor {
         now: DateTime<Utc>,
     ) -> Result<EventOutcome, LiveError> {
         self.expire(now);
-        let Some(call) = self.calls.get(call_id).cloned() else {
+        let Some(call) = self.calls.get(call_id).map(|c| (**c).clone()) else {
             return Err(LiveError::UnknownCall(call_id.to_owned()));
         };
         let impossible = || LiveError::Impossible {
@@ -647,12 +668,11 @@ impl Floor {
                 moved.enqueued_at = now;
                 moved.seq = self.seq();
                 moved.last_change = now;
-                moved.required_skills = info.skills.to_vec();
                 let key = moved.key(call_id);
                 self.queue_mut(&info).line.insert(key);
                 let rec = transferred
                     .then(|| self.record(call_id, &call, ContactOutcome::Transferred, now));
-                self.calls.insert(call_id.to_owned(), moved);
+                self.calls.insert(call_id.to_owned(), Box::new(moved));
                 Ok(EventOutcome::Applied(rec))
             }
             (
@@ -773,7 +793,7 @@ impl Floor {
             return None;
         }
         let q = self.queues.get(&c.queue)?;
-        Some(q.line.range(..=c.key(call_id)).count() as u32)
+        Some(q.line.rank(&c.key(call_id)) as u32 + 1)
     }
 
     /// The agent an item is held for, if any.

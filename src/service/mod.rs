@@ -194,22 +194,23 @@ impl Holdless {
             (None, None) => None,
         };
         let now = self.clock.now();
-        let customer_key = customer
+        let customer_key: Option<&str> = customer
             .as_ref()
-            .map(|c| c.id.as_str().to_owned())
-            .or_else(|| call.customer_id.as_ref().map(|c| c.as_str().to_owned()));
-        let caller = call.caller.as_ref().map(|c| c.as_str().to_owned());
+            .map(|c| c.id.as_str())
+            .or_else(|| call.customer_id.as_ref().map(|c| c.as_str()));
+        let caller: Option<&str> = call.caller.as_ref().map(|c| c.as_str());
         let mut recent_contacts = self
             .store
             .recent_contacts(
-                customer_key.as_deref(),
-                caller.as_deref(),
+                customer_key,
+                caller,
                 now - chrono::Duration::days(CONTEXT_DAYS),
                 MAX_RECENT_CONTACTS + 1,
             )
             .await?;
         recent_contacts.retain(|c| c.call_id != call.call_id.as_str());
         recent_contacts.truncate(MAX_RECENT_CONTACTS);
+        let customer_key = customer_key.map(str::to_owned);
         // The CRM's last agent wins; else the agent of the latest answered contact.
         if let Some(c) = customer.as_mut().filter(|c| c.last_agent_id.is_empty()) {
             if let Some(agent) = recent_contacts.iter().find_map(|r| r.agent_id.clone()) {
@@ -217,21 +218,22 @@ impl Holdless {
             }
         }
 
-        let plan = self.plan.load_full();
-        let history = self
-            .floor()
-            .history(call.call_id.as_str())
-            .unwrap_or_default();
-        let mut call = call.clone();
-        call.transfer_loop = history.transfer_loop;
+        let plan = self.plan.load();
+        let (already_looping, _) = self.floor().loop_check(call.call_id.as_str(), "");
+        let mut call = std::borrow::Cow::Borrowed(call);
+        if already_looping {
+            call.to_mut().transfer_loop = true;
+        }
         let mut decision = routing::decide(&plan, &call, customer.as_ref(), now);
         // Back to a queue this call already visited (after a transfer): a loop. Decide
         // again knowing it, so a rule can send it to a supervisor.
-        let looped = !call.transfer_loop
-            && history.waiting_in.as_deref() != Some(decision.queue_id.as_str())
-            && history.visited.iter().any(|q| q == &decision.queue_id);
-        if looped {
-            call.transfer_loop = true;
+        if !already_looping
+            && self
+                .floor()
+                .loop_check(call.call_id.as_str(), &decision.queue_id)
+                .1
+        {
+            call.to_mut().transfer_loop = true;
             decision = routing::decide(&plan, &call, customer.as_ref(), now);
         }
         let queue = plan.queue(&decision.queue_id).ok_or_else(|| {
@@ -241,7 +243,7 @@ impl Holdless {
             let mut floor = self.floor();
             let placement = floor.route(
                 call.call_id.as_str(),
-                caller.as_deref(),
+                caller,
                 customer_key.as_deref(),
                 queue_info(queue),
                 decision.priority,

@@ -143,3 +143,45 @@ fn serve_stops_cleanly_on_sigterm() {
         "{rest:#?}"
     );
 }
+
+#[test]
+fn bench_tool_runs_a_tiny_comparison_with_the_baseline() {
+    let out = holdless()
+        .args([
+            "bench",
+            "--embedded",
+            "--baseline",
+            "--clients",
+            "4",
+            "--connections",
+            "1",
+            "--requests",
+            "200",
+            "--warmup",
+            "0",
+            "--rounds",
+            "2",
+            "--json",
+        ])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    let reports = v["reports"].as_array().unwrap();
+    assert_eq!(reports.len(), 2);
+    assert_eq!(reports[0]["target"], "baseline");
+    assert_eq!(reports[1]["target"], "holdless");
+    for r in reports {
+        assert_eq!(r["ok"], 200, "{r}");
+        assert_eq!(r["errors"], 0, "{r}");
+        assert!(
+            r["latency"]["p99_us"].as_u64().unwrap() >= r["latency"]["p50_us"].as_u64().unwrap()
+        );
+    }
+    assert!(v["throughput_ratio"].as_f64().unwrap() > 0.0);
+}
