@@ -19,8 +19,11 @@ use tokio::sync::OnceCell;
 use tonic::transport::Server;
 use tonic_health::ServingStatus;
 
+use crate::api::callbacks::{CallbackApi, DispatchApi};
 use crate::api::customer::CustomerApi;
+use crate::api::pb::callback_service_server::CallbackServiceServer;
 use crate::api::pb::customer_service_server::CustomerServiceServer;
+use crate::api::pb::dispatch_service_server::DispatchServiceServer;
 use crate::api::pb::plan_service_server::PlanServiceServer;
 use crate::api::pb::routing_service_server::RoutingServiceServer;
 use crate::api::pb::stats_service_server::StatsServiceServer;
@@ -31,6 +34,7 @@ use crate::api::{Ready, FILE_DESCRIPTOR_SET};
 use crate::clock::Clock;
 use crate::config::Settings;
 use crate::live::LiveConfig;
+use crate::scheduler::SchedulerConfig;
 use crate::service::{Holdless, ServiceError, EXAMPLE_PLAN};
 use crate::store::{SledStore, Store};
 
@@ -40,6 +44,8 @@ pub const SERVICE_NAMES: &[&str] = &[
     "holdless.v1.CustomerService",
     "holdless.v1.PlanService",
     "holdless.v1.StatsService",
+    "holdless.v1.CallbackService",
+    "holdless.v1.DispatchService",
 ];
 
 #[derive(Debug, thiserror::Error)]
@@ -139,6 +145,18 @@ impl Application {
                 .max_decoding_message_size(max),
             )
             .add_service(
+                CallbackServiceServer::new(CallbackApi {
+                    ready: ready.clone(),
+                })
+                .max_decoding_message_size(max),
+            )
+            .add_service(
+                DispatchServiceServer::new(DispatchApi {
+                    ready: ready.clone(),
+                })
+                .max_decoding_message_size(max),
+            )
+            .add_service(
                 StatsServiceServer::new(StatsApi {
                     ready: ready.clone(),
                 })
@@ -160,7 +178,7 @@ impl Application {
         tracing::info!(%addr, "gRPC listening; starting up");
 
         let holdless = match start_core(&settings, clock).await {
-            Ok(h) => Arc::new(h),
+            Ok(h) => h,
             Err(e) => {
                 let _ = stop_tx.send(());
                 let _ = server.await;
@@ -172,6 +190,7 @@ impl Application {
         let housekeeping = tokio::spawn(housekeeping(
             holdless.clone(),
             settings.live.contact_retention_days,
+            settings.callbacks.request_id_retention_hours,
             stop_rx,
         ));
         for name in std::iter::once("").chain(SERVICE_NAMES.iter().copied()) {
@@ -231,6 +250,7 @@ impl Application {
 async fn housekeeping(
     holdless: Arc<Holdless>,
     retention_days: u32,
+    request_id_hours: u32,
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) {
     let mut sweep = tokio::time::interval(Duration::from_secs(1));
@@ -239,17 +259,23 @@ async fn housekeeping(
         tokio::select! {
             _ = stop.changed() => return,
             _ = sweep.tick() => holdless.sweep(),
-            _ = prune.tick() => match holdless.prune_contacts(retention_days).await {
-                Ok(0) => {}
-                Ok(n) => tracing::info!(pruned = n, "contact history past retention deleted"),
-                Err(e) => tracing::warn!(error = %e, "pruning contact history failed"),
-            },
+            _ = prune.tick() => {
+                match holdless.prune_contacts(retention_days).await {
+                    Ok(0) => {}
+                    Ok(n) => tracing::info!(pruned = n, "contact history past retention deleted"),
+                    Err(e) => tracing::warn!(error = %e, "pruning contact history failed"),
+                }
+                let before = holdless.clock().now() - chrono::Duration::hours(i64::from(request_id_hours));
+                if let Err(e) = holdless.store().prune_callback_requests(before).await {
+                    tracing::warn!(error = %e, "pruning callback request ids failed");
+                }
+            }
         }
     }
 }
 
 /// Opens the store, loads (or imports) the plan and warms the number parser.
-async fn start_core(settings: &Settings, clock: Arc<dyn Clock>) -> Result<Holdless, AppError> {
+async fn start_core(settings: &Settings, clock: Arc<dyn Clock>) -> Result<Arc<Holdless>, AppError> {
     let plan_text = if settings.plan.file.is_empty() {
         EXAMPLE_PLAN.to_owned()
     } else {
@@ -280,7 +306,7 @@ async fn start_core(settings: &Settings, clock: Arc<dyn Clock>) -> Result<Holdle
         ),
         ..LiveConfig::default()
     };
-    Holdless::start(store, clock, &plan_text, live)
+    let holdless = Holdless::start(store, clock, &plan_text, live)
         .await
         .map_err(|e| match e {
             ServiceError::InvalidArgument(issues) => AppError::Start(format!(
@@ -297,5 +323,16 @@ async fn start_core(settings: &Settings, clock: Arc<dyn Clock>) -> Result<Holdle
                     .join("; ")
             )),
             other => AppError::Start(other.to_string()),
-        })
+        })?;
+    let holdless = Arc::new(holdless);
+    let scheduler = SchedulerConfig {
+        lease: chrono::Duration::seconds(
+            i64::try_from(settings.callbacks.lease_secs).unwrap_or(i64::MAX / 1000),
+        ),
+    };
+    holdless
+        .start_scheduler(scheduler)
+        .await
+        .map_err(|e| AppError::Start(format!("callback scheduler: {e}")))?;
+    Ok(holdless)
 }

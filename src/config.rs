@@ -26,6 +26,17 @@ pub struct Settings {
     pub store: StoreSettings,
     pub plan: PlanSettings,
     pub live: LiveSettings,
+    pub callbacks: CallbackSettings,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CallbackSettings {
+    /// A dialer must report an attempt's outcome within this many seconds, or the same
+    /// attempt is dispatched again (possibly to another dialer).
+    pub lease_secs: u64,
+    /// Idempotency keys of RequestCallback are remembered this many hours.
+    pub request_id_retention_hours: u32,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -92,6 +103,10 @@ impl Default for Settings {
             plan: PlanSettings {
                 file: String::new(),
             },
+            callbacks: CallbackSettings {
+                lease_secs: 60,
+                request_id_retention_hours: 24,
+            },
             live: LiveSettings {
                 reservation_timeout_secs: DEFAULT_RESERVATION_TIMEOUT_SECS,
                 contact_retention_days: DEFAULT_CONTACT_RETENTION_DAYS,
@@ -141,6 +156,9 @@ impl Settings {
     fn check(&self) -> Result<(), ConfigError> {
         if self.store.path.as_os_str().is_empty() {
             return Err(ConfigError("store.path must not be empty".into()));
+        }
+        if self.callbacks.lease_secs == 0 {
+            return Err(ConfigError("callbacks.lease_secs must be positive".into()));
         }
         if self.live.reservation_timeout_secs == 0 {
             return Err(ConfigError(

@@ -11,6 +11,8 @@
 //!   the decision function, business hours and DST-safe local time, CEL matchers.
 //! - [`live`]: live queue state from platform events: agents, lines, reservations,
 //!   handle times and honest wait estimates.
+//! - [`scheduler`]: the callback scheduler actor and the pure callback policy
+//!   (calling windows, retries, slots).
 //! - [`store`]: persistence behind the async [`store::Store`] trait; the sled
 //!   implementation with group commit is the only code that touches sled.
 //! - [`service`]: the operations the API offers, over store, plan and clock.
@@ -30,5 +32,6 @@ pub mod config;
 pub mod domain;
 pub mod live;
 pub mod routing;
+pub mod scheduler;
 pub mod service;
 pub mod store;

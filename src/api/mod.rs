@@ -1,6 +1,7 @@
 //! The gRPC edge: the only module that imports tonic and the generated types. Wire data
 //! becomes domain types in `convert` (once), errors become statuses in `error` (once).
 
+pub mod callbacks;
 pub mod convert;
 pub mod customer;
 pub mod error;

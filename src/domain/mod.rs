@@ -4,6 +4,7 @@
 
 pub mod agent;
 pub mod call;
+pub mod callback;
 pub mod contact;
 pub mod customer;
 pub mod limits;

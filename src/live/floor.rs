@@ -56,6 +56,8 @@ pub struct WaitKey {
     pub priority: Reverse<i32>,
     pub enqueued_at: DateTime<Utc>,
     pub seq: u64,
+    /// A pending callback (rather than a live call) holding this place.
+    pub callback: bool,
     pub id: String,
 }
 
@@ -67,6 +69,8 @@ enum CallState {
     Transferred,
     Abandoned,
     Ended,
+    /// The caller accepted a callback and hung up: their place passed to the callback.
+    CallbackAccepted,
 }
 
 impl CallState {
@@ -78,6 +82,7 @@ impl CallState {
             CallState::Transferred => "transferred",
             CallState::Abandoned => "abandoned",
             CallState::Ended => "ended",
+            CallState::CallbackAccepted => "turned into a callback",
         }
     }
 }
@@ -107,6 +112,7 @@ impl CallLive {
             priority: Reverse(self.priority),
             enqueued_at: self.enqueued_at,
             seq: self.seq,
+            callback: false,
             id: id.to_owned(),
         }
     }
@@ -236,6 +242,20 @@ pub struct Floor {
     /// Reservation deadlines, earliest first.
     deadlines: BTreeSet<(DateTime<Utc>, String)>,
     next_seq: u64,
+    /// Pending callbacks holding a place in a line: id -> (queue, key).
+    callbacks: HashMap<String, (String, WaitKey)>,
+}
+
+/// A live call handed over to a callback (the caller accepted the offer).
+#[derive(Debug, Clone, PartialEq)]
+pub struct TakenCall {
+    pub queue: String,
+    pub priority: i32,
+    pub enqueued_at: DateTime<Utc>,
+    pub caller: Option<String>,
+    pub customer_id: Option<String>,
+    /// The wait holdless had predicted for the call.
+    pub predicted_wait: Option<Duration>,
 }
 
 fn since(now: DateTime<Utc>, then: DateTime<Utc>) -> Duration {
@@ -251,6 +271,7 @@ impl Floor {
             agents: HashMap::new(),
             deadlines: BTreeSet::new(),
             next_seq: 0,
+            callbacks: HashMap::new(),
         }
     }
 
@@ -319,6 +340,143 @@ impl Floor {
         }
     }
 
+    /// Puts a pending callback in its queue's line at its virtual enqueue time (a
+    /// callback keeps the place of the call it came from). Returns its position.
+    pub fn enqueue_callback(
+        &mut self,
+        id: &str,
+        queue: QueueInfo<'_>,
+        priority: i32,
+        virtual_enqueued_at: DateTime<Utc>,
+    ) -> u32 {
+        self.remove_callback(id);
+        let key = WaitKey {
+            priority: Reverse(priority),
+            enqueued_at: virtual_enqueued_at,
+            seq: self.seq(),
+            callback: true,
+            id: id.to_owned(),
+        };
+        let line = &mut self.queue_mut(&queue).line;
+        line.insert(key.clone());
+        let position = line.rank(&key) as u32 + 1;
+        self.callbacks
+            .insert(id.to_owned(), (queue.id.to_owned(), key));
+        position
+    }
+
+    /// Takes a callback out of its line (dispatched, cancelled, done).
+    pub fn remove_callback(&mut self, id: &str) {
+        if let Some((queue, key)) = self.callbacks.remove(id) {
+            if let Some(q) = self.queues.get_mut(&queue) {
+                q.line.remove(&key);
+            }
+        }
+    }
+
+    /// Whether a callback holds a place in a line.
+    pub fn has_callback(&self, id: &str) -> bool {
+        self.callbacks.contains_key(id)
+    }
+
+    /// A pending callback's 1-based position and estimated wait.
+    pub fn callback_position(
+        &self,
+        id: &str,
+        skills: &[String],
+    ) -> Option<(u32, Option<Duration>)> {
+        let (queue, key) = self.callbacks.get(id)?;
+        let q = self.queues.get(queue)?;
+        let position = q.line.rank(key) as u32 + 1;
+        let agents = self.agent_counts(skills);
+        Some((
+            position,
+            estimated_wait(position, agents.available, agents.staffed(), q.aht.secs()),
+        ))
+    }
+
+    /// Callbacks at the head of a queue's line, in order, up to the first live call
+    /// (which the platform serves with its next free agent).
+    pub fn callbacks_before_first_call(&self, queue: &str) -> Vec<String> {
+        let Some(q) = self.queues.get(queue) else {
+            return Vec::new();
+        };
+        q.line
+            .iter()
+            .take_while(|k| k.callback)
+            .map(|k| k.id.clone())
+            .collect()
+    }
+
+    /// The free agent able to serve `required` that has been idle longest.
+    pub fn free_agent(&self, required: &[String]) -> Option<String> {
+        self.pick_agent(required, None)
+    }
+
+    /// Holds an agent for a callback until `until`.
+    pub fn reserve_until(&mut self, agent_id: &str, item_id: &str, until: DateTime<Utc>) {
+        if let Some(a) = self.agents.get_mut(agent_id) {
+            if let Some((_, old)) = a.reserved_for.take() {
+                self.deadlines.remove(&(old, agent_id.to_owned()));
+            }
+            a.state = AgentState::Reserved;
+            a.reserved_for = Some((item_id.to_owned(), until));
+            self.deadlines.insert((until, agent_id.to_owned()));
+        }
+    }
+
+    /// Ends an agent's hold for `item_id` (the agent is free again), or marks them busy
+    /// when the held call connected.
+    pub fn end_hold(&mut self, agent_id: &str, item_id: &str, connected: bool, now: DateTime<Utc>) {
+        self.release(agent_id, item_id);
+        if connected {
+            if let Some(a) = self.agents.get_mut(agent_id) {
+                a.state = AgentState::Busy;
+                a.since = now;
+            }
+        }
+    }
+
+    /// Hands a waiting call over to a callback: it leaves the line (not abandoned) and
+    /// its place, priority and context are returned for the callback to inherit.
+    pub fn take_call(&mut self, call_id: &str, now: DateTime<Utc>) -> Result<TakenCall, LiveError> {
+        let taken = self.peek_call(call_id)?;
+        if let Some(call) = self.calls.get(call_id).map(|c| (**c).clone()) {
+            self.leave_line(call_id, &call);
+        }
+        if let Some(c) = self.calls.get_mut(call_id) {
+            c.state = CallState::CallbackAccepted;
+            c.last_change = now;
+        }
+        Ok(taken)
+    }
+
+    /// What `take_call` would hand over, changing nothing.
+    pub fn peek_call(&self, call_id: &str) -> Result<TakenCall, LiveError> {
+        let Some(call) = self.calls.get(call_id) else {
+            return Err(LiveError::UnknownCall(call_id.to_owned()));
+        };
+        match call.state {
+            CallState::Waiting | CallState::Reserved(_) | CallState::Transferred => {}
+            CallState::CallbackAccepted => {}
+            _ => {
+                return Err(LiveError::Impossible {
+                    call: call_id.to_owned(),
+                    state: call.state.name(),
+                    event: "callback accepted",
+                })
+            }
+        }
+        Ok(TakenCall {
+            queue: call.queue.clone(),
+            priority: call.priority,
+            enqueued_at: call.enqueued_at,
+            caller: call.caller.clone(),
+            customer_id: call.customer_id.clone(),
+            predicted_wait: call.predicted_wait,
+        })
+    }
+
     /// Puts a call whose reservation fell through back in line at its original place.
     fn requeue(&mut self, call_id: &str, now: DateTime<Utc>) {
         let Some(call) = self.calls.get_mut(call_id) else {
@@ -344,7 +502,9 @@ impl Floor {
         self.calls.retain(|id, c| {
             let keep = match c.state {
                 CallState::Waiting | CallState::Transferred => now - c.last_change < stale,
-                CallState::Abandoned | CallState::Ended => now - c.last_change < memory,
+                CallState::Abandoned | CallState::Ended | CallState::CallbackAccepted => {
+                    now - c.last_change < memory
+                }
                 CallState::Reserved(_) => true,
                 CallState::Connected(_) => now - c.last_change < stale,
             };

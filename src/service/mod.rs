@@ -35,7 +35,8 @@ pub struct RouteOutcome {
     pub visited_queues: Vec<String>,
 }
 
-fn queue_info(q: &Queue) -> QueueInfo<'_> {
+/// The floor's view of a plan queue.
+pub fn queue_info(q: &Queue) -> QueueInfo<'_> {
     QueueInfo {
         id: &q.id,
         skills: &q.skills,
@@ -57,6 +58,8 @@ impl From<LiveError> for ServiceError {
         }
     }
 }
+
+pub mod callbacks;
 
 /// The example plan shipped in `deploy/plan.example.toml`, used when no plan file is
 /// configured and the store is empty.
@@ -90,6 +93,7 @@ impl From<StoreError> for ServiceError {
                 )])
             }
             StoreError::Closed => ServiceError::Unavailable(e.to_string()),
+            StoreError::Stale { .. } => ServiceError::Aborted(e.to_string()),
             StoreError::Io(_) | StoreError::Corrupt(_) => ServiceError::Internal(e.to_string()),
         }
     }
@@ -111,6 +115,8 @@ pub struct Holdless {
     plan_writer: Mutex<()>,
     /// Live state; locked briefly, never across an `.await`.
     floor: std::sync::Mutex<Floor>,
+    /// The callback scheduler, attached once started.
+    scheduler: std::sync::OnceLock<crate::scheduler::Scheduler>,
 }
 
 impl Holdless {
@@ -166,7 +172,17 @@ impl Holdless {
             clock,
             plan_writer: Mutex::new(()),
             floor: std::sync::Mutex::new(Floor::new(live)),
+            scheduler: std::sync::OnceLock::new(),
         })
+    }
+
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.store
+    }
+
+    /// Runs `f` with the live floor locked (never across an `.await`).
+    pub fn with_floor<T>(&self, f: impl FnOnce(&mut Floor) -> T) -> T {
+        f(&mut self.floor())
     }
 
     fn floor(&self) -> std::sync::MutexGuard<'_, Floor> {
@@ -284,7 +300,13 @@ impl Holdless {
         at: chrono::DateTime<chrono::Utc>,
     ) -> bool {
         let now = self.clock.now();
-        self.floor().report_agent(agent_id, skills, state, at, now)
+        let applied = self.floor().report_agent(agent_id, skills, state, at, now);
+        if applied && state == AgentState::Available {
+            if let Some(s) = self.scheduler.get() {
+                s.kick();
+            }
+        }
+        applied
     }
 
     /// Applies a call event; persists the call's contact record before answering.
@@ -303,7 +325,14 @@ impl Holdless {
             EventOutcome::Duplicate => Ok(true),
             EventOutcome::Applied(record) => {
                 if let Some(r) = record {
+                    let answered = r.outcome == crate::domain::contact::ContactOutcome::Answered;
+                    let (caller, queue) = (r.caller.clone(), r.queue_id.clone());
                     self.store.record_contact(r).await?;
+                    // The customer reached us inbound: their pending callback in that
+                    // queue is no longer owed.
+                    if let (true, Some(phone), Some(s)) = (answered, caller, self.scheduler.get()) {
+                        s.answered_inbound(phone, queue).await;
+                    }
                 }
                 Ok(false)
             }
@@ -420,8 +449,21 @@ impl Holdless {
         }
     }
 
+    /// Starts the callback scheduler for this instance (after the store is open).
+    pub async fn start_scheduler(
+        self: &Arc<Self>,
+        config: crate::scheduler::SchedulerConfig,
+    ) -> Result<(), ServiceError> {
+        let s = crate::scheduler::Scheduler::start(self.clone(), config).await?;
+        let _ = self.scheduler.set(s);
+        Ok(())
+    }
+
     /// Makes everything durable and stops the store's background work.
     pub async fn close(&self) {
+        if let Some(s) = self.scheduler.get() {
+            s.stop().await;
+        }
         if let Err(e) = self.store.flush().await {
             tracing::error!(error = %e, "final store flush failed");
         }

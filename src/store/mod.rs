@@ -4,6 +4,7 @@
 //! embedded implementation and the only module that imports sled; a PostgreSQL
 //! implementation can sit behind the same trait.
 
+mod callbacks;
 mod committer;
 mod sled_store;
 
@@ -11,6 +12,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
+use crate::domain::callback::{Callback, CallbackState};
 use crate::domain::contact::ContactRecord;
 use crate::domain::{Customer, CustomerId};
 
@@ -28,6 +30,8 @@ pub enum StoreError {
     DuplicatePhone { phone: String },
     #[error("the store is shutting down")]
     Closed,
+    #[error("callback {id} changed meanwhile (stale write refused)")]
+    Stale { id: String },
 }
 
 pub type StoreResult<T> = Result<T, StoreError>;
@@ -51,6 +55,24 @@ pub struct NewPlan {
     pub comment: String,
     pub created_at: DateTime<Utc>,
     pub toml: String,
+}
+
+/// What `create_callback` did.
+#[derive(Debug, Clone, PartialEq)]
+pub enum CallbackCreate {
+    Created(Callback),
+    /// An open callback for the same number and queue exists: no twin is created.
+    Existing(Callback),
+    /// The request id was seen before: the first answer.
+    Replayed(Callback),
+}
+
+/// Filters of `list_callbacks`; `None` matches all.
+#[derive(Debug, Clone, Default)]
+pub struct CallbackFilter {
+    pub queue_id: Option<String>,
+    pub state: Option<CallbackState>,
+    pub phone: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -97,6 +119,33 @@ pub trait Store: Send + Sync + 'static {
     /// Deletes contacts last updated before `before`; returns how many. Durable when
     /// it returns.
     async fn prune_contacts(&self, before: DateTime<Utc>) -> StoreResult<usize>;
+
+    /// Creates a callback unless `request_id` was seen before (returns the first
+    /// answer) or an open callback exists for the same phone and queue (returns it).
+    /// Atomic across the three checks; durable when it returns.
+    async fn create_callback(
+        &self,
+        callback: Callback,
+        request_id: Option<String>,
+    ) -> StoreResult<CallbackCreate>;
+    /// Stores a changed callback. Refused with [`StoreError::Stale`] unless the stored
+    /// version is exactly one less (a concurrent change wins). Durable when it returns.
+    async fn update_callback(&self, callback: Callback) -> StoreResult<()>;
+    async fn callback(&self, id: &str) -> StoreResult<Option<Callback>>;
+    /// Every pending or dispatched callback (start-up rebuild).
+    async fn open_callbacks(&self) -> StoreResult<Vec<Callback>>;
+    /// Callbacks in id (creation) order after `after`, at most `limit`.
+    async fn list_callbacks(
+        &self,
+        filter: &CallbackFilter,
+        after: Option<&str>,
+        limit: usize,
+    ) -> StoreResult<Vec<Callback>>;
+    /// Forgets request ids older than `before`; returns how many.
+    async fn prune_callback_requests(&self, before: DateTime<Utc>) -> StoreResult<usize>;
+    /// Checks that the due and dedupe indexes agree with the records; returns a
+    /// description of every disagreement (empty when consistent).
+    async fn check_callback_indexes(&self) -> StoreResult<Vec<String>>;
 
     /// Waits until everything written so far is durable.
     async fn flush(&self) -> StoreResult<()>;

@@ -21,6 +21,7 @@ use sled::Transactional;
 
 use super::committer::{CommitStats, Committer};
 use super::*;
+use crate::domain::callback::Callback;
 use crate::domain::contact::ContactRecord;
 
 const ACTIVE_PLAN: &[u8] = b"active_plan";
@@ -33,22 +34,31 @@ pub struct SledStore {
     phones: sled::Tree,
     contacts: sled::Tree,
     contacts_by_party: sled::Tree,
+    pub(crate) trees: Arc<CallbackTrees>,
     committer: Arc<Committer>,
 }
 
-fn io(e: impl std::fmt::Display) -> StoreError {
+/// The callback trees (see `store::callbacks`).
+pub(crate) struct CallbackTrees {
+    pub callbacks: sled::Tree,
+    pub callbacks_due: sled::Tree,
+    pub callbacks_open: sled::Tree,
+    pub callback_requests: sled::Tree,
+}
+
+pub(crate) fn io(e: impl std::fmt::Display) -> StoreError {
     StoreError::Io(e.to_string())
 }
 
-fn corrupt(e: impl std::fmt::Display) -> StoreError {
+pub(crate) fn corrupt(e: impl std::fmt::Display) -> StoreError {
     StoreError::Corrupt(e.to_string())
 }
 
-fn decode<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> StoreResult<T> {
+pub(crate) fn decode<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> StoreResult<T> {
     serde_json::from_slice(bytes).map_err(corrupt)
 }
 
-fn encode<T: Serialize>(v: &T) -> Vec<u8> {
+pub(crate) fn encode<T: Serialize>(v: &T) -> Vec<u8> {
     serde_json::to_vec(v).expect("domain records serialize to JSON")
 }
 
@@ -59,14 +69,14 @@ fn u64_of(bytes: &[u8]) -> StoreResult<u64> {
 }
 
 /// Maps a transaction's outcome: our own aborts carry a [`StoreError`].
-fn tx_result<T>(r: Result<T, TransactionError<StoreError>>) -> StoreResult<T> {
+pub(crate) fn tx_result<T>(r: Result<T, TransactionError<StoreError>>) -> StoreResult<T> {
     r.map_err(|e| match e {
         TransactionError::Abort(e) => e,
         TransactionError::Storage(e) => io(e),
     })
 }
 
-fn abort<T>(e: StoreError) -> Result<T, ConflictableTransactionError<StoreError>> {
+pub(crate) fn abort<T>(e: StoreError) -> Result<T, ConflictableTransactionError<StoreError>> {
     Err(ConflictableTransactionError::Abort(e))
 }
 
@@ -93,6 +103,12 @@ impl SledStore {
             phones: db.open_tree("customer_phones").map_err(io)?,
             contacts: db.open_tree("contacts").map_err(io)?,
             contacts_by_party: db.open_tree("contacts_by_party").map_err(io)?,
+            trees: Arc::new(CallbackTrees {
+                callbacks: db.open_tree("callbacks").map_err(io)?,
+                callbacks_due: db.open_tree("callbacks_due").map_err(io)?,
+                callbacks_open: db.open_tree("callbacks_open").map_err(io)?,
+                callback_requests: db.open_tree("callback_requests").map_err(io)?,
+            }),
             committer: Arc::new(Committer::start(db, data_file)),
         })
     }
@@ -389,6 +405,59 @@ impl Store for SledStore {
             Ok(pruned)
         })
         .await
+    }
+
+    async fn create_callback(
+        &self,
+        callback: Callback,
+        request_id: Option<String>,
+    ) -> StoreResult<CallbackCreate> {
+        self.write(move |s| s.create_callback_blocking(callback, request_id))
+            .await
+    }
+
+    async fn update_callback(&self, callback: Callback) -> StoreResult<()> {
+        self.write(move |s| s.update_callback_blocking(callback))
+            .await
+    }
+
+    async fn callback(&self, id: &str) -> StoreResult<Option<Callback>> {
+        self.get_callback(id)
+    }
+
+    async fn open_callbacks(&self) -> StoreResult<Vec<Callback>> {
+        let this = self.clone();
+        tokio::task::spawn_blocking(move || this.open_callbacks_blocking())
+            .await
+            .map_err(|e| io(format!("read task failed: {e}")))?
+    }
+
+    async fn list_callbacks(
+        &self,
+        filter: &CallbackFilter,
+        after: Option<&str>,
+        limit: usize,
+    ) -> StoreResult<Vec<Callback>> {
+        let this = self.clone();
+        let filter = filter.clone();
+        let after = after.map(str::to_owned);
+        tokio::task::spawn_blocking(move || {
+            this.list_callbacks_blocking(&filter, after.as_deref(), limit)
+        })
+        .await
+        .map_err(|e| io(format!("read task failed: {e}")))?
+    }
+
+    async fn prune_callback_requests(&self, before: DateTime<Utc>) -> StoreResult<usize> {
+        self.write(move |s| s.prune_callback_requests_blocking(before))
+            .await
+    }
+
+    async fn check_callback_indexes(&self) -> StoreResult<Vec<String>> {
+        let this = self.clone();
+        tokio::task::spawn_blocking(move || this.check_callback_indexes_blocking())
+            .await
+            .map_err(|e| io(format!("read task failed: {e}")))?
     }
 
     async fn flush(&self) -> StoreResult<()> {

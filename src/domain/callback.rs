@@ -1,0 +1,352 @@
+//! Callbacks and their state machine (DESIGN.md section 3):
+//!
+//! ```text
+//! PENDING --due, window open, agent reserved--> DISPATCHED --CONNECTED--> COMPLETED
+//!    ^                                             | NO_ANSWER / BUSY / VOICEMAIL / FAILED
+//!    +---------- retry after backoff --------------+ (attempts < max)      else -> FAILED
+//!    +---------- lease expired without outcome ----+ (same attempt id, re-dispatched)
+//! PENDING --> CANCELLED (customer, supervisor, or answered inbound)
+//! PENDING --> EXPIRED   (past the policy's expiry)
+//! ```
+//!
+//! The transition functions here are pure; the scheduler applies them and persists the
+//! result before anything is acknowledged.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CallbackState {
+    Pending,
+    Dispatched,
+    Completed,
+    Failed,
+    Cancelled,
+    Expired,
+}
+
+impl CallbackState {
+    /// Pending or dispatched: the callback still owes the customer a call.
+    pub fn is_open(self) -> bool {
+        matches!(self, CallbackState::Pending | CallbackState::Dispatched)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DispatchOutcome {
+    Connected,
+    NoAnswer,
+    Busy,
+    Voicemail,
+    Failed,
+    InvalidNumber,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "kind")]
+pub enum CallbackKind {
+    Asap,
+    Scheduled {
+        start: DateTime<Utc>,
+        end: DateTime<Utc>,
+    },
+}
+
+/// A dispatch in progress.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Lease {
+    pub attempt_id: String,
+    pub dialer_id: String,
+    pub until: DateTime<Utc>,
+    /// Agent reserved for the call (agent-first), if any.
+    pub agent_id: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Callback {
+    /// ULID.
+    pub id: String,
+    pub state: CallbackState,
+    pub kind: CallbackKind,
+    /// E.164.
+    pub phone: String,
+    pub customer_id: Option<String>,
+    pub queue_id: String,
+    /// IANA zone of the customer (calling window).
+    pub time_zone: String,
+    /// Place in line: the offered call's enqueue time, or the request time.
+    pub virtual_enqueued_at: DateTime<Utc>,
+    pub priority: i32,
+    /// Attempts dispatched so far.
+    pub attempts: u32,
+    pub max_attempts: u32,
+    /// Not dialed before this instant (backoff, slot start).
+    pub not_before: DateTime<Utc>,
+    pub expires_at: DateTime<Utc>,
+    pub lease: Option<Lease>,
+    pub last_outcome: Option<DispatchOutcome>,
+    pub cancel_reason: Option<String>,
+    pub origin_call_id: Option<String>,
+    pub notes: String,
+    /// Estimated wait when the offer was accepted (hold time avoided).
+    pub ewt_at_request_secs: Option<f64>,
+    /// Principal that created it (customer tokens see only their own).
+    pub created_by: String,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    /// Incremented on every stored change; stores refuse a stale write.
+    pub version: u64,
+}
+
+/// Why a transition was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TransitionError {
+    #[error("callback is {0:?}, not open")]
+    NotOpen(CallbackState),
+    #[error("callback is being dialed; it can be changed once the attempt ends")]
+    Dispatched,
+    #[error("attempt {0} is not the callback's current attempt")]
+    StaleAttempt(String),
+}
+
+impl Callback {
+    /// Whether a scheduled callback's slot or a retry's backoff still lies ahead.
+    pub fn waiting_until(&self, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
+        (self.not_before > now).then_some(self.not_before)
+    }
+
+    fn touch(&mut self, now: DateTime<Utc>) {
+        self.updated_at = now;
+        self.version += 1;
+    }
+
+    /// PENDING -> DISPATCHED under a new lease (a new attempt).
+    pub fn dispatch(
+        &mut self,
+        attempt_id: String,
+        dialer_id: String,
+        agent_id: Option<String>,
+        until: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> Result<(), TransitionError> {
+        if self.state != CallbackState::Pending {
+            return Err(TransitionError::NotOpen(self.state));
+        }
+        self.state = CallbackState::Dispatched;
+        self.attempts += 1;
+        self.lease = Some(Lease {
+            attempt_id,
+            dialer_id,
+            until,
+            agent_id,
+        });
+        self.touch(now);
+        Ok(())
+    }
+
+    /// A lease ran out without an outcome: the same attempt goes to a dialer again
+    /// (possibly another one), with a new deadline. Attempts are not counted again.
+    pub fn re_lease(
+        &mut self,
+        dialer_id: String,
+        until: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> Result<(), TransitionError> {
+        match (&self.state, &mut self.lease) {
+            (CallbackState::Dispatched, Some(lease)) => {
+                lease.dialer_id = dialer_id;
+                lease.until = until;
+                self.touch(now);
+                Ok(())
+            }
+            _ => Err(TransitionError::NotOpen(self.state)),
+        }
+    }
+
+    /// The dialer's report. `retry_at` is when the next attempt may start, or `None`
+    /// when attempts are exhausted. Returns the agent whose reservation ends.
+    pub fn outcome(
+        &mut self,
+        attempt_id: &str,
+        outcome: DispatchOutcome,
+        retry_at: Option<DateTime<Utc>>,
+        now: DateTime<Utc>,
+    ) -> Result<Option<String>, TransitionError> {
+        let lease = match (&self.state, &self.lease) {
+            (CallbackState::Dispatched, Some(l)) if l.attempt_id == attempt_id => l.clone(),
+            (CallbackState::Dispatched, _) => {
+                return Err(TransitionError::StaleAttempt(attempt_id.into()))
+            }
+            (state, _) => return Err(TransitionError::NotOpen(*state)),
+        };
+        self.last_outcome = Some(outcome);
+        self.lease = None;
+        self.state = match (outcome, retry_at) {
+            (DispatchOutcome::Connected, _) => CallbackState::Completed,
+            (DispatchOutcome::InvalidNumber, _) | (_, None) => CallbackState::Failed,
+            (_, Some(at)) => {
+                self.not_before = at;
+                CallbackState::Pending
+            }
+        };
+        self.touch(now);
+        Ok(lease.agent_id)
+    }
+
+    /// PENDING -> CANCELLED. A callback being dialed cannot be cancelled (the phone may
+    /// already be ringing); the caller retries once the attempt ends.
+    pub fn cancel(&mut self, reason: String, now: DateTime<Utc>) -> Result<(), TransitionError> {
+        match self.state {
+            CallbackState::Pending => {
+                self.state = CallbackState::Cancelled;
+                self.cancel_reason = Some(reason);
+                self.touch(now);
+                Ok(())
+            }
+            CallbackState::Dispatched => Err(TransitionError::Dispatched),
+            s => Err(TransitionError::NotOpen(s)),
+        }
+    }
+
+    /// PENDING -> EXPIRED.
+    pub fn expire(&mut self, now: DateTime<Utc>) -> Result<(), TransitionError> {
+        if self.state != CallbackState::Pending {
+            return Err(TransitionError::NotOpen(self.state));
+        }
+        self.state = CallbackState::Expired;
+        self.touch(now);
+        Ok(())
+    }
+
+    /// Moves a pending callback to a scheduled slot.
+    pub fn reschedule(
+        &mut self,
+        start: DateTime<Utc>,
+        end: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> Result<(), TransitionError> {
+        match self.state {
+            CallbackState::Pending => {
+                self.kind = CallbackKind::Scheduled { start, end };
+                self.not_before = start;
+                self.virtual_enqueued_at = start;
+                self.touch(now);
+                Ok(())
+            }
+            CallbackState::Dispatched => Err(TransitionError::Dispatched),
+            s => Err(TransitionError::NotOpen(s)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn t(s: i64) -> DateTime<Utc> {
+        DateTime::<Utc>::from_timestamp(1_790_000_000 + s, 0).unwrap()
+    }
+
+    fn pending() -> Callback {
+        Callback {
+            id: "cb".into(),
+            state: CallbackState::Pending,
+            kind: CallbackKind::Asap,
+            phone: "+12125550100".into(),
+            customer_id: None,
+            queue_id: "general".into(),
+            time_zone: "America/New_York".into(),
+            virtual_enqueued_at: t(0),
+            priority: 0,
+            attempts: 0,
+            max_attempts: 3,
+            not_before: t(0),
+            expires_at: t(86_400),
+            lease: None,
+            last_outcome: None,
+            cancel_reason: None,
+            origin_call_id: None,
+            notes: String::new(),
+            ewt_at_request_secs: None,
+            created_by: "test".into(),
+            created_at: t(0),
+            updated_at: t(0),
+            version: 1,
+        }
+    }
+
+    #[test]
+    fn no_answer_retries_then_connected_completes() {
+        let mut c = pending();
+        c.dispatch("a1".into(), "d1".into(), Some("agent".into()), t(60), t(1))
+            .unwrap();
+        assert_eq!((c.state, c.attempts), (CallbackState::Dispatched, 1));
+        assert_eq!(
+            c.outcome("a1", DispatchOutcome::NoAnswer, Some(t(300)), t(10)),
+            Ok(Some("agent".into()))
+        );
+        assert_eq!((c.state, c.not_before), (CallbackState::Pending, t(300)));
+        c.dispatch("a2".into(), "d1".into(), None, t(400), t(300))
+            .unwrap();
+        assert!(matches!(
+            c.outcome("a1", DispatchOutcome::Connected, None, t(301)),
+            Err(TransitionError::StaleAttempt(_))
+        ));
+        c.outcome("a2", DispatchOutcome::Connected, None, t(302))
+            .unwrap();
+        assert_eq!((c.state, c.attempts), (CallbackState::Completed, 2));
+        assert!(c
+            .outcome("a2", DispatchOutcome::Connected, None, t(303))
+            .is_err());
+    }
+
+    #[test]
+    fn exhausted_attempts_and_invalid_numbers_fail() {
+        let mut c = pending();
+        c.dispatch("a1".into(), "d".into(), None, t(60), t(1))
+            .unwrap();
+        c.outcome("a1", DispatchOutcome::Busy, None, t(2)).unwrap();
+        assert_eq!(c.state, CallbackState::Failed);
+        let mut c = pending();
+        c.dispatch("a1".into(), "d".into(), None, t(60), t(1))
+            .unwrap();
+        c.outcome("a1", DispatchOutcome::InvalidNumber, Some(t(100)), t(2))
+            .unwrap();
+        assert_eq!(c.state, CallbackState::Failed);
+    }
+
+    #[test]
+    fn re_lease_keeps_the_attempt_and_does_not_count_it_twice() {
+        let mut c = pending();
+        c.dispatch("a1".into(), "d1".into(), None, t(60), t(1))
+            .unwrap();
+        c.re_lease("d2".into(), t(120), t(61)).unwrap();
+        let lease = c.lease.clone().unwrap();
+        assert_eq!(
+            (
+                lease.attempt_id.as_str(),
+                lease.dialer_id.as_str(),
+                c.attempts
+            ),
+            ("a1", "d2", 1)
+        );
+    }
+
+    #[test]
+    fn only_pending_callbacks_cancel_expire_or_move() {
+        let mut c = pending();
+        c.dispatch("a1".into(), "d1".into(), None, t(60), t(1))
+            .unwrap();
+        assert_eq!(c.cancel("x".into(), t(2)), Err(TransitionError::Dispatched));
+        assert!(c.expire(t(3)).is_err());
+        let mut c = pending();
+        c.cancel("customer".into(), t(2)).unwrap();
+        assert_eq!(c.state, CallbackState::Cancelled);
+        assert!(c.cancel("again".into(), t(3)).is_err());
+        let v = c.version;
+        assert!(c.reschedule(t(10), t(20), t(4)).is_err());
+        assert_eq!(c.version, v, "a refused transition changes nothing");
+    }
+}

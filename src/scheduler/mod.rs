@@ -1,0 +1,792 @@
+//! The callback scheduler: one actor task that owns the open callbacks (rebuilt from the
+//! store at start), decides when each is due, reserves an agent, leases the callback to
+//! one connected dialer, and applies outcomes, retries, expiry and cancellations. Every
+//! change is persisted (durably) before it is acted on or acknowledged.
+//!
+//! Shape (after mini-redis's expiry worker and console's aggregator): a loop over one
+//! `select!` of commands (bounded channel, oneshot replies), the next timer (from the
+//! injected clock) and "something changed" kicks (agents freed, clock moved). Dialers
+//! are fed through bounded channels with `try_send`: a slow dialer is skipped, never
+//! allowed to stall the actor, and its lease simply runs out.
+//!
+//! Due work: an ASAP callback holds its place in its queue's line (ordered with live
+//! calls by priority, then virtual enqueue time); it is dispatched when no live call is
+//! ahead of it, the queue is open, the customer's local time is inside the calling
+//! window, and (agent-first) an agent with the skills is free and gets reserved. A
+//! scheduled callback joins the line at its slot start. Retries wait out the backoff
+//! off the line, then return to their original place.
+
+pub mod policy;
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use chrono_tz::Tz;
+use tokio::sync::{mpsc, oneshot, Notify};
+
+use crate::domain::callback::{Callback, CallbackKind, CallbackState, DispatchOutcome};
+use crate::routing::plan::{CompiledPlan, Dialing, Queue};
+use crate::service::{Holdless, ServiceError};
+
+/// Commands waiting for the actor before senders feel back-pressure.
+const COMMAND_QUEUE: usize = 4_096;
+/// Dispatches buffered per dialer before it counts as slow.
+const DIALER_QUEUE: usize = 64;
+/// How long outcomes of finished attempts are remembered, so repeats stay harmless.
+const RESOLVED_MEMORY: chrono::Duration = chrono::Duration::hours(24);
+
+/// A dispatch sent to a dialer.
+#[derive(Debug, Clone)]
+pub struct DispatchMsg {
+    pub callback: Callback,
+    pub attempt_id: String,
+    pub agent_id: Option<String>,
+    pub lease_until: DateTime<Utc>,
+}
+
+/// Scheduler tunables.
+#[derive(Debug, Clone)]
+pub struct SchedulerConfig {
+    /// How long a dialer has to report an outcome before the attempt is re-dispatched.
+    pub lease: chrono::Duration,
+}
+
+impl Default for SchedulerConfig {
+    fn default() -> Self {
+        Self {
+            lease: chrono::Duration::seconds(60),
+        }
+    }
+}
+
+type Reply<T> = oneshot::Sender<Result<T, ServiceError>>;
+
+enum Command {
+    Added(Box<Callback>),
+    Cancel {
+        id: String,
+        reason: String,
+        reply: Reply<Callback>,
+    },
+    Reschedule {
+        id: String,
+        start: DateTime<Utc>,
+        end: DateTime<Utc>,
+        reply: Reply<Callback>,
+    },
+    Outcome {
+        attempt_id: String,
+        outcome: DispatchOutcome,
+        reply: Reply<(bool, Callback)>,
+    },
+    Watch {
+        dialer_id: String,
+        tx: mpsc::Sender<DispatchMsg>,
+        reply: oneshot::Sender<()>,
+    },
+    AnsweredInbound {
+        phone: String,
+        queue: String,
+    },
+    /// Scheduled callbacks per slot start in a queue (slot capacity).
+    Booked {
+        queue: String,
+        reply: oneshot::Sender<HashMap<DateTime<Utc>, u32>>,
+    },
+    /// Creates a scheduled callback after checking capacity (serialized here).
+    CreateScheduled {
+        callback: Box<Callback>,
+        request_id: Option<String>,
+        capacity: u32,
+        reply: Reply<crate::store::CallbackCreate>,
+    },
+    Stop(oneshot::Sender<()>),
+}
+
+/// The handle services use to talk to the scheduler.
+#[derive(Clone)]
+pub struct Scheduler {
+    tx: mpsc::Sender<Command>,
+    kick: Arc<Notify>,
+}
+
+fn gone() -> ServiceError {
+    ServiceError::Unavailable("the callback scheduler is stopping".into())
+}
+
+impl Scheduler {
+    /// Starts the actor: loads open callbacks from the store first.
+    pub async fn start(
+        holdless: Arc<Holdless>,
+        config: SchedulerConfig,
+    ) -> Result<Self, ServiceError> {
+        let open = holdless.store().open_callbacks().await?;
+        let (tx, rx) = mpsc::channel(COMMAND_QUEUE);
+        let kick = Arc::new(Notify::new());
+        let mut actor = Actor {
+            hl: holdless,
+            config,
+            rx,
+            kick: kick.clone(),
+            open: HashMap::new(),
+            by_attempt: HashMap::new(),
+            resolved: HashMap::new(),
+            dialers: Vec::new(),
+            next_dialer: 0,
+            waiting_window: HashMap::new(),
+        };
+        let now = actor.hl.clock().now();
+        let n = open.len();
+        for cb in open {
+            actor.adopt(cb, now);
+        }
+        tracing::info!(open = n, "callback scheduler started");
+        tokio::spawn(actor.run());
+        Ok(Self { tx, kick })
+    }
+
+    /// Something the scheduler depends on changed (an agent freed up): look again.
+    pub fn kick(&self) {
+        self.kick.notify_one();
+    }
+
+    async fn ask<T>(&self, make: impl FnOnce(Reply<T>) -> Command) -> Result<T, ServiceError> {
+        let (reply, rx) = oneshot::channel();
+        self.tx.send(make(reply)).await.map_err(|_| gone())?;
+        rx.await.map_err(|_| gone())?
+    }
+
+    pub async fn added(&self, cb: Callback) {
+        let _ = self.tx.send(Command::Added(Box::new(cb))).await;
+    }
+
+    pub async fn cancel(&self, id: String, reason: String) -> Result<Callback, ServiceError> {
+        self.ask(|reply| Command::Cancel { id, reason, reply })
+            .await
+    }
+
+    pub async fn reschedule(
+        &self,
+        id: String,
+        start: DateTime<Utc>,
+        end: DateTime<Utc>,
+    ) -> Result<Callback, ServiceError> {
+        self.ask(|reply| Command::Reschedule {
+            id,
+            start,
+            end,
+            reply,
+        })
+        .await
+    }
+
+    pub async fn outcome(
+        &self,
+        attempt_id: String,
+        outcome: DispatchOutcome,
+    ) -> Result<(bool, Callback), ServiceError> {
+        self.ask(|reply| Command::Outcome {
+            attempt_id,
+            outcome,
+            reply,
+        })
+        .await
+    }
+
+    pub async fn create_scheduled(
+        &self,
+        callback: Callback,
+        request_id: Option<String>,
+        capacity: u32,
+    ) -> Result<crate::store::CallbackCreate, ServiceError> {
+        self.ask(|reply| Command::CreateScheduled {
+            callback: Box::new(callback),
+            request_id,
+            capacity,
+            reply,
+        })
+        .await
+    }
+
+    /// Registers a dialer; dispatches arrive on the returned channel until it is dropped.
+    pub async fn watch(
+        &self,
+        dialer_id: String,
+    ) -> Result<mpsc::Receiver<DispatchMsg>, ServiceError> {
+        let (tx, rx) = mpsc::channel(DIALER_QUEUE);
+        let (reply, done) = oneshot::channel();
+        self.tx
+            .send(Command::Watch {
+                dialer_id,
+                tx,
+                reply,
+            })
+            .await
+            .map_err(|_| gone())?;
+        done.await.map_err(|_| gone())?;
+        Ok(rx)
+    }
+
+    pub async fn answered_inbound(&self, phone: String, queue: String) {
+        let _ = self
+            .tx
+            .send(Command::AnsweredInbound { phone, queue })
+            .await;
+    }
+
+    pub async fn booked(&self, queue: String) -> HashMap<DateTime<Utc>, u32> {
+        let (reply, rx) = oneshot::channel();
+        if self
+            .tx
+            .send(Command::Booked { queue, reply })
+            .await
+            .is_err()
+        {
+            return HashMap::new();
+        }
+        rx.await.unwrap_or_default()
+    }
+
+    /// Stops the actor after the command in hand.
+    pub async fn stop(&self) {
+        let (reply, done) = oneshot::channel();
+        if self.tx.send(Command::Stop(reply)).await.is_ok() {
+            let _ = done.await;
+        }
+    }
+}
+
+struct Dialer {
+    id: String,
+    tx: mpsc::Sender<DispatchMsg>,
+}
+
+struct Actor {
+    hl: Arc<Holdless>,
+    config: SchedulerConfig,
+    rx: mpsc::Receiver<Command>,
+    kick: Arc<Notify>,
+    /// Pending and dispatched callbacks.
+    open: HashMap<String, Callback>,
+    /// Attempt id -> callback id, for dispatched callbacks.
+    by_attempt: HashMap<String, String>,
+    /// Finished attempts: attempt id -> (callback id, when).
+    resolved: HashMap<String, (String, DateTime<Utc>)>,
+    dialers: Vec<Dialer>,
+    next_dialer: usize,
+    /// Due callbacks the calling window or business hours keep from dialing, and when
+    /// they may be dialed next.
+    waiting_window: HashMap<String, DateTime<Utc>>,
+}
+
+fn customer_tz(cb: &Callback) -> Tz {
+    cb.time_zone.parse().unwrap_or(chrono_tz::UTC)
+}
+
+impl Actor {
+    async fn run(mut self) {
+        let mut clock_moves = self.hl.clock().subscribe();
+        loop {
+            let now = self.hl.clock().now();
+            self.step(now).await;
+            let next = self.next_wakeup(self.hl.clock().now());
+            let sleep = async {
+                match (&mut clock_moves, next) {
+                    // A manual clock moves by hand: wait for it to move.
+                    (Some(rx), _) => {
+                        if rx.changed().await.is_err() {
+                            std::future::pending::<()>().await;
+                        }
+                    }
+                    (None, Some(at)) => {
+                        let wait = (at - self.hl.clock().now())
+                            .to_std()
+                            .unwrap_or(Duration::ZERO);
+                        tokio::time::sleep(wait.min(Duration::from_secs(3600))).await;
+                    }
+                    (None, None) => tokio::time::sleep(Duration::from_secs(3600)).await,
+                }
+            };
+            tokio::select! {
+                cmd = self.rx.recv() => match cmd {
+                    Some(Command::Stop(done)) => {
+                        let _ = done.send(());
+                        return;
+                    }
+                    Some(cmd) => self.handle(cmd).await,
+                    None => return,
+                },
+                _ = self.kick.notified() => {}
+                _ = sleep => {}
+            }
+        }
+    }
+
+    /// The earliest instant something becomes due: a retry or slot, a lease, an expiry,
+    /// a calling window opening.
+    fn next_wakeup(&self, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
+        let mut next: Option<DateTime<Utc>> = None;
+        let mut consider = |t: DateTime<Utc>| {
+            if t > now {
+                next = Some(next.map_or(t, |n| n.min(t)));
+            }
+        };
+        for cb in self.open.values() {
+            consider(cb.not_before);
+            consider(cb.expires_at);
+            if let Some(l) = &cb.lease {
+                consider(l.until);
+            }
+        }
+        for t in self.waiting_window.values() {
+            consider(*t);
+        }
+        next
+    }
+
+    /// Takes an open callback into memory (start-up or creation).
+    fn adopt(&mut self, cb: Callback, now: DateTime<Utc>) {
+        if let Some(l) = &cb.lease {
+            self.by_attempt.insert(l.attempt_id.clone(), cb.id.clone());
+        }
+        let _ = now;
+        self.open.insert(cb.id.clone(), cb);
+    }
+
+    async fn persist(&self, cb: &Callback) -> Result<(), ServiceError> {
+        self.hl
+            .store()
+            .update_callback(cb.clone())
+            .await
+            .map_err(ServiceError::from)
+    }
+
+    fn forget(&mut self, id: &str) {
+        if let Some(cb) = self.open.remove(id) {
+            if let Some(l) = &cb.lease {
+                self.by_attempt.remove(&l.attempt_id);
+            }
+        }
+        self.waiting_window.remove(id);
+        self.hl.with_floor(|f| f.remove_callback(id));
+    }
+
+    async fn handle(&mut self, cmd: Command) {
+        let now = self.hl.clock().now();
+        match cmd {
+            Command::Added(cb) => self.adopt(*cb, now),
+            Command::Cancel { id, reason, reply } => {
+                let _ = reply.send(self.cancel(&id, reason, now).await);
+            }
+            Command::Reschedule {
+                id,
+                start,
+                end,
+                reply,
+            } => {
+                let r = self
+                    .change(&id, now, |cb| cb.reschedule(start, end, now))
+                    .await;
+                if r.is_ok() {
+                    self.hl.with_floor(|f| f.remove_callback(&id));
+                }
+                let _ = reply.send(r);
+            }
+            Command::Outcome {
+                attempt_id,
+                outcome,
+                reply,
+            } => {
+                let _ = reply.send(self.outcome(&attempt_id, outcome, now).await);
+            }
+            Command::Watch {
+                dialer_id,
+                tx,
+                reply,
+            } => {
+                tracing::info!(dialer = %dialer_id, "dialer connected");
+                self.dialers.push(Dialer { id: dialer_id, tx });
+                let _ = reply.send(());
+            }
+            Command::AnsweredInbound { phone, queue } => {
+                let id = self
+                    .open
+                    .values()
+                    .find(|c| {
+                        c.phone == phone && c.queue_id == queue && c.state == CallbackState::Pending
+                    })
+                    .map(|c| c.id.clone());
+                if let Some(id) = id {
+                    match self.cancel(&id, "answered_inbound".into(), now).await {
+                        Ok(_) => {
+                            tracing::info!(callback_id = %id, "callback cancelled: customer answered inbound")
+                        }
+                        Err(e) => {
+                            tracing::warn!(callback_id = %id, error = %e, "auto-cancel failed")
+                        }
+                    }
+                }
+            }
+            Command::Booked { queue, reply } => {
+                let _ = reply.send(self.booked(&queue));
+            }
+            Command::CreateScheduled {
+                callback,
+                request_id,
+                capacity,
+                reply,
+            } => {
+                let r = self
+                    .create_scheduled(*callback, request_id, capacity, now)
+                    .await;
+                let _ = reply.send(r);
+            }
+            Command::Stop(done) => {
+                let _ = done.send(());
+            }
+        }
+    }
+
+    fn booked(&self, queue: &str) -> HashMap<DateTime<Utc>, u32> {
+        let mut out = HashMap::new();
+        for cb in self.open.values().filter(|c| c.queue_id == queue) {
+            if let CallbackKind::Scheduled { start, .. } = cb.kind {
+                *out.entry(start).or_insert(0) += 1;
+            }
+        }
+        out
+    }
+
+    async fn create_scheduled(
+        &mut self,
+        cb: Callback,
+        request_id: Option<String>,
+        capacity: u32,
+        now: DateTime<Utc>,
+    ) -> Result<crate::store::CallbackCreate, ServiceError> {
+        if let CallbackKind::Scheduled { start, .. } = cb.kind {
+            // One open callback per number and queue: a twin request gets the first.
+            if let Some(existing) = self
+                .open
+                .values()
+                .find(|c| c.phone == cb.phone && c.queue_id == cb.queue_id)
+            {
+                return Ok(crate::store::CallbackCreate::Existing(existing.clone()));
+            }
+            let taken = self.booked(&cb.queue_id).get(&start).copied().unwrap_or(0);
+            if taken >= capacity {
+                return Err(ServiceError::FailedPrecondition(format!(
+                    "the slot starting {start} is full ({capacity} callbacks)"
+                )));
+            }
+        }
+        let out = self.hl.store().create_callback(cb, request_id).await?;
+        if let crate::store::CallbackCreate::Created(c) = &out {
+            self.adopt(c.clone(), now);
+        }
+        Ok(out)
+    }
+
+    /// Loads a callback for a change: from memory when open, else from the store.
+    async fn load(&self, id: &str) -> Result<Callback, ServiceError> {
+        if let Some(cb) = self.open.get(id) {
+            return Ok(cb.clone());
+        }
+        self.hl
+            .store()
+            .callback(id)
+            .await?
+            .ok_or_else(|| ServiceError::NotFound(format!("callback {id} not found")))
+    }
+
+    /// Applies a transition to an open callback, persists it, updates memory.
+    async fn change(
+        &mut self,
+        id: &str,
+        now: DateTime<Utc>,
+        f: impl FnOnce(&mut Callback) -> Result<(), crate::domain::callback::TransitionError>,
+    ) -> Result<Callback, ServiceError> {
+        let mut cb = self.load(id).await?;
+        f(&mut cb).map_err(|e| ServiceError::FailedPrecondition(e.to_string()))?;
+        self.persist(&cb).await?;
+        let _ = now;
+        if cb.state.is_open() {
+            self.open.insert(cb.id.clone(), cb.clone());
+        } else {
+            self.forget(&cb.id);
+        }
+        Ok(cb)
+    }
+
+    async fn cancel(
+        &mut self,
+        id: &str,
+        reason: String,
+        now: DateTime<Utc>,
+    ) -> Result<Callback, ServiceError> {
+        self.change(id, now, |cb| cb.cancel(reason, now)).await
+    }
+
+    async fn outcome(
+        &mut self,
+        attempt_id: &str,
+        outcome: DispatchOutcome,
+        now: DateTime<Utc>,
+    ) -> Result<(bool, Callback), ServiceError> {
+        let Some(id) = self.by_attempt.get(attempt_id).cloned() else {
+            return match self.resolved.get(attempt_id) {
+                Some((id, _)) => Ok((true, self.load(id).await?)),
+                None => Err(ServiceError::NotFound(format!(
+                    "attempt {attempt_id} is not known"
+                ))),
+            };
+        };
+        let mut cb = self.load(&id).await?;
+        let plan = self.hl.active_plan();
+        let retry_at = plan
+            .queue(&cb.queue_id)
+            .map(|q| &q.callback)
+            .and_then(|p| policy::next_attempt_at(p, cb.attempts, now));
+        let agent = cb
+            .outcome(attempt_id, outcome, retry_at, now)
+            .map_err(|e| ServiceError::FailedPrecondition(e.to_string()))?;
+        self.persist(&cb).await?;
+        self.by_attempt.remove(attempt_id);
+        self.resolved
+            .insert(attempt_id.to_owned(), (cb.id.clone(), now));
+        self.resolved
+            .retain(|_, (_, at)| now - *at < RESOLVED_MEMORY);
+        if let Some(agent) = agent {
+            let connected = outcome == DispatchOutcome::Connected;
+            self.hl
+                .with_floor(|f| f.end_hold(&agent, &cb.id, connected, now));
+            self.kick.notify_one();
+        }
+        tracing::info!(callback_id = %cb.id, attempt_id, ?outcome, state = ?cb.state, "dispatch outcome");
+        if cb.state.is_open() {
+            self.open.insert(cb.id.clone(), cb.clone());
+        } else {
+            self.forget(&cb.id);
+        }
+        Ok((false, cb))
+    }
+
+    /// One pass over the timers and the lines.
+    async fn step(&mut self, now: DateTime<Utc>) {
+        let plan = self.hl.active_plan();
+        self.dialers.retain(|d| !d.tx.is_closed());
+
+        // Expiry.
+        let expired: Vec<String> = self
+            .open
+            .values()
+            .filter(|c| c.state == CallbackState::Pending && c.expires_at <= now)
+            .map(|c| c.id.clone())
+            .collect();
+        for id in expired {
+            match self.change(&id, now, |cb| cb.expire(now)).await {
+                Ok(_) => tracing::info!(callback_id = %id, "callback expired"),
+                Err(e) => tracing::warn!(callback_id = %id, error = %e, "expiring callback failed"),
+            }
+        }
+
+        // Leases that ran out: the same attempt goes out again.
+        let lapsed: Vec<String> = self
+            .open
+            .values()
+            .filter(|c| {
+                c.state == CallbackState::Dispatched
+                    && c.lease.as_ref().is_some_and(|l| l.until <= now)
+            })
+            .map(|c| c.id.clone())
+            .collect();
+        for id in lapsed {
+            self.redispatch(&id, &plan, now).await;
+        }
+
+        // Due callbacks join their queue's line.
+        let mut due: Vec<(String, String, i32, DateTime<Utc>)> = Vec::new();
+        for cb in self.open.values() {
+            if cb.state == CallbackState::Pending && cb.not_before <= now {
+                due.push((
+                    cb.id.clone(),
+                    cb.queue_id.clone(),
+                    cb.priority,
+                    cb.virtual_enqueued_at,
+                ));
+            }
+        }
+        for (id, queue, priority, at) in due {
+            if let Some(q) = plan.queue(&queue) {
+                if !self.hl.with_floor(|f| f.has_callback(&id)) {
+                    self.hl.with_floor(|f| {
+                        f.enqueue_callback(&id, crate::service::queue_info(q), priority, at)
+                    });
+                }
+            }
+        }
+
+        // Dispatch from the head of each line.
+        if self.dialers.is_empty() {
+            return;
+        }
+        let queues: HashSet<String> = self
+            .open
+            .values()
+            .filter(|c| c.state == CallbackState::Pending && c.not_before <= now)
+            .map(|c| c.queue_id.clone())
+            .collect();
+        for queue_id in queues {
+            let Some(queue) = plan.queue(&queue_id) else {
+                continue;
+            };
+            let heads = self
+                .hl
+                .with_floor(|f| f.callbacks_before_first_call(&queue_id));
+            for id in heads {
+                if self.dialers.is_empty() {
+                    return;
+                }
+                let Some(cb) = self.open.get(&id) else {
+                    continue;
+                };
+                let tz = customer_tz(cb);
+                if !policy::can_dial(queue, tz, now) {
+                    let next = policy::next_dial_opportunity(queue, tz, now);
+                    if let Some(at) = next {
+                        self.waiting_window.insert(id.clone(), at);
+                    }
+                    continue;
+                }
+                self.waiting_window.remove(&id);
+                let agent = match queue.callback.dialing {
+                    Dialing::AgentFirst => {
+                        match self.hl.with_floor(|f| f.free_agent(&queue.skills)) {
+                            Some(a) => Some(a),
+                            // No agent: this queue waits; nothing behind may pass.
+                            None => break,
+                        }
+                    }
+                    Dialing::CustomerFirst => None,
+                };
+                self.dispatch(&id, queue, agent, now).await;
+            }
+        }
+    }
+
+    fn pick_dialer(&mut self, avoid: Option<&str>) -> Option<usize> {
+        let n = self.dialers.len();
+        if n == 0 {
+            return None;
+        }
+        for k in 0..n {
+            let i = (self.next_dialer + k) % n;
+            if n > 1 && avoid == Some(self.dialers[i].id.as_str()) {
+                continue;
+            }
+            self.next_dialer = i + 1;
+            return Some(i);
+        }
+        None
+    }
+
+    async fn dispatch(
+        &mut self,
+        id: &str,
+        queue: &Queue,
+        agent: Option<String>,
+        now: DateTime<Utc>,
+    ) {
+        let Some(d) = self.pick_dialer(None) else {
+            return;
+        };
+        let dialer_id = self.dialers[d].id.clone();
+        let until = now + self.config.lease;
+        let attempt_id = ulid::Ulid::new().to_string();
+        let Some(mut cb) = self.open.get(id).cloned() else {
+            return;
+        };
+        if cb
+            .dispatch(
+                attempt_id.clone(),
+                dialer_id.clone(),
+                agent.clone(),
+                until,
+                now,
+            )
+            .is_err()
+        {
+            return;
+        }
+        // Durable before the dialer hears of it: a crash never dials twice unknowingly.
+        if let Err(e) = self.persist(&cb).await {
+            tracing::error!(callback_id = %id, error = %e, "could not persist dispatch; not dialing");
+            return;
+        }
+        if let Some(a) = &agent {
+            self.hl.with_floor(|f| f.reserve_until(a, id, until));
+        }
+        self.hl.with_floor(|f| f.remove_callback(id));
+        self.by_attempt.insert(attempt_id.clone(), cb.id.clone());
+        self.open.insert(cb.id.clone(), cb.clone());
+        let _ = queue;
+        self.send(
+            d,
+            DispatchMsg {
+                callback: cb,
+                attempt_id,
+                agent_id: agent,
+                lease_until: until,
+            },
+        );
+    }
+
+    async fn redispatch(&mut self, id: &str, plan: &CompiledPlan, now: DateTime<Utc>) {
+        let Some(cb) = self.open.get(id).cloned() else {
+            return;
+        };
+        let previous = cb.lease.as_ref().map(|l| l.dialer_id.clone());
+        let Some(d) = self.pick_dialer(previous.as_deref()) else {
+            return;
+        };
+        let dialer_id = self.dialers[d].id.clone();
+        let until = now + self.config.lease;
+        let mut cb = cb;
+        if cb.re_lease(dialer_id, until, now).is_err() {
+            return;
+        }
+        if let Err(e) = self.persist(&cb).await {
+            tracing::error!(callback_id = %id, error = %e, "could not persist re-lease");
+            return;
+        }
+        let agent = cb.lease.as_ref().and_then(|l| l.agent_id.clone());
+        if let (Some(a), Some(_)) = (&agent, plan.queue(&cb.queue_id)) {
+            self.hl.with_floor(|f| f.reserve_until(a, id, until));
+        }
+        let attempt_id = cb
+            .lease
+            .as_ref()
+            .map(|l| l.attempt_id.clone())
+            .unwrap_or_default();
+        tracing::info!(callback_id = %id, attempt_id = %attempt_id, "lease ran out; dispatching the same attempt again");
+        self.open.insert(cb.id.clone(), cb.clone());
+        self.send(
+            d,
+            DispatchMsg {
+                callback: cb,
+                attempt_id,
+                agent_id: agent,
+                lease_until: until,
+            },
+        );
+    }
+
+    fn send(&mut self, d: usize, msg: DispatchMsg) {
+        if let Err(e) = self.dialers[d].tx.try_send(msg) {
+            // Slow or gone: the lease runs out and the attempt goes to another dialer.
+            tracing::warn!(dialer = %self.dialers[d].id, error = %e, "dialer did not take a dispatch");
+        }
+    }
+}
