@@ -787,6 +787,9 @@ impl Actor {
         if let Err(e) = self.dialers[d].tx.try_send(msg) {
             // Slow or gone: the lease runs out and the attempt goes to another dialer.
             tracing::warn!(dialer = %self.dialers[d].id, error = %e, "dialer did not take a dispatch");
+            if self.dialers[d].tx.is_closed() {
+                self.dialers.remove(d);
+            }
         }
     }
 }

@@ -3,6 +3,7 @@
 
 mod helpers;
 
+mod callbacks;
 mod cli;
 mod customers;
 mod health;

@@ -1,0 +1,399 @@
+//! Callbacks end to end: offers, requests, a test dialer on WatchDispatches, outcomes,
+//! retries, leases, windows, cancellation, restarts.
+
+use std::time::Duration;
+
+use holdless::api::pb;
+use tonic::Streaming;
+
+use crate::helpers::*;
+use crate::live::{agent, event};
+
+const NY: &str = "+12125550100";
+
+fn callbacks(
+    app: &TestApp,
+) -> pb::callback_service_client::CallbackServiceClient<tonic::transport::Channel> {
+    pb::callback_service_client::CallbackServiceClient::new(app.channel.clone())
+}
+
+fn dispatch(
+    app: &TestApp,
+) -> pb::dispatch_service_client::DispatchServiceClient<tonic::transport::Channel> {
+    pb::dispatch_service_client::DispatchServiceClient::new(app.channel.clone())
+}
+
+async fn dialer(app: &TestApp, id: &str) -> Streaming<pb::Dispatch> {
+    dispatch(app)
+        .watch_dispatches(pb::WatchDispatchesRequest {
+            dialer_id: id.into(),
+        })
+        .await
+        .expect("watch")
+        .into_inner()
+}
+
+async fn next(stream: &mut Streaming<pb::Dispatch>) -> pb::Dispatch {
+    tokio::time::timeout(Duration::from_secs(10), stream.message())
+        .await
+        .expect("a dispatch within 10 s")
+        .expect("stream ok")
+        .expect("stream open")
+}
+
+/// Nothing arrives within a short grace period (a negative check, not a wait for work).
+async fn nothing(stream: &mut Streaming<pb::Dispatch>) {
+    if let Ok(m) = tokio::time::timeout(Duration::from_millis(300), stream.message()).await {
+        panic!("unexpected dispatch: {m:?}");
+    }
+}
+
+async fn report(
+    app: &TestApp,
+    attempt: &str,
+    outcome: pb::DispatchOutcome,
+) -> pb::ReportDispatchOutcomeResponse {
+    dispatch(app)
+        .report_dispatch_outcome(pb::ReportDispatchOutcomeRequest {
+            attempt_id: attempt.into(),
+            outcome: outcome as i32,
+        })
+        .await
+        .expect("outcome ok")
+        .into_inner()
+}
+
+async fn get(app: &TestApp, id: &str) -> pb::Callback {
+    callbacks(app)
+        .get_callback(pb::GetCallbackRequest {
+            callback_id: id.into(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .callback
+        .unwrap()
+}
+
+fn asap(queue: &str, phone: &str) -> pb::RequestCallbackRequest {
+    pb::RequestCallbackRequest {
+        queue_id: queue.into(),
+        phone_number: phone.into(),
+        ..Default::default()
+    }
+}
+
+async fn request(app: &TestApp, req: pb::RequestCallbackRequest) -> pb::RequestCallbackResponse {
+    callbacks(app)
+        .request_callback(req)
+        .await
+        .expect("request ok")
+        .into_inner()
+}
+
+#[tokio::test]
+async fn full_lifecycle_offer_request_dispatch_no_answer_retry_connected() {
+    let app = spawn_app().await;
+    agent(&app, "a1", &["support"], pb::AgentState::Busy, 0).await;
+    let offered = app.route(call("call-1", NY)).await;
+    assert!(offered.offer_callback);
+    let r = request(
+        &app,
+        pb::RequestCallbackRequest {
+            call_id: "call-1".into(),
+            request_id: "req-1".into(),
+            ..Default::default()
+        },
+    )
+    .await;
+    assert!(r.created);
+    let cb = r.callback.unwrap();
+    assert_eq!(cb.state, pb::CallbackState::Pending as i32);
+    assert_eq!(
+        (cb.queue_id.as_str(), cb.phone_number.as_str()),
+        ("general", NY)
+    );
+    assert_eq!(cb.origin_call_id, "call-1");
+    assert_eq!(cb.position, 1, "keeps the call's place");
+    assert_eq!(cb.time_zone, "America/New_York");
+
+    let mut d = dialer(&app, "dialer-1").await;
+    nothing(&mut d).await; // no agent free yet
+    agent(&app, "a1", &["support"], pb::AgentState::Available, 10).await;
+    let first = next(&mut d).await;
+    assert_eq!(first.agent_id, "a1", "agent reserved first");
+    assert_eq!(first.attempt_number, 1);
+    assert_eq!(first.callback.as_ref().unwrap().callback_id, cb.callback_id);
+
+    let out = report(&app, &first.attempt_id, pb::DispatchOutcome::NoAnswer).await;
+    assert!(!out.duplicate);
+    let after = out.callback.unwrap();
+    assert_eq!(after.state, pb::CallbackState::Pending as i32);
+    assert_eq!(after.attempts, 1);
+    assert!(
+        report(&app, &first.attempt_id, pb::DispatchOutcome::NoAnswer)
+            .await
+            .duplicate
+    );
+
+    // The plan's backoff before attempt 2 is 300 s: nothing before, a new attempt after.
+    app.clock.advance(chrono::Duration::seconds(299));
+    nothing(&mut d).await;
+    app.clock.advance(chrono::Duration::seconds(2));
+    let second = next(&mut d).await;
+    assert_ne!(second.attempt_id, first.attempt_id);
+    assert_eq!(second.attempt_number, 2);
+    let done = report(&app, &second.attempt_id, pb::DispatchOutcome::Connected)
+        .await
+        .callback
+        .unwrap();
+    assert_eq!(done.state, pb::CallbackState::Completed as i32);
+    assert_eq!(
+        get(&app, &cb.callback_id).await.state,
+        pb::CallbackState::Completed as i32
+    );
+}
+
+#[tokio::test]
+async fn duplicate_requests_return_the_same_callback() {
+    let app = spawn_app().await;
+    let a = request(&app, asap("general", NY)).await;
+    let b = request(&app, asap("general", NY)).await;
+    assert!(a.created && !b.created);
+    assert_eq!(
+        a.callback.unwrap().callback_id,
+        b.callback.as_ref().unwrap().callback_id
+    );
+    let mut with_key = asap("billing", NY);
+    with_key.request_id = "web-123".into();
+    let c = request(&app, with_key.clone()).await;
+    let d = request(&app, with_key).await;
+    assert!(c.created && !d.created);
+    assert_eq!(
+        c.callback.unwrap().callback_id,
+        d.callback.unwrap().callback_id
+    );
+    let all = callbacks(&app)
+        .list_callbacks(pb::ListCallbacksRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(all.callbacks.len(), 2, "one per number and queue");
+}
+
+#[tokio::test]
+async fn no_dispatch_outside_the_customers_calling_window() {
+    let app = spawn_app().await;
+    agent(&app, "a1", &["support"], pb::AgentState::Available, 0).await;
+    let mut d = dialer(&app, "dialer-1").await;
+    // 15:00 UTC is midnight in Tokyo.
+    let mut req = asap("general", "+81312345678");
+    req.time_zone = "Asia/Tokyo".into();
+    let cb = request(&app, req).await.callback.unwrap();
+    nothing(&mut d).await;
+    assert_eq!(
+        get(&app, &cb.callback_id).await.state,
+        pb::CallbackState::Pending as i32
+    );
+    // 23:00 UTC: 08:00 in Tokyo, 18:00 in New York (queue open).
+    app.clock.set(at("2026-11-25T23:00:00Z"));
+    let got = next(&mut d).await;
+    assert_eq!(got.callback.unwrap().callback_id, cb.callback_id);
+}
+
+#[tokio::test]
+async fn lease_expiry_redispatches_the_same_attempt_to_another_dialer() {
+    let app = spawn_app().await;
+    agent(&app, "a1", &["support"], pb::AgentState::Available, 0).await;
+    let mut d1 = dialer(&app, "d1").await;
+    let mut d2 = dialer(&app, "d2").await;
+    let cb = request(&app, asap("general", NY)).await.callback.unwrap();
+    // Round robin starts with d1.
+    let first = next(&mut d1).await;
+    nothing(&mut d2).await;
+    app.clock.advance(chrono::Duration::seconds(61));
+    let again = next(&mut d2).await;
+    assert_eq!(again.attempt_id, first.attempt_id);
+    assert_eq!(again.callback.unwrap().callback_id, cb.callback_id);
+    assert_eq!(again.attempt_number, 1, "a re-lease is not a new attempt");
+    // The outcome of the attempt settles it once.
+    let done = report(&app, &first.attempt_id, pb::DispatchOutcome::Connected).await;
+    assert_eq!(
+        done.callback.unwrap().state,
+        pb::CallbackState::Completed as i32
+    );
+}
+
+#[tokio::test]
+async fn dialer_that_disconnects_mid_lease_loses_nothing() {
+    let app = spawn_app().await;
+    agent(&app, "a1", &["support"], pb::AgentState::Available, 0).await;
+    let mut d1 = dialer(&app, "d1").await;
+    let cb = request(&app, asap("general", NY)).await.callback.unwrap();
+    let first = next(&mut d1).await;
+    drop(d1);
+    assert_eq!(
+        get(&app, &cb.callback_id).await.state,
+        pb::CallbackState::Dispatched as i32
+    );
+    let mut d2 = dialer(&app, "d2").await;
+    nothing(&mut d2).await; // leased to d1 until its lease runs out
+    app.clock.advance(chrono::Duration::seconds(61));
+    let again = next(&mut d2).await;
+    assert_eq!(again.attempt_id, first.attempt_id);
+}
+
+#[tokio::test]
+async fn cancel_and_auto_cancel_when_the_customer_gets_through() {
+    let app = spawn_app().await;
+    let cb = request(&app, asap("general", "+13125550101"))
+        .await
+        .callback
+        .unwrap();
+    let c = callbacks(&app)
+        .cancel_callback(pb::CancelCallbackRequest {
+            callback_id: cb.callback_id.clone(),
+            reason: "customer".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .callback
+        .unwrap();
+    assert_eq!(
+        (c.state, c.cancel_reason.as_str()),
+        (pb::CallbackState::Cancelled as i32, "customer")
+    );
+    let e = callbacks(&app)
+        .cancel_callback(pb::CancelCallbackRequest {
+            callback_id: cb.callback_id.clone(),
+            reason: String::new(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), tonic::Code::FailedPrecondition);
+
+    // A second callback; the customer calls in and is answered in that queue.
+    let cb = request(&app, asap("general", NY)).await.callback.unwrap();
+    app.route(call("inbound", NY)).await;
+    event(&app, "inbound", pb::CallEventType::Answered, "a9", "")
+        .await
+        .unwrap();
+    let mut state = get(&app, &cb.callback_id).await;
+    for _ in 0..50 {
+        if state.state == pb::CallbackState::Cancelled as i32 {
+            break;
+        }
+        tokio::task::yield_now().await;
+        state = get(&app, &cb.callback_id).await;
+    }
+    assert_eq!(
+        (state.state, state.cancel_reason.as_str()),
+        (pb::CallbackState::Cancelled as i32, "answered_inbound")
+    );
+}
+
+#[tokio::test]
+async fn bad_requests_are_refused_and_store_nothing() {
+    let app = spawn_app().await;
+    let mut c = callbacks(&app);
+    let e = c
+        .request_callback(asap("general", "2125550100"))
+        .await
+        .unwrap_err();
+    assert_eq!(violations(&e), vec!["phone_number"]);
+    let e = c.request_callback(asap("nowhere", NY)).await.unwrap_err();
+    assert_eq!(violations(&e), vec!["queue_id"]);
+    let ts = |s: &str| {
+        let t = at(s);
+        Some(prost_types::Timestamp {
+            seconds: t.timestamp(),
+            nanos: 0,
+        })
+    };
+    let mut past = asap("general", NY);
+    past.slot_start = ts("2026-11-24T15:00:00Z");
+    past.slot_end = ts("2026-11-24T15:30:00Z");
+    let e = c.request_callback(past).await.unwrap_err();
+    assert_eq!(violations(&e), vec!["slot_start"]);
+    // Sunday: the general queue is closed.
+    let mut closed = asap("general", NY);
+    closed.slot_start = ts("2026-11-29T15:00:00Z");
+    closed.slot_end = ts("2026-11-29T15:30:00Z");
+    let e = c.request_callback(closed).await.unwrap_err();
+    assert_eq!(e.code(), tonic::Code::FailedPrecondition);
+    let e = c
+        .request_callback(pb::RequestCallbackRequest {
+            call_id: "never-routed".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), tonic::Code::FailedPrecondition);
+    let all = c
+        .list_callbacks(pb::ListCallbacksRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(all.callbacks.is_empty());
+}
+
+#[tokio::test]
+async fn scheduled_callback_in_a_listed_slot_is_dispatched_at_its_start() {
+    let app = spawn_app().await;
+    let slots = callbacks(&app)
+        .list_slots(pb::ListSlotsRequest {
+            queue_id: "general".into(),
+            time_zone: "America/New_York".into(),
+            days: 2,
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .slots;
+    assert!(!slots.is_empty());
+    let slot = slots[2];
+    let mut req = asap("general", NY);
+    req.slot_start = slot.start;
+    req.slot_end = slot.end;
+    let cb = request(&app, req).await.callback.unwrap();
+    assert_eq!(cb.kind, pb::CallbackKind::Scheduled as i32);
+    agent(&app, "a1", &["support"], pb::AgentState::Available, 0).await;
+    let mut d = dialer(&app, "d").await;
+    nothing(&mut d).await;
+    let start = slot.start.unwrap();
+    app.clock
+        .set(chrono::DateTime::from_timestamp(start.seconds, 0).unwrap());
+    assert_eq!(
+        next(&mut d).await.callback.unwrap().callback_id,
+        cb.callback_id
+    );
+}
+
+#[tokio::test]
+async fn callbacks_and_their_leases_survive_a_restart() {
+    let app = spawn_app().await;
+    agent(&app, "a1", &["support"], pb::AgentState::Available, 0).await;
+    let mut d = dialer(&app, "d").await;
+    let dispatched = request(&app, asap("general", NY)).await.callback.unwrap();
+    let attempt = next(&mut d).await;
+    let pending = request(&app, asap("billing", "+13125550101"))
+        .await
+        .callback
+        .unwrap();
+    drop(d);
+    let app = app.restart().await;
+    assert_eq!(
+        get(&app, &pending.callback_id).await.state,
+        pb::CallbackState::Pending as i32
+    );
+    assert_eq!(
+        get(&app, &dispatched.callback_id).await.state,
+        pb::CallbackState::Dispatched as i32
+    );
+    // The lease ran out during the downtime: the same attempt goes out again.
+    app.clock.advance(chrono::Duration::seconds(120));
+    let mut d = dialer(&app, "d-after").await;
+    let again = next(&mut d).await;
+    assert_eq!(again.attempt_id, attempt.attempt_id);
+}
