@@ -9,6 +9,7 @@ use tokio::net::TcpListener;
 use tonic::transport::Server;
 use tonic::{Request, Response, Status};
 
+use crate::api::pb::callback_service_server::{CallbackService, CallbackServiceServer};
 use crate::api::pb::{
     self, routing_service_server::RoutingService, routing_service_server::RoutingServiceServer,
 };
@@ -37,6 +38,48 @@ impl RoutingService for NoopRouting {
     }
 }
 
+struct NoopCallbacks;
+
+#[tonic::async_trait]
+impl CallbackService for NoopCallbacks {
+    async fn request_callback(
+        &self,
+        _: Request<pb::RequestCallbackRequest>,
+    ) -> Result<Response<pb::RequestCallbackResponse>, Status> {
+        Ok(Response::new(pb::RequestCallbackResponse::default()))
+    }
+    async fn get_callback(
+        &self,
+        _: Request<pb::GetCallbackRequest>,
+    ) -> Result<Response<pb::GetCallbackResponse>, Status> {
+        Ok(Response::new(pb::GetCallbackResponse::default()))
+    }
+    async fn list_callbacks(
+        &self,
+        _: Request<pb::ListCallbacksRequest>,
+    ) -> Result<Response<pb::ListCallbacksResponse>, Status> {
+        Ok(Response::new(pb::ListCallbacksResponse::default()))
+    }
+    async fn reschedule_callback(
+        &self,
+        _: Request<pb::RescheduleCallbackRequest>,
+    ) -> Result<Response<pb::RescheduleCallbackResponse>, Status> {
+        Ok(Response::new(pb::RescheduleCallbackResponse::default()))
+    }
+    async fn cancel_callback(
+        &self,
+        _: Request<pb::CancelCallbackRequest>,
+    ) -> Result<Response<pb::CancelCallbackResponse>, Status> {
+        Ok(Response::new(pb::CancelCallbackResponse::default()))
+    }
+    async fn list_slots(
+        &self,
+        _: Request<pb::ListSlotsRequest>,
+    ) -> Result<Response<pb::ListSlotsResponse>, Status> {
+        Ok(Response::new(pb::ListSlotsResponse::default()))
+    }
+}
+
 /// Starts the baseline on a loopback port; it stops when `stop` completes.
 pub async fn start(
     stop: impl std::future::Future<Output = ()> + Send + 'static,
@@ -46,6 +89,7 @@ pub async fn start(
     tokio::spawn(
         Server::builder()
             .add_service(RoutingServiceServer::new(NoopRouting))
+            .add_service(CallbackServiceServer::new(NoopCallbacks))
             .serve_with_incoming_shutdown(
                 tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)),
                 stop,

@@ -23,6 +23,8 @@ use crate::api::pb;
 pub enum Scenario {
     /// RouteCall for distinct calls from a mix of callers and dialed numbers.
     Route,
+    /// Durable RequestCallback (ASAP), each for a number never used before.
+    Callback,
 }
 
 #[derive(Debug, Clone)]
@@ -105,11 +107,42 @@ fn route_request(run: &str, client: usize, n: u64) -> pb::RouteCallRequest {
     }
 }
 
+/// Unique E.164 numbers: +1 then ten digits from the run, client and sequence.
+fn callback_request(run_seed: u64, client: usize, n: u64) -> pb::RequestCallbackRequest {
+    let unique = (run_seed % 1_000) * 10_000_000 + (n * 131 + client as u64) % 10_000_000;
+    pb::RequestCallbackRequest {
+        queue_id: "general".into(),
+        phone_number: format!("+1{}", 2_000_000_000 + unique % 7_000_000_000),
+        ..Default::default()
+    }
+}
+
+/// One client's connection to every service a scenario uses.
+struct Clients {
+    routing: pb::routing_service_client::RoutingServiceClient<Channel>,
+    callbacks: pb::callback_service_client::CallbackServiceClient<Channel>,
+}
+
 async fn one(
-    client: &mut pb::routing_service_client::RoutingServiceClient<Channel>,
-    req: pb::RouteCallRequest,
+    c: &mut Clients,
+    scenario: Scenario,
+    run: &str,
+    seed: u64,
+    client: usize,
+    n: u64,
 ) -> bool {
-    client.route_call(req).await.is_ok()
+    match scenario {
+        Scenario::Route => c
+            .routing
+            .route_call(route_request(run, client, n))
+            .await
+            .is_ok(),
+        Scenario::Callback => c
+            .callbacks
+            .request_callback(callback_request(seed, client, n))
+            .await
+            .is_ok(),
+    }
 }
 
 /// Connects `n` HTTP/2 connections to `target`.
@@ -236,6 +269,12 @@ async fn measure(channels: &[Channel], opts: &BenchOptions) -> Sample {
     }
 }
 
+fn seed_of(run: &str) -> u64 {
+    run.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
+    })
+}
+
 /// Drives the load; returns successful latencies (µs) and the error count.
 async fn drive(channels: &[Channel], run_id: &str, opts: &BenchOptions) -> (Vec<u64>, u64) {
     let start = Instant::now();
@@ -249,9 +288,13 @@ async fn drive(channels: &[Channel], run_id: &str, opts: &BenchOptions) -> (Vec<
         .map(|r| Duration::from_secs_f64(1.0 / r));
     let mut tasks = Vec::with_capacity(opts.clients);
     for c in 0..opts.clients.max(1) {
-        let mut client = pb::routing_service_client::RoutingServiceClient::new(
-            channels[c % channels.len()].clone(),
-        );
+        let ch = channels[c % channels.len()].clone();
+        let mut client = Clients {
+            routing: pb::routing_service_client::RoutingServiceClient::new(ch.clone()),
+            callbacks: pb::callback_service_client::CallbackServiceClient::new(ch),
+        };
+        let scenario = opts.scenario;
+        let seed = seed_of(run_id);
         let issued = issued.clone();
         let errors = errors.clone();
         let run_id = run_id.to_owned();
@@ -280,7 +323,7 @@ async fn drive(channels: &[Channel], run_id: &str, opts: &BenchOptions) -> (Vec<
                         now
                     }
                 };
-                if one(&mut client, route_request(&run_id, c, n)).await {
+                if one(&mut client, scenario, &run_id, seed, c, n).await {
                     lat.push(scheduled.elapsed().as_micros() as u64);
                 } else {
                     errors.fetch_add(1, Ordering::Relaxed);

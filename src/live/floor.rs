@@ -256,6 +256,8 @@ pub struct TakenCall {
     pub customer_id: Option<String>,
     /// The wait holdless had predicted for the call.
     pub predicted_wait: Option<Duration>,
+    /// The call's arrival order, so the callback takes exactly its place.
+    pub seq: u64,
 }
 
 fn since(now: DateTime<Utc>, then: DateTime<Utc>) -> Duration {
@@ -341,19 +343,25 @@ impl Floor {
     }
 
     /// Puts a pending callback in its queue's line at its virtual enqueue time (a
-    /// callback keeps the place of the call it came from). Returns its position.
+    /// callback keeps the place of the call it came from: pass that call's `seq`).
+    /// Returns its position.
     pub fn enqueue_callback(
         &mut self,
         id: &str,
         queue: QueueInfo<'_>,
         priority: i32,
         virtual_enqueued_at: DateTime<Utc>,
+        seq: Option<u64>,
     ) -> u32 {
         self.remove_callback(id);
+        let seq = match seq {
+            Some(s) => s,
+            None => self.seq(),
+        };
         let key = WaitKey {
             priority: Reverse(priority),
             enqueued_at: virtual_enqueued_at,
-            seq: self.seq(),
+            seq,
             callback: true,
             id: id.to_owned(),
         };
@@ -397,13 +405,14 @@ impl Floor {
 
     /// Callbacks at the head of a queue's line, in order, up to the first live call
     /// (which the platform serves with its next free agent).
-    pub fn callbacks_before_first_call(&self, queue: &str) -> Vec<String> {
+    pub fn callbacks_before_first_call(&self, queue: &str, limit: usize) -> Vec<String> {
         let Some(q) = self.queues.get(queue) else {
             return Vec::new();
         };
         q.line
             .iter()
             .take_while(|k| k.callback)
+            .take(limit)
             .map(|k| k.id.clone())
             .collect()
     }
@@ -474,6 +483,7 @@ impl Floor {
             caller: call.caller.clone(),
             customer_id: call.customer_id.clone(),
             predicted_wait: call.predicted_wait,
+            seq: call.seq,
         })
     }
 

@@ -473,3 +473,49 @@ fn replayed_day_keeps_wait_estimates_honest() {
         );
     }
 }
+
+mod place_in_line {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// A caller who accepts a callback keeps the place their call had: everyone
+        /// ahead (higher priority, or same priority and enqueued earlier) stays ahead,
+        /// everyone behind stays behind, and callers arriving later queue behind it.
+        #[test]
+        fn accepting_a_callback_keeps_the_place_in_line(
+            items in proptest::collection::vec((-2i32..3, 0i64..50), 1..40),
+            pick in any::<proptest::sample::Index>(),
+            late_priority in -2i32..3,
+        ) {
+            let mut f = floor();
+            let s = support();
+            let mut items = items;
+            items.sort_by_key(|(_, secs)| *secs);
+            for (i, (prio, secs)) in items.iter().enumerate() {
+                f.route(&format!("c{i:02}"), None, None, q(&s), *prio, &[], None, t(*secs));
+            }
+            let ids: Vec<String> = (0..items.len()).map(|i| format!("c{i:02}")).collect();
+            let me = &ids[pick.index(ids.len())];
+            let my_pos = f.position(me).unwrap();
+            let before: Vec<(String, bool)> = ids
+                .iter()
+                .filter(|o| *o != me)
+                .map(|o| (o.clone(), f.position(o).unwrap() < my_pos))
+                .collect();
+            let taken = f.take_call(me, t(100)).unwrap();
+            f.enqueue_callback("cb", q(&s), taken.priority, taken.enqueued_at, Some(taken.seq));
+            let cb_pos = f.callback_position("cb", &s).unwrap().0;
+            prop_assert_eq!(cb_pos, my_pos, "same position as the call had");
+            for (o, was_ahead) in before {
+                let ahead_now = f.position(&o).unwrap() < cb_pos;
+                prop_assert_eq!(was_ahead, ahead_now, "{} changed sides", o);
+            }
+            // Someone calling after the callback was accepted, with the same priority,
+            // waits behind it.
+            let p = f.route("late", None, None, q(&s), taken.priority, &[], None, t(200));
+            prop_assert!(p.position > cb_pos);
+            let _ = late_priority;
+        }
+    }
+}

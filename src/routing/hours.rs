@@ -7,7 +7,8 @@
 use std::collections::HashSet;
 
 use chrono::{
-    DateTime, Datelike, LocalResult, NaiveDate, NaiveDateTime, NaiveTime, TimeZone, Utc, Weekday,
+    DateTime, Datelike, LocalResult, NaiveDate, NaiveDateTime, NaiveTime, TimeZone, Timelike, Utc,
+    Weekday,
 };
 use chrono_tz::Tz;
 
@@ -37,7 +38,6 @@ impl ClockTime {
     }
 
     fn of(t: NaiveTime) -> u16 {
-        use chrono::Timelike;
         (t.hour() * 60 + t.minute()) as u16
     }
 }
@@ -66,10 +66,24 @@ pub struct BusinessHours {
 }
 
 impl BusinessHours {
-    /// Whether the queue is open at `now`.
+    /// Whether the queue is open at `now`: inside one of the intervals of
+    /// [`open_intervals_on`](Self::open_intervals_on) for the local date.
     pub fn is_open(&self, now: DateTime<Utc>) -> bool {
-        let local = now.with_timezone(&self.time_zone);
-        if self.holidays.contains(&local.date_naive()) {
+        let local = now.with_timezone(&self.time_zone).naive_local();
+        // Off the repeated hour of a fall-back, comparing wall-clock minutes gives the
+        // same answer as comparing resolved instants, and is cheaper (routing asks this
+        // for every decision). On the repeated hour one wall time names two instants and
+        // an opening or closing time there means the earlier one: without this, hours
+        // closing at 01:30 would close at the first 01:30 and open again for the repeat.
+        if let LocalResult::Ambiguous(..) = self.time_zone.from_local_datetime(&local) {
+            let date = local.date();
+            return [date.pred_opt(), Some(date), date.succ_opt()]
+                .into_iter()
+                .flatten()
+                .flat_map(|d| self.open_intervals_on(d))
+                .any(|(open, close)| open <= now && now < close);
+        }
+        if self.holidays.contains(&local.date()) {
             return false;
         }
         let minute = ClockTime::of(local.time());
@@ -77,6 +91,38 @@ impl BusinessHours {
             .iter()
             .any(|(open, close)| open.minutes <= minute && minute < close.minutes)
     }
+
+    /// The instants the queue is open on local `date`, as half-open `[open, close)`
+    /// intervals in weekly order: each of that weekday's intervals with both ends
+    /// resolved by [`local_at`]; none on a holiday. An interval lying wholly inside a
+    /// spring-forward gap resolves to nothing and is left out. Intervals may touch or
+    /// overlap when the plan lists them so.
+    pub fn open_intervals_on(
+        &self,
+        date: NaiveDate,
+    ) -> impl Iterator<Item = (DateTime<Utc>, DateTime<Utc>)> + '_ {
+        let closed = self.holidays.contains(&date);
+        let day = &self.weekly[date.weekday().num_days_from_monday() as usize];
+        day.iter()
+            .filter(move |_| !closed)
+            .map(move |(open, close)| {
+                (
+                    local_at(self.time_zone, date, *open),
+                    local_at(self.time_zone, date, *close),
+                )
+            })
+            .filter(|(open, close)| open < close)
+    }
+}
+
+/// The instant of clock time `time` on local `date` in `tz` (`24:00` is the next day's
+/// midnight), resolved like [`local_to_utc`].
+pub fn local_at(tz: Tz, date: NaiveDate, time: ClockTime) -> DateTime<Utc> {
+    let midnight = date.and_time(NaiveTime::MIN);
+    let local = midnight
+        .checked_add_signed(chrono::Duration::minutes(i64::from(time.minutes)))
+        .unwrap_or(NaiveDateTime::MAX);
+    local_to_utc(tz, local)
 }
 
 /// Resolves a local wall-clock time in `tz` to a UTC instant: a time in the
@@ -87,24 +133,44 @@ pub fn local_to_utc(tz: Tz, local: NaiveDateTime) -> DateTime<Utc> {
         LocalResult::Single(t) => t.with_timezone(&Utc),
         LocalResult::Ambiguous(earlier, _) => earlier.with_timezone(&Utc),
         LocalResult::None => {
-            // Gaps are at most a few hours and minute-aligned in every zone in the tz
-            // database (Lord Howe's is 30 minutes); step forward minute by minute until
-            // a valid local time appears, then take its earliest instant.
-            let mut probe = local;
+            // Gaps are at most a few hours and start and end on whole seconds. Step
+            // forward a minute at a time from the whole second at or before `local`
+            // (still inside the gap) to the first valid time, then narrow down to the
+            // second: the gap's end, the first valid instant after it. Stepping from
+            // `local` itself would land `local`'s seconds past the end (02:30:30 would
+            // become 03:00:30 instead of 03:00:00 in New York).
+            let mut before = local.with_nanosecond(0).unwrap_or(local);
             for _ in 0..(24 * 60) {
-                probe += chrono::Duration::minutes(1);
-                match tz.from_local_datetime(&probe) {
-                    LocalResult::Single(t) | LocalResult::Ambiguous(t, _) => {
-                        // The first valid minute after the gap begins exactly when the
-                        // gap ends; whole-minute steps land on it.
-                        return t.with_timezone(&Utc);
+                let probe = before + chrono::Duration::minutes(1);
+                if earliest(tz, probe).is_none() {
+                    before = probe;
+                    continue;
+                }
+                // `before` is in the gap, `probe` is not: bisect whole seconds.
+                let (mut lo, mut hi) = (0i64, 60i64);
+                while hi - lo > 1 {
+                    let mid = (lo + hi) / 2;
+                    if earliest(tz, before + chrono::Duration::seconds(mid)).is_some() {
+                        hi = mid;
+                    } else {
+                        lo = mid;
                     }
-                    LocalResult::None => continue,
+                }
+                if let Some(t) = earliest(tz, before + chrono::Duration::seconds(hi)) {
+                    return t;
                 }
             }
             // No zone has a day-long gap; fall back to reading the time as UTC offset 0.
             Utc.from_utc_datetime(&local)
         }
+    }
+}
+
+/// The earlier instant of a valid local time; `None` inside a gap.
+fn earliest(tz: Tz, local: NaiveDateTime) -> Option<DateTime<Utc>> {
+    match tz.from_local_datetime(&local) {
+        LocalResult::Single(t) | LocalResult::Ambiguous(t, _) => Some(t.with_timezone(&Utc)),
+        LocalResult::None => None,
     }
 }
 
@@ -186,5 +252,54 @@ mod tests {
                 .unwrap(),
         );
         assert_eq!(t, utc("2026-11-01T05:30:00Z"));
+    }
+
+    #[test]
+    fn gap_time_with_seconds_moves_to_the_gap_end_not_past_it() {
+        let t = local_to_utc(
+            chrono_tz::America::New_York,
+            NaiveDate::from_ymd_opt(2026, 3, 8)
+                .unwrap()
+                .and_hms_opt(2, 30, 30)
+                .unwrap(),
+        );
+        assert_eq!(t, utc("2026-03-08T07:00:00Z"));
+    }
+
+    #[test]
+    fn hours_closing_in_the_repeated_hour_do_not_reopen_for_the_repeat() {
+        // Open 00:00-01:30 every day in New York; 2026-11-01 repeats 01:00-02:00.
+        let mut weekly: [Vec<(ClockTime, ClockTime)>; 7] = Default::default();
+        let midnight = ClockTime { minutes: 0 };
+        let half_past_one = ClockTime { minutes: 90 };
+        for d in weekly.iter_mut() {
+            d.push((midnight, half_past_one));
+        }
+        let h = BusinessHours {
+            time_zone: chrono_tz::America::New_York,
+            weekly,
+            holidays: HashSet::new(),
+        };
+        // 01:15 EDT (first pass): open.
+        assert!(h.is_open(utc("2026-11-01T05:15:00Z")));
+        // 01:30 EDT: closed from here on, though the clock shows 01:00-01:29 again.
+        assert!(!h.is_open(utc("2026-11-01T05:30:00Z")));
+        assert!(!h.is_open(utc("2026-11-01T06:15:00Z")));
+        // And opening in the repeated hour means its first occurrence: open 01:30-03:00
+        // stays open through the repeat.
+        let mut weekly: [Vec<(ClockTime, ClockTime)>; 7] = Default::default();
+        for d in weekly.iter_mut() {
+            d.push((half_past_one, ClockTime { minutes: 180 }));
+        }
+        let h = BusinessHours {
+            time_zone: chrono_tz::America::New_York,
+            weekly,
+            holidays: HashSet::new(),
+        };
+        assert!(!h.is_open(utc("2026-11-01T05:15:00Z")));
+        assert!(h.is_open(utc("2026-11-01T05:30:00Z")));
+        assert!(h.is_open(utc("2026-11-01T06:15:00Z")));
+        assert!(h.is_open(utc("2026-11-01T07:59:00Z")));
+        assert!(!h.is_open(utc("2026-11-01T08:00:00Z")));
     }
 }

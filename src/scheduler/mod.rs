@@ -136,6 +136,11 @@ impl Scheduler {
             dialers: Vec::new(),
             next_dialer: 0,
             waiting_window: HashMap::new(),
+            timers: Default::default(),
+            timer_of: HashMap::new(),
+            dirty: HashSet::new(),
+            lined: HashSet::new(),
+            orphaned: HashSet::new(),
         };
         let now = actor.hl.clock().now();
         let n = open.len();
@@ -279,7 +284,21 @@ struct Actor {
     /// Due callbacks the calling window or business hours keep from dialing, and when
     /// they may be dialed next.
     waiting_window: HashMap<String, DateTime<Utc>>,
+    /// Each open callback's next instant of interest (expiry, retry, slot, lease,
+    /// window), earliest first; `timer_of` finds an entry to move it.
+    timers: std::collections::BTreeSet<(DateTime<Utc>, String)>,
+    timer_of: HashMap<String, DateTime<Utc>>,
+    /// Queues whose line may have a dispatchable callback at its head.
+    dirty: HashSet<String>,
+    /// Queues where callbacks wait in line.
+    lined: HashSet<String>,
+    /// Dispatched callbacks whose lease ran out while no dialer was connected.
+    orphaned: HashSet<String>,
 }
+
+/// Callbacks looked at from the head of a line per pass (a line of callbacks all
+/// outside their calling window cannot make a pass scan forever).
+const HEAD_SCAN: usize = 256;
 
 fn customer_tz(cb: &Callback) -> Tz {
     cb.time_zone.parse().unwrap_or(chrono_tz::UTC)
@@ -315,35 +334,77 @@ impl Actor {
                         let _ = done.send(());
                         return;
                     }
-                    Some(cmd) => self.handle(cmd).await,
+                    Some(cmd) => {
+                        self.handle(cmd).await;
+                        // Take what else is queued before the next pass.
+                        for _ in 0..COMMAND_QUEUE {
+                            match self.rx.try_recv() {
+                                Ok(Command::Stop(done)) => {
+                                    let _ = done.send(());
+                                    return;
+                                }
+                                Ok(cmd) => self.handle(cmd).await,
+                                Err(_) => break,
+                            }
+                        }
+                    }
                     None => return,
                 },
-                _ = self.kick.notified() => {}
+                _ = self.kick.notified() => {
+                    self.dirty.extend(self.lined.iter().cloned());
+                }
                 _ = sleep => {}
             }
         }
     }
 
-    /// The earliest instant something becomes due: a retry or slot, a lease, an expiry,
-    /// a calling window opening.
+    /// The earliest instant something becomes due.
     fn next_wakeup(&self, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
-        let mut next: Option<DateTime<Utc>> = None;
-        let mut consider = |t: DateTime<Utc>| {
-            if t > now {
-                next = Some(next.map_or(t, |n| n.min(t)));
+        self.timers.first().map(|(t, _)| (*t).max(now))
+    }
+
+    fn timer_for(&self, cb: &Callback, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
+        match cb.state {
+            CallbackState::Pending => {
+                let mut t = cb.expires_at;
+                if cb.not_before > now {
+                    t = t.min(cb.not_before);
+                }
+                if let Some(w) = self.waiting_window.get(&cb.id) {
+                    t = t.min(*w);
+                }
+                Some(t)
             }
-        };
-        for cb in self.open.values() {
-            consider(cb.not_before);
-            consider(cb.expires_at);
-            if let Some(l) = &cb.lease {
-                consider(l.until);
+            CallbackState::Dispatched => cb.lease.as_ref().map(|l| l.until),
+            _ => None,
+        }
+    }
+
+    /// Keeps an open callback in memory with its timer; a due pending one takes its
+    /// place in line.
+    fn track(&mut self, cb: Callback, now: DateTime<Utc>) {
+        if let Some(old) = self.timer_of.remove(&cb.id) {
+            self.timers.remove(&(old, cb.id.clone()));
+        }
+        if let Some(t) = self.timer_for(&cb, now) {
+            self.timers.insert((t, cb.id.clone()));
+            self.timer_of.insert(cb.id.clone(), t);
+        }
+        if cb.state == CallbackState::Pending && cb.not_before <= now {
+            let plan = self.hl.active_plan();
+            if let Some(q) = plan.queue(&cb.queue_id) {
+                let id = cb.id.clone();
+                let (priority, at) = (cb.priority, cb.virtual_enqueued_at);
+                self.hl.with_floor(|f| {
+                    if !f.has_callback(&id) {
+                        f.enqueue_callback(&id, crate::service::queue_info(q), priority, at, None);
+                    }
+                });
+                self.lined.insert(cb.queue_id.clone());
+                self.dirty.insert(cb.queue_id.clone());
             }
         }
-        for t in self.waiting_window.values() {
-            consider(*t);
-        }
-        next
+        self.open.insert(cb.id.clone(), cb);
     }
 
     /// Takes an open callback into memory (start-up or creation).
@@ -351,8 +412,7 @@ impl Actor {
         if let Some(l) = &cb.lease {
             self.by_attempt.insert(l.attempt_id.clone(), cb.id.clone());
         }
-        let _ = now;
-        self.open.insert(cb.id.clone(), cb);
+        self.track(cb, now);
     }
 
     async fn persist(&self, cb: &Callback) -> Result<(), ServiceError> {
@@ -370,6 +430,10 @@ impl Actor {
             }
         }
         self.waiting_window.remove(id);
+        self.orphaned.remove(id);
+        if let Some(t) = self.timer_of.remove(id) {
+            self.timers.remove(&(t, id.to_owned()));
+        }
         self.hl.with_floor(|f| f.remove_callback(id));
     }
 
@@ -409,6 +473,11 @@ impl Actor {
                 tracing::info!(dialer = %dialer_id, "dialer connected");
                 self.dialers.push(Dialer { id: dialer_id, tx });
                 let _ = reply.send(());
+                self.dirty.extend(self.lined.iter().cloned());
+                let plan = self.hl.active_plan();
+                for id in std::mem::take(&mut self.orphaned) {
+                    self.redispatch(&id, &plan, now).await;
+                }
             }
             Command::AnsweredInbound { phone, queue } => {
                 let id = self
@@ -513,7 +582,7 @@ impl Actor {
         self.persist(&cb).await?;
         let _ = now;
         if cb.state.is_open() {
-            self.open.insert(cb.id.clone(), cb.clone());
+            self.track(cb.clone(), now);
         } else {
             self.forget(&cb.id);
         }
@@ -566,113 +635,100 @@ impl Actor {
         }
         tracing::info!(callback_id = %cb.id, attempt_id, ?outcome, state = ?cb.state, "dispatch outcome");
         if cb.state.is_open() {
-            self.open.insert(cb.id.clone(), cb.clone());
+            self.track(cb.clone(), now);
         } else {
             self.forget(&cb.id);
         }
         Ok((false, cb))
     }
 
-    /// One pass over the timers and the lines.
+    /// One pass: fire the timers that are due, then dispatch from the heads of the
+    /// lines that may have changed.
     async fn step(&mut self, now: DateTime<Utc>) {
         let plan = self.hl.active_plan();
         self.dialers.retain(|d| !d.tx.is_closed());
-
-        // Expiry.
-        let expired: Vec<String> = self
-            .open
-            .values()
-            .filter(|c| c.state == CallbackState::Pending && c.expires_at <= now)
-            .map(|c| c.id.clone())
-            .collect();
-        for id in expired {
-            match self.change(&id, now, |cb| cb.expire(now)).await {
-                Ok(_) => tracing::info!(callback_id = %id, "callback expired"),
-                Err(e) => tracing::warn!(callback_id = %id, error = %e, "expiring callback failed"),
+        while let Some((t, id)) = self.timers.first().cloned() {
+            if t > now {
+                break;
             }
+            self.timers.pop_first();
+            self.timer_of.remove(&id);
+            self.fire(&id, &plan, now).await;
         }
-
-        // Leases that ran out: the same attempt goes out again.
-        let lapsed: Vec<String> = self
-            .open
-            .values()
-            .filter(|c| {
-                c.state == CallbackState::Dispatched
-                    && c.lease.as_ref().is_some_and(|l| l.until <= now)
-            })
-            .map(|c| c.id.clone())
-            .collect();
-        for id in lapsed {
-            self.redispatch(&id, &plan, now).await;
-        }
-
-        // Due callbacks join their queue's line.
-        let mut due: Vec<(String, String, i32, DateTime<Utc>)> = Vec::new();
-        for cb in self.open.values() {
-            if cb.state == CallbackState::Pending && cb.not_before <= now {
-                due.push((
-                    cb.id.clone(),
-                    cb.queue_id.clone(),
-                    cb.priority,
-                    cb.virtual_enqueued_at,
-                ));
-            }
-        }
-        for (id, queue, priority, at) in due {
-            if let Some(q) = plan.queue(&queue) {
-                if !self.hl.with_floor(|f| f.has_callback(&id)) {
-                    self.hl.with_floor(|f| {
-                        f.enqueue_callback(&id, crate::service::queue_info(q), priority, at)
-                    });
-                }
-            }
-        }
-
-        // Dispatch from the head of each line.
         if self.dialers.is_empty() {
             return;
         }
-        let queues: HashSet<String> = self
-            .open
-            .values()
-            .filter(|c| c.state == CallbackState::Pending && c.not_before <= now)
-            .map(|c| c.queue_id.clone())
-            .collect();
-        for queue_id in queues {
-            let Some(queue) = plan.queue(&queue_id) else {
+        for queue_id in std::mem::take(&mut self.dirty) {
+            if let Some(queue) = plan.queue(&queue_id) {
+                self.dispatch_queue(queue, now).await;
+            }
+        }
+    }
+
+    /// A callback's timer went off: expire it, put it in line, or re-lease it.
+    async fn fire(&mut self, id: &str, plan: &CompiledPlan, now: DateTime<Utc>) {
+        let Some(cb) = self.open.get(id).cloned() else {
+            return;
+        };
+        match cb.state {
+            CallbackState::Pending if cb.expires_at <= now => {
+                match self.change(id, now, |cb| cb.expire(now)).await {
+                    Ok(_) => tracing::info!(callback_id = %id, "callback expired"),
+                    Err(e) => {
+                        tracing::warn!(callback_id = %id, error = %e, "expiring callback failed")
+                    }
+                }
+            }
+            CallbackState::Dispatched if cb.lease.as_ref().is_some_and(|l| l.until <= now) => {
+                self.redispatch(id, plan, now).await;
+            }
+            _ => {
+                if self.waiting_window.get(id).is_some_and(|w| *w <= now) {
+                    self.waiting_window.remove(id);
+                    self.dirty.insert(cb.queue_id.clone());
+                }
+                self.track(cb, now);
+            }
+        }
+    }
+
+    /// Dispatches callbacks from the head of a queue's line while agents are free.
+    async fn dispatch_queue(&mut self, queue: &Queue, now: DateTime<Utc>) {
+        let heads = self
+            .hl
+            .with_floor(|f| f.callbacks_before_first_call(&queue.id, HEAD_SCAN));
+        for id in heads {
+            if self.dialers.is_empty() {
+                // Looked at again once a dialer connects.
+                self.dirty.insert(queue.id.clone());
+                return;
+            }
+            let Some(cb) = self.open.get(&id) else {
                 continue;
             };
-            let heads = self
-                .hl
-                .with_floor(|f| f.callbacks_before_first_call(&queue_id));
-            for id in heads {
-                if self.dialers.is_empty() {
-                    return;
-                }
-                let Some(cb) = self.open.get(&id) else {
-                    continue;
-                };
-                let tz = customer_tz(cb);
-                if !policy::can_dial(queue, tz, now) {
-                    let next = policy::next_dial_opportunity(queue, tz, now);
-                    if let Some(at) = next {
-                        self.waiting_window.insert(id.clone(), at);
-                    }
-                    continue;
-                }
-                self.waiting_window.remove(&id);
-                let agent = match queue.callback.dialing {
-                    Dialing::AgentFirst => {
-                        match self.hl.with_floor(|f| f.free_agent(&queue.skills)) {
-                            Some(a) => Some(a),
-                            // No agent: this queue waits; nothing behind may pass.
-                            None => break,
-                        }
-                    }
-                    Dialing::CustomerFirst => None,
-                };
-                self.dispatch(&id, queue, agent, now).await;
+            if self.waiting_window.get(&id).is_some_and(|w| *w > now) {
+                continue;
             }
+            let tz = customer_tz(cb);
+            if !policy::can_dial(queue, tz, now) {
+                // Outside the customer's window or the queue's hours: it keeps its place
+                // but does not hold up the callbacks behind it.
+                let at = policy::next_dial_opportunity(queue, tz, now)
+                    .unwrap_or(now + chrono::Duration::hours(1));
+                self.waiting_window.insert(id.clone(), at);
+                let cb = cb.clone();
+                self.track(cb, now);
+                continue;
+            }
+            let agent = match queue.callback.dialing {
+                Dialing::AgentFirst => match self.hl.with_floor(|f| f.free_agent(&queue.skills)) {
+                    Some(a) => Some(a),
+                    // No agent: this queue waits for the next one to free up.
+                    None => return,
+                },
+                Dialing::CustomerFirst => None,
+            };
+            self.dispatch(&id, queue, agent, now).await;
         }
     }
 
@@ -730,7 +786,7 @@ impl Actor {
         }
         self.hl.with_floor(|f| f.remove_callback(id));
         self.by_attempt.insert(attempt_id.clone(), cb.id.clone());
-        self.open.insert(cb.id.clone(), cb.clone());
+        self.track(cb.clone(), now);
         let _ = queue;
         self.send(
             d,
@@ -749,6 +805,8 @@ impl Actor {
         };
         let previous = cb.lease.as_ref().map(|l| l.dialer_id.clone());
         let Some(d) = self.pick_dialer(previous.as_deref()) else {
+            // No dialer: it waits, leased to nobody, for the next one to connect.
+            self.orphaned.insert(id.to_owned());
             return;
         };
         let dialer_id = self.dialers[d].id.clone();
@@ -771,7 +829,7 @@ impl Actor {
             .map(|l| l.attempt_id.clone())
             .unwrap_or_default();
         tracing::info!(callback_id = %id, attempt_id = %attempt_id, "lease ran out; dispatching the same attempt again");
-        self.open.insert(cb.id.clone(), cb.clone());
+        self.track(cb.clone(), now);
         self.send(
             d,
             DispatchMsg {

@@ -136,8 +136,9 @@ impl Holdless {
         if let Some((start, end)) = req.slot {
             policy::validate_slot(queue, tz, start, end, now).map_err(|e| match e {
                 policy::SlotError::InPast
-                | policy::SlotError::WrongLength(_)
-                | policy::SlotError::Misaligned => invalid("slot_start", e.to_string()),
+                | policy::SlotError::WrongLength { .. }
+                | policy::SlotError::TooFarAhead { .. }
+                | policy::SlotError::Misaligned { .. } => invalid("slot_start", e.to_string()),
                 policy::SlotError::OutsideHours | policy::SlotError::OutsideWindow => {
                     ServiceError::FailedPrecondition(e.to_string())
                 }
@@ -199,6 +200,7 @@ impl Holdless {
                             queue_info(queue),
                             c.priority,
                             c.virtual_enqueued_at,
+                            taken.as_ref().map(|t| t.seq),
                         )
                     });
                     scheduler.added(c.clone()).await;
