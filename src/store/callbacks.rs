@@ -1,21 +1,27 @@
-//! Callback persistence in sled.
+//! Callback persistence in sled: one tree, `callbacks`, with four key spaces.
 //!
-//! - `callbacks`: id (ULID, so creation order) -> [`Callback`] (JSON)
-//! - `callbacks_due`: not-before time (i64 ms, sign flipped, big-endian) + id -> empty,
-//!   for every PENDING callback
-//! - `callbacks_open`: phone, 0x00, queue -> id, for every open callback (dedupe)
-//! - `callback_requests`: request id -> [`RequestRecord`] (idempotency, pruned)
+//! - `c` + id (ULID, so creation order) -> [`Callback`] (JSON)
+//! - `d` + not-before time (i64 ms, sign flipped, big-endian) + id -> empty, for every
+//!   PENDING callback (the due index)
+//! - `o` + phone + 0x00 + queue -> id, for every open callback (dedupe)
+//! - `r` + request id -> [`RequestRecord`] (idempotency, pruned)
 //!
-//! Every change of a callback and its index entries is one sled transaction.
+//! Every change of a callback and its index entries is one `apply_batch` on that one
+//! tree, which sled applies atomically. Changes only ever run on the store's single
+//! writer thread, so reading the current state and then applying the batch cannot race
+//! another writer; readers on other threads see a change whole or not at all.
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
-use sled::transaction::{ConflictableTransactionError, TransactionalTree};
-use sled::Transactional;
 
-use super::sled_store::{abort, corrupt, decode, encode, io, tx_result, SledStore};
+use super::sled_store::{corrupt, decode, encode, io, SledStore};
 use super::{CallbackCreate, CallbackFilter, StoreError, StoreResult};
 use crate::domain::callback::{Callback, CallbackState};
+
+const RECORD: u8 = b'c';
+const DUE: u8 = b'd';
+const OPEN: u8 = b'o';
+const REQUEST: u8 = b'r';
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub(crate) struct RequestRecord {
@@ -23,145 +29,141 @@ pub(crate) struct RequestRecord {
     pub at: DateTime<Utc>,
 }
 
+fn key(space: u8, rest: &[u8]) -> Vec<u8> {
+    let mut k = Vec::with_capacity(rest.len() + 1);
+    k.push(space);
+    k.extend_from_slice(rest);
+    k
+}
+
+fn record_key(id: &str) -> Vec<u8> {
+    key(RECORD, id.as_bytes())
+}
+
 pub(crate) fn due_key(c: &Callback) -> Vec<u8> {
-    let mut k = (c.not_before.timestamp_millis() as u64 ^ (1 << 63))
-        .to_be_bytes()
-        .to_vec();
+    let mut k = vec![DUE];
+    k.extend_from_slice(&(c.not_before.timestamp_millis() as u64 ^ (1 << 63)).to_be_bytes());
     k.extend_from_slice(c.id.as_bytes());
     k
 }
 
 pub(crate) fn open_key(phone: &str, queue: &str) -> Vec<u8> {
-    let mut k = phone.as_bytes().to_vec();
+    let mut k = vec![OPEN];
+    k.extend_from_slice(phone.as_bytes());
     k.push(0);
     k.extend_from_slice(queue.as_bytes());
     k
 }
 
-type TxResult<T> = Result<T, ConflictableTransactionError<StoreError>>;
-
-fn read(tree: &TransactionalTree, id: &[u8]) -> TxResult<Option<Callback>> {
-    match tree.get(id)? {
-        None => Ok(None),
-        Some(v) => decode(&v).map(Some).or_else(abort),
-    }
+fn request_key(request_id: &str) -> Vec<u8> {
+    key(REQUEST, request_id.as_bytes())
 }
 
-/// Writes `new` (replacing `old`, if any) with its index entries.
-fn put(
-    callbacks: &TransactionalTree,
-    due: &TransactionalTree,
-    open: &TransactionalTree,
-    old: Option<&Callback>,
-    new: &Callback,
-) -> TxResult<()> {
+/// The batch that replaces `old` (if any) with `new`, index entries included.
+fn change(tree: &sled::Tree, old: Option<&Callback>, new: &Callback) -> StoreResult<sled::Batch> {
+    let mut b = sled::Batch::default();
     if let Some(old) = old {
         if old.state == CallbackState::Pending {
-            due.remove(due_key(old))?;
+            b.remove(due_key(old));
         }
         if old.state.is_open() && !new.state.is_open() {
             let k = open_key(&old.phone, &old.queue_id);
-            if open.get(&k)?.as_deref() == Some(old.id.as_bytes()) {
-                open.remove(k)?;
+            if tree.get(&k).map_err(io)?.as_deref() == Some(old.id.as_bytes()) {
+                b.remove(k);
             }
         }
     }
     if new.state == CallbackState::Pending {
-        due.insert(due_key(new), &[] as &[u8])?;
+        b.insert(due_key(new), &[] as &[u8]);
     }
     if new.state.is_open() {
-        open.insert(open_key(&new.phone, &new.queue_id), new.id.as_bytes())?;
+        b.insert(open_key(&new.phone, &new.queue_id), new.id.as_bytes());
     }
-    callbacks.insert(new.id.as_bytes(), encode(new))?;
-    Ok(())
+    b.insert(record_key(&new.id), encode(new));
+    Ok(b)
 }
 
 impl SledStore {
-    pub(crate) fn create_callback_blocking(
-        &self,
-        cb: Callback,
-        request_id: Option<String>,
-    ) -> StoreResult<CallbackCreate> {
-        let t = &self.trees;
-        let r = (
-            &t.callbacks,
-            &t.callbacks_due,
-            &t.callbacks_open,
-            &t.callback_requests,
-        )
-            .transaction(|(callbacks, due, open, requests)| {
-                if let Some(rid) = &request_id {
-                    if let Some(v) = requests.get(rid.as_bytes())? {
-                        let rec: RequestRecord = decode(&v).or_else(abort)?;
-                        return match read(callbacks, rec.callback_id.as_bytes())? {
-                            Some(c) => Ok(CallbackCreate::Replayed(c)),
-                            None => abort(corrupt(format!(
-                                "request {rid} names missing callback {}",
-                                rec.callback_id
-                            ))),
-                        };
-                    }
-                }
-                let existing = match open.get(open_key(&cb.phone, &cb.queue_id))? {
-                    Some(id) => read(callbacks, &id)?,
-                    None => None,
-                };
-                let (outcome, id) = match existing {
-                    Some(c) => {
-                        let id = c.id.clone();
-                        (CallbackCreate::Existing(c), id)
-                    }
-                    None => {
-                        put(callbacks, due, open, None, &cb)?;
-                        (CallbackCreate::Created(cb.clone()), cb.id.clone())
-                    }
-                };
-                if let Some(rid) = &request_id {
-                    let rec = RequestRecord {
-                        callback_id: id,
-                        at: cb.created_at,
-                    };
-                    requests.insert(rid.as_bytes(), encode(&rec))?;
-                }
-                Ok(outcome)
-            });
-        tx_result(r)
-    }
-
-    pub(crate) fn update_callback_blocking(&self, cb: Callback) -> StoreResult<()> {
-        let t = &self.trees;
-        let r = (&t.callbacks, &t.callbacks_due, &t.callbacks_open).transaction(
-            |(callbacks, due, open)| {
-                let old = read(callbacks, cb.id.as_bytes())?;
-                match &old {
-                    Some(o) if o.version + 1 == cb.version => {}
-                    _ => return abort(StoreError::Stale { id: cb.id.clone() }),
-                }
-                put(callbacks, due, open, old.as_ref(), &cb)
-            },
-        );
-        tx_result(r)
-    }
-
-    pub(crate) fn get_callback(&self, id: &str) -> StoreResult<Option<Callback>> {
+    fn read_callback(&self, id: &[u8]) -> StoreResult<Option<Callback>> {
         self.trees
             .callbacks
-            .get(id.as_bytes())
+            .get(key(RECORD, id))
             .map_err(io)?
             .map(|v| decode(&v))
             .transpose()
     }
 
+    /// Runs on the writer thread only.
+    pub(crate) fn create_callback_blocking(
+        &self,
+        cb: Callback,
+        request_id: Option<String>,
+    ) -> StoreResult<CallbackCreate> {
+        let tree = &self.trees.callbacks;
+        if let Some(rid) = &request_id {
+            if let Some(v) = tree.get(request_key(rid)).map_err(io)? {
+                let rec: RequestRecord = decode(&v)?;
+                return match self.read_callback(rec.callback_id.as_bytes())? {
+                    Some(c) => Ok(CallbackCreate::Replayed(c)),
+                    None => Err(corrupt(format!(
+                        "request {rid} names missing callback {}",
+                        rec.callback_id
+                    ))),
+                };
+            }
+        }
+        let existing = match tree.get(open_key(&cb.phone, &cb.queue_id)).map_err(io)? {
+            Some(id) => self.read_callback(&id)?,
+            None => None,
+        };
+        let (mut batch, outcome, id) = match existing {
+            Some(c) => {
+                let id = c.id.clone();
+                (sled::Batch::default(), CallbackCreate::Existing(c), id)
+            }
+            None => (
+                change(tree, None, &cb)?,
+                CallbackCreate::Created(cb.clone()),
+                cb.id.clone(),
+            ),
+        };
+        if let Some(rid) = &request_id {
+            let rec = RequestRecord {
+                callback_id: id,
+                at: cb.created_at,
+            };
+            batch.insert(request_key(rid), encode(&rec));
+        }
+        tree.apply_batch(batch).map_err(io)?;
+        Ok(outcome)
+    }
+
+    /// Runs on the writer thread only.
+    pub(crate) fn update_callback_blocking(&self, cb: Callback) -> StoreResult<()> {
+        let tree = &self.trees.callbacks;
+        let old = self.read_callback(cb.id.as_bytes())?;
+        match &old {
+            Some(o) if o.version + 1 == cb.version => {}
+            _ => return Err(StoreError::Stale { id: cb.id.clone() }),
+        }
+        let batch = change(tree, old.as_ref(), &cb)?;
+        tree.apply_batch(batch).map_err(io)
+    }
+
+    pub(crate) fn get_callback(&self, id: &str) -> StoreResult<Option<Callback>> {
+        self.read_callback(id.as_bytes())
+    }
+
     pub(crate) fn open_callbacks_blocking(&self) -> StoreResult<Vec<Callback>> {
         let mut out = Vec::new();
-        for item in self.trees.callbacks_open.iter() {
+        for item in self.trees.callbacks.scan_prefix([OPEN]) {
             let (_, id) = item.map_err(io)?;
-            let id = std::str::from_utf8(&id).map_err(corrupt)?;
-            match self.get_callback(id)? {
+            match self.read_callback(&id)? {
                 Some(c) if c.state.is_open() => out.push(c),
                 _ => {
                     return Err(corrupt(format!(
-                        "open index names callback {id}, which is not open"
+                        "open index names callback {}, which is not open",
+                        String::from_utf8_lossy(&id)
                     )))
                 }
             }
@@ -176,15 +178,15 @@ impl SledStore {
         limit: usize,
     ) -> StoreResult<Vec<Callback>> {
         let mut out = Vec::new();
-        let range = match after {
+        let start = match after {
             Some(a) => {
-                let mut start = a.as_bytes().to_vec();
-                start.push(0);
-                self.trees.callbacks.range(start..)
+                let mut k = record_key(a);
+                k.push(0);
+                k
             }
-            None => self.trees.callbacks.range::<&[u8], _>(..),
+            None => vec![RECORD],
         };
-        for item in range {
+        for item in self.trees.callbacks.range(start..vec![RECORD + 1]) {
             let (_, v) = item.map_err(io)?;
             let c: Callback = decode(&v)?;
             if filter.queue_id.as_ref().is_some_and(|q| q != &c.queue_id)
@@ -201,19 +203,22 @@ impl SledStore {
         Ok(out)
     }
 
+    /// Runs on the writer thread only.
     pub(crate) fn prune_callback_requests_blocking(
         &self,
         before: DateTime<Utc>,
     ) -> StoreResult<usize> {
+        let mut batch = sled::Batch::default();
         let mut n = 0;
-        for item in self.trees.callback_requests.iter() {
+        for item in self.trees.callbacks.scan_prefix([REQUEST]) {
             let (k, v) = item.map_err(io)?;
             let rec: RequestRecord = decode(&v)?;
             if rec.at < before {
-                self.trees.callback_requests.remove(k).map_err(io)?;
+                batch.remove(k);
                 n += 1;
             }
         }
+        self.trees.callbacks.apply_batch(batch).map_err(io)?;
         Ok(n)
     }
 
@@ -221,7 +226,7 @@ impl SledStore {
         let mut problems = Vec::new();
         let mut pending = std::collections::BTreeSet::new();
         let mut open = std::collections::BTreeMap::new();
-        for item in self.trees.callbacks.iter() {
+        for item in self.trees.callbacks.scan_prefix([RECORD]) {
             let (_, v) = item.map_err(io)?;
             let c: Callback = decode(&v)?;
             if c.state == CallbackState::Pending {
@@ -240,24 +245,26 @@ impl SledStore {
         }
         let due: std::collections::BTreeSet<Vec<u8>> = self
             .trees
-            .callbacks_due
-            .iter()
+            .callbacks
+            .scan_prefix([DUE])
             .keys()
             .map(|k| k.map(|k| k.to_vec()).map_err(io))
             .collect::<StoreResult<_>>()?;
         for k in due.symmetric_difference(&pending) {
-            let id = String::from_utf8_lossy(k.get(8..).unwrap_or_default()).into_owned();
+            let id = String::from_utf8_lossy(k.get(9..).unwrap_or_default()).into_owned();
             problems.push(if due.contains(k) {
                 format!("due index holds {id}, which is not pending at that time")
             } else {
                 format!("pending callback {id} is missing from the due index")
             });
         }
-        for item in self.trees.callbacks_open.iter() {
+        for item in self.trees.callbacks.scan_prefix([OPEN]) {
             let (k, v) = item.map_err(io)?;
             let id = String::from_utf8_lossy(&v).into_owned();
             if open.remove(k.as_ref()) != Some(id.clone()) {
-                problems.push(format!("open index holds {id}, which is not the open callback for its number and queue"));
+                problems.push(format!(
+                    "open index holds {id}, which is not the open callback for its number and queue"
+                ));
             }
         }
         for (_, id) in open {

@@ -1,104 +1,209 @@
-//! Group commit. Writers apply their sled transaction, then wait here; one task runs
-//! `Db::flush` on a blocking thread followed by `fdatasync` of sled's data file (sled's
-//! own flush uses `sync_file_range`, which survives a process crash but not a power
-//! loss) and wakes every writer that was queued before that flush began. One flush
-//! acknowledges a whole batch, and `flush` is never called concurrently (sled 0.34.7
-//! deadlocks when many tasks flush at once).
+//! Group commit on two threads. Writers hand their change (a short sled batch) to the
+//! applier thread and wait. The applier takes every change queued and applies them one
+//! after the other (no two writers contend, none runs on the async threads), then hands
+//! the batch to the flusher. The flusher makes everything applied so far durable once:
+//! `Db::flush` followed by `fdatasync` of sled's data file (sled's own flush uses
+//! `sync_file_range`, which survives a process crash but not a power loss), and only
+//! then answers each writer of the batches it covered, with its own result. Applying
+//! the next batch overlaps flushing the last. `flush` is only ever called from the
+//! flusher (sled 0.34.7 deadlocks when many tasks flush at once).
 
 use std::fs::File;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use tokio::sync::{mpsc, oneshot};
-use tokio::task::JoinHandle;
 
+use super::sled_store::SledStore;
 use super::{StoreError, StoreResult};
 
-/// Writers that may wait for one flush before `durable` applies back-pressure.
+/// Changes waiting for the writer before senders feel back-pressure.
 const QUEUE_DEPTH: usize = 65_536;
+/// Most changes applied per durable flush.
+const MAX_BATCH: usize = 8_192;
 
-type Waiter = oneshot::Sender<StoreResult<()>>;
+/// Answers a writer once its batch is durable (or not).
+pub(crate) type Finisher = Box<dyn FnOnce(StoreResult<()>) + Send>;
+/// A change: applied on the writer thread, returns how to answer its writer.
+pub(crate) type Job = Box<dyn FnOnce(&SledStore) -> Finisher + Send>;
+
+enum Msg {
+    Job(Job),
+    Stop,
+}
 
 #[derive(Debug, Default)]
 pub struct CommitStats {
-    /// Flushes done.
+    /// Durable flushes done.
     pub flushes: AtomicU64,
-    /// Writers acknowledged.
+    /// Changes acknowledged.
     pub acknowledged: AtomicU64,
 }
 
 pub struct Committer {
-    tx: Mutex<Option<mpsc::Sender<Waiter>>>,
-    task: tokio::sync::Mutex<Option<JoinHandle<()>>>,
+    tx: Mutex<Option<mpsc::Sender<Msg>>>,
+    thread: Mutex<Option<std::thread::JoinHandle<()>>>,
     pub stats: Arc<CommitStats>,
 }
 
 impl Committer {
-    /// Starts the committer task for `db`, whose data file is `data_file`.
-    pub fn start(db: sled::Db, data_file: File) -> Self {
-        let (tx, rx) = mpsc::channel(QUEUE_DEPTH);
-        let stats = Arc::new(CommitStats::default());
-        let task = tokio::spawn(run(db, Arc::new(data_file), rx, stats.clone()));
+    /// A committer not running yet; `start` gives it its thread.
+    pub fn new() -> Self {
         Self {
-            tx: Mutex::new(Some(tx)),
-            task: tokio::sync::Mutex::new(Some(task)),
-            stats,
+            tx: Mutex::new(None),
+            thread: Mutex::new(None),
+            stats: Arc::new(CommitStats::default()),
         }
     }
 
-    /// Returns once every write that finished before this call is on disk.
-    pub async fn durable(&self) -> StoreResult<()> {
-        let tx = self
-            .tx
+    /// Starts the writer thread over `store`, whose data file is `data_file`.
+    pub fn start(&self, store: SledStore, db: sled::Db, data_file: File) -> StoreResult<()> {
+        let (tx, rx) = mpsc::channel(QUEUE_DEPTH);
+        let stats = self.stats.clone();
+        let handle = std::thread::Builder::new()
+            .name("holdless-writer".into())
+            .spawn(move || run(store, db, data_file, rx, stats))
+            .map_err(|e| StoreError::Io(format!("cannot start the writer thread: {e}")))?;
+        *self.tx.lock().unwrap_or_else(|e| e.into_inner()) = Some(tx);
+        *self.thread.lock().unwrap_or_else(|e| e.into_inner()) = Some(handle);
+        Ok(())
+    }
+
+    fn sender(&self) -> StoreResult<mpsc::Sender<Msg>> {
+        self.tx
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .clone()
-            .ok_or(StoreError::Closed)?;
-        let (waiter, done) = oneshot::channel();
-        tx.send(waiter).await.map_err(|_| StoreError::Closed)?;
-        done.await.map_err(|_| StoreError::Closed)?
+            .ok_or(StoreError::Closed)
     }
 
-    /// Flushes what is queued, stops the task and lets go of its `Db` handle; later
-    /// writes fail with [`StoreError::Closed`].
+    /// Applies `f` on the writer thread and returns its result once it is durable.
+    pub async fn write<T, F>(&self, f: F) -> StoreResult<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&SledStore) -> StoreResult<T> + Send + 'static,
+    {
+        let (done, result) = oneshot::channel::<StoreResult<T>>();
+        let job: Job = Box::new(move |store| {
+            let out = f(store);
+            Box::new(move |flushed: StoreResult<()>| {
+                let answer = match (out, flushed) {
+                    (Ok(v), Ok(())) => Ok(v),
+                    (Err(e), _) | (Ok(_), Err(e)) => Err(e),
+                };
+                let _ = done.send(answer);
+            })
+        });
+        self.sender()?
+            .send(Msg::Job(job))
+            .await
+            .map_err(|_| StoreError::Closed)?;
+        result.await.map_err(|_| StoreError::Closed)?
+    }
+
+    /// Returns once everything written before this call is durable.
+    pub async fn durable(&self) -> StoreResult<()> {
+        self.write(|_| Ok(())).await
+    }
+
+    /// Finishes what is queued, stops the thread and lets go of its store handle;
+    /// later writes fail with [`StoreError::Closed`].
     pub async fn close(&self) {
-        drop(self.tx.lock().unwrap_or_else(|e| e.into_inner()).take());
-        if let Some(task) = self.task.lock().await.take() {
-            let _ = task.await;
+        let tx = self.tx.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some(tx) = tx {
+            let _ = tx.send(Msg::Stop).await;
+        }
+        let handle = self.thread.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some(h) = handle {
+            let _ = tokio::task::spawn_blocking(move || h.join()).await;
         }
     }
 }
 
-async fn run(
+/// The applier: applies queued changes in order and passes each batch's finishers to
+/// the flusher, so applying the next batch overlaps making the last one durable.
+fn run(
+    store: SledStore,
     db: sled::Db,
-    data_file: Arc<File>,
-    mut rx: mpsc::Receiver<Waiter>,
+    data_file: File,
+    mut rx: mpsc::Receiver<Msg>,
     stats: Arc<CommitStats>,
 ) {
-    let mut batch = Vec::new();
-    while let Some(first) = rx.recv().await {
-        batch.push(first);
-        while let Ok(more) = rx.try_recv() {
-            batch.push(more);
+    let (to_flusher, flusher_rx) = std::sync::mpsc::channel::<Vec<Finisher>>();
+    let flusher = std::thread::Builder::new()
+        .name("holdless-flusher".into())
+        .spawn(move || flush_loop(db, data_file, flusher_rx, stats));
+    let flusher = match flusher {
+        Ok(f) => f,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot start the flusher thread; writes are refused");
+            return;
         }
-        let db = db.clone();
-        let file = data_file.clone();
-        let result = tokio::task::spawn_blocking(move || -> StoreResult<()> {
-            db.flush().map_err(|e| StoreError::Io(e.to_string()))?;
-            file.sync_data().map_err(|e| StoreError::Io(e.to_string()))
-        })
-        .await
-        .unwrap_or_else(|e| Err(StoreError::Io(format!("flush task failed: {e}"))));
+    };
+    let mut batch = Vec::new();
+    while let Some(first) = rx.blocking_recv() {
+        batch.push(first);
+        while batch.len() < MAX_BATCH {
+            match rx.try_recv() {
+                Ok(m) => batch.push(m),
+                Err(_) => break,
+            }
+        }
+        let mut stop = false;
+        let mut finishers: Vec<Finisher> = Vec::with_capacity(batch.len());
+        for msg in batch.drain(..) {
+            match msg {
+                Msg::Job(job) => finishers.push(job(&store)),
+                Msg::Stop => stop = true,
+            }
+        }
+        if !finishers.is_empty() && to_flusher.send(finishers).is_err() {
+            break;
+        }
+        if stop {
+            break;
+        }
+    }
+    drop(to_flusher);
+    let _ = flusher.join();
+}
+
+/// The flusher: one `flush` + `fdatasync` acknowledges every change applied before it
+/// began (all the batches queued by then).
+fn flush_loop(
+    db: sled::Db,
+    data_file: File,
+    rx: std::sync::mpsc::Receiver<Vec<Finisher>>,
+    stats: Arc<CommitStats>,
+) {
+    while let Ok(mut finishers) = rx.recv() {
+        while let Ok(mut more) = rx.try_recv() {
+            finishers.append(&mut more);
+        }
+        let started = std::time::Instant::now();
+        let result = db
+            .flush()
+            .map(|_| ())
+            .map_err(|e| StoreError::Io(e.to_string()))
+            .and_then(|()| {
+                data_file
+                    .sync_data()
+                    .map_err(|e| StoreError::Io(e.to_string()))
+            });
         if let Err(e) = &result {
             tracing::error!(error = %e, "store flush failed; writes in this batch are refused");
         }
+        tracing::trace!(
+            batch = finishers.len(),
+            flush_us = started.elapsed().as_micros() as u64,
+            "durable"
+        );
         stats.flushes.fetch_add(1, Ordering::Relaxed);
         stats
             .acknowledged
-            .fetch_add(batch.len() as u64, Ordering::Relaxed);
-        for waiter in batch.drain(..) {
-            // A writer that gave up waiting (client went away) is not an error.
-            let _ = waiter.send(result.clone());
+            .fetch_add(finishers.len() as u64, Ordering::Relaxed);
+        for f in finishers {
+            f(result.clone());
         }
     }
 }

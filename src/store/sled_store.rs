@@ -1,6 +1,6 @@
-//! The embedded store over sled 0.34. Transactions are short, run on blocking threads
-//! (they take a process-wide lock) and are never held across an `.await`; durability
-//! comes from the group committer.
+//! The embedded store over sled 0.34. Every change runs on the committer's single
+//! applier thread (short transactions or atomic batches, never on the async threads,
+//! never across an `.await`); durability comes from the group committer's flusher.
 //!
 //! Layout (values are JSON):
 //! - `plans`: version (u64 big-endian) -> [`PlanRecord`]
@@ -38,12 +38,9 @@ pub struct SledStore {
     committer: Arc<Committer>,
 }
 
-/// The callback trees (see `store::callbacks`).
+/// The callback tree (see `store::callbacks`).
 pub(crate) struct CallbackTrees {
     pub callbacks: sled::Tree,
-    pub callbacks_due: sled::Tree,
-    pub callbacks_open: sled::Tree,
-    pub callback_requests: sled::Tree,
 }
 
 pub(crate) fn io(e: impl std::fmt::Display) -> StoreError {
@@ -81,9 +78,9 @@ pub(crate) fn abort<T>(e: StoreError) -> Result<T, ConflictableTransactionError<
 }
 
 impl SledStore {
-    /// Opens (or creates) the store in `path`. Must run inside a tokio runtime (it
-    /// starts the committer task); blocking, so call it from `spawn_blocking` on a
-    /// busy runtime.
+    /// Opens (or creates) the store in `path` and starts its writer threads. Blocking,
+    /// so call it from `spawn_blocking` on a busy runtime. Call [`Store::close`] before
+    /// dropping the last handle: the writer threads hold the database open until then.
     pub fn open(path: &Path) -> StoreResult<Self> {
         std::fs::create_dir_all(path).map_err(io)?;
         let db = sled::Config::new()
@@ -96,7 +93,7 @@ impl SledStore {
             .write(true)
             .open(path.join("db"))
             .map_err(io)?;
-        Ok(Self {
+        let store = Self {
             plans: db.open_tree("plans").map_err(io)?,
             meta: db.open_tree("meta").map_err(io)?,
             customers: db.open_tree("customers").map_err(io)?,
@@ -105,12 +102,11 @@ impl SledStore {
             contacts_by_party: db.open_tree("contacts_by_party").map_err(io)?,
             trees: Arc::new(CallbackTrees {
                 callbacks: db.open_tree("callbacks").map_err(io)?,
-                callbacks_due: db.open_tree("callbacks_due").map_err(io)?,
-                callbacks_open: db.open_tree("callbacks_open").map_err(io)?,
-                callback_requests: db.open_tree("callback_requests").map_err(io)?,
             }),
-            committer: Arc::new(Committer::start(db, data_file)),
-        })
+            committer: Arc::new(Committer::new()),
+        };
+        store.committer.start(store.clone(), db, data_file)?;
+        Ok(store)
     }
 
     /// Group-commit counters (flushes done, writers acknowledged).
@@ -118,19 +114,14 @@ impl SledStore {
         self.committer.stats.clone()
     }
 
-    /// Runs a blocking closure (a sled transaction) off the async threads, then waits
-    /// for it to be durable.
+    /// Applies `f` (a short sled transaction) on the writer thread and returns its
+    /// result once the change is durable.
     async fn write<T, F>(&self, f: F) -> StoreResult<T>
     where
         T: Send + 'static,
         F: FnOnce(&SledStore) -> StoreResult<T> + Send + 'static,
     {
-        let this = self.clone();
-        let out = tokio::task::spawn_blocking(move || f(&this))
-            .await
-            .map_err(|e| io(format!("write task failed: {e}")))??;
-        self.committer.durable().await?;
-        Ok(out)
+        self.committer.write(f).await
     }
 
     fn read_customer(
