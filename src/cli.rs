@@ -45,8 +45,43 @@ pub enum Command {
     /// Read and change customer records.
     #[command(subcommand)]
     Customer(CustomerCommand),
+    /// List, show and cancel callbacks.
+    #[command(subcommand)]
+    Callbacks(CallbacksCommand),
     /// Load-test a server (with `--baseline`: and a no-op server in the same run).
     Bench(BenchArgs),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum CallbacksCommand {
+    /// List callbacks (newest last), optionally filtered.
+    List {
+        #[arg(long)]
+        queue: Option<String>,
+        /// pending, dispatched, completed, failed, cancelled or expired.
+        #[arg(long)]
+        state: Option<String>,
+        #[arg(long)]
+        phone: Option<String>,
+        #[arg(long, default_value_t = 50)]
+        limit: i32,
+        #[command(flatten)]
+        server: ServerArg,
+    },
+    /// Show one callback.
+    Show {
+        id: String,
+        #[command(flatten)]
+        server: ServerArg,
+    },
+    /// Cancel a pending callback.
+    Cancel {
+        id: String,
+        #[arg(long, default_value = "supervisor")]
+        reason: String,
+        #[command(flatten)]
+        server: ServerArg,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -338,6 +373,7 @@ async fn admin(command: Command) -> ExitCode {
         Command::Plan(cmd) => plan(cmd).await,
         Command::Customer(cmd) => customer(cmd).await,
         Command::Bench(args) => bench(args).await,
+        Command::Callbacks(cmd) => callbacks(cmd).await,
     };
     match result {
         Ok(out) => {
@@ -839,4 +875,129 @@ async fn wait_until_serving(target: &str) -> Result<(), String> {
     tokio::time::timeout(std::time::Duration::from_secs(30), wait)
         .await
         .map_err(|_| "server did not become SERVING within 30 s".to_string())?
+}
+
+fn callback_line(c: &pb::Callback) -> String {
+    let state = pb::CallbackState::try_from(c.state)
+        .map(|s| {
+            s.as_str_name()
+                .trim_start_matches("CALLBACK_STATE_")
+                .to_ascii_lowercase()
+        })
+        .unwrap_or_default();
+    let when = |t: &Option<prost_types::Timestamp>| {
+        t.as_ref()
+            .and_then(crate::api::convert::instant)
+            .map(|t| t.format("%Y-%m-%d %H:%M UTC").to_string())
+            .unwrap_or_else(|| "-".into())
+    };
+    let place = if c.position > 0 {
+        format!(" #{}", c.position)
+    } else {
+        String::new()
+    };
+    format!(
+        "{}  {:<10} {:<12} {:<16} attempts {}/{}  next {}{}{}\n",
+        c.callback_id,
+        state,
+        c.queue_id,
+        c.phone_number,
+        c.attempts,
+        c.max_attempts,
+        when(&c.next_attempt_time),
+        place,
+        if c.cancel_reason.is_empty() {
+            String::new()
+        } else {
+            format!("  ({})", c.cancel_reason)
+        }
+    )
+}
+
+async fn callbacks(cmd: CallbacksCommand) -> Result<String, Failure> {
+    use pb::callback_service_client::CallbackServiceClient;
+    match cmd {
+        CallbacksCommand::List {
+            queue,
+            state,
+            phone,
+            limit,
+            server,
+        } => {
+            let state = match state.as_deref() {
+                None => pb::CallbackState::Unspecified,
+                Some(s) => pb::CallbackState::from_str_name(&format!(
+                    "CALLBACK_STATE_{}",
+                    s.to_ascii_uppercase()
+                ))
+                .ok_or_else(|| Failure {
+                    code: EXIT_CONFIG,
+                    message: format!("unknown state '{s}'"),
+                })?,
+            };
+            let mut c = CallbackServiceClient::new(connect(&server).await?);
+            let r = c
+                .list_callbacks(pb::ListCallbacksRequest {
+                    queue_id: queue.unwrap_or_default(),
+                    state: state as i32,
+                    phone_number: phone.unwrap_or_default(),
+                    page_size: limit,
+                    page_token: String::new(),
+                })
+                .await?
+                .into_inner();
+            if server.json {
+                let items: Vec<_> = r.callbacks.iter().map(callback_json).collect();
+                return Ok(to_json(
+                    &serde_json::json!({"callbacks": items, "next_page_token": r.next_page_token}),
+                ));
+            }
+            let mut out: String = r.callbacks.iter().map(callback_line).collect();
+            if out.is_empty() {
+                out = "no callbacks\n".into();
+            }
+            Ok(out)
+        }
+        CallbacksCommand::Show { id, server } => {
+            let mut c = CallbackServiceClient::new(connect(&server).await?);
+            let cb = c
+                .get_callback(pb::GetCallbackRequest { callback_id: id })
+                .await?
+                .into_inner()
+                .callback
+                .unwrap_or_default();
+            if server.json {
+                return Ok(to_json(&callback_json(&cb)));
+            }
+            Ok(callback_line(&cb))
+        }
+        CallbacksCommand::Cancel { id, reason, server } => {
+            let mut c = CallbackServiceClient::new(connect(&server).await?);
+            let cb = c
+                .cancel_callback(pb::CancelCallbackRequest {
+                    callback_id: id,
+                    reason,
+                })
+                .await?
+                .into_inner()
+                .callback
+                .unwrap_or_default();
+            Ok(callback_line(&cb))
+        }
+    }
+}
+
+fn callback_json(c: &pb::Callback) -> serde_json::Value {
+    serde_json::json!({
+        "callback_id": c.callback_id,
+        "state": pb::CallbackState::try_from(c.state).map(|s| s.as_str_name()).unwrap_or(""),
+        "queue_id": c.queue_id,
+        "phone_number": c.phone_number,
+        "attempts": c.attempts,
+        "max_attempts": c.max_attempts,
+        "position": c.position,
+        "estimated_wait_secs": c.estimated_wait.map(|w| w.seconds),
+        "cancel_reason": c.cancel_reason,
+        "time_zone": c.time_zone,
+    })
 }

@@ -185,3 +185,67 @@ fn bench_tool_runs_a_tiny_comparison_with_the_baseline() {
     }
     assert!(v["throughput_ratio"].as_f64().unwrap() > 0.0);
 }
+
+#[tokio::test]
+async fn callbacks_commands_list_show_and_cancel() {
+    let app = spawn_app().await;
+    let mut c =
+        holdless::api::pb::callback_service_client::CallbackServiceClient::new(app.channel.clone());
+    let cb = c
+        .request_callback(holdless::api::pb::RequestCallbackRequest {
+            queue_id: "general".into(),
+            phone_number: "+12125550142".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .callback
+        .unwrap();
+    let server = format!("http://{}", app.addr);
+    let id = cb.callback_id.clone();
+    let out = tokio::task::spawn_blocking(move || {
+        let list = holdless()
+            .args([
+                "callbacks",
+                "list",
+                "--state",
+                "pending",
+                "--server",
+                &server,
+            ])
+            .output()
+            .unwrap();
+        let show = holdless()
+            .args(["callbacks", "show", &id, "--json", "--server", &server])
+            .output()
+            .unwrap();
+        let cancel = holdless()
+            .args([
+                "callbacks",
+                "cancel",
+                &id,
+                "--reason",
+                "duplicate",
+                "--server",
+                &server,
+            ])
+            .output()
+            .unwrap();
+        (list, show, cancel)
+    })
+    .await
+    .unwrap();
+    let list = String::from_utf8_lossy(&out.0.stdout);
+    assert!(
+        list.contains(&cb.callback_id) && list.contains("pending") && list.contains("+12125550142"),
+        "{list}"
+    );
+    let show: serde_json::Value = serde_json::from_slice(&out.1.stdout).unwrap();
+    assert_eq!(show["state"], "CALLBACK_STATE_PENDING");
+    let cancel = String::from_utf8_lossy(&out.2.stdout);
+    assert!(
+        out.2.status.success() && cancel.contains("cancelled") && cancel.contains("duplicate"),
+        "{cancel}"
+    );
+}

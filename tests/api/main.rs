@@ -5,6 +5,7 @@ mod helpers;
 
 mod callbacks;
 mod cli;
+mod crash;
 mod customers;
 mod health;
 mod live;
