@@ -107,12 +107,12 @@ fn route_request(run: &str, client: usize, n: u64) -> pb::RouteCallRequest {
     }
 }
 
-/// Unique E.164 numbers: +1 then ten digits from the run, client and sequence.
-fn callback_request(run_seed: u64, client: usize, n: u64) -> pb::RequestCallbackRequest {
-    let unique = (run_seed % 1_000) * 10_000_000 + (n * 131 + client as u64) % 10_000_000;
+/// A number per request, unique within a run of up to ten million requests: +1, an
+/// area code from the run, then the request's sequence number.
+fn callback_request(run_seed: u64, _client: usize, n: u64) -> pb::RequestCallbackRequest {
     pb::RequestCallbackRequest {
         queue_id: "general".into(),
-        phone_number: format!("+1{}", 2_000_000_000 + unique % 7_000_000_000),
+        phone_number: format!("+1{}{:07}", 200 + run_seed % 800, n % 10_000_000),
         ..Default::default()
     }
 }

@@ -45,20 +45,23 @@ pub enum DispatchOutcome {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case", tag = "kind")]
+#[serde(rename_all = "snake_case")]
 pub enum CallbackKind {
     Asap,
     Scheduled {
+        #[serde(with = "chrono::serde::ts_milliseconds")]
         start: DateTime<Utc>,
+        #[serde(with = "chrono::serde::ts_milliseconds")]
         end: DateTime<Utc>,
     },
 }
 
-/// A dispatch in progress.
+/// A dispatch in progress. (Stored compactly: instants as epoch milliseconds.)
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Lease {
     pub attempt_id: String,
     pub dialer_id: String,
+    #[serde(with = "chrono::serde::ts_milliseconds")]
     pub until: DateTime<Utc>,
     /// Agent reserved for the call (agent-first), if any.
     pub agent_id: Option<String>,
@@ -77,13 +80,16 @@ pub struct Callback {
     /// IANA zone of the customer (calling window).
     pub time_zone: String,
     /// Place in line: the offered call's enqueue time, or the request time.
+    #[serde(with = "chrono::serde::ts_milliseconds")]
     pub virtual_enqueued_at: DateTime<Utc>,
     pub priority: i32,
     /// Attempts dispatched so far.
     pub attempts: u32,
     pub max_attempts: u32,
     /// Not dialed before this instant (backoff, slot start).
+    #[serde(with = "chrono::serde::ts_milliseconds")]
     pub not_before: DateTime<Utc>,
+    #[serde(with = "chrono::serde::ts_milliseconds")]
     pub expires_at: DateTime<Utc>,
     pub lease: Option<Lease>,
     pub last_outcome: Option<DispatchOutcome>,
@@ -94,7 +100,9 @@ pub struct Callback {
     pub ewt_at_request_secs: Option<f64>,
     /// Principal that created it (customer tokens see only their own).
     pub created_by: String,
+    #[serde(with = "chrono::serde::ts_milliseconds")]
     pub created_at: DateTime<Utc>,
+    #[serde(with = "chrono::serde::ts_milliseconds")]
     pub updated_at: DateTime<Utc>,
     /// Incremented on every stored change; stores refuse a stale write.
     pub version: u64,

@@ -122,7 +122,9 @@ impl Scheduler {
         holdless: Arc<Holdless>,
         config: SchedulerConfig,
     ) -> Result<Self, ServiceError> {
+        let loading = std::time::Instant::now();
         let open = holdless.store().open_callbacks().await?;
+        let loaded_ms = loading.elapsed().as_millis() as u64;
         let (tx, rx) = mpsc::channel(COMMAND_QUEUE);
         let kick = Arc::new(Notify::new());
         let mut actor = Actor {
@@ -147,7 +149,12 @@ impl Scheduler {
         for cb in open {
             actor.adopt(cb, now);
         }
-        tracing::info!(open = n, "callback scheduler started");
+        tracing::info!(
+            open = n,
+            load_ms = loaded_ms,
+            index_ms = loading.elapsed().as_millis() as u64 - loaded_ms,
+            "callback scheduler started"
+        );
         tokio::spawn(actor.run());
         Ok(Self { tx, kick })
     }

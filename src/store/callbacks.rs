@@ -15,6 +15,16 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use super::sled_store::{corrupt, decode, encode, io, SledStore};
+
+/// Callback records are postcard (compact binary): a million of them load at start-up
+/// several times faster than JSON and take less disk.
+fn encode_cb(c: &Callback) -> Vec<u8> {
+    postcard::to_stdvec(c).expect("callbacks serialize")
+}
+
+fn decode_cb(bytes: &[u8]) -> StoreResult<Callback> {
+    postcard::from_bytes(bytes).map_err(corrupt)
+}
 use super::{CallbackCreate, CallbackFilter, StoreError, StoreResult};
 use crate::domain::callback::{Callback, CallbackState};
 
@@ -79,7 +89,7 @@ fn change(tree: &sled::Tree, old: Option<&Callback>, new: &Callback) -> StoreRes
     if new.state.is_open() {
         b.insert(open_key(&new.phone, &new.queue_id), new.id.as_bytes());
     }
-    b.insert(record_key(&new.id), encode(new));
+    b.insert(record_key(&new.id), encode_cb(new));
     Ok(b)
 }
 
@@ -89,7 +99,7 @@ impl SledStore {
             .callbacks
             .get(key(RECORD, id))
             .map_err(io)?
-            .map(|v| decode(&v))
+            .map(|v| decode_cb(&v))
             .transpose()
     }
 
@@ -154,19 +164,47 @@ impl SledStore {
         self.read_callback(id.as_bytes())
     }
 
+    /// Every open callback: one sequential scan of the records (much faster than
+    /// following the open index record by record), decoded on all cores.
     pub(crate) fn open_callbacks_blocking(&self) -> StoreResult<Vec<Callback>> {
+        let raw: Vec<sled::IVec> = self
+            .trees
+            .callbacks
+            .scan_prefix([RECORD])
+            .values()
+            .collect::<Result<_, _>>()
+            .map_err(io)?;
+        let threads = std::thread::available_parallelism()
+            .map_or(1, |n| n.get())
+            .max(1);
+        let chunk = raw.len().div_ceil(threads).max(1);
+        let decoded: Vec<StoreResult<Vec<Callback>>> = std::thread::scope(|scope| {
+            let handles: Vec<_> = raw
+                .chunks(chunk)
+                .map(|part| {
+                    scope.spawn(move || {
+                        let mut out = Vec::new();
+                        for v in part {
+                            let c = decode_cb(v)?;
+                            if c.state.is_open() {
+                                out.push(c);
+                            }
+                        }
+                        Ok(out)
+                    })
+                })
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| {
+                    h.join()
+                        .unwrap_or_else(|_| Err(corrupt("decoding callbacks panicked")))
+                })
+                .collect()
+        });
         let mut out = Vec::new();
-        for item in self.trees.callbacks.scan_prefix([OPEN]) {
-            let (_, id) = item.map_err(io)?;
-            match self.read_callback(&id)? {
-                Some(c) if c.state.is_open() => out.push(c),
-                _ => {
-                    return Err(corrupt(format!(
-                        "open index names callback {}, which is not open",
-                        String::from_utf8_lossy(&id)
-                    )))
-                }
-            }
+        for part in decoded {
+            out.extend(part?);
         }
         Ok(out)
     }
@@ -188,7 +226,7 @@ impl SledStore {
         };
         for item in self.trees.callbacks.range(start..vec![RECORD + 1]) {
             let (_, v) = item.map_err(io)?;
-            let c: Callback = decode(&v)?;
+            let c = decode_cb(&v)?;
             if filter.queue_id.as_ref().is_some_and(|q| q != &c.queue_id)
                 || filter.state.is_some_and(|s| s != c.state)
                 || filter.phone.as_ref().is_some_and(|p| p != &c.phone)
@@ -228,7 +266,7 @@ impl SledStore {
         let mut open = std::collections::BTreeMap::new();
         for item in self.trees.callbacks.scan_prefix([RECORD]) {
             let (_, v) = item.map_err(io)?;
-            let c: Callback = decode(&v)?;
+            let c = decode_cb(&v)?;
             if c.state == CallbackState::Pending {
                 pending.insert(due_key(&c));
             }
