@@ -143,6 +143,9 @@ impl Scheduler {
             dirty: HashSet::new(),
             lined: HashSet::new(),
             orphaned: HashSet::new(),
+            by_number: HashMap::new(),
+            booked: HashMap::new(),
+            slot_of: HashMap::new(),
         };
         let now = actor.hl.clock().now();
         let n = open.len();
@@ -301,6 +304,11 @@ struct Actor {
     lined: HashSet<String>,
     /// Dispatched callbacks whose lease ran out while no dialer was connected.
     orphaned: HashSet<String>,
+    /// (phone, queue) -> open callback id: the dedupe and auto-cancel lookup.
+    by_number: HashMap<(String, String), String>,
+    /// Open scheduled callbacks per (queue, slot start), and each one's slot.
+    booked: HashMap<(String, DateTime<Utc>), u32>,
+    slot_of: HashMap<String, (String, DateTime<Utc>)>,
 }
 
 /// Callbacks looked at from the head of a line per pass (a line of callbacks all
@@ -411,7 +419,26 @@ impl Actor {
                 self.dirty.insert(cb.queue_id.clone());
             }
         }
+        self.by_number
+            .insert((cb.phone.clone(), cb.queue_id.clone()), cb.id.clone());
+        self.unbook(&cb.id);
+        if let CallbackKind::Scheduled { start, .. } = cb.kind {
+            let slot = (cb.queue_id.clone(), start);
+            *self.booked.entry(slot.clone()).or_insert(0) += 1;
+            self.slot_of.insert(cb.id.clone(), slot);
+        }
         self.open.insert(cb.id.clone(), cb);
+    }
+
+    fn unbook(&mut self, id: &str) {
+        if let Some(slot) = self.slot_of.remove(id) {
+            if let Some(n) = self.booked.get_mut(&slot) {
+                *n = n.saturating_sub(1);
+                if *n == 0 {
+                    self.booked.remove(&slot);
+                }
+            }
+        }
     }
 
     /// Takes an open callback into memory (start-up or creation).
@@ -431,7 +458,12 @@ impl Actor {
     }
 
     fn forget(&mut self, id: &str) {
+        self.unbook(id);
         if let Some(cb) = self.open.remove(id) {
+            let key = (cb.phone.clone(), cb.queue_id.clone());
+            if self.by_number.get(&key).map(String::as_str) == Some(id) {
+                self.by_number.remove(&key);
+            }
             if let Some(l) = &cb.lease {
                 self.by_attempt.remove(&l.attempt_id);
             }
@@ -488,12 +520,14 @@ impl Actor {
             }
             Command::AnsweredInbound { phone, queue } => {
                 let id = self
-                    .open
-                    .values()
-                    .find(|c| {
-                        c.phone == phone && c.queue_id == queue && c.state == CallbackState::Pending
+                    .by_number
+                    .get(&(phone, queue))
+                    .filter(|id| {
+                        self.open
+                            .get(*id)
+                            .is_some_and(|c| c.state == CallbackState::Pending)
                     })
-                    .map(|c| c.id.clone());
+                    .cloned();
                 if let Some(id) = id {
                     match self.cancel(&id, "answered_inbound".into(), now).await {
                         Ok(_) => {
@@ -526,13 +560,11 @@ impl Actor {
     }
 
     fn booked(&self, queue: &str) -> HashMap<DateTime<Utc>, u32> {
-        let mut out = HashMap::new();
-        for cb in self.open.values().filter(|c| c.queue_id == queue) {
-            if let CallbackKind::Scheduled { start, .. } = cb.kind {
-                *out.entry(start).or_insert(0) += 1;
-            }
-        }
-        out
+        self.booked
+            .iter()
+            .filter(|((q, _), _)| q == queue)
+            .map(|((_, start), n)| (*start, *n))
+            .collect()
     }
 
     async fn create_scheduled(
@@ -545,9 +577,9 @@ impl Actor {
         if let CallbackKind::Scheduled { start, .. } = cb.kind {
             // One open callback per number and queue: a twin request gets the first.
             if let Some(existing) = self
-                .open
-                .values()
-                .find(|c| c.phone == cb.phone && c.queue_id == cb.queue_id)
+                .by_number
+                .get(&(cb.phone.clone(), cb.queue_id.clone()))
+                .and_then(|id| self.open.get(id))
             {
                 return Ok(crate::store::CallbackCreate::Existing(existing.clone()));
             }

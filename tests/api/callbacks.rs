@@ -397,3 +397,36 @@ async fn callbacks_and_their_leases_survive_a_restart() {
     let again = next(&mut d).await;
     assert_eq!(again.attempt_id, attempt.attempt_id);
 }
+
+#[tokio::test]
+async fn a_full_slot_refuses_more_and_leaves_the_listing() {
+    let app = spawn_app().await;
+    let list = |app: &TestApp| {
+        let mut c = callbacks(app);
+        async move {
+            c.list_slots(pb::ListSlotsRequest {
+                queue_id: "general".into(),
+                time_zone: "America/New_York".into(),
+                days: 2,
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .slots
+        }
+    };
+    let slot = list(&app).await[3];
+    assert_eq!(slot.free, 4, "the example plan's slot capacity");
+    for i in 0..4 {
+        let mut req = asap("general", &format!("+1212555010{i}"));
+        req.slot_start = slot.start;
+        req.slot_end = slot.end;
+        request(&app, req).await;
+    }
+    let mut req = asap("general", "+12125550109");
+    req.slot_start = slot.start;
+    req.slot_end = slot.end;
+    let e = callbacks(&app).request_callback(req).await.unwrap_err();
+    assert_eq!(e.code(), tonic::Code::FailedPrecondition);
+    assert!(!list(&app).await.iter().any(|s| s.start == slot.start));
+}
