@@ -149,8 +149,19 @@ impl Scheduler {
         };
         let now = actor.hl.clock().now();
         let n = open.len();
+        // Start-up: one plan snapshot and one floor lock for the whole lot.
+        let plan = actor.hl.active_plan();
+        let hl = actor.hl.clone();
+        hl.with_floor(|f| {
+            for cb in open
+                .iter()
+                .filter(|c| c.state == CallbackState::Pending && c.not_before <= now)
+            {
+                actor.line_up(f, &plan, cb);
+            }
+        });
         for cb in open {
-            actor.adopt(cb, now);
+            actor.index(cb, now);
         }
         tracing::info!(
             open = n,
@@ -398,6 +409,37 @@ impl Actor {
     /// Keeps an open callback in memory with its timer; a due pending one takes its
     /// place in line.
     fn track(&mut self, cb: Callback, now: DateTime<Utc>) {
+        if cb.state == CallbackState::Pending && cb.not_before <= now {
+            let plan = self.hl.active_plan();
+            let hl = self.hl.clone();
+            hl.with_floor(|f| self.line_up(f, &plan, &cb));
+        }
+        self.index(cb, now);
+    }
+
+    /// Puts a due pending callback in its queue's line (once).
+    fn line_up(&mut self, floor: &mut crate::live::Floor, plan: &CompiledPlan, cb: &Callback) {
+        if let Some(q) = plan.queue(&cb.queue_id) {
+            if !floor.has_callback(&cb.id) {
+                floor.enqueue_callback(
+                    &cb.id,
+                    crate::service::queue_info(q),
+                    cb.priority,
+                    cb.virtual_enqueued_at,
+                    None,
+                );
+            }
+            if !self.lined.contains(&cb.queue_id) {
+                self.lined.insert(cb.queue_id.clone());
+            }
+            if !self.dirty.contains(&cb.queue_id) {
+                self.dirty.insert(cb.queue_id.clone());
+            }
+        }
+    }
+
+    /// The in-memory indexes of an open callback (everything but its place in line).
+    fn index(&mut self, cb: Callback, now: DateTime<Utc>) {
         if let Some(old) = self.timer_of.remove(&cb.id) {
             self.timers.remove(&(old, cb.id.clone()));
         }
@@ -405,19 +447,8 @@ impl Actor {
             self.timers.insert((t, cb.id.clone()));
             self.timer_of.insert(cb.id.clone(), t);
         }
-        if cb.state == CallbackState::Pending && cb.not_before <= now {
-            let plan = self.hl.active_plan();
-            if let Some(q) = plan.queue(&cb.queue_id) {
-                let id = cb.id.clone();
-                let (priority, at) = (cb.priority, cb.virtual_enqueued_at);
-                self.hl.with_floor(|f| {
-                    if !f.has_callback(&id) {
-                        f.enqueue_callback(&id, crate::service::queue_info(q), priority, at, None);
-                    }
-                });
-                self.lined.insert(cb.queue_id.clone());
-                self.dirty.insert(cb.queue_id.clone());
-            }
+        if let Some(l) = &cb.lease {
+            self.by_attempt.insert(l.attempt_id.clone(), cb.id.clone());
         }
         self.by_number
             .insert((cb.phone.clone(), cb.queue_id.clone()), cb.id.clone());
