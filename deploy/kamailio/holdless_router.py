@@ -51,6 +51,10 @@ DEFAULTS = {
     "mode": "holdless",
     # Directory holding the generated protobuf modules (holdless/v1/routing_pb2.py).
     "stubs_dir": "",
+    # For load measurements only: each worker appends the time it spent deciding each
+    # INVITE (microseconds, from the first header read to the reply) to
+    # <latency_log>.<pid>. Empty: off.
+    "latency_log": "",
 }
 
 E164 = re.compile(r"\+[1-9][0-9]{6,14}")
@@ -145,6 +149,8 @@ class HoldlessRouter:
         self.pid = None
         self.route_call = None
         self.pb = None
+        self.latency_file = None
+        self.latency_pid = None
 
     # -- gRPC, per worker process -------------------------------------------------------
 
@@ -230,6 +236,20 @@ class HoldlessRouter:
     # -- the decision ------------------------------------------------------------------
 
     def redirect(self):
+        t0 = time.monotonic()
+        try:
+            self.decide_and_reply()
+        finally:
+            if self.conf["latency_log"]:
+                self.record_latency(time.monotonic() - t0)
+
+    def record_latency(self, secs):
+        if self.latency_pid != os.getpid():
+            self.latency_file = open("%s.%d" % (self.conf["latency_log"], os.getpid()), "a", buffering=1)
+            self.latency_pid = os.getpid()
+        self.latency_file.write("%d\n" % (secs * 1e6))
+
+    def decide_and_reply(self):
         sip_call_id = KSR.pv.gete("$ci")
         call_id = holdless_call_id(sip_call_id)
         caller = to_e164(uri_user(KSR.pv.gete("$ai")), self.bare_digits) or to_e164(

@@ -44,6 +44,16 @@ bin="$(holdless_binary)" || fatal "cargo build"
 [ -x "$bin" ] || fatal "no holdless binary at $bin"
 pick_ports
 
+log "== adapter unit tests"
+if timeout 60 /usr/bin/python3 "$here/test_adapter.py" >"$work/unit.log" 2>&1; then
+    passed=$((passed + 1))
+    log "ok   adapter helpers ($(grep -o 'Ran [0-9]* tests' "$work/unit.log"))"
+else
+    failed=$((failed + 1))
+    sed 's/^/     /' "$work/unit.log"
+    log "FAIL adapter helpers"
+fi
+
 log "== holdless on 127.0.0.1:$grpc_port ($bin)"
 start_holdless "$bin" "$here/plan.toml" || fatal "holdless start"
 timeout 10 "$bin" customer upsert --id cust-gold --name "Gold Customer" \
@@ -51,7 +61,8 @@ timeout 10 "$bin" customer upsert --id cust-gold --name "Gold Customer" \
     { cat "$work/customer.log"; fatal "customer upsert"; }
 
 log "== kamailio on udp:127.0.0.1:$sip_port"
-start_kamailio 2 || fatal "kamailio start"
+start_kamailio 2 "agent_uri_template = sip:{agent}@agents.example.com" ||
+    fatal "kamailio start"
 
 # --- cases -------------------------------------------------------------------------
 
@@ -147,7 +158,30 @@ call campaign-header +18005550100 +12125550100 "X-Campaign: WINTER26" \
 call callback-offer +18005550111 +12125550100 "" \
     '^ *&lt;sip:callback-offer@ivr\.example\.com\?X-Holdless-Offer=queue%3Dbilling%3Breason%3Drule%3B.*&gt;$' \
     "$(header_check X-Holdless-Offer '^ *queue=billing;reason=rule;decision=[0-9A-Z]{26};call-id=')"
-expect_counter holdless_routed 5
+
+# An available agent with the sales skill is reserved for the next sales call: the 302
+# names the agent first and the queue second.
+timeout 20 /usr/bin/python3 - "$work/gen" "127.0.0.1:$grpc_port" >"$work/agent.log" 2>&1 <<'EOF' ||
+import sys
+sys.path.insert(0, sys.argv[1])
+import grpc
+from google.protobuf import timestamp_pb2
+from holdless.v1 import routing_pb2 as pb
+ts = timestamp_pb2.Timestamp()
+ts.GetCurrentTime()
+req = pb.ReportAgentStateRequest(agent_id="agent-7", skills={"sales": 1},
+                                 state=pb.AGENT_STATE_AVAILABLE, event_time=ts)
+rpc = grpc.insecure_channel(sys.argv[2]).unary_unary(
+    "/holdless.v1.RoutingService/ReportAgentState",
+    request_serializer=pb.ReportAgentStateRequest.SerializeToString,
+    response_deserializer=pb.ReportAgentStateResponse.FromString)
+print(rpc(req, timeout=10))
+EOF
+    { cat "$work/agent.log"; fatal "report agent state"; }
+call agent-reserved +18005550199 +12125550100 "" \
+    '^ *&lt;sip:agent-7@agents\.example\.com&gt;;q=1, *&lt;sip:sales@queues\.example\.com&gt;;q=0\.5$' \
+    "$(header_check X-Holdless-Agent '^ *agent-7$')"
+expect_counter holdless_routed 6
 expect_counter holdless_callback_offers 1
 
 log "== holdless slower than the deadline (SIGSTOP)"

@@ -134,7 +134,7 @@ callback_offer_uri = sip:callback-offer@ivr.example.com
 stubs_dir = $work/gen
 $extra
 EOF
-    HOLDLESS_SIP_CONFIG="$work/holdless-sip.ini" kamailio -DD -E \
+    HOLDLESS_SIP_CONFIG="$work/holdless-sip.ini" kamailio -DD -E -m "${KAMAILIO_SHM_MB:-64}" \
         -f "$repo/deploy/kamailio/kamailio.cfg" \
         -A "SIP_LISTEN=udp:127.0.0.1:$sip_port" -A "SIP_LISTEN_TCP=tcp:127.0.0.1:$sip_port" \
         -A "ROUTER_PY=\"$repo/deploy/kamailio/holdless_router.py\"" \
