@@ -425,6 +425,7 @@ fn decision_json(d: &pb::RoutingDecision) -> serde_json::Value {
     serde_json::json!({
         "decision_id": d.decision_id,
         "queue_id": d.queue_id,
+        "queue_contact_uri": d.queue_contact_uri,
         "priority": d.priority,
         "rule_id": d.rule_id,
         "default_route": d.default_route,
@@ -489,6 +490,9 @@ pub fn render_decision(d: &pb::RoutingDecision) -> String {
         d.priority,
         if d.queue_open { "open" } else { "closed" }
     );
+    if !d.queue_contact_uri.is_empty() {
+        let _ = writeln!(s, "contact    {}", d.queue_contact_uri);
+    }
     let _ = writeln!(
         s,
         "rule       {}",

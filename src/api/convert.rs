@@ -338,6 +338,7 @@ pub fn decision_to_pb(decision_id: String, outcome: RouteOutcome) -> pb::Routing
     } = outcome;
     let Decision {
         queue_id,
+        queue_contact_uri,
         priority,
         rule_id,
         plan_version,
@@ -393,6 +394,7 @@ pub fn decision_to_pb(decision_id: String, outcome: RouteOutcome) -> pb::Routing
         reserved_agent_id: placement.reserved_agent.unwrap_or_default(),
         offer_callback: offer.is_some(),
         offer_reason: offer.map_or(pb::OfferReason::Unspecified, offer_reason) as i32,
+        queue_contact_uri,
     }
 }
 

@@ -43,6 +43,11 @@ pub struct QueueDoc {
     pub default_aht_secs: u32,
     #[serde(default)]
     pub callback: CallbackPolicyDoc,
+    /// Where the telephony front end sends the queue's calls, e.g.
+    /// `sip:general@queues.example.com` (`sip:`, `sips:` or `tel:`). Optional; returned
+    /// in every decision for the queue as `queue_contact_uri`.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub contact_uri: String,
 }
 
 fn default_aht_secs() -> u32 {

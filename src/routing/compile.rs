@@ -416,7 +416,39 @@ impl Checker {
             max_waiting: q.max_waiting,
             default_aht_secs: q.default_aht_secs.max(1),
             callback: self.callback(&format!("{p}.callback"), &q.callback),
+            contact_uri: self.contact_uri(&format!("{p}.contact_uri"), &q.contact_uri),
         }
+    }
+
+    /// A queue's contact URI: empty, or a `sip:`, `sips:` or `tel:` URI without spaces
+    /// (it is sent verbatim in a SIP Contact header).
+    fn contact_uri(&mut self, p: &str, v: &str) -> String {
+        if v.is_empty() {
+            return String::new();
+        }
+        let before = self.issues.len();
+        self.text(p, v, MAX_TEXT_LEN);
+        if self.issues.len() != before {
+            return String::new();
+        }
+        let lower = v.to_ascii_lowercase();
+        let rest = ["sip:", "sips:", "tel:"]
+            .iter()
+            .find_map(|s| lower.strip_prefix(s));
+        match rest {
+            None => self.issue(
+                p,
+                format!(
+                    "'{v}' must be a sip:, sips: or tel: URI (e.g. sip:general@queues.example.com)"
+                ),
+            ),
+            Some("") => self.issue(p, "the URI has nothing after its scheme"),
+            Some(_) if v.chars().any(|c| c.is_whitespace() || "<>\"".contains(c)) => {
+                self.issue(p, "must not contain spaces, '<', '>' or '\"'")
+            }
+            Some(_) => {}
+        }
+        v.to_owned()
     }
 
     fn callback(&mut self, p: &str, cb: &CallbackPolicyDoc) -> CallbackPolicy {

@@ -42,6 +42,8 @@ pub struct AgentContext {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Decision {
     pub queue_id: String,
+    /// The queue's contact URI from the plan; empty when it has none.
+    pub queue_contact_uri: String,
     pub priority: i32,
     /// `None` when the default route was taken.
     pub rule_id: Option<String>,
@@ -364,6 +366,7 @@ fn build(
     let customer = f.customer;
     Decision {
         queue_id: q.id.clone(),
+        queue_contact_uri: q.contact_uri.clone(),
         priority: priority.saturating_add(boost),
         rule_id: rule.map(|r| r.id.clone()),
         plan_version: plan.version,

@@ -65,6 +65,8 @@ pub struct Queue {
     pub max_waiting: u32,
     pub default_aht_secs: u32,
     pub callback: CallbackPolicy,
+    /// SIP or tel URI of the queue for the telephony front end; empty when not set.
+    pub contact_uri: String,
 }
 
 impl Queue {

@@ -339,6 +339,41 @@ fn syntax_errors_and_unknown_keys_are_issues_not_panics() {
     );
 }
 
+#[test]
+fn queue_contact_uri_comes_back_in_the_decision() {
+    let d = decide(&example(), &call("+442079460958"), None, at(WEEKDAY_NOON));
+    assert_eq!(d.queue_id, "uk_support");
+    assert_eq!(d.queue_contact_uri, "sip:uk-support@queues.example.com");
+    let plan = compile_toml(BASE, 1).unwrap();
+    let d = decide(&plan, &call("+12125550100"), None, at(WEEKDAY_NOON));
+    assert_eq!(d.queue_contact_uri, "", "no contact_uri in the plan: empty");
+}
+
+#[test]
+fn queue_contact_uri_must_be_a_sip_or_tel_uri() {
+    let plan = |uri: &str| {
+        format!("[[queues]]\nid = \"a\"\ncontact_uri = {uri:?}\n[default_route]\nqueue = \"a\"\n")
+    };
+    for ok in [
+        "sip:general@queues.example.com",
+        "sips:q@h;transport=tls",
+        "tel:+18005550100",
+    ] {
+        assert_eq!(issues(&plan(ok)), vec![], "{ok}");
+    }
+    for bad in [
+        "general@queues.example.com",
+        "http://x",
+        "sip:",
+        "sip:a b@h",
+        "sip:<a>@h",
+    ] {
+        let got = issues(&plan(bad));
+        assert_eq!(got.len(), 1, "{bad}: {got:?}");
+        assert_eq!(got[0].0, "queues[0].contact_uri");
+    }
+}
+
 // ---- properties ---------------------------------------------------------------------
 
 const COUNTRIES: &[&str] = &["US", "GB", "FR", "CA"];

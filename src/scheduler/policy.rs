@@ -461,6 +461,7 @@ mod tests {
             max_waiting: 100,
             default_aht_secs: 300,
             callback,
+            contact_uri: String::new(),
         }
     }
 

@@ -37,6 +37,10 @@ async fn route_command_prints_the_decision_and_explanation() {
     );
     assert!(stdout.contains("queue      uk_support"), "{stdout}");
     assert!(
+        stdout.contains("contact    sip:uk-support@queues.example.com"),
+        "{stdout}"
+    );
+    assert!(
         stdout.contains("vip") && stdout.contains("customer_statuses"),
         "{stdout}"
     );

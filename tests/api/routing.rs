@@ -21,6 +21,7 @@ async fn caller_from_plus_44_routes_by_country() {
     let app = spawn_app().await;
     let d = app.route(call("call-1", "+442079460958")).await;
     assert_eq!(d.queue_id, "uk_support");
+    assert_eq!(d.queue_contact_uri, "sip:uk-support@queues.example.com");
     assert_eq!(d.rule_id, "uk");
     assert!(!d.default_route);
     assert_eq!(d.plan_version, 1);
