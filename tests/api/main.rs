@@ -3,9 +3,11 @@
 
 mod helpers;
 
+mod audit;
 mod cli;
 mod customers;
 mod health;
 mod live;
 mod plans;
+mod reload;
 mod routing;
