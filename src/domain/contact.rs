@@ -120,3 +120,52 @@ impl CallFacts {
         call
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn records_written_before_facts_existed_still_read() {
+        let old = r#"{"call_id":"c1","customer_id":null,"caller":"+442079460958",
+            "queue_id":"general","enqueued_at":"2026-11-25T15:00:00Z",
+            "updated_at":"2026-11-25T15:01:00Z","outcome":"abandoned","agent_id":null,
+            "wait_secs":60.0,"handle_secs":null,"transfers":0}"#;
+        let r: ContactRecord = serde_json::from_str(old).unwrap();
+        assert_eq!(r.facts, None);
+        let partial: CallFacts = serde_json::from_str(r#"{"intent":"billing"}"#).unwrap();
+        assert_eq!(partial.intent.as_deref(), Some("billing"));
+    }
+
+    #[test]
+    fn facts_give_back_the_call_routing_saw() {
+        let mut call = Call::new("c1");
+        call.caller = Some(PhoneNumber::parse("+442079460958").unwrap());
+        call.dialed = Some("+18005550199".into());
+        call.customer_id = Some(CustomerId::new_checked("cu".into()));
+        call.intent = Some("billing".into());
+        call.language = Some("en-GB".into());
+        call.tracking_code = Some("WINTER26".into());
+        call.attributes.insert("k".into(), "v".into());
+        call.location_override = Some(Location {
+            country: Some("GB".into()),
+            region: None,
+            time_zone: Some(chrono_tz::Europe::London),
+        });
+        let at = DateTime::<Utc>::UNIX_EPOCH;
+        let facts = CallFacts::from_call(&call, at);
+        let json = serde_json::to_string(&facts).unwrap();
+        let back: CallFacts = serde_json::from_str(&json).unwrap();
+        assert_eq!(back.routed_at, Some(at));
+        let again = back.to_call("c1");
+        assert_eq!(again.caller, call.caller);
+        assert_eq!(again.dialed, call.dialed);
+        assert_eq!(again.customer_id, call.customer_id);
+        assert_eq!(
+            (again.intent, again.language, again.tracking_code),
+            (call.intent, call.language, call.tracking_code)
+        );
+        assert_eq!(again.attributes, call.attributes);
+        assert_eq!(again.location_override, call.location_override);
+    }
+}
