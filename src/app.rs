@@ -187,6 +187,8 @@ impl Application {
         };
         let _ = ready.set(holdless.clone());
         let (housekeeping_stop, stop_rx) = tokio::sync::watch::channel(false);
+        // Registered before SERVING: SIGHUP's default action would end the process.
+        let reload = spawn_reload_on_sighup(holdless.clone(), &settings, stop_rx.clone());
         let housekeeping = tokio::spawn(housekeeping(
             holdless.clone(),
             settings.live.contact_retention_days,
@@ -207,6 +209,9 @@ impl Application {
         let stop_housekeeping = || async {
             let _ = housekeeping_stop.send(true);
             let _ = housekeeping.await;
+            if let Some(r) = reload {
+                let _ = r.await;
+            }
         };
         if let Some(r) = server_result {
             stop_housekeeping().await;
@@ -269,8 +274,57 @@ async fn housekeeping(
                 if let Err(e) = holdless.store().prune_callback_requests(before).await {
                     tracing::warn!(error = %e, "pruning callback request ids failed");
                 }
+                if let Err(e) = holdless.prune_plan_requests().await {
+                    tracing::warn!(error = %e, "pruning plan request ids failed");
+                }
             }
         }
+    }
+}
+
+/// The plan file SIGHUP re-imports: `plan.file`, or the built-in example when empty.
+pub fn configured_plan_file(settings: &Settings) -> Option<PathBuf> {
+    (!settings.plan.file.is_empty()).then(|| PathBuf::from(&settings.plan.file))
+}
+
+/// On each SIGHUP, re-imports the configured plan file (validated first; a failure
+/// keeps the active plan, is logged and counted). Runs until `stop` changes.
+fn spawn_reload_on_sighup(
+    holdless: Arc<Holdless>,
+    settings: &Settings,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) -> Option<tokio::task::JoinHandle<()>> {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        let file = configured_plan_file(settings);
+        let mut hangup = match signal(SignalKind::hangup()) {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot listen for SIGHUP; plan reload by signal is off");
+                return None;
+            }
+        };
+        Some(tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    _ = stop.changed() => return,
+                    got = hangup.recv() => {
+                        if got.is_none() {
+                            return;
+                        }
+                        tracing::info!("SIGHUP received: reloading the plan file");
+                        // Errors are logged and counted inside.
+                        let _ = holdless.reload_plan_file(file.as_deref()).await;
+                    }
+                }
+            }
+        }))
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = (holdless, settings, &mut stop);
+        None
     }
 }
 

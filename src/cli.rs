@@ -50,6 +50,14 @@ pub enum Command {
     Callbacks(CallbacksCommand),
     /// Load-test a server (with `--baseline`: and a no-op server in the same run).
     Bench(BenchArgs),
+    /// Show the audit log: plan, customer and callback changes, oldest first.
+    Audit {
+        /// Show at most this many entries.
+        #[arg(long, default_value_t = 100)]
+        limit: usize,
+        #[command(flatten)]
+        server: ServerArg,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -191,6 +199,62 @@ pub enum PlanCommand {
         comment: String,
         #[arg(long, env = "USER", default_value = "cli")]
         author: String,
+        /// Idempotency key (default: a fresh one per invocation).
+        #[arg(long)]
+        request_id: Option<String>,
+        #[command(flatten)]
+        server: ServerArg,
+    },
+    /// Replay recorded (or given) calls through a plan file and the active plan, and
+    /// show which calls would change queue.
+    Simulate {
+        file: PathBuf,
+        /// Replay the calls recorded in the last N days.
+        #[arg(long, default_value_t = 7)]
+        days: u32,
+        /// Replay these calls instead: a JSON array of RouteCallRequest objects
+        /// (call_id, caller_number, dialed_number, customer_id, intent, language,
+        /// tracking_code, attributes, received_time as RFC 3339).
+        #[arg(long)]
+        calls: Option<PathBuf>,
+        /// Compare with this version instead of the active one.
+        #[arg(long, default_value_t = 0)]
+        base_version: u64,
+        /// Sample call ids per move.
+        #[arg(long, default_value_t = 5)]
+        samples: u32,
+        #[command(flatten)]
+        server: ServerArg,
+    },
+    /// List plan versions, newest first (`*` marks the active one).
+    History {
+        /// Show at most this many versions.
+        #[arg(long, default_value_t = 20)]
+        limit: usize,
+        #[command(flatten)]
+        server: ServerArg,
+    },
+    /// Show the text difference between two plans: each a version number or a file;
+    /// TO defaults to the active plan.
+    Diff {
+        from: String,
+        to: Option<String>,
+        #[command(flatten)]
+        server: ServerArg,
+    },
+    /// Apply an earlier version again, as a new version.
+    Rollback {
+        version: u64,
+        /// Refuse if the active version is not this one (0: no check).
+        #[arg(long, default_value_t = 0)]
+        expected_version: u64,
+        #[arg(long, default_value = "")]
+        comment: String,
+        #[arg(long, env = "USER", default_value = "cli")]
+        author: String,
+        /// Idempotency key (default: a fresh one per invocation).
+        #[arg(long)]
+        request_id: Option<String>,
         #[command(flatten)]
         server: ServerArg,
     },
@@ -294,44 +358,37 @@ async fn serve(config: Option<PathBuf>) -> ExitCode {
 }
 
 /// Completes on SIGINT or SIGTERM. The handlers are installed when this is called
-/// (not when the future is first polled), so a signal that arrives during start-up
-/// still shuts down cleanly.
+/// (before the server starts), not when the future is first polled: a signal that
+/// arrives right after SERVING must not find the default action (exit by signal).
 fn shutdown_signal() -> impl std::future::Future<Output = ()> + Send + 'static {
     #[cfg(unix)]
-    let (mut term, mut int) = {
+    let (int, term) = {
         use tokio::signal::unix::{signal, SignalKind};
         (
-            signal(SignalKind::terminate()).ok(),
             signal(SignalKind::interrupt()).ok(),
+            signal(SignalKind::terminate()).ok(),
         )
     };
     async move {
         #[cfg(unix)]
         {
-            let term = async {
-                match term.as_mut() {
-                    Some(s) => {
-                        s.recv().await;
-                    }
-                    None => std::future::pending::<()>().await,
-                }
-            };
-            let int = async {
-                match int.as_mut() {
-                    Some(s) => {
+            let wait = |s: Option<tokio::signal::unix::Signal>| async move {
+                match s {
+                    Some(mut s) => {
                         s.recv().await;
                     }
                     None => std::future::pending::<()>().await,
                 }
             };
             tokio::select! {
-                _ = int => tracing::info!("SIGINT received"),
-                _ = term => tracing::info!("SIGTERM received"),
+                _ = wait(int) => tracing::info!("SIGINT received"),
+                _ = wait(term) => tracing::info!("SIGTERM received"),
             }
         }
         #[cfg(not(unix))]
         {
             let _ = tokio::signal::ctrl_c().await;
+            tracing::info!("SIGINT received");
         }
     }
 }
@@ -351,7 +408,13 @@ impl From<tonic::Status> for Failure {
                 message.push_str(&format!("\n  {}: {}", v.field, v.description));
             }
         }
-        Failure { code: 1, message }
+        // Validation errors (a bad plan, bad input) exit 2, like `plan validate`.
+        let code = if s.code() == tonic::Code::InvalidArgument {
+            2
+        } else {
+            1
+        };
+        Failure { code, message }
     }
 }
 
@@ -374,6 +437,7 @@ async fn admin(command: Command) -> ExitCode {
         Command::Customer(cmd) => customer(cmd).await,
         Command::Bench(args) => bench(args).await,
         Command::Callbacks(cmd) => callbacks(cmd).await,
+        Command::Audit { limit, server } => audit(limit, server).await,
     };
     match result {
         Ok(out) => {
@@ -684,6 +748,7 @@ async fn plan(cmd: PlanCommand) -> Result<String, Failure> {
             expected_version,
             comment,
             author,
+            request_id,
             server,
         } => {
             let text = read_file(&file)?;
@@ -694,12 +759,54 @@ async fn plan(cmd: PlanCommand) -> Result<String, Failure> {
                     expected_version,
                     author,
                     comment,
+                    request_id: request_id.unwrap_or_else(|| format!("cli-{}", ulid::Ulid::new())),
                 })
                 .await?
                 .into_inner();
             let v = r.version.unwrap_or_default();
+            if server.json {
+                return Ok(to_json(&version_json(&v)));
+            }
             Ok(format!(
                 "applied: version {} ({})\n",
+                v.version, v.content_hash
+            ))
+        }
+        PlanCommand::Simulate {
+            file,
+            days,
+            calls,
+            base_version,
+            samples,
+            server,
+        } => plan_simulate(file, days, calls, base_version, samples, server).await,
+        PlanCommand::History { limit, server } => plan_history(limit, server).await,
+        PlanCommand::Diff { from, to, server } => plan_diff(from, to, server).await,
+        PlanCommand::Rollback {
+            version,
+            expected_version,
+            comment,
+            author,
+            request_id,
+            server,
+        } => {
+            let mut c = pb::plan_service_client::PlanServiceClient::new(connect(&server).await?);
+            let r = c
+                .rollback_plan(pb::RollbackPlanRequest {
+                    version,
+                    expected_version,
+                    author,
+                    comment,
+                    request_id: request_id.unwrap_or_else(|| format!("cli-{}", ulid::Ulid::new())),
+                })
+                .await?
+                .into_inner();
+            let v = r.version.unwrap_or_default();
+            if server.json {
+                return Ok(to_json(&version_json(&v)));
+            }
+            Ok(format!(
+                "rolled back to version {version}: now version {} ({})\n",
                 v.version, v.content_hash
             ))
         }
@@ -1004,4 +1111,360 @@ fn callback_json(c: &pb::Callback) -> serde_json::Value {
         "cancel_reason": c.cancel_reason,
         "time_zone": c.time_zone,
     })
+}
+fn time_text(t: Option<&prost_types::Timestamp>, format: &str) -> String {
+    t.and_then(crate::api::convert::instant)
+        .map(|t| t.format(format).to_string())
+        .unwrap_or_default()
+}
+
+fn version_json(v: &pb::PlanVersion) -> serde_json::Value {
+    serde_json::json!({
+        "version": v.version,
+        "author": v.author,
+        "comment": v.comment,
+        "create_time": time_text(v.create_time.as_ref(), "%Y-%m-%dT%H:%M:%SZ"),
+        "content_hash": v.content_hash,
+    })
+}
+
+/// Rows as a left-aligned table with a header, columns two spaces apart.
+fn table(header: &[&str], rows: &[Vec<String>]) -> String {
+    let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
+    for r in rows {
+        for (w, cell) in widths.iter_mut().zip(r) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let line = |cells: Vec<&str>| {
+        let mut out = String::new();
+        for (i, (cell, w)) in cells.iter().zip(&widths).enumerate() {
+            if i + 1 == cells.len() {
+                out.push_str(cell);
+            } else {
+                out.push_str(&format!("{cell:<w$}  "));
+            }
+        }
+        out.trim_end().to_owned() + "\n"
+    };
+    let mut s = line(header.to_vec());
+    for r in rows {
+        s.push_str(&line(r.iter().map(String::as_str).collect()));
+    }
+    s
+}
+
+/// A call in a `plan simulate --calls` file: RouteCallRequest's fields by name.
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
+struct CallJson {
+    call_id: String,
+    caller_number: String,
+    dialed_number: String,
+    customer_id: String,
+    intent: String,
+    language: String,
+    tracking_code: String,
+    attributes: std::collections::HashMap<String, String>,
+    /// RFC 3339.
+    received_time: Option<String>,
+}
+
+fn read_calls(path: &PathBuf) -> Result<Vec<pb::RouteCallRequest>, Failure> {
+    let bad = |m: String| Failure {
+        code: EXIT_CONFIG,
+        message: format!("{}: {m}", path.display()),
+    };
+    let calls: Vec<CallJson> =
+        serde_json::from_str(&read_file(path)?).map_err(|e| bad(e.to_string()))?;
+    calls
+        .into_iter()
+        .enumerate()
+        .map(|(i, c)| {
+            let received_time = match c.received_time {
+                None => None,
+                Some(t) => {
+                    let t = chrono::DateTime::parse_from_rfc3339(&t)
+                        .map_err(|e| bad(format!("[{i}].received_time: {e}")))?;
+                    Some(crate::api::convert::timestamp(
+                        t.with_timezone(&chrono::Utc),
+                    ))
+                }
+            };
+            Ok(pb::RouteCallRequest {
+                call_id: c.call_id,
+                caller_number: c.caller_number,
+                dialed_number: c.dialed_number,
+                customer_id: c.customer_id,
+                intent: c.intent,
+                language: c.language,
+                tracking_code: c.tracking_code,
+                attributes: c.attributes,
+                location: None,
+                received_time,
+                explain: false,
+            })
+        })
+        .collect()
+}
+
+async fn plan_simulate(
+    file: PathBuf,
+    days: u32,
+    calls: Option<PathBuf>,
+    base_version: u64,
+    samples: u32,
+    server: ServerArg,
+) -> Result<String, Failure> {
+    let text = read_file(&file)?;
+    let calls = match &calls {
+        Some(p) => read_calls(p)?,
+        None => Vec::new(),
+    };
+    let from_file = !calls.is_empty();
+    let mut c = pb::plan_service_client::PlanServiceClient::new(connect(&server).await?);
+    let r = c
+        .simulate_plan(pb::SimulatePlanRequest {
+            plan_toml: text,
+            base_version,
+            days,
+            calls,
+            samples_per_move: samples,
+        })
+        .await?
+        .into_inner();
+    if server.json {
+        return Ok(to_json(&serde_json::json!({
+            "base_version": r.base_version,
+            "calls_replayed": r.calls_replayed,
+            "calls_moved": r.calls_moved,
+            "moves": r.moves.iter().map(|m| serde_json::json!({
+                "from_queue_id": m.from_queue_id,
+                "to_queue_id": m.to_queue_id,
+                "call_count": m.call_count,
+                "sample_call_ids": m.sample_call_ids,
+            })).collect::<Vec<_>>(),
+            "unmatched_rule_ids": r.unmatched_rule_ids,
+            "truncated": r.truncated,
+            "calls_without_facts": r.calls_without_facts,
+        })));
+    }
+    let source = if from_file {
+        "given calls".to_owned()
+    } else {
+        format!("calls of the last {days} day(s)")
+    };
+    let mut s = format!(
+        "{} vs version {}: {} {source} replayed, {} change queue\n",
+        file.display(),
+        r.base_version,
+        r.calls_replayed,
+        r.calls_moved
+    );
+    if r.truncated {
+        s.push_str("(only the newest 100,000 recorded calls were replayed)\n");
+    }
+    if r.calls_without_facts > 0 {
+        s.push_str(&format!(
+            "({} recorded call(s) predate routing facts: replayed with caller and customer only)\n",
+            r.calls_without_facts
+        ));
+    }
+    if !r.moves.is_empty() {
+        s.push('\n');
+        let rows: Vec<Vec<String>> = r
+            .moves
+            .iter()
+            .map(|m| {
+                vec![
+                    m.from_queue_id.clone(),
+                    m.to_queue_id.clone(),
+                    m.call_count.to_string(),
+                    m.sample_call_ids.join(", "),
+                ]
+            })
+            .collect();
+        s.push_str(&table(&["FROM", "TO", "CALLS", "SAMPLE CALL IDS"], &rows));
+    }
+    if !r.unmatched_rule_ids.is_empty() {
+        s.push_str(&format!(
+            "\nrules that matched no call: {}\n",
+            r.unmatched_rule_ids.join(", ")
+        ));
+    }
+    Ok(s)
+}
+
+async fn plan_history(limit: usize, server: ServerArg) -> Result<String, Failure> {
+    let mut c = pb::plan_service_client::PlanServiceClient::new(connect(&server).await?);
+    let mut versions = Vec::new();
+    let mut token = String::new();
+    let mut active = 0;
+    while versions.len() < limit {
+        let r = c
+            .list_plan_versions(pb::ListPlanVersionsRequest {
+                page_size: u32::try_from(limit - versions.len()).unwrap_or(u32::MAX),
+                page_token: token,
+            })
+            .await?
+            .into_inner();
+        active = r.active_version;
+        versions.extend(r.versions);
+        if r.next_page_token.is_empty() {
+            break;
+        }
+        token = r.next_page_token;
+    }
+    versions.truncate(limit);
+    if server.json {
+        return Ok(to_json(&serde_json::json!({
+            "active_version": active,
+            "versions": versions.iter().map(version_json).collect::<Vec<_>>(),
+        })));
+    }
+    let rows: Vec<Vec<String>> = versions
+        .iter()
+        .map(|v| {
+            vec![
+                if v.version == active { "*" } else { "" }.to_owned(),
+                v.version.to_string(),
+                time_text(v.create_time.as_ref(), "%Y-%m-%d %H:%M:%S"),
+                v.author.clone(),
+                v.content_hash.chars().take(12).collect(),
+                v.comment.clone(),
+            ]
+        })
+        .collect();
+    Ok(table(
+        &["", "VERSION", "CREATED (UTC)", "AUTHOR", "HASH", "COMMENT"],
+        &rows,
+    ))
+}
+
+/// A plan named on the command line: a version number, or a file.
+async fn plan_text(
+    c: &mut pb::plan_service_client::PlanServiceClient<Channel>,
+    which: Option<&str>,
+) -> Result<(String, String), Failure> {
+    match which {
+        None => {
+            let r = c
+                .get_plan(pb::GetPlanRequest { version: 0 })
+                .await?
+                .into_inner();
+            let v = r.version.map(|v| v.version).unwrap_or_default();
+            Ok((format!("version {v} (active)"), r.plan_toml))
+        }
+        Some(w) => match w.parse::<u64>() {
+            Ok(version) => {
+                let r = c
+                    .get_plan(pb::GetPlanRequest { version })
+                    .await?
+                    .into_inner();
+                Ok((format!("version {version}"), r.plan_toml))
+            }
+            Err(_) => {
+                let path = PathBuf::from(w);
+                Ok((w.to_owned(), read_file(&path)?))
+            }
+        },
+    }
+}
+
+async fn plan_diff(from: String, to: Option<String>, server: ServerArg) -> Result<String, Failure> {
+    let mut c = pb::plan_service_client::PlanServiceClient::new(connect(&server).await?);
+    let (from_name, from_text) = plan_text(&mut c, Some(&from)).await?;
+    let (to_name, to_text) = plan_text(&mut c, to.as_deref()).await?;
+    let diff = similar::TextDiff::from_lines(&from_text, &to_text);
+    let unified = diff
+        .unified_diff()
+        .context_radius(3)
+        .header(&from_name, &to_name)
+        .to_string();
+    if server.json {
+        return Ok(to_json(&serde_json::json!({
+            "from": from_name,
+            "to": to_name,
+            "identical": from_text == to_text,
+            "unified_diff": unified,
+        })));
+    }
+    if from_text == to_text {
+        return Ok(format!("{from_name} and {to_name} are identical\n"));
+    }
+    Ok(unified)
+}
+
+async fn audit(limit: usize, server: ServerArg) -> Result<String, Failure> {
+    let mut c = pb::plan_service_client::PlanServiceClient::new(connect(&server).await?);
+    let mut entries = Vec::new();
+    let mut token = String::new();
+    while entries.len() < limit {
+        let r = c
+            .list_audit(pb::ListAuditRequest {
+                page_size: u32::try_from(limit - entries.len()).unwrap_or(u32::MAX),
+                page_token: token,
+            })
+            .await?
+            .into_inner();
+        entries.extend(r.entries);
+        if r.next_page_token.is_empty() {
+            break;
+        }
+        token = r.next_page_token;
+    }
+    entries.truncate(limit);
+    let action = |a: i32| {
+        pb::AuditAction::try_from(a)
+            .map(|a| {
+                a.as_str_name()
+                    .trim_start_matches("AUDIT_ACTION_")
+                    .to_ascii_lowercase()
+            })
+            .unwrap_or_default()
+    };
+    if server.json {
+        return Ok(to_json(
+            &entries
+                .iter()
+                .map(|e| {
+                    serde_json::json!({
+                        "sequence": e.sequence,
+                        "time": time_text(e.time.as_ref(), "%Y-%m-%dT%H:%M:%SZ"),
+                        "principal": e.principal,
+                        "action": action(e.action),
+                        "target": e.target,
+                        "request_id": e.request_id,
+                        "detail": e.detail,
+                    })
+                })
+                .collect::<Vec<_>>(),
+        ));
+    }
+    let rows: Vec<Vec<String>> = entries
+        .iter()
+        .map(|e| {
+            vec![
+                e.sequence.to_string(),
+                time_text(e.time.as_ref(), "%Y-%m-%d %H:%M:%S"),
+                e.principal.clone(),
+                action(e.action),
+                e.target.clone(),
+                e.request_id.clone(),
+                e.detail.clone(),
+            ]
+        })
+        .collect();
+    Ok(table(
+        &[
+            "SEQ",
+            "TIME (UTC)",
+            "PRINCIPAL",
+            "ACTION",
+            "TARGET",
+            "REQUEST ID",
+            "DETAIL",
+        ],
+        &rows,
+    ))
 }

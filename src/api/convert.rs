@@ -10,6 +10,7 @@ use tonic::Status;
 use super::error::invalid_argument;
 use super::pb;
 use crate::domain::agent::{AgentState, Skills};
+use crate::domain::audit::{AuditAction, AuditEntry};
 use crate::domain::contact::ContactOutcome;
 use crate::domain::limits::*;
 use crate::domain::{
@@ -106,6 +107,13 @@ impl TryFrom<pb::RouteCallRequest> for Call {
     type Error = Status;
 
     fn try_from(req: pb::RouteCallRequest) -> Result<Self, Status> {
+        call_from_pb(req).map_err(|v| invalid_argument(&v))
+    }
+}
+
+/// A call from the wire, or every field violation (paths as the client named them).
+pub fn call_from_pb(req: pb::RouteCallRequest) -> Result<Call, Vec<FieldViolation>> {
+    {
         let pb::RouteCallRequest {
             call_id,
             caller_number,
@@ -170,7 +178,7 @@ impl TryFrom<pb::RouteCallRequest> for Call {
         let language = label("language", &language, &mut v);
         let tracking_code = label("tracking_code", &tracking_code, &mut v);
         let (Some(call_id), true) = (call_id, v.is_empty()) else {
-            return Err(invalid_argument(&v));
+            return Err(v);
         };
         Ok(Call {
             call_id: CallId::new_checked(call_id),
@@ -525,6 +533,40 @@ impl From<&PlanRecord> for pb::PlanVersion {
             comment: r.comment.clone(),
             create_time: Some(timestamp(r.created_at)),
             content_hash: r.content_hash.clone(),
+        }
+    }
+}
+
+fn audit_action(a: AuditAction) -> pb::AuditAction {
+    match a {
+        AuditAction::PlanApply => pb::AuditAction::PlanApply,
+        AuditAction::PlanRollback => pb::AuditAction::PlanRollback,
+        AuditAction::PlanReload => pb::AuditAction::PlanReload,
+        AuditAction::CustomerUpsert => pb::AuditAction::CustomerUpsert,
+        AuditAction::CustomerDelete => pb::AuditAction::CustomerDelete,
+        AuditAction::CallbackCancel => pb::AuditAction::CallbackCancel,
+    }
+}
+
+impl From<AuditEntry> for pb::AuditEntry {
+    fn from(e: AuditEntry) -> Self {
+        let AuditEntry {
+            seq,
+            time,
+            principal,
+            action,
+            target,
+            request_id,
+            detail,
+        } = e;
+        pb::AuditEntry {
+            sequence: seq,
+            time: Some(timestamp(time)),
+            principal,
+            action: audit_action(action) as i32,
+            target,
+            request_id,
+            detail,
         }
     }
 }

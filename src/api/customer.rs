@@ -6,7 +6,7 @@ use tracing::instrument;
 use super::convert::customer_from_pb;
 use super::error::invalid_argument;
 use super::pb::{self, customer_service_server::CustomerService, get_customer_request::Lookup};
-use super::{ready, Ready};
+use super::{actor, ready, Ready};
 use crate::domain::{check_id, CustomerId, FieldViolation, PhoneNumber};
 
 pub struct CustomerApi {
@@ -28,9 +28,10 @@ impl CustomerService for CustomerApi {
         request: Request<pb::UpsertCustomerRequest>,
     ) -> Result<Response<pb::UpsertCustomerResponse>, Status> {
         let holdless = ready(&self.ready)?;
+        let actor = actor(&request, "", &mut Vec::new());
         let pb::UpsertCustomerRequest { customer } = request.into_inner();
         let customer = customer_from_pb(customer)?;
-        let out = holdless.upsert_customer(customer).await?;
+        let out = holdless.upsert_customer(customer, &actor).await?;
         Ok(Response::new(pb::UpsertCustomerResponse {
             customer: Some(out.customer.into()),
             created: out.created,
@@ -72,9 +73,10 @@ impl CustomerService for CustomerApi {
         request: Request<pb::DeleteCustomerRequest>,
     ) -> Result<Response<pb::DeleteCustomerResponse>, Status> {
         let holdless = ready(&self.ready)?;
+        let actor = actor(&request, "", &mut Vec::new());
         let pb::DeleteCustomerRequest { customer_id: id } = request.into_inner();
         holdless
-            .delete_customer(&customer_id("customer_id", &id)?)
+            .delete_customer(&customer_id("customer_id", &id)?, &actor)
             .await?;
         Ok(Response::new(pb::DeleteCustomerResponse {}))
     }

@@ -12,8 +12,10 @@ pub mod stats;
 use std::sync::Arc;
 
 use tokio::sync::OnceCell;
-use tonic::Status;
+use tonic::{Request, Status};
 
+use crate::domain::audit::{Actor, ANONYMOUS};
+use crate::domain::{check_id, FieldViolation};
 use crate::service::Holdless;
 
 /// Generated protobuf and tonic code for `holdless.v1`.
@@ -33,4 +35,28 @@ pub type Ready = Arc<OnceCell<Arc<Holdless>>>;
 pub(crate) fn ready(r: &Ready) -> Result<&Arc<Holdless>, Status> {
     r.get()
         .ok_or_else(|| Status::unavailable("holdless is starting; retry shortly"))
+}
+
+/// The authenticated caller, put in the request's extensions by the authentication
+/// layer (when it lands). The one place the API learns who asks.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Principal(pub String);
+
+/// Who makes a change: the request's [`Principal`], or `anonymous` until
+/// authentication lands; with the client's idempotency key (checked, may be empty).
+pub(crate) fn actor<T>(
+    request: &Request<T>,
+    request_id: &str,
+    violations: &mut Vec<FieldViolation>,
+) -> Actor {
+    let principal = request
+        .extensions()
+        .get::<Principal>()
+        .map_or_else(|| ANONYMOUS.to_owned(), |p| p.0.clone());
+    let request_id = if request_id.is_empty() {
+        String::new()
+    } else {
+        check_id("request_id", request_id, violations).unwrap_or_default()
+    };
+    Actor::new(principal, request_id)
 }

@@ -3,6 +3,7 @@
 //! and an id is never empty.
 
 pub mod agent;
+pub mod audit;
 pub mod call;
 pub mod callback;
 pub mod contact;

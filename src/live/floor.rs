@@ -17,7 +17,7 @@ use chrono::{DateTime, Utc};
 
 use super::ewt::{estimated_wait, Aht, EwtError};
 use crate::domain::agent::{has_skills, AgentState, Skills};
-use crate::domain::contact::{ContactOutcome, ContactRecord};
+use crate::domain::contact::{CallFacts, ContactOutcome, ContactRecord};
 
 /// Tunables of the live state.
 #[derive(Debug, Clone)]
@@ -104,6 +104,8 @@ struct CallLive {
     transfers: u32,
     transfer_loop: bool,
     last_change: DateTime<Utc>,
+    /// What routing looked at when the call was first routed (for plan replays).
+    facts: Option<Box<CallFacts>>,
 }
 
 impl CallLive {
@@ -708,6 +710,7 @@ impl Floor {
             transfers,
             transfer_loop,
             last_change: now,
+            facts: previous.as_ref().and_then(|p| p.facts.clone()),
         };
         let placement = match self.pick_agent(&required, preferred_agent) {
             Some(agent) => {
@@ -778,6 +781,15 @@ impl Floor {
             wait_secs: c.wait.map(|w| w.as_secs_f64()),
             handle_secs: None,
             transfers: c.transfers,
+            facts: c.facts.clone(),
+        }
+    }
+
+    /// Remembers what routing looked at for a call, kept with its contact record. The
+    /// first routing of a call wins: a re-route after a transfer keeps the original.
+    pub fn set_facts(&mut self, call_id: &str, facts: CallFacts) {
+        if let Some(c) = self.calls.get_mut(call_id) {
+            c.facts.get_or_insert_with(|| Box::new(facts));
         }
     }
 

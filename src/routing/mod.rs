@@ -12,6 +12,7 @@ pub mod index;
 pub mod location;
 pub mod offer;
 pub mod plan;
+pub mod simulate;
 
 pub use compile::{compile, compile_toml};
 pub use engine::{decide, AgentContext, Decision, RuleTrace, TraceOutcome};

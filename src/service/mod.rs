@@ -1,6 +1,10 @@
 //! The operations holdless offers, over the store, the active plan and the clock. The
 //! gRPC layer (`api`) converts wire types and calls these; nothing here knows tonic.
+//! Plan operations (versions, rollback, simulation, reload, audit) are in `plans`.
 
+mod plans;
+
+use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
@@ -8,7 +12,8 @@ use tokio::sync::Mutex;
 
 use crate::clock::Clock;
 use crate::domain::agent::{AgentState, Skills};
-use crate::domain::contact::ContactRecord;
+use crate::domain::audit::{Actor, AuditAction, SYSTEM};
+use crate::domain::contact::{CallFacts, ContactRecord};
 use crate::domain::{Call, Customer, CustomerId, FieldViolation};
 use crate::live::{
     CallEvent, EventOutcome, Floor, LiveConfig, LiveError, Placement, QueueInfo, QueueSnapshot,
@@ -16,7 +21,12 @@ use crate::live::{
 use crate::routing::offer::{callback_offer, OfferReason};
 use crate::routing::plan::Queue;
 use crate::routing::{self, CompiledPlan, Decision};
-use crate::store::{NewPlan, PlanRecord, Store, StoreError, UpsertOutcome};
+use crate::store::{NewPlan, Store, StoreError, UpsertOutcome};
+
+pub use plans::{
+    ReloadOutcome, ReplaySource, SimulationOutcome, DEFAULT_SIMULATION_DAYS, MAX_SIMULATED_CALLS,
+    MAX_SIMULATION_DAYS, PLAN_REQUEST_RETENTION_HOURS,
+};
 
 /// How far back the agent's context looks for earlier contacts.
 pub const CONTEXT_DAYS: i64 = 7;
@@ -117,6 +127,8 @@ pub struct Holdless {
     floor: std::sync::Mutex<Floor>,
     /// The callback scheduler, attached once started.
     scheduler: std::sync::OnceLock<crate::scheduler::Scheduler>,
+    /// Failed plan reloads (SIGHUP) since start.
+    reload_failures: AtomicU64,
 }
 
 impl Holdless {
@@ -132,17 +144,26 @@ impl Holdless {
             Some(r) => r,
             None => {
                 routing::compile_toml(plan_text, 0).map_err(ServiceError::InvalidArgument)?;
+                let now = clock.now();
                 let r = store
                     .apply_plan(
                         NewPlan {
                             author: "holdless (import)".into(),
                             comment: "imported at first start".into(),
-                            created_at: clock.now(),
+                            created_at: now,
                             toml: plan_text.to_owned(),
+                            request_id: None,
+                            audit: Actor::new(SYSTEM, "").entry(
+                                now,
+                                AuditAction::PlanApply,
+                                "",
+                                "imported at first start",
+                            ),
                         },
                         Some(0),
                     )
-                    .await?;
+                    .await?
+                    .record;
                 tracing::info!(
                     version = r.version,
                     "imported routing plan into empty store"
@@ -173,6 +194,7 @@ impl Holdless {
             plan_writer: Mutex::new(()),
             floor: std::sync::Mutex::new(Floor::new(live)),
             scheduler: std::sync::OnceLock::new(),
+            reload_failures: AtomicU64::new(0),
         })
     }
 
@@ -267,6 +289,7 @@ impl Holdless {
                 decision.preferred_agent_id.as_deref(),
                 now,
             );
+            floor.set_facts(call.call_id.as_str(), CallFacts::from_call(&call, now));
             (
                 placement,
                 floor.history(call.call_id.as_str()).unwrap_or_default(),
@@ -371,57 +394,20 @@ impl Holdless {
         Ok(self.store.prune_contacts(before).await?)
     }
 
-    pub fn validate_plan(&self, text: &str) -> Result<PlanSummary, Vec<FieldViolation>> {
-        routing::compile_toml(text, 0).map(|p| PlanSummary {
-            queues: p.queues.len(),
-            rules: p.rules.len(),
-            campaigns: p.campaigns.len(),
-        })
-    }
-
-    /// Validates and activates a plan as a new version. `expected_version` 0 skips the
-    /// optimistic-concurrency check.
-    pub async fn apply_plan(
+    /// Creates or replaces a customer, audited in the same transaction.
+    pub async fn upsert_customer(
         &self,
-        text: String,
-        expected_version: u64,
-        author: String,
-        comment: String,
-    ) -> Result<PlanRecord, ServiceError> {
-        let mut compiled =
-            routing::compile_toml(&text, 0).map_err(ServiceError::InvalidArgument)?;
-        let _writer = self.plan_writer.lock().await;
-        let record = self
-            .store
-            .apply_plan(
-                NewPlan {
-                    author,
-                    comment,
-                    created_at: self.clock.now(),
-                    toml: text,
-                },
-                (expected_version != 0).then_some(expected_version),
-            )
-            .await?;
-        compiled.version = record.version;
-        self.plan.store(Arc::new(compiled));
-        tracing::info!(version = record.version, author = %record.author, "routing plan applied");
-        Ok(record)
-    }
-
-    /// The active plan's record, or a given version (0 = active).
-    pub async fn plan_record(&self, version: u64) -> Result<PlanRecord, ServiceError> {
-        let found = if version == 0 {
-            self.store.active_plan().await?
-        } else {
-            self.store.plan_version(version).await?
-        };
-        found.ok_or_else(|| ServiceError::NotFound(format!("plan version {version} not found")))
-    }
-
-    pub async fn upsert_customer(&self, mut c: Customer) -> Result<UpsertOutcome, ServiceError> {
+        mut c: Customer,
+        actor: &Actor,
+    ) -> Result<UpsertOutcome, ServiceError> {
         c.updated_at = self.clock.now();
-        Ok(self.store.upsert_customer(c).await?)
+        let audit = actor.entry(
+            c.updated_at,
+            AuditAction::CustomerUpsert,
+            format!("customer {}", c.id.as_str()),
+            "",
+        );
+        Ok(self.store.upsert_customer(c, audit).await?)
     }
 
     pub async fn customer(&self, id: &CustomerId) -> Result<Customer, ServiceError> {
@@ -438,8 +424,19 @@ impl Holdless {
             .ok_or_else(|| ServiceError::NotFound(format!("no customer has number {e164}")))
     }
 
-    pub async fn delete_customer(&self, id: &CustomerId) -> Result<(), ServiceError> {
-        if self.store.delete_customer(id).await? {
+    /// Deletes a customer, audited in the same transaction.
+    pub async fn delete_customer(
+        &self,
+        id: &CustomerId,
+        actor: &Actor,
+    ) -> Result<(), ServiceError> {
+        let audit = actor.entry(
+            self.clock.now(),
+            AuditAction::CustomerDelete,
+            format!("customer {}", id.as_str()),
+            "",
+        );
+        if self.store.delete_customer(id, audit).await? {
             Ok(())
         } else {
             Err(ServiceError::NotFound(format!(

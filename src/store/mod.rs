@@ -12,6 +12,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
+use crate::domain::audit::AuditEntry;
 use crate::domain::callback::{Callback, CallbackState};
 use crate::domain::contact::ContactRecord;
 use crate::domain::{Customer, CustomerId};
@@ -55,6 +56,20 @@ pub struct NewPlan {
     pub comment: String,
     pub created_at: DateTime<Utc>,
     pub toml: String,
+    /// Idempotency key: a second apply with the same key (within the retention) returns
+    /// the version the first one created and changes nothing.
+    pub request_id: Option<String>,
+    /// Written in the same transaction as the version; the store sets its `seq` and
+    /// its `target` (`plan vN`).
+    pub audit: AuditEntry,
+}
+
+/// The outcome of [`Store::apply_plan`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct AppliedPlan {
+    pub record: PlanRecord,
+    /// The request id had been seen: `record` is the first answer, nothing changed.
+    pub replayed: bool,
 }
 
 /// What `create_callback` did.
@@ -89,20 +104,42 @@ pub trait Store: Send + Sync + 'static {
     /// Stores `plan` as the next version and makes it active. With `expected_version`,
     /// fails with [`StoreError::VersionConflict`] unless that version is active now
     /// (0 means "no plan yet"). Durable when it returns.
+    /// A plan whose `request_id` was already used returns the first answer
+    /// (`replayed`), checked before `expected_version`. The plan's audit entry is
+    /// written in the same transaction.
     async fn apply_plan(
         &self,
         plan: NewPlan,
         expected_version: Option<u64>,
-    ) -> StoreResult<PlanRecord>;
+    ) -> StoreResult<AppliedPlan>;
+    /// Plan versions below `before` (all when `None`), newest first, at most `limit`;
+    /// `toml` is left empty (a listing, not the documents).
+    async fn list_plans(&self, before: Option<u64>, limit: usize) -> StoreResult<Vec<PlanRecord>>;
+    /// Forgets plan request ids recorded before `before`; returns how many. Durable
+    /// when it returns.
+    async fn prune_plan_requests(&self, before: DateTime<Utc>) -> StoreResult<usize>;
 
     /// Creates or replaces a customer. A phone number belongs to one customer: listing
-    /// it here takes it off any other customer (the CRM's latest word wins). Durable
-    /// when it returns.
-    async fn upsert_customer(&self, customer: Customer) -> StoreResult<UpsertOutcome>;
+    /// it here takes it off any other customer (the CRM's latest word wins). `audit` is
+    /// written in the same transaction (its detail gets "created"/"updated" prefixed).
+    /// Durable when it returns.
+    async fn upsert_customer(
+        &self,
+        customer: Customer,
+        audit: AuditEntry,
+    ) -> StoreResult<UpsertOutcome>;
     async fn customer(&self, id: &CustomerId) -> StoreResult<Option<Customer>>;
     async fn customer_by_phone(&self, e164: &str) -> StoreResult<Option<Customer>>;
-    /// Deletes a customer; `false` when there was none. Durable when it returns.
-    async fn delete_customer(&self, id: &CustomerId) -> StoreResult<bool>;
+    /// Deletes a customer; `false` when there was none (then nothing is audited).
+    /// `audit` is written in the same transaction. Durable when it returns.
+    async fn delete_customer(&self, id: &CustomerId, audit: AuditEntry) -> StoreResult<bool>;
+
+    /// Appends an entry to the audit log on its own, for changes whose own write is
+    /// not in this store's transaction; prefer passing the entry with the change.
+    /// Returns it with its `seq`. Durable when it returns.
+    async fn append_audit(&self, entry: AuditEntry) -> StoreResult<AuditEntry>;
+    /// Audit entries with `seq >= from`, oldest first, at most `limit`.
+    async fn list_audit(&self, from: u64, limit: usize) -> StoreResult<Vec<AuditEntry>>;
 
     /// Creates or replaces the contact record of a call (keyed by call id). Durable
     /// when it returns.
@@ -113,6 +150,13 @@ pub trait Store: Send + Sync + 'static {
         &self,
         customer_id: Option<&str>,
         caller: Option<&str>,
+        since: DateTime<Utc>,
+        limit: usize,
+    ) -> StoreResult<Vec<ContactRecord>>;
+    /// Contacts that entered a queue at or after `since`, newest first, at most
+    /// `limit` (a full scan of the contact history, done off the async threads).
+    async fn contacts_since(
+        &self,
         since: DateTime<Utc>,
         limit: usize,
     ) -> StoreResult<Vec<ContactRecord>>;

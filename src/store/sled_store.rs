@@ -4,7 +4,9 @@
 //!
 //! Layout (values are JSON):
 //! - `plans`: version (u64 big-endian) -> [`PlanRecord`]
-//! - `meta`: `active_plan` -> u64 big-endian
+//! - `plan_requests`: request id -> [`PlanRequest`] (idempotency keys of plan changes)
+//! - `meta`: `active_plan` -> u64 big-endian; `audit_seq` -> last audit seq, u64 BE
+//! - `audit`: seq (u64 big-endian) -> [`AuditEntry`], append-only
 //! - `customers`: customer id -> [`Customer`]
 //! - `customer_phones`: E.164 -> customer id
 //! - `contacts`: call id -> [`ContactRecord`]
@@ -21,15 +23,59 @@ use sled::Transactional;
 
 use super::committer::{CommitStats, Committer};
 use super::*;
+use crate::domain::audit::AuditEntry;
 use crate::domain::callback::Callback;
 use crate::domain::contact::ContactRecord;
 
 const ACTIVE_PLAN: &[u8] = b"active_plan";
+const AUDIT_SEQ: &[u8] = b"audit_seq";
+
+/// What a plan request id produced, kept for the idempotency retention.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct PlanRequest {
+    version: u64,
+    at: DateTime<Utc>,
+}
+
+type TxResult<T> = Result<T, ConflictableTransactionError<StoreError>>;
+
+fn tx_u64(v: Option<sled::IVec>) -> TxResult<u64> {
+    match v {
+        None => Ok(0),
+        Some(v) => match u64_of(&v) {
+            Ok(v) => Ok(v),
+            Err(e) => abort(e),
+        },
+    }
+}
+
+fn tx_decode<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> TxResult<T> {
+    match decode(bytes) {
+        Ok(v) => Ok(v),
+        Err(e) => abort(e),
+    }
+}
+
+/// Appends an audit entry inside a transaction: the next seq comes from `meta`, so
+/// entries are numbered in commit order.
+fn tx_audit(
+    audit: &TransactionalTree,
+    meta: &TransactionalTree,
+    mut entry: AuditEntry,
+) -> TxResult<AuditEntry> {
+    let seq = tx_u64(meta.get(AUDIT_SEQ)?)? + 1;
+    entry.seq = seq;
+    meta.insert(AUDIT_SEQ, &seq.to_be_bytes())?;
+    audit.insert(&seq.to_be_bytes(), encode(&entry))?;
+    Ok(entry)
+}
 
 #[derive(Clone)]
 pub struct SledStore {
     plans: sled::Tree,
+    plan_requests: sled::Tree,
     meta: sled::Tree,
+    audit: sled::Tree,
     customers: sled::Tree,
     phones: sled::Tree,
     contacts: sled::Tree,
@@ -95,7 +141,9 @@ impl SledStore {
             .map_err(io)?;
         let store = Self {
             plans: db.open_tree("plans").map_err(io)?,
+            plan_requests: db.open_tree("plan_requests").map_err(io)?,
             meta: db.open_tree("meta").map_err(io)?,
+            audit: db.open_tree("audit").map_err(io)?,
             customers: db.open_tree("customers").map_err(io)?,
             phones: db.open_tree("customer_phones").map_err(io)?,
             contacts: db.open_tree("contacts").map_err(io)?,
@@ -181,48 +229,104 @@ impl Store for SledStore {
         &self,
         plan: NewPlan,
         expected_version: Option<u64>,
-    ) -> StoreResult<PlanRecord> {
+    ) -> StoreResult<AppliedPlan> {
         self.write(move |s| {
             let hash = content_hash(&plan.toml);
-            let r = (&s.plans, &s.meta).transaction(|(plans, meta)| {
-                let active = match meta.get(ACTIVE_PLAN)? {
-                    Some(v) => match u64_of(&v) {
-                        Ok(v) => v,
-                        Err(e) => return abort(e),
-                    },
-                    None => 0,
-                };
-                if let Some(expected) = expected_version {
-                    if expected != active {
-                        return abort(StoreError::VersionConflict {
-                            expected,
-                            actual: active,
-                        });
+            let r = (&s.plans, &s.meta, &s.audit, &s.plan_requests).transaction(
+                |(plans, meta, audit, requests)| {
+                    if let Some(id) = &plan.request_id {
+                        if let Some(seen) = requests.get(id.as_bytes())? {
+                            let seen: PlanRequest = tx_decode(&seen)?;
+                            let Some(first) = plans.get(seen.version.to_be_bytes())? else {
+                                return abort(corrupt(format!(
+                                    "request {id} names missing plan version {}",
+                                    seen.version
+                                )));
+                            };
+                            return Ok(AppliedPlan {
+                                record: tx_decode(&first)?,
+                                replayed: true,
+                            });
+                        }
                     }
-                }
-                // Versions only grow, also after a rollback made an old one active.
-                let mut next = active + 1;
-                while plans.get(next.to_be_bytes())?.is_some() {
-                    next += 1;
-                }
-                let record = PlanRecord {
-                    version: next,
-                    author: plan.author.clone(),
-                    comment: plan.comment.clone(),
-                    created_at: plan.created_at,
-                    content_hash: hash.clone(),
-                    toml: plan.toml.clone(),
-                };
-                plans.insert(&next.to_be_bytes(), encode(&record))?;
-                meta.insert(ACTIVE_PLAN, &next.to_be_bytes())?;
-                Ok(record)
-            });
+                    let active = tx_u64(meta.get(ACTIVE_PLAN)?)?;
+                    if let Some(expected) = expected_version {
+                        if expected != active {
+                            return abort(StoreError::VersionConflict {
+                                expected,
+                                actual: active,
+                            });
+                        }
+                    }
+                    // Versions only grow, also after a rollback made an old one active.
+                    let mut next = active + 1;
+                    while plans.get(next.to_be_bytes())?.is_some() {
+                        next += 1;
+                    }
+                    let record = PlanRecord {
+                        version: next,
+                        author: plan.author.clone(),
+                        comment: plan.comment.clone(),
+                        created_at: plan.created_at,
+                        content_hash: hash.clone(),
+                        toml: plan.toml.clone(),
+                    };
+                    plans.insert(&next.to_be_bytes(), encode(&record))?;
+                    meta.insert(ACTIVE_PLAN, &next.to_be_bytes())?;
+                    if let Some(id) = &plan.request_id {
+                        let seen = PlanRequest {
+                            version: next,
+                            at: plan.created_at,
+                        };
+                        requests.insert(id.as_bytes(), encode(&seen))?;
+                    }
+                    let mut entry = plan.audit.clone();
+                    entry.target = format!("plan v{next}");
+                    tx_audit(audit, meta, entry)?;
+                    Ok(AppliedPlan {
+                        record,
+                        replayed: false,
+                    })
+                },
+            );
             tx_result(r)
         })
         .await
     }
 
-    async fn upsert_customer(&self, customer: Customer) -> StoreResult<UpsertOutcome> {
+    async fn list_plans(&self, before: Option<u64>, limit: usize) -> StoreResult<Vec<PlanRecord>> {
+        let end = before.unwrap_or(u64::MAX).to_be_bytes();
+        let mut out = Vec::new();
+        for item in self.plans.range(..end).rev().take(limit) {
+            let (_, v) = item.map_err(io)?;
+            let mut r: PlanRecord = decode(&v)?;
+            r.toml = String::new();
+            out.push(r);
+        }
+        Ok(out)
+    }
+
+    async fn prune_plan_requests(&self, before: DateTime<Utc>) -> StoreResult<usize> {
+        self.write(move |s| {
+            let mut pruned = 0;
+            for item in s.plan_requests.iter() {
+                let (k, v) = item.map_err(io)?;
+                let seen: PlanRequest = decode(&v)?;
+                if seen.at < before {
+                    s.plan_requests.remove(k).map_err(io)?;
+                    pruned += 1;
+                }
+            }
+            Ok(pruned)
+        })
+        .await
+    }
+
+    async fn upsert_customer(
+        &self,
+        customer: Customer,
+        audit: AuditEntry,
+    ) -> StoreResult<UpsertOutcome> {
         {
             let mut seen = std::collections::HashSet::new();
             for p in &customer.phones {
@@ -232,34 +336,48 @@ impl Store for SledStore {
             }
         }
         self.write(move |s| {
-            let r = (&s.customers, &s.phones).transaction(|(customers, phones)| {
-                let id = customer.id.as_str().as_bytes();
-                let existing = Self::read_customer(customers, id)?;
-                if let Some(old) = &existing {
-                    for p in old.phones.iter().filter(|p| !customer.phones.contains(p)) {
-                        if phones.get(p.as_bytes())?.as_deref() == Some(id) {
-                            phones.remove(p.as_bytes())?;
-                        }
-                    }
-                }
-                for p in &customer.phones {
-                    if let Some(owner) = phones.get(p.as_bytes())? {
-                        if owner.as_ref() != id {
-                            // The number moved to this customer: take it off the other.
-                            if let Some(mut other) = Self::read_customer(customers, &owner)? {
-                                other.phones.retain(|q| q != p);
-                                customers.insert(owner.as_ref(), encode(&other))?;
+            let r = (&s.customers, &s.phones, &s.audit, &s.meta).transaction(
+                |(customers, phones, audit_tree, meta)| {
+                    let id = customer.id.as_str().as_bytes();
+                    let existing = Self::read_customer(customers, id)?;
+                    if let Some(old) = &existing {
+                        for p in old.phones.iter().filter(|p| !customer.phones.contains(p)) {
+                            if phones.get(p.as_bytes())?.as_deref() == Some(id) {
+                                phones.remove(p.as_bytes())?;
                             }
                         }
                     }
-                    phones.insert(p.as_bytes(), id)?;
-                }
-                customers.insert(id, encode(&customer))?;
-                Ok(UpsertOutcome {
-                    customer: customer.clone(),
-                    created: existing.is_none(),
-                })
-            });
+                    for p in &customer.phones {
+                        if let Some(owner) = phones.get(p.as_bytes())? {
+                            if owner.as_ref() != id {
+                                // The number moved to this customer: take it off the other.
+                                if let Some(mut other) = Self::read_customer(customers, &owner)? {
+                                    other.phones.retain(|q| q != p);
+                                    customers.insert(owner.as_ref(), encode(&other))?;
+                                }
+                            }
+                        }
+                        phones.insert(p.as_bytes(), id)?;
+                    }
+                    customers.insert(id, encode(&customer))?;
+                    let mut entry = audit.clone();
+                    let what = if existing.is_none() {
+                        "created"
+                    } else {
+                        "updated"
+                    };
+                    entry.detail = if entry.detail.is_empty() {
+                        what.to_owned()
+                    } else {
+                        format!("{what}: {}", entry.detail)
+                    };
+                    tx_audit(audit_tree, meta, entry)?;
+                    Ok(UpsertOutcome {
+                        customer: customer.clone(),
+                        created: existing.is_none(),
+                    })
+                },
+            );
             tx_result(r)
         })
         .await
@@ -284,22 +402,25 @@ impl Store for SledStore {
             .transpose()
     }
 
-    async fn delete_customer(&self, id: &CustomerId) -> StoreResult<bool> {
+    async fn delete_customer(&self, id: &CustomerId, audit: AuditEntry) -> StoreResult<bool> {
         let id = id.clone();
         self.write(move |s| {
-            let r = (&s.customers, &s.phones).transaction(|(customers, phones)| {
-                let key = id.as_str().as_bytes();
-                let Some(old) = Self::read_customer(customers, key)? else {
-                    return Ok(false);
-                };
-                for p in &old.phones {
-                    if phones.get(p.as_bytes())?.as_deref() == Some(key) {
-                        phones.remove(p.as_bytes())?;
+            let r = (&s.customers, &s.phones, &s.audit, &s.meta).transaction(
+                |(customers, phones, audit_tree, meta)| {
+                    let key = id.as_str().as_bytes();
+                    let Some(old) = Self::read_customer(customers, key)? else {
+                        return Ok(false);
+                    };
+                    for p in &old.phones {
+                        if phones.get(p.as_bytes())?.as_deref() == Some(key) {
+                            phones.remove(p.as_bytes())?;
+                        }
                     }
-                }
-                customers.remove(key)?;
-                Ok(true)
-            });
+                    customers.remove(key)?;
+                    tx_audit(audit_tree, meta, audit.clone())?;
+                    Ok(true)
+                },
+            );
             tx_result(r)
         })
         .await
@@ -371,6 +492,51 @@ impl Store for SledStore {
                 .then(b.call_id.cmp(&a.call_id))
         });
         out.truncate(limit);
+        Ok(out)
+    }
+
+    async fn contacts_since(
+        &self,
+        since: DateTime<Utc>,
+        limit: usize,
+    ) -> StoreResult<Vec<ContactRecord>> {
+        let contacts = self.contacts.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut out = Vec::new();
+            for item in contacts.iter() {
+                let (_, v) = item.map_err(io)?;
+                let c: ContactRecord = decode(&v)?;
+                if c.enqueued_at >= since {
+                    out.push(c);
+                }
+            }
+            out.sort_by(|a, b| {
+                b.enqueued_at
+                    .cmp(&a.enqueued_at)
+                    .then(b.call_id.cmp(&a.call_id))
+            });
+            out.truncate(limit);
+            Ok(out)
+        })
+        .await
+        .map_err(|e| io(format!("scan task failed: {e}")))?
+    }
+
+    async fn append_audit(&self, entry: AuditEntry) -> StoreResult<AuditEntry> {
+        self.write(move |s| {
+            let r = (&s.audit, &s.meta)
+                .transaction(|(audit, meta)| tx_audit(audit, meta, entry.clone()));
+            tx_result(r)
+        })
+        .await
+    }
+
+    async fn list_audit(&self, from: u64, limit: usize) -> StoreResult<Vec<AuditEntry>> {
+        let mut out = Vec::new();
+        for item in self.audit.range(from.to_be_bytes()..).take(limit) {
+            let (_, v) = item.map_err(io)?;
+            out.push(decode(&v)?);
+        }
         Ok(out)
     }
 
@@ -463,6 +629,7 @@ impl Store for SledStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::domain::audit::{Actor, AuditAction};
     use chrono::Utc;
 
     fn customer(id: &str, phones: &[&str]) -> Customer {
@@ -481,12 +648,18 @@ mod tests {
         }
     }
 
+    fn audit(action: AuditAction) -> AuditEntry {
+        Actor::new("tester", "").entry(Utc::now(), action, "", "")
+    }
+
     fn new_plan(toml: &str) -> NewPlan {
         NewPlan {
             author: "test".into(),
             comment: String::new(),
             created_at: Utc::now(),
             toml: toml.into(),
+            request_id: None,
+            audit: audit(AuditAction::PlanApply),
         }
     }
 
@@ -495,9 +668,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let s = SledStore::open(dir.path()).unwrap();
         assert_eq!(s.active_plan().await.unwrap(), None);
-        let v1 = s.apply_plan(new_plan("a"), Some(0)).await.unwrap();
+        let v1 = s.apply_plan(new_plan("a"), Some(0)).await.unwrap().record;
         assert_eq!(v1.version, 1);
-        let v2 = s.apply_plan(new_plan("b"), Some(1)).await.unwrap();
+        let v2 = s.apply_plan(new_plan("b"), Some(1)).await.unwrap().record;
         assert_eq!(v2.version, 2);
         assert_eq!(
             s.apply_plan(new_plan("c"), Some(1)).await,
@@ -515,16 +688,19 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let s = SledStore::open(dir.path()).unwrap();
         assert!(
-            s.upsert_customer(customer("a", &["+441"]))
+            s.upsert_customer(customer("a", &["+441"]), audit(AuditAction::CustomerUpsert))
                 .await
                 .unwrap()
                 .created
         );
         assert!(
-            s.upsert_customer(customer("b", &["+441", "+442"]))
-                .await
-                .unwrap()
-                .created
+            s.upsert_customer(
+                customer("b", &["+441", "+442"]),
+                audit(AuditAction::CustomerUpsert)
+            )
+            .await
+            .unwrap()
+            .created
         );
         let a = s
             .customer(&CustomerId::new_checked("a".into()))
@@ -542,19 +718,25 @@ mod tests {
             "b"
         );
         assert!(
-            !s.upsert_customer(customer("b", &["+442"]))
+            !s.upsert_customer(customer("b", &["+442"]), audit(AuditAction::CustomerUpsert))
                 .await
                 .unwrap()
                 .created
         );
         assert_eq!(s.customer_by_phone("+441").await.unwrap(), None);
         assert!(s
-            .delete_customer(&CustomerId::new_checked("b".into()))
+            .delete_customer(
+                &CustomerId::new_checked("b".into()),
+                audit(AuditAction::CustomerDelete)
+            )
             .await
             .unwrap());
         assert_eq!(s.customer_by_phone("+442").await.unwrap(), None);
         assert!(!s
-            .delete_customer(&CustomerId::new_checked("b".into()))
+            .delete_customer(
+                &CustomerId::new_checked("b".into()),
+                audit(AuditAction::CustomerDelete)
+            )
             .await
             .unwrap());
     }
@@ -569,9 +751,12 @@ mod tests {
             let s = s.clone();
             tasks.push(tokio::spawn(async move {
                 for j in 0..10 {
-                    s.upsert_customer(customer(&format!("c{i}-{j}"), &[]))
-                        .await
-                        .unwrap();
+                    s.upsert_customer(
+                        customer(&format!("c{i}-{j}"), &[]),
+                        audit(AuditAction::CustomerUpsert),
+                    )
+                    .await
+                    .unwrap();
                 }
             }));
         }
@@ -608,6 +793,7 @@ mod tests {
             wait_secs: Some(3.0),
             handle_secs: None,
             transfers: 0,
+            facts: None,
         }
     }
 
@@ -659,7 +845,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         {
             let s = SledStore::open(dir.path()).unwrap();
-            s.upsert_customer(customer("a", &["+441"])).await.unwrap();
+            s.upsert_customer(customer("a", &["+441"]), audit(AuditAction::CustomerUpsert))
+                .await
+                .unwrap();
             s.apply_plan(new_plan("p"), None).await.unwrap();
             s.close().await;
             assert_eq!(s.flush().await, Err(StoreError::Closed));
@@ -675,5 +863,69 @@ mod tests {
             "a"
         );
         assert_eq!(s.active_plan().await.unwrap().unwrap().toml, "p");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_repeated_plan_request_id_returns_the_first_version_until_pruned() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = SledStore::open(dir.path()).unwrap();
+        let mut p = new_plan("a");
+        p.request_id = Some("r1".into());
+        let first = s.apply_plan(p.clone(), Some(0)).await.unwrap();
+        assert!(!first.replayed);
+        // A retry with a stale expected version still gets the first answer.
+        let again = s.apply_plan(p.clone(), Some(0)).await.unwrap();
+        assert!(again.replayed);
+        assert_eq!(again.record, first.record);
+        assert_eq!(s.list_plans(None, 10).await.unwrap().len(), 1);
+        assert_eq!(s.list_audit(0, 10).await.unwrap().len(), 1);
+
+        let later = Utc::now() + chrono::Duration::hours(1);
+        assert_eq!(s.prune_plan_requests(later).await.unwrap(), 1);
+        let fresh = s.apply_plan(p, None).await.unwrap();
+        assert!(!fresh.replayed);
+        assert_eq!(fresh.record.version, 2);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn audit_entries_are_numbered_in_commit_order_with_the_change() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = SledStore::open(dir.path()).unwrap();
+        s.apply_plan(new_plan("a"), None).await.unwrap();
+        s.upsert_customer(customer("c", &[]), audit(AuditAction::CustomerUpsert))
+            .await
+            .unwrap();
+        s.upsert_customer(customer("c", &[]), audit(AuditAction::CustomerUpsert))
+            .await
+            .unwrap();
+        let id = CustomerId::new_checked("c".into());
+        assert!(s
+            .delete_customer(&id, audit(AuditAction::CustomerDelete))
+            .await
+            .unwrap());
+        // Nothing deleted: nothing audited.
+        assert!(!s
+            .delete_customer(&id, audit(AuditAction::CustomerDelete))
+            .await
+            .unwrap());
+        s.append_audit(audit(AuditAction::CallbackCancel))
+            .await
+            .unwrap();
+        let log = s.list_audit(0, 100).await.unwrap();
+        let got: Vec<(u64, AuditAction, &str, &str)> = log
+            .iter()
+            .map(|e| (e.seq, e.action, e.target.as_str(), e.detail.as_str()))
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                (1, AuditAction::PlanApply, "plan v1", ""),
+                (2, AuditAction::CustomerUpsert, "", "created"),
+                (3, AuditAction::CustomerUpsert, "", "updated"),
+                (4, AuditAction::CustomerDelete, "", ""),
+                (5, AuditAction::CallbackCancel, "", ""),
+            ]
+        );
+        assert_eq!(s.list_audit(4, 1).await.unwrap()[0].seq, 4);
     }
 }

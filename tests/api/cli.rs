@@ -253,3 +253,167 @@ async fn callbacks_commands_list_show_and_cancel() {
         "{cancel}"
     );
 }
+/// Runs the real binary against `app`; returns (exit code, stdout, stderr).
+async fn run_cli(app: &TestApp, args: &[&str]) -> (Option<i32>, String, String) {
+    let server = format!("http://{}", app.addr);
+    let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+    let out = tokio::task::spawn_blocking(move || {
+        holdless()
+            .args(&args)
+            .args(["--server", &server])
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[tokio::test]
+async fn plan_apply_history_diff_rollback_and_audit_through_the_cli() {
+    let app = spawn_app().await;
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("plan.toml");
+    std::fs::write(&file, crate::plans::uk_to_sales()).unwrap();
+    let path = file.display().to_string();
+
+    let (code, out, err) = run_cli(
+        &app,
+        &[
+            "plan",
+            "apply",
+            &path,
+            "--comment",
+            "uk to sales",
+            "--author",
+            "sam",
+        ],
+    )
+    .await;
+    assert_eq!(code, Some(0), "{err}");
+    assert!(out.starts_with("applied: version 2 ("), "{out}");
+
+    let (code, out, _) = run_cli(&app, &["plan", "history"]).await;
+    assert_eq!(code, Some(0));
+    let lines: Vec<&str> = out.lines().collect();
+    assert!(
+        lines[0].contains("VERSION") && lines[0].contains("COMMENT"),
+        "{out}"
+    );
+    assert!(
+        lines[1].starts_with("*  2") && lines[1].contains("sam"),
+        "{out}"
+    );
+    assert!(lines[1].ends_with("uk to sales"), "{out}");
+    assert!(lines[2].starts_with("   1"), "{out}");
+
+    let (code, out, _) = run_cli(&app, &["plan", "diff", "1"]).await;
+    assert_eq!(code, Some(0));
+    assert!(
+        out.contains("--- version 1\n+++ version 2 (active)"),
+        "{out}"
+    );
+    assert!(
+        out.contains("\n-queue = \"uk_support\"\n+queue = \"sales\"\n"),
+        "{out}"
+    );
+    let (_, out, _) = run_cli(&app, &["plan", "diff", "2", &path]).await;
+    assert!(out.contains("are identical"), "{out}");
+
+    let (code, out, err) =
+        run_cli(&app, &["plan", "rollback", "1", "--expected-version", "2"]).await;
+    assert_eq!(code, Some(0), "{err}");
+    assert!(out.contains("now version 3"), "{out}");
+    // A stale editor is refused with a non-zero exit.
+    let (code, _, err) = run_cli(&app, &["plan", "rollback", "1", "--expected-version", "2"]).await;
+    assert_eq!(code, Some(1));
+    assert!(err.contains("Aborted"), "{err}");
+
+    let (_, out, _) = run_cli(&app, &["plan", "history", "--json"]).await;
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["active_version"], 3);
+    assert_eq!(v["versions"].as_array().unwrap().len(), 3);
+
+    let (_, out, _) = run_cli(&app, &["audit", "--json"]).await;
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let actions: Vec<&str> = v
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["action"].as_str().unwrap())
+        .collect();
+    assert_eq!(actions, vec!["plan_apply", "plan_apply", "plan_rollback"]);
+    assert!(v[1]["request_id"].as_str().unwrap().starts_with("cli-"));
+    let (_, out, _) = run_cli(&app, &["audit"]).await;
+    assert!(
+        out.lines().nth(3).unwrap().contains("plan_rollback"),
+        "{out}"
+    );
+}
+
+#[tokio::test]
+async fn plan_simulate_prints_a_table_of_moves_and_json() {
+    let app = spawn_app().await;
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("plan.toml");
+    std::fs::write(&file, crate::plans::uk_to_sales()).unwrap();
+    let calls = dir.path().join("calls.json");
+    std::fs::write(
+        &calls,
+        r#"[
+          {"call_id": "a", "caller_number": "+442079460958"},
+          {"call_id": "b", "caller_number": "+12125550100", "intent": "billing"},
+          {"call_id": "c", "caller_number": "+35314567890", "received_time": "2026-11-25T15:00:00Z"}
+        ]"#,
+    )
+    .unwrap();
+    let (path, calls) = (file.display().to_string(), calls.display().to_string());
+    let (code, out, err) = run_cli(&app, &["plan", "simulate", &path, "--calls", &calls]).await;
+    assert_eq!(code, Some(0), "{err}");
+    assert!(
+        out.contains("3 given calls replayed, 2 change queue"),
+        "{out}"
+    );
+    let row = out.lines().find(|l| l.starts_with("uk_support")).unwrap();
+    let cells: Vec<&str> = row.split_whitespace().collect();
+    assert_eq!(cells, vec!["uk_support", "sales", "2", "a,", "c"], "{out}");
+    assert!(
+        out.contains("rules that matched no call: transfer-loop"),
+        "{out}"
+    );
+
+    let (code, out, _) = run_cli(
+        &app,
+        &["plan", "simulate", &path, "--calls", &calls, "--json"],
+    )
+    .await;
+    assert_eq!(code, Some(0));
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["calls_moved"], 2);
+    assert_eq!(
+        v["moves"][0]["sample_call_ids"],
+        serde_json::json!(["a", "c"])
+    );
+}
+
+#[tokio::test]
+async fn plan_apply_of_an_invalid_plan_exits_2_and_changes_nothing() {
+    let app = spawn_app().await;
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("bad.toml");
+    std::fs::write(
+        &file,
+        "[[queues]]\nid = \"a\"\n[default_route]\nqueue = \"b\"\n",
+    )
+    .unwrap();
+    let (code, _, err) = run_cli(&app, &["plan", "apply", &file.display().to_string()]).await;
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("default_route.queue"), "{err}");
+    let (_, out, _) = run_cli(&app, &["plan", "history", "--json"]).await;
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["active_version"], 1);
+}

@@ -3,6 +3,7 @@
 
 mod helpers;
 
+mod audit;
 mod callbacks;
 mod cli;
 mod crash;
@@ -10,4 +11,5 @@ mod customers;
 mod health;
 mod live;
 mod plans;
+mod reload;
 mod routing;

@@ -1,0 +1,408 @@
+//! Plan operations: validate, apply (optimistic and idempotent), roll back, list
+//! versions, simulate a candidate on recorded or supplied calls, reload the configured
+//! plan file (SIGHUP), and read the audit log.
+//!
+//! Every plan change goes through [`Holdless::activate`]: under the plan-writer lock the
+//! store writes the version, its request id and its audit entry in one transaction,
+//! then the compiled plan is swapped in, so the in-memory plan always equals the stored
+//! active one.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+
+use super::{Holdless, PlanSummary, ServiceError, EXAMPLE_PLAN};
+use crate::domain::audit::{Actor, AuditAction, AuditEntry, SYSTEM};
+use crate::domain::{Call, Customer, CustomerId};
+use crate::routing::simulate::{simulate, ReplayCall, SimulationReport};
+use crate::routing::{self, CompiledPlan};
+use crate::store::{NewPlan, PlanRecord};
+
+/// How long a plan request id is remembered: a retry within this time returns the
+/// first answer; after it, the id may be used again.
+pub const PLAN_REQUEST_RETENTION_HOURS: i64 = 24;
+/// Most calls one simulation replays (recorded calls beyond it: the newest are kept
+/// and the report says it was truncated).
+pub const MAX_SIMULATED_CALLS: usize = 100_000;
+/// Recorded calls of this many days are replayed unless the request says otherwise.
+pub const DEFAULT_SIMULATION_DAYS: u32 = 7;
+/// Longest replay window, in days (contact history is pruned after its retention).
+pub const MAX_SIMULATION_DAYS: u32 = 90;
+
+/// The calls a simulation replays.
+#[derive(Debug, Clone)]
+pub enum ReplaySource {
+    /// Contact history of the last `days` days, each call decided at the instant it
+    /// was routed, with its customer's record as it is now.
+    Recorded { days: u32 },
+    /// Calls supplied by the client, each decided at its instant (`None`: now).
+    Supplied(Vec<(Call, Option<DateTime<Utc>>)>),
+}
+
+#[derive(Debug, Clone)]
+pub struct SimulationOutcome {
+    /// The version the candidate was compared with.
+    pub base_version: u64,
+    pub report: SimulationReport,
+    /// More recorded calls than [`MAX_SIMULATED_CALLS`]: only the newest were replayed.
+    pub truncated: bool,
+    /// Recorded calls from before holdless kept routing facts: replayed with only
+    /// their caller and customer.
+    pub without_facts: usize,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum ReloadOutcome {
+    /// The file differed from the active plan and is now a new version.
+    Applied(PlanRecord),
+    /// The file is the active plan already; nothing changed.
+    Unchanged(u64),
+}
+
+fn compile_stored(record: &PlanRecord) -> Result<CompiledPlan, ServiceError> {
+    routing::compile_toml(&record.toml, record.version).map_err(|issues| {
+        ServiceError::FailedPrecondition(format!(
+            "plan version {} no longer validates: {}",
+            record.version,
+            issues
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join("; ")
+        ))
+    })
+}
+
+impl Holdless {
+    pub fn validate_plan(
+        &self,
+        text: &str,
+    ) -> Result<PlanSummary, Vec<crate::domain::FieldViolation>> {
+        routing::compile_toml(text, 0).map(|p| PlanSummary {
+            queues: p.queues.len(),
+            rules: p.rules.len(),
+            campaigns: p.campaigns.len(),
+        })
+    }
+
+    /// Validates and activates a plan as a new version. `expected_version` 0 skips the
+    /// optimistic-concurrency check; a repeated `actor.request_id` returns the first
+    /// answer.
+    pub async fn apply_plan(
+        &self,
+        text: String,
+        expected_version: u64,
+        author: String,
+        comment: String,
+        actor: &Actor,
+    ) -> Result<PlanRecord, ServiceError> {
+        let compiled = routing::compile_toml(&text, 0).map_err(ServiceError::InvalidArgument)?;
+        let detail = comment.clone();
+        self.activate(
+            compiled,
+            text,
+            expected_version,
+            author,
+            comment,
+            actor,
+            AuditAction::PlanApply,
+            detail,
+        )
+        .await
+    }
+
+    /// Applies an earlier version again, as a new version (history only grows).
+    pub async fn rollback_plan(
+        &self,
+        version: u64,
+        expected_version: u64,
+        author: String,
+        comment: String,
+        actor: &Actor,
+    ) -> Result<PlanRecord, ServiceError> {
+        let target =
+            self.store.plan_version(version).await?.ok_or_else(|| {
+                ServiceError::NotFound(format!("plan version {version} not found"))
+            })?;
+        let compiled = compile_stored(&target)?;
+        let comment = if comment.is_empty() {
+            format!("rollback to v{version}")
+        } else {
+            comment
+        };
+        let detail = format!("rolled back to v{version}: {comment}");
+        self.activate(
+            compiled,
+            target.toml,
+            expected_version,
+            author,
+            comment,
+            actor,
+            AuditAction::PlanRollback,
+            detail,
+        )
+        .await
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn activate(
+        &self,
+        mut compiled: CompiledPlan,
+        text: String,
+        expected_version: u64,
+        author: String,
+        comment: String,
+        actor: &Actor,
+        action: AuditAction,
+        detail: String,
+    ) -> Result<PlanRecord, ServiceError> {
+        let _writer = self.plan_writer.lock().await;
+        let now = self.clock.now();
+        let applied = self
+            .store
+            .apply_plan(
+                NewPlan {
+                    author,
+                    comment,
+                    created_at: now,
+                    toml: text,
+                    request_id: (!actor.request_id.is_empty()).then(|| actor.request_id.clone()),
+                    audit: actor.entry(now, action, "", detail),
+                },
+                (expected_version != 0).then_some(expected_version),
+            )
+            .await?;
+        let record = applied.record;
+        if applied.replayed {
+            tracing::info!(
+                version = record.version,
+                request_id = %actor.request_id,
+                "plan request repeated; returning the first answer"
+            );
+            return Ok(record);
+        }
+        compiled.version = record.version;
+        self.plan.store(Arc::new(compiled));
+        tracing::info!(
+            version = record.version,
+            author = %record.author,
+            action = action.as_str(),
+            "routing plan applied"
+        );
+        Ok(record)
+    }
+
+    /// The active plan's record, or a given version (0 = active).
+    pub async fn plan_record(&self, version: u64) -> Result<PlanRecord, ServiceError> {
+        let found = if version == 0 {
+            self.store.active_plan().await?
+        } else {
+            self.store.plan_version(version).await?
+        };
+        found.ok_or_else(|| ServiceError::NotFound(format!("plan version {version} not found")))
+    }
+
+    /// Plan versions below `before` (all when `None`), newest first, without their
+    /// documents; and the active version.
+    pub async fn plan_versions(
+        &self,
+        before: Option<u64>,
+        limit: usize,
+    ) -> Result<(Vec<PlanRecord>, u64), ServiceError> {
+        let versions = self.store.list_plans(before, limit).await?;
+        Ok((versions, self.plan.load().version))
+    }
+
+    /// Audit entries from `from` (a seq), oldest first.
+    pub async fn audit_log(
+        &self,
+        from: u64,
+        limit: usize,
+    ) -> Result<Vec<AuditEntry>, ServiceError> {
+        Ok(self.store.list_audit(from, limit).await?)
+    }
+
+    /// Records a change made elsewhere (e.g. a callback cancelled by a supervisor).
+    pub async fn audit(&self, entry: AuditEntry) -> Result<AuditEntry, ServiceError> {
+        Ok(self.store.append_audit(entry).await?)
+    }
+
+    /// Replays calls through the candidate plan and a base version (0 = active) and
+    /// reports what moves. The decisions run on a blocking thread.
+    pub async fn simulate_plan(
+        &self,
+        candidate_text: &str,
+        base_version: u64,
+        source: ReplaySource,
+        samples_per_move: usize,
+    ) -> Result<SimulationOutcome, ServiceError> {
+        let candidate =
+            routing::compile_toml(candidate_text, 0).map_err(ServiceError::InvalidArgument)?;
+        let base = if base_version == 0 {
+            self.plan.load_full()
+        } else {
+            Arc::new(compile_stored(&self.plan_record(base_version).await?)?)
+        };
+        let now = self.clock.now();
+        let mut truncated = false;
+        let mut without_facts = 0;
+        let calls: Vec<(Call, DateTime<Utc>)> = match source {
+            ReplaySource::Supplied(calls) => calls
+                .into_iter()
+                .map(|(c, at)| (c, at.unwrap_or(now)))
+                .collect(),
+            ReplaySource::Recorded { days } => {
+                let since = now - chrono::Duration::days(i64::from(days));
+                let mut records = self
+                    .store
+                    .contacts_since(since, MAX_SIMULATED_CALLS + 1)
+                    .await?;
+                if records.len() > MAX_SIMULATED_CALLS {
+                    truncated = true;
+                    records.truncate(MAX_SIMULATED_CALLS);
+                }
+                // Oldest first, the order the calls came in.
+                records.reverse();
+                records
+                    .into_iter()
+                    .map(|r| match &r.facts {
+                        Some(f) => (f.to_call(&r.call_id), f.routed_at.unwrap_or(r.enqueued_at)),
+                        None => {
+                            without_facts += 1;
+                            let facts = crate::domain::contact::CallFacts {
+                                caller: r.caller.clone(),
+                                customer_id: r.customer_id.clone(),
+                                ..Default::default()
+                            };
+                            (facts.to_call(&r.call_id), r.enqueued_at)
+                        }
+                    })
+                    .collect()
+            }
+        };
+        // The customer as of now, looked up once per customer or number.
+        let mut customers: HashMap<String, Option<Customer>> = HashMap::new();
+        let mut replay = Vec::with_capacity(calls.len());
+        for (call, at) in calls {
+            let key = match (&call.customer_id, &call.caller) {
+                (Some(id), _) => Some(format!("c:{}", id.as_str())),
+                (None, Some(p)) => Some(format!("p:{}", p.as_str())),
+                (None, None) => None,
+            };
+            let customer = match key {
+                None => None,
+                Some(k) => match customers.get(&k) {
+                    Some(c) => c.clone(),
+                    None => {
+                        let c = match (&call.customer_id, &call.caller) {
+                            (Some(id), _) => {
+                                self.store
+                                    .customer(&CustomerId::new_checked(id.as_str().to_owned()))
+                                    .await?
+                            }
+                            (None, Some(p)) => self.store.customer_by_phone(p.as_str()).await?,
+                            (None, None) => None,
+                        };
+                        customers.insert(k, c.clone());
+                        c
+                    }
+                },
+            };
+            replay.push(ReplayCall { call, customer, at });
+        }
+        let base_version = base.version;
+        let report = tokio::task::spawn_blocking(move || {
+            simulate(&base, &candidate, &replay, samples_per_move)
+        })
+        .await
+        .map_err(|e| ServiceError::Internal(format!("simulation task failed: {e}")))?;
+        Ok(SimulationOutcome {
+            base_version,
+            report,
+            truncated,
+            without_facts,
+        })
+    }
+
+    /// Re-imports the configured plan file (`None`: the built-in example plan):
+    /// validated first; on any error the active plan stays, the error is logged and
+    /// counted ([`Holdless::plan_reload_failures`]). A file equal to the active plan
+    /// creates no version.
+    pub async fn reload_plan_file(
+        &self,
+        path: Option<&Path>,
+    ) -> Result<ReloadOutcome, ServiceError> {
+        let source = path.map_or_else(
+            || "(built-in example)".to_owned(),
+            |p| p.display().to_string(),
+        );
+        let result = self.reload_inner(path, &source).await;
+        match &result {
+            Ok(ReloadOutcome::Applied(r)) => {
+                tracing::info!(version = r.version, file = %source, "plan reloaded")
+            }
+            Ok(ReloadOutcome::Unchanged(v)) => {
+                tracing::info!(version = v, file = %source, "plan reloaded: unchanged")
+            }
+            Err(e) => {
+                self.reload_failures.fetch_add(1, Ordering::Relaxed);
+                let detail = match e {
+                    ServiceError::InvalidArgument(v) => v
+                        .iter()
+                        .map(ToString::to_string)
+                        .collect::<Vec<_>>()
+                        .join("; "),
+                    other => other.to_string(),
+                };
+                tracing::warn!(file = %source, error = %detail, "plan reload failed; the active plan stays");
+            }
+        }
+        result
+    }
+
+    async fn reload_inner(
+        &self,
+        path: Option<&Path>,
+        source: &str,
+    ) -> Result<ReloadOutcome, ServiceError> {
+        let text = match path {
+            None => EXAMPLE_PLAN.to_owned(),
+            Some(p) => tokio::fs::read_to_string(p).await.map_err(|e| {
+                ServiceError::FailedPrecondition(format!("cannot read plan file {source}: {e}"))
+            })?,
+        };
+        let compiled = routing::compile_toml(&text, 0).map_err(ServiceError::InvalidArgument)?;
+        let active = self.plan_record(0).await?;
+        if active.toml == text {
+            return Ok(ReloadOutcome::Unchanged(active.version));
+        }
+        let actor = Actor::new(SYSTEM, "");
+        let comment = format!("reloaded from {source}");
+        self.activate(
+            compiled,
+            text,
+            0,
+            "holdless (SIGHUP)".into(),
+            comment.clone(),
+            &actor,
+            AuditAction::PlanReload,
+            comment,
+        )
+        .await
+        .map(ReloadOutcome::Applied)
+    }
+
+    /// Plan reloads that failed since start (a metric until Prometheus lands).
+    pub fn plan_reload_failures(&self) -> u64 {
+        self.reload_failures.load(Ordering::Relaxed)
+    }
+
+    /// Forgets plan request ids past their retention.
+    pub async fn prune_plan_requests(&self) -> Result<usize, ServiceError> {
+        let before = self.clock.now() - chrono::Duration::hours(PLAN_REQUEST_RETENTION_HOURS);
+        Ok(self.store.prune_plan_requests(before).await?)
+    }
+}
