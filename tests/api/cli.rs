@@ -7,6 +7,8 @@ use crate::helpers::*;
 fn holdless() -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_holdless"));
     c.env_remove("HOLDLESS_SERVER");
+    c.env_remove("HOLDLESS_TOKEN");
+    c.env_remove("HOLDLESS_CA_CERT");
     c
 }
 
