@@ -285,26 +285,32 @@ impl Drop for AbortOnDrop {
     }
 }
 
-/// Re-reads the TLS certificate, key and client CA on each SIGHUP.
-async fn reload_tls_on_sighup(tls: Arc<TlsReloader>) {
+/// Re-reads the TLS certificate, key and client CA on each SIGHUP. The handler is
+/// installed when this is called (not when the task first runs), so an early SIGHUP
+/// cannot kill the process with the default action.
+fn reload_tls_on_sighup(tls: Arc<TlsReloader>) -> impl Future<Output = ()> + Send + 'static {
     #[cfg(unix)]
-    {
-        use tokio::signal::unix::{signal, SignalKind};
-        let Ok(mut hup) = signal(SignalKind::hangup()) else {
-            tracing::warn!("cannot listen for SIGHUP; TLS certificates will not reload");
-            return;
-        };
-        while hup.recv().await.is_some() {
-            match tls.reload() {
-                Ok(()) => tracing::info!("SIGHUP: TLS certificates reloaded"),
-                Err(e) => {
-                    tracing::warn!(error = %e, "SIGHUP: TLS reload failed; keeping the old certificates")
+    let hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup());
+    async move {
+        #[cfg(unix)]
+        {
+            let Ok(mut hup) = hup else {
+                tracing::warn!("cannot listen for SIGHUP; TLS certificates will not reload");
+                return;
+            };
+            while hup.recv().await.is_some() {
+                match tls.reload() {
+                    Ok(()) => tracing::info!("SIGHUP: TLS certificates reloaded"),
+                    Err(e) => tracing::warn!(
+                        error = %e,
+                        "SIGHUP: TLS reload failed; keeping the old certificates"
+                    ),
                 }
             }
         }
+        #[cfg(not(unix))]
+        drop(tls);
     }
-    #[cfg(not(unix))]
-    drop(tls);
 }
 
 /// Background upkeep: lapsed reservations and stale calls every second, contact

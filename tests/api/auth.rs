@@ -163,3 +163,53 @@ async fn without_principals_the_table_is_still_enforced() {
     let r = raw_call(app.channel.clone(), "/holdless.v1.Nope/Nothing", None).await;
     assert_eq!(code(&r), Code::PermissionDenied, "{r:?}");
 }
+
+/// How many are shed depends on scheduling (the deterministic shedding test is the
+/// gate's unit test); what must always hold: every call is answered, OK or UNAVAILABLE.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_beyond_the_concurrency_limit_is_answered_never_queued_forever() {
+    const LIMIT: usize = 2;
+    let app = spawn_app_with(|s| s.server.max_concurrent_requests = LIMIT).await;
+    // Several connections, so that calls reach the server side by side.
+    let mut channels = Vec::new();
+    for _ in 0..4 {
+        let endpoint = Channel::from_shared(format!("http://{}", app.addr)).unwrap();
+        channels.push(endpoint.connect().await.expect("connect"));
+    }
+    let calls = (0..10 * LIMIT).map(|i| {
+        let mut client = holdless::api::pb::routing_service_client::RoutingServiceClient::new(
+            channels[i % channels.len()].clone(),
+        );
+        tokio::spawn(async move {
+            client
+                .route_call(call(&format!("burst-{i}"), "+442079460958"))
+                .await
+                .map(|_| ())
+        })
+    });
+    let all = futures_join(calls.collect()).await;
+    let mut ok = 0;
+    for r in all {
+        match r {
+            Ok(()) => ok += 1,
+            Err(s) => assert_eq!(s.code(), Code::Unavailable, "{s:?}"),
+        }
+    }
+    assert!(ok >= 1, "no call got through");
+}
+
+/// Awaits every task, at most 30 s in all (a hang fails the test).
+async fn futures_join(
+    tasks: Vec<tokio::task::JoinHandle<Result<(), Status>>>,
+) -> Vec<Result<(), Status>> {
+    let all = async {
+        let mut out = Vec::new();
+        for t in tasks {
+            out.push(t.await.expect("task"));
+        }
+        out
+    };
+    tokio::time::timeout(std::time::Duration::from_secs(30), all)
+        .await
+        .expect("every call answered")
+}

@@ -10,3 +10,4 @@ mod health;
 mod live;
 mod plans;
 mod routing;
+mod tls;
