@@ -121,6 +121,23 @@ mod tests {
         assert!(!is_open("grpc.health.v1.Health"));
     }
 
+    /// DESIGN.md sections 1 and 5, service by service.
+    #[test]
+    fn every_entry_follows_the_design_roles() {
+        for (path, roles) in METHOD_ROLES {
+            let service = path.split('/').nth(1).expect("service");
+            let expected: &[Role] = match service {
+                "holdless.v1.RoutingService" | "holdless.v1.DispatchService" => TELEPHONY,
+                "holdless.v1.PlanService" | "holdless.v1.CustomerService" => SUPERVISOR,
+                "holdless.v1.CallbackService" => CUSTOMER_OR_SUPERVISOR,
+                "holdless.v1.StatsService" if path.ends_with("/SubmitSurvey") => CUSTOMER,
+                "holdless.v1.StatsService" => SUPERVISOR,
+                other => panic!("{other} has no role in the design"),
+            };
+            assert_eq!(*roles, expected, "{path}");
+        }
+    }
+
     #[test]
     fn roles_follow_the_design() {
         assert_eq!(

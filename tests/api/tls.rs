@@ -227,3 +227,39 @@ async fn unreadable_tls_files_fail_at_start() {
     };
     assert!(e.to_string().contains("missing.crt"), "{e}");
 }
+
+#[tokio::test]
+async fn the_cli_talks_tls_with_ca_cert() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = Ca::new("holdless test CA");
+    let app = spawn_tls_app(write_server_files(dir.path(), &ca, None)).await;
+    let channel = health_over_tls(app.addr, &ca, None)
+        .await
+        .expect("TLS client");
+    wait_serving(channel).await;
+    let ca_file = dir.path().join("ca.crt");
+    std::fs::write(&ca_file, ca.pem()).unwrap();
+    let server = format!("https://{}", app.addr);
+    let run = move |with_ca: bool| {
+        let (server, ca_file) = (server.clone(), ca_file.clone());
+        tokio::task::spawn_blocking(move || {
+            let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_holdless"));
+            c.env_remove("HOLDLESS_TOKEN")
+                .env_remove("HOLDLESS_CA_CERT");
+            c.args(["route", "--caller", "+442079460958", "--server", &server]);
+            if with_ca {
+                c.arg("--ca-cert").arg(&ca_file);
+            }
+            c.output().unwrap()
+        })
+    };
+    let out = run.clone()(true).await.unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = run(false).await.unwrap();
+    assert_eq!(out.status.code(), Some(64));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--ca-cert"));
+}
