@@ -31,6 +31,9 @@ use crate::api::plan::PlanApi;
 use crate::api::routing::RoutingApi;
 use crate::api::stats::StatsApi;
 use crate::api::{Ready, FILE_DESCRIPTOR_SET};
+use crate::auth::gate::GateLayer;
+use crate::auth::tls::TlsReloader;
+use crate::auth::Access;
 use crate::clock::Clock;
 use crate::config::Settings;
 use crate::live::LiveConfig;
@@ -64,6 +67,10 @@ pub enum AppError {
     Store { path: PathBuf, message: String },
     #[error("cannot start: {0}")]
     Start(String),
+    #[error("bad TLS setup: {0}")]
+    Tls(#[from] crate::auth::tls::TlsError),
+    #[error("bad auth setup: {0}")]
+    Auth(String),
     #[error("gRPC server failed: {0}")]
     Server(String),
 }
@@ -73,11 +80,20 @@ pub struct Application {
     addr: SocketAddr,
     settings: Settings,
     clock: Arc<dyn Clock>,
+    access: Arc<Access>,
+    tls: Option<Arc<TlsReloader>>,
 }
 
 impl Application {
-    /// Binds the gRPC listener (port 0 picks a free port).
+    /// Loads principals and TLS files, then binds the gRPC listener (port 0 picks a
+    /// free port).
     pub async fn build(settings: Settings, clock: Arc<dyn Clock>) -> Result<Self, AppError> {
+        let access =
+            Arc::new(Access::from_settings(&settings.auth.principals).map_err(AppError::Auth)?);
+        let tls = match &settings.server.tls {
+            Some(t) => Some(Arc::new(TlsReloader::load(t.clone())?)),
+            None => None,
+        };
         let want = settings.server.listen;
         let listener = TcpListener::bind(want)
             .await
@@ -90,11 +106,18 @@ impl Application {
             addr,
             settings,
             clock,
+            access,
+            tls,
         })
     }
 
     pub fn local_addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// The TLS configuration, to reload it (`run` also reloads it on SIGHUP).
+    pub fn tls(&self) -> Option<Arc<TlsReloader>> {
+        self.tls.clone()
     }
 
     /// Serves until `shutdown` completes, then shuts down in order.
@@ -107,7 +130,20 @@ impl Application {
             addr,
             settings,
             clock,
+            access,
+            tls,
         } = self;
+        if !access.enforced() {
+            tracing::warn!(
+                %addr,
+                "no [[auth.principals]] configured: every caller may call every method"
+            );
+        }
+        let gate = GateLayer::new(
+            access,
+            settings.server.max_concurrent_requests,
+            Duration::from_secs(settings.server.request_timeout_secs),
+        );
         let (health, health_service) = tonic_health::server::health_reporter();
         for name in std::iter::once("").chain(SERVICE_NAMES.iter().copied()) {
             health
@@ -128,7 +164,8 @@ impl Application {
         let ready: Ready = Arc::new(OnceCell::new());
         let max = settings.server.max_message_bytes;
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-        let server = Server::builder()
+        let router = Server::builder()
+            .layer(gate)
             .add_service(health_service)
             .add_service(reflection_v1)
             .add_service(reflection_v1alpha)
@@ -167,15 +204,29 @@ impl Application {
                     ready: ready.clone(),
                 })
                 .max_decoding_message_size(max),
-            )
-            .serve_with_incoming_shutdown(
-                tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)),
-                async {
-                    let _ = stop_rx.await;
-                },
             );
+        let stopped = async {
+            let _ = stop_rx.await;
+        };
+        let mut sighup = None;
+        let server: std::pin::Pin<
+            Box<dyn Future<Output = Result<(), tonic::transport::Error>> + Send>,
+        > = match &tls {
+            Some(tls) => {
+                sighup = Some(tokio::spawn(reload_tls_on_sighup(tls.clone())));
+                Box::pin(router.serve_with_incoming_shutdown(
+                    crate::auth::tls::incoming(listener, tls.clone()),
+                    stopped,
+                ))
+            }
+            None => Box::pin(router.serve_with_incoming_shutdown(
+                tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)),
+                stopped,
+            )),
+        };
+        let _sighup = sighup.map(AbortOnDrop);
         let mut server = tokio::spawn(server);
-        tracing::info!(%addr, "gRPC listening; starting up");
+        tracing::info!(%addr, tls = tls.is_some(), "gRPC listening; starting up");
 
         let holdless = match start_core(&settings, clock).await {
             Ok(h) => h,
@@ -247,6 +298,42 @@ impl Application {
         holdless.close().await;
         tracing::info!("store flushed; bye");
         Ok(())
+    }
+}
+
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// Re-reads the TLS certificate, key and client CA on each SIGHUP. The handler is
+/// installed when this is called (not when the task first runs), so an early SIGHUP
+/// cannot kill the process with the default action.
+fn reload_tls_on_sighup(tls: Arc<TlsReloader>) -> impl Future<Output = ()> + Send + 'static {
+    #[cfg(unix)]
+    let hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup());
+    async move {
+        #[cfg(unix)]
+        {
+            let Ok(mut hup) = hup else {
+                tracing::warn!("cannot listen for SIGHUP; TLS certificates will not reload");
+                return;
+            };
+            while hup.recv().await.is_some() {
+                match tls.reload() {
+                    Ok(()) => tracing::info!("SIGHUP: TLS certificates reloaded"),
+                    Err(e) => tracing::warn!(
+                        error = %e,
+                        "SIGHUP: TLS reload failed; keeping the old certificates"
+                    ),
+                }
+            }
+        }
+        #[cfg(not(unix))]
+        drop(tls);
     }
 }
 

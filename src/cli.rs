@@ -36,6 +36,10 @@ pub enum Command {
         /// Config file (default: ./holdless.toml if present).
         #[arg(long, short)]
         config: Option<PathBuf>,
+        /// Allow a non-loopback listen address without any [[auth.principals]]
+        /// (every caller may then call everything: only behind an authenticating proxy).
+        #[arg(long)]
+        insecure: bool,
     },
     /// Ask a running server where a call would go, and why.
     Route(RouteArgs),
@@ -143,6 +147,29 @@ pub struct ServerArg {
     /// Print JSON instead of a readable summary.
     #[arg(long, global = true)]
     pub json: bool,
+    /// Bearer token sent as `authorization: Bearer <token>`. Prefer the environment
+    /// variable: command-line arguments are visible to other users in `ps`.
+    #[arg(long, env = "HOLDLESS_TOKEN", hide_env_values = true, global = true)]
+    pub token: Option<String>,
+    /// PEM CA certificate that signed the server's certificate (for https:// servers).
+    #[arg(long, env = "HOLDLESS_CA_CERT", global = true)]
+    pub ca_cert: Option<PathBuf>,
+    /// PEM client certificate, for servers that require mutual TLS (with --client-key).
+    #[arg(
+        long,
+        env = "HOLDLESS_CLIENT_CERT",
+        global = true,
+        requires = "client_key"
+    )]
+    pub client_cert: Option<PathBuf>,
+    /// PEM private key of --client-cert.
+    #[arg(
+        long,
+        env = "HOLDLESS_CLIENT_KEY",
+        global = true,
+        requires = "client_cert"
+    )]
+    pub client_key: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -315,7 +342,7 @@ pub fn run(cli: Cli) -> ExitCode {
         }
     };
     match cli.command {
-        Command::Serve { config } => runtime.block_on(serve(config)),
+        Command::Serve { config, insecure } => runtime.block_on(serve(config, insecure)),
         other => runtime.block_on(admin(other)),
     }
 }
@@ -331,7 +358,7 @@ fn init_tracing() {
         .try_init();
 }
 
-async fn serve(config: Option<PathBuf>) -> ExitCode {
+async fn serve(config: Option<PathBuf>, insecure: bool) -> ExitCode {
     let settings = match Settings::load(config.as_deref()) {
         Ok(s) => s,
         Err(e) => {
@@ -339,6 +366,10 @@ async fn serve(config: Option<PathBuf>) -> ExitCode {
             return ExitCode::from(EXIT_CONFIG);
         }
     };
+    if let Err(e) = crate::auth::check_exposure(&settings, insecure) {
+        eprintln!("holdless: {e}");
+        return ExitCode::from(EXIT_CONFIG);
+    }
     init_tracing();
     let app = match Application::build(settings, Arc::new(SystemClock)).await {
         Ok(a) => a,
@@ -357,27 +388,22 @@ async fn serve(config: Option<PathBuf>) -> ExitCode {
     }
 }
 
-/// Completes on SIGINT or SIGTERM. The handlers are installed when this is called
-/// (before the server starts), not when the future is first polled: a signal that
-/// arrives right after SERVING must not find the default action (exit by signal).
+/// Completes on SIGINT or SIGTERM. The handlers are installed when this is called,
+/// not when the future is first polled: a SIGTERM that arrives just after start-up
+/// (before `run` gets to wait on it) must not kill the process with the default action.
 fn shutdown_signal() -> impl std::future::Future<Output = ()> + Send + 'static {
     #[cfg(unix)]
-    let (int, term) = {
+    {
         use tokio::signal::unix::{signal, SignalKind};
-        (
-            signal(SignalKind::interrupt()).ok(),
-            signal(SignalKind::terminate()).ok(),
-        )
-    };
-    async move {
-        #[cfg(unix)]
-        {
-            let wait = |s: Option<tokio::signal::unix::Signal>| async move {
+        let int = signal(SignalKind::interrupt());
+        let term = signal(SignalKind::terminate());
+        async move {
+            let wait = |s: std::io::Result<tokio::signal::unix::Signal>| async move {
                 match s {
-                    Some(mut s) => {
+                    Ok(mut s) => {
                         s.recv().await;
                     }
-                    None => std::future::pending::<()>().await,
+                    Err(_) => std::future::pending::<()>().await,
                 }
             };
             tokio::select! {
@@ -385,11 +411,11 @@ fn shutdown_signal() -> impl std::future::Future<Output = ()> + Send + 'static {
                 _ = wait(term) => tracing::info!("SIGTERM received"),
             }
         }
-        #[cfg(not(unix))]
-        {
-            let _ = tokio::signal::ctrl_c().await;
-            tracing::info!("SIGINT received");
-        }
+    }
+    #[cfg(not(unix))]
+    async {
+        let _ = tokio::signal::ctrl_c().await;
+        tracing::info!("Ctrl-C received");
     }
 }
 
@@ -418,15 +444,68 @@ impl From<tonic::Status> for Failure {
     }
 }
 
-async fn connect(server: &ServerArg) -> Result<Channel, Failure> {
-    let endpoint = Channel::from_shared(server.server.clone()).map_err(|e| Failure {
+/// Adds `authorization: Bearer <token>` to every call when a token is given.
+#[derive(Clone)]
+pub struct Bearer(Option<tonic::metadata::MetadataValue<tonic::metadata::Ascii>>);
+
+impl tonic::service::Interceptor for Bearer {
+    fn call(&mut self, mut req: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
+        if let Some(v) = &self.0 {
+            req.metadata_mut().insert("authorization", v.clone());
+        }
+        Ok(req)
+    }
+}
+
+/// A connection to the server, carrying the token.
+pub type Conn = tonic::service::interceptor::InterceptedService<Channel, Bearer>;
+
+async fn connect(server: &ServerArg) -> Result<Conn, Failure> {
+    let usage = |message: String| Failure {
         code: EXIT_CONFIG,
-        message: format!("bad --server {}: {e}", server.server),
-    })?;
-    endpoint.connect().await.map_err(|e| Failure {
+        message,
+    };
+    let mut endpoint = Channel::from_shared(server.server.clone())
+        .map_err(|e| usage(format!("bad --server {}: {e}", server.server)))?;
+    let https = server.server.starts_with("https://");
+    if https || server.ca_cert.is_some() || server.client_cert.is_some() {
+        use tonic::transport::{Certificate, ClientTlsConfig, Identity};
+        let Some(ca) = &server.ca_cert else {
+            return Err(usage(
+                "an https:// server needs --ca-cert (the CA that signed its certificate)".into(),
+            ));
+        };
+        if !https {
+            return Err(usage(
+                "--ca-cert and --client-cert need an https:// --server".into(),
+            ));
+        }
+        let pem = |p: &PathBuf| {
+            std::fs::read(p).map_err(|e| usage(format!("cannot read {}: {e}", p.display())))
+        };
+        let mut tls = ClientTlsConfig::new().ca_certificate(Certificate::from_pem(pem(ca)?));
+        if let (Some(cert), Some(key)) = (&server.client_cert, &server.client_key) {
+            tls = tls.identity(Identity::from_pem(pem(cert)?, pem(key)?));
+        }
+        endpoint = endpoint
+            .tls_config(tls)
+            .map_err(|e| usage(format!("bad TLS settings: {e}")))?;
+    }
+    let bearer =
+        match &server.token {
+            Some(t) if !t.is_empty() => Some(format!("Bearer {t}").parse().map_err(|_| {
+                usage("the token has characters not allowed in a gRPC header".into())
+            })?),
+            _ => None,
+        };
+    let channel = endpoint.connect().await.map_err(|e| Failure {
         code: EXIT_UNAVAILABLE,
         message: format!("cannot reach {}: {e}", server.server),
-    })
+    })?;
+    Ok(tonic::service::interceptor::InterceptedService::new(
+        channel,
+        Bearer(bearer),
+    ))
 }
 
 async fn admin(command: Command) -> ExitCode {
@@ -1343,7 +1422,7 @@ async fn plan_history(limit: usize, server: ServerArg) -> Result<String, Failure
 
 /// A plan named on the command line: a version number, or a file.
 async fn plan_text(
-    c: &mut pb::plan_service_client::PlanServiceClient<Channel>,
+    c: &mut pb::plan_service_client::PlanServiceClient<Conn>,
     which: Option<&str>,
 ) -> Result<(String, String), Failure> {
     match which {

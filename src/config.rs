@@ -17,6 +17,12 @@ pub const DEFAULT_CONTACT_RETENTION_DAYS: u32 = 30;
 pub const DEFAULT_CONFIG_FILE: &str = "holdless.toml";
 /// Largest gRPC message accepted, in bytes (a plan is the biggest legitimate one).
 pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 4 * 1024 * 1024 + 64 * 1024;
+/// Calls running at once (all connections together) before new ones are shed.
+pub const DEFAULT_MAX_CONCURRENT_REQUESTS: usize = 1024;
+/// A call still without a response after this many seconds gets DEADLINE_EXCEEDED.
+pub const DEFAULT_REQUEST_TIMEOUT_SECS: u64 = 30;
+pub const DEFAULT_CALLBACK_REQUESTS_PER_PHONE_PER_HOUR: u32 = 3;
+pub const DEFAULT_CALLBACK_REQUESTS_PER_PRINCIPAL_PER_HOUR: u32 = 600;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -27,6 +33,18 @@ pub struct Settings {
     pub plan: PlanSettings,
     pub live: LiveSettings,
     pub callbacks: CallbackSettings,
+    /// Defaulted here because the config crate drops an empty list (and so the table).
+    #[serde(default)]
+    pub auth: AuthSettings,
+    pub limits: LimitSettings,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthSettings {
+    /// Who may call. Empty: no authentication, and `serve` stays on loopback.
+    #[serde(default)]
+    pub principals: Vec<PrincipalSettings>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -37,6 +55,38 @@ pub struct CallbackSettings {
     pub lease_secs: u64,
     /// Idempotency keys of RequestCallback are remembered this many hours.
     pub request_id_retention_hours: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PrincipalSettings {
+    /// Shown in logs and audit records.
+    pub name: String,
+    /// Hex SHA-256 of the bearer token (`printf %s "$TOKEN" | sha256sum`); the token
+    /// itself is never stored.
+    pub token_sha256: String,
+    pub roles: Vec<crate::auth::Role>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitSettings {
+    /// Callback requests accepted per phone number in any hour (0: no limit).
+    pub callback_requests_per_phone_per_hour: u32,
+    /// Callback requests accepted per principal in any hour (0: no limit).
+    pub callback_requests_per_principal_per_hour: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsSettings {
+    /// PEM certificate chain of the server.
+    pub cert: PathBuf,
+    /// PEM private key (PKCS#8, PKCS#1 or SEC1).
+    pub key: PathBuf,
+    /// PEM CA certificates for client certificates; set: mutual TLS is required.
+    #[serde(default)]
+    pub client_ca: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -58,6 +108,13 @@ pub struct ServerSettings {
     pub shutdown_grace_secs: u64,
     /// Largest request message, in bytes.
     pub max_message_bytes: usize,
+    /// Calls running at once before new ones get UNAVAILABLE (load shedding).
+    pub max_concurrent_requests: usize,
+    /// Per-call deadline in seconds (DEADLINE_EXCEEDED after it).
+    pub request_timeout_secs: u64,
+    /// TLS for the gRPC port; absent: plaintext.
+    #[serde(default)]
+    pub tls: Option<TlsSettings>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -91,6 +148,9 @@ impl Default for Settings {
                     .expect("default listen address parses"),
                 shutdown_grace_secs: DEFAULT_SHUTDOWN_GRACE_SECS,
                 max_message_bytes: DEFAULT_MAX_MESSAGE_BYTES,
+                max_concurrent_requests: DEFAULT_MAX_CONCURRENT_REQUESTS,
+                request_timeout_secs: DEFAULT_REQUEST_TIMEOUT_SECS,
+                tls: None,
             },
             metrics: MetricsSettings {
                 listen: DEFAULT_METRICS_LISTEN
@@ -110,6 +170,12 @@ impl Default for Settings {
             live: LiveSettings {
                 reservation_timeout_secs: DEFAULT_RESERVATION_TIMEOUT_SECS,
                 contact_retention_days: DEFAULT_CONTACT_RETENTION_DAYS,
+            },
+            auth: AuthSettings::default(),
+            limits: LimitSettings {
+                callback_requests_per_phone_per_hour: DEFAULT_CALLBACK_REQUESTS_PER_PHONE_PER_HOUR,
+                callback_requests_per_principal_per_hour:
+                    DEFAULT_CALLBACK_REQUESTS_PER_PRINCIPAL_PER_HOUR,
             },
         }
     }
@@ -175,6 +241,22 @@ impl Settings {
                 "server.max_message_bytes must be at least 1024".into(),
             ));
         }
+        if self.server.max_concurrent_requests == 0 {
+            return Err(ConfigError(
+                "server.max_concurrent_requests must be positive".into(),
+            ));
+        }
+        if self.server.request_timeout_secs == 0 {
+            return Err(ConfigError(
+                "server.request_timeout_secs must be positive".into(),
+            ));
+        }
+        if let Some(tls) = &self.server.tls {
+            if tls.cert.as_os_str().is_empty() || tls.key.as_os_str().is_empty() {
+                return Err(ConfigError("server.tls needs both cert and key".into()));
+            }
+        }
+        crate::auth::Access::from_settings(&self.auth.principals).map_err(ConfigError)?;
         Ok(())
     }
 }
@@ -234,6 +316,59 @@ mod tests {
         std::fs::write(&f, "[server]\nlisten = \"not an address\"\n").unwrap();
         assert!(Settings::load_with_env(Some(&f), env(&[])).is_err());
         assert!(Settings::load_with_env(None, env(&[("HOLDLESS__STORE__PATHH", "x")])).is_err());
+    }
+
+    #[test]
+    fn principals_tls_and_limits_parse_from_a_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("h.toml");
+        let hash = crate::auth::token_sha256("tok");
+        std::fs::write(
+            &f,
+            format!(
+                "[server]\nlisten = \"0.0.0.0:0\"\nmax_concurrent_requests = 8\n\
+                 [server.tls]\ncert = \"c.pem\"\nkey = \"k.pem\"\n\
+                 [[auth.principals]]\nname = \"pbx\"\ntoken_sha256 = \"{hash}\"\n\
+                 roles = [\"telephony\", \"supervisor\"]\n\
+                 [limits]\ncallback_requests_per_phone_per_hour = 5\n"
+            ),
+        )
+        .unwrap();
+        let s = Settings::load_with_env(Some(&f), env(&[])).unwrap();
+        assert_eq!(s.auth.principals.len(), 1);
+        assert_eq!(
+            s.auth.principals[0].roles,
+            vec![crate::auth::Role::Telephony, crate::auth::Role::Supervisor]
+        );
+        let tls = s.server.tls.unwrap();
+        assert_eq!(tls.cert, PathBuf::from("c.pem"));
+        assert_eq!(tls.client_ca, None);
+        assert_eq!(s.server.max_concurrent_requests, 8);
+        assert_eq!(s.limits.callback_requests_per_phone_per_hour, 5);
+        assert_eq!(
+            s.limits.callback_requests_per_principal_per_hour,
+            DEFAULT_CALLBACK_REQUESTS_PER_PRINCIPAL_PER_HOUR
+        );
+
+        std::fs::write(
+            &f,
+            "[[auth.principals]]\nname = \"x\"\ntoken_sha256 = \"abc\"\nroles = [\"customer\"]\n",
+        )
+        .unwrap();
+        let e = Settings::load_with_env(Some(&f), env(&[])).unwrap_err();
+        assert!(e.to_string().contains("token_sha256"), "{e}");
+        std::fs::write(
+            &f,
+            format!("[[auth.principals]]\nname = \"x\"\ntoken_sha256 = \"{hash}\"\nroles = [\"admin\"]\n"),
+        )
+        .unwrap();
+        assert!(Settings::load_with_env(Some(&f), env(&[])).is_err());
+        let e = Settings::load_with_env(
+            None,
+            env(&[("HOLDLESS__SERVER__MAX_CONCURRENT_REQUESTS", "0")]),
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("max_concurrent_requests"), "{e}");
     }
 
     #[test]

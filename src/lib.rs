@@ -16,6 +16,8 @@
 //! - [`store`]: persistence behind the async [`store::Store`] trait; the sled
 //!   implementation with group commit is the only code that touches sled.
 //! - [`service`]: the operations the API offers, over store, plan and clock.
+//! - [`auth`]: who may call what: tokens, roles and the method table, the request gate
+//!   (auth, load shedding, deadlines), abuse limits, TLS with reload.
 //! - [`api`]: the gRPC edge (the only tonic code): conversions, errors, services.
 //! - [`bench`]: `holdless bench`, the load generator with a same-run no-op baseline.
 //! - [`app`]: wiring and the server's lifecycle (start-up, health, shutdown order).
@@ -25,6 +27,7 @@
 
 pub mod api;
 pub mod app;
+pub mod auth;
 pub mod bench;
 pub mod cli;
 pub mod clock;

@@ -7,6 +7,8 @@ use crate::helpers::*;
 fn holdless() -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_holdless"));
     c.env_remove("HOLDLESS_SERVER");
+    c.env_remove("HOLDLESS_TOKEN");
+    c.env_remove("HOLDLESS_CA_CERT");
     c
 }
 
@@ -416,4 +418,55 @@ async fn plan_apply_of_an_invalid_plan_exits_2_and_changes_nothing() {
     let (_, out, _) = run_cli(&app, &["plan", "history", "--json"]).await;
     let v: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert_eq!(v["active_version"], 1);
+}
+
+#[tokio::test]
+async fn admin_commands_send_the_token_from_the_environment() {
+    use holdless::auth::Role;
+    let app = crate::auth::spawn_secured_app().await;
+    let server = format!("http://{}", app.addr);
+    let run = |token: Option<String>| {
+        let server = server.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut c = holdless();
+            c.args(["route", "--caller", "+442079460958", "--server", &server]);
+            if let Some(t) = token {
+                c.env("HOLDLESS_TOKEN", t);
+            }
+            c.output().unwrap()
+        })
+    };
+    let out = run(None).await.unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("Unauthenticated"), "{stderr}");
+    let out = run(Some(crate::auth::token_for(Role::Supervisor)))
+        .await
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("PermissionDenied"), "{stderr}");
+    let out = run(Some(crate::auth::token_for(Role::Telephony)))
+        .await
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn serve_refuses_a_public_address_without_principals() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = holdless()
+        .arg("serve")
+        .current_dir(dir.path())
+        .env("HOLDLESS__SERVER__LISTEN", "0.0.0.0:0")
+        .env("HOLDLESS__STORE__PATH", dir.path().join("data"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(64));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(stderr.contains("--insecure"), "{stderr}");
 }

@@ -4,6 +4,7 @@
 mod helpers;
 
 mod audit;
+mod auth;
 mod callbacks;
 mod cli;
 mod crash;
@@ -13,3 +14,4 @@ mod live;
 mod plans;
 mod reload;
 mod routing;
+mod tls;
