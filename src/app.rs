@@ -32,6 +32,7 @@ use crate::api::routing::RoutingApi;
 use crate::api::stats::StatsApi;
 use crate::api::{Ready, FILE_DESCRIPTOR_SET};
 use crate::auth::gate::GateLayer;
+use crate::auth::limits::CallbackLimits;
 use crate::auth::tls::TlsReloader;
 use crate::auth::Access;
 use crate::clock::Clock;
@@ -184,6 +185,7 @@ impl Application {
             .add_service(
                 CallbackServiceServer::new(CallbackApi {
                     ready: ready.clone(),
+                    limits: Arc::new(CallbackLimits::new(&settings.limits, clock.clone())),
                 })
                 .max_decoding_message_size(max),
             )

@@ -21,14 +21,35 @@ use crate::store::CallbackFilter;
 
 pub struct CallbackApi {
     pub ready: Ready,
+    /// Callback-bombing limits: requests per phone number and per principal.
+    pub limits: std::sync::Arc<crate::auth::limits::CallbackLimits>,
+}
+
+/// Whether the caller sees every callback (supervisors) or only the ones it created
+/// (customer channels).
+fn sees_all(p: &Principal) -> bool {
+    p.has_any(&[Role::Supervisor])
+}
+
+/// A customer principal may only see and change its own callbacks; others are answered
+/// as if they did not exist.
+fn check_owner(p: &Principal, cb: &pb::Callback) -> Result<(), Status> {
+    if sees_all(p) || cb.created_by == p.name() {
+        Ok(())
+    } else {
+        Err(Status::not_found(format!(
+            "callback {} not found",
+            cb.callback_id
+        )))
+    }
 }
 
 pub struct DispatchApi {
     pub ready: Ready,
 }
 
-/// Principal name until authentication lands.
-const ANONYMOUS: &str = "anonymous";
+use super::principal;
+use crate::auth::{Principal, Role};
 
 fn state_to_pb(s: CallbackState) -> pb::CallbackState {
     match s {
@@ -89,6 +110,7 @@ pub fn callback_to_pb(v: CallbackView) -> pb::Callback {
             .map_or(pb::DispatchOutcome::Unspecified, outcome_to_pb) as i32,
         origin_call_id: c.origin_call_id.unwrap_or_default(),
         notes: c.notes,
+        created_by: c.created_by,
         position: position.map_or(0, |(p, _)| p),
         estimated_wait: position.and_then(|(_, w)| w).map(duration),
     }
@@ -138,6 +160,7 @@ impl CallbackService for CallbackApi {
         request: Request<pb::RequestCallbackRequest>,
     ) -> Result<Response<pb::RequestCallbackResponse>, Status> {
         let holdless = ready(&self.ready)?;
+        let who = principal(&request);
         let pb::RequestCallbackRequest {
             request_id,
             call_id,
@@ -203,6 +226,11 @@ impl CallbackService for CallbackApi {
         let Some(notes) = notes.filter(|_| v.is_empty()) else {
             return Err(invalid_argument(&v));
         };
+        // Abuse limits count every request naming a number (a web form hammered with
+        // one victim's number gets RESOURCE_EXHAUSTED, and nothing is stored).
+        if let Some(p) = &phone {
+            self.limits.admit(p.as_str(), who.name())?;
+        }
         let (view, created) = holdless
             .request_callback(CallbackRequest {
                 request_id,
@@ -213,7 +241,7 @@ impl CallbackService for CallbackApi {
                 slot,
                 time_zone,
                 notes,
-                principal: ANONYMOUS.into(),
+                principal: who.name().to_owned(),
             })
             .await?;
         Ok(Response::new(pb::RequestCallbackResponse {
@@ -228,10 +256,12 @@ impl CallbackService for CallbackApi {
         request: Request<pb::GetCallbackRequest>,
     ) -> Result<Response<pb::GetCallbackResponse>, Status> {
         let holdless = ready(&self.ready)?;
+        let who = principal(&request);
         let id = callback_id("callback_id", &request.into_inner().callback_id)?;
-        let view = holdless.get_callback(&id).await?;
+        let cb = callback_to_pb(holdless.get_callback(&id).await?);
+        check_owner(&who, &cb)?;
         Ok(Response::new(pb::GetCallbackResponse {
-            callback: Some(callback_to_pb(view)),
+            callback: Some(cb),
         }))
     }
 
@@ -241,6 +271,7 @@ impl CallbackService for CallbackApi {
         request: Request<pb::ListCallbacksRequest>,
     ) -> Result<Response<pb::ListCallbacksResponse>, Status> {
         let holdless = ready(&self.ready)?;
+        let who = principal(&request);
         let pb::ListCallbacksRequest {
             queue_id,
             state,
@@ -285,6 +316,7 @@ impl CallbackService for CallbackApi {
             queue_id: (!queue_id.is_empty()).then_some(queue_id),
             state,
             phone,
+            created_by: (!sees_all(&who)).then(|| who.name().to_owned()),
         };
         let (items, next) = holdless
             .list_callbacks(filter, token, usize::try_from(page_size).unwrap_or(0))
@@ -301,6 +333,7 @@ impl CallbackService for CallbackApi {
         request: Request<pb::RescheduleCallbackRequest>,
     ) -> Result<Response<pb::RescheduleCallbackResponse>, Status> {
         let holdless = ready(&self.ready)?;
+        let who = principal(&request);
         let pb::RescheduleCallbackRequest {
             callback_id: id,
             slot_start,
@@ -315,6 +348,7 @@ impl CallbackService for CallbackApi {
         let (Some(id), Some((start, end)), true) = (id, slot, v.is_empty()) else {
             return Err(invalid_argument(&v));
         };
+        check_owner(&who, &callback_to_pb(holdless.get_callback(&id).await?))?;
         let view = holdless.reschedule_callback(&id, start, end).await?;
         Ok(Response::new(pb::RescheduleCallbackResponse {
             callback: Some(callback_to_pb(view)),
@@ -327,6 +361,7 @@ impl CallbackService for CallbackApi {
         request: Request<pb::CancelCallbackRequest>,
     ) -> Result<Response<pb::CancelCallbackResponse>, Status> {
         let holdless = ready(&self.ready)?;
+        let who = principal(&request);
         let pb::CancelCallbackRequest {
             callback_id: id,
             reason,
@@ -342,7 +377,23 @@ impl CallbackService for CallbackApi {
         } else {
             reason
         };
-        let view = holdless.cancel_callback(&id, reason).await?;
+        check_owner(&who, &callback_to_pb(holdless.get_callback(&id).await?))?;
+        let view = holdless.cancel_callback(&id, reason.clone()).await?;
+        if sees_all(&who) {
+            // Supervisors' cancels go into the audit log (customers cancel their own).
+            let entry = crate::domain::audit::AuditEntry {
+                seq: 0,
+                time: holdless.clock().now(),
+                principal: who.name().to_owned(),
+                action: crate::domain::audit::AuditAction::CallbackCancel,
+                target: format!("callback {id}"),
+                request_id: String::new(),
+                detail: reason,
+            };
+            if let Err(e) = holdless.audit(entry).await {
+                tracing::error!(callback_id = %id, error = %e, "callback cancelled but not audited");
+            }
+        }
         Ok(Response::new(pb::CancelCallbackResponse {
             callback: Some(callback_to_pb(view)),
         }))

@@ -14,7 +14,7 @@ use std::sync::Arc;
 use tokio::sync::OnceCell;
 use tonic::{Request, Status};
 
-use crate::domain::audit::{Actor, ANONYMOUS};
+use crate::domain::audit::Actor;
 use crate::domain::{check_id, FieldViolation};
 use crate::service::Holdless;
 
@@ -37,22 +37,24 @@ pub(crate) fn ready(r: &Ready) -> Result<&Arc<Holdless>, Status> {
         .ok_or_else(|| Status::unavailable("holdless is starting; retry shortly"))
 }
 
-/// The authenticated caller, put in the request's extensions by the authentication
-/// layer (when it lands). The one place the API learns who asks.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Principal(pub String);
+/// The authenticated caller, as the authentication layer put it in the request's
+/// extensions (`anonymous` with every role when no principals are configured).
+pub(crate) fn principal<T>(request: &Request<T>) -> crate::auth::Principal {
+    request
+        .extensions()
+        .get::<crate::auth::Principal>()
+        .cloned()
+        .unwrap_or_else(crate::auth::Principal::anonymous)
+}
 
-/// Who makes a change: the request's [`Principal`], or `anonymous` until
-/// authentication lands; with the client's idempotency key (checked, may be empty).
+/// Who makes a change: the request's principal, with the client's idempotency key
+/// (checked, may be empty).
 pub(crate) fn actor<T>(
     request: &Request<T>,
     request_id: &str,
     violations: &mut Vec<FieldViolation>,
 ) -> Actor {
-    let principal = request
-        .extensions()
-        .get::<Principal>()
-        .map_or_else(|| ANONYMOUS.to_owned(), |p| p.0.clone());
+    let principal = principal(request).name().to_owned();
     let request_id = if request_id.is_empty() {
         String::new()
     } else {

@@ -230,6 +230,10 @@ impl SledStore {
             if filter.queue_id.as_ref().is_some_and(|q| q != &c.queue_id)
                 || filter.state.is_some_and(|s| s != c.state)
                 || filter.phone.as_ref().is_some_and(|p| p != &c.phone)
+                || filter
+                    .created_by
+                    .as_ref()
+                    .is_some_and(|p| p != &c.created_by)
             {
                 continue;
             }

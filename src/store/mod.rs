@@ -88,6 +88,8 @@ pub struct CallbackFilter {
     pub queue_id: Option<String>,
     pub state: Option<CallbackState>,
     pub phone: Option<String>,
+    /// Only callbacks this principal requested.
+    pub created_by: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq)]

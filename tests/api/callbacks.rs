@@ -164,7 +164,7 @@ async fn duplicate_requests_return_the_same_callback() {
         a.callback.unwrap().callback_id,
         b.callback.as_ref().unwrap().callback_id
     );
-    let mut with_key = asap("billing", NY);
+    let mut with_key = asap("billing", "+13125550101");
     with_key.request_id = "web-123".into();
     let c = request(&app, with_key.clone()).await;
     let d = request(&app, with_key).await;
@@ -429,4 +429,127 @@ async fn a_full_slot_refuses_more_and_leaves_the_listing() {
     let e = callbacks(&app).request_callback(req).await.unwrap_err();
     assert_eq!(e.code(), tonic::Code::FailedPrecondition);
     assert!(!list(&app).await.iter().any(|s| s.start == slot.start));
+}
+
+fn with_token<T>(msg: T, token: &str) -> tonic::Request<T> {
+    let mut r = tonic::Request::new(msg);
+    r.metadata_mut()
+        .insert("authorization", format!("Bearer {token}").parse().unwrap());
+    r
+}
+
+#[tokio::test]
+async fn ten_requests_for_one_number_in_an_hour_give_three_ok_and_seven_refusals() {
+    let app = spawn_app().await;
+    let mut c = callbacks(&app);
+    let mut ok = 0;
+    let mut exhausted = 0;
+    for i in 0..10 {
+        // Different queues, so deduplication does not hide the limit.
+        let queue = ["general", "billing", "sales", "priority", "uk_support"][i % 5];
+        match c.request_callback(asap(queue, NY)).await {
+            Ok(_) => ok += 1,
+            Err(e) => {
+                assert_eq!(e.code(), tonic::Code::ResourceExhausted, "{e:?}");
+                use tonic_types::StatusExt;
+                assert!(e.get_details_retry_info().is_some(), "retry info");
+                exhausted += 1;
+            }
+        }
+    }
+    assert_eq!((ok, exhausted), (3, 7));
+    let all = c
+        .list_callbacks(pb::ListCallbacksRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(all.callbacks.len(), 3, "nothing extra stored");
+    // An hour later the number may ask again.
+    app.clock.advance(chrono::Duration::minutes(61));
+    assert!(c.request_callback(asap("billing", NY)).await.is_ok());
+}
+
+#[tokio::test]
+async fn customer_tokens_see_and_cancel_only_their_own_callbacks() {
+    use holdless::auth::{token_sha256, Role};
+    use holdless::config::PrincipalSettings;
+    let principal = |name: &str, role: Role| PrincipalSettings {
+        name: name.into(),
+        token_sha256: token_sha256(&format!("{name}-token")),
+        roles: vec![role],
+    };
+    let app = spawn_app_with(|s| {
+        s.auth.principals = vec![
+            principal("web", Role::Customer),
+            principal("app", Role::Customer),
+            principal("desk", Role::Supervisor),
+        ]
+    })
+    .await;
+    let mut c = callbacks(&app);
+    let mine = c
+        .request_callback(with_token(asap("general", NY), "web-token"))
+        .await
+        .unwrap()
+        .into_inner()
+        .callback
+        .unwrap();
+    assert_eq!(mine.created_by, "web");
+    let get = |token: &'static str, id: String| {
+        let mut c = callbacks(&app);
+        async move {
+            c.get_callback(with_token(
+                pb::GetCallbackRequest { callback_id: id },
+                token,
+            ))
+            .await
+        }
+    };
+    assert!(get("web-token", mine.callback_id.clone()).await.is_ok());
+    assert_eq!(
+        get("app-token", mine.callback_id.clone())
+            .await
+            .unwrap_err()
+            .code(),
+        tonic::Code::NotFound
+    );
+    assert!(get("desk-token", mine.callback_id.clone()).await.is_ok());
+    let listed = c
+        .list_callbacks(with_token(pb::ListCallbacksRequest::default(), "app-token"))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(listed.callbacks.is_empty());
+    let e = c
+        .cancel_callback(with_token(
+            pb::CancelCallbackRequest {
+                callback_id: mine.callback_id.clone(),
+                reason: "x".into(),
+            },
+            "app-token",
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), tonic::Code::NotFound);
+    // The supervisor's cancel is audited under their name.
+    c.cancel_callback(with_token(
+        pb::CancelCallbackRequest {
+            callback_id: mine.callback_id.clone(),
+            reason: "duplicate".into(),
+        },
+        "desk-token",
+    ))
+    .await
+    .unwrap();
+    let mut plans = pb::plan_service_client::PlanServiceClient::new(app.channel.clone());
+    let audit = plans
+        .list_audit(with_token(pb::ListAuditRequest::default(), "desk-token"))
+        .await
+        .unwrap()
+        .into_inner();
+    let last = audit.entries.last().unwrap();
+    assert_eq!(
+        (last.principal.as_str(), last.action),
+        ("desk", pb::AuditAction::CallbackCancel as i32)
+    );
 }
