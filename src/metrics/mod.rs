@@ -1,0 +1,4 @@
+//! Contact-center figures: the Erlang formulas for staffing (pure), and the KPI
+//! counters aggregated per queue and 15-minute interval (DESIGN.md section 6).
+
+pub mod erlang;
