@@ -2,3 +2,4 @@
 //! counters aggregated per queue and 15-minute interval (DESIGN.md section 6).
 
 pub mod erlang;
+pub mod kpi;
