@@ -108,12 +108,16 @@ fn get_tx<T: serde::de::DeserializeOwned>(
 }
 
 impl SledStore {
-    /// Call ids in the contact index of the call's customer and number, entered at or
-    /// after `since` (other than the call itself). Runs on the writer thread, so no
-    /// write can slip between this read and the transaction that follows.
-    fn party_calls(&self, c: &ContactRecord, since: DateTime<Utc>) -> StoreResult<Vec<Vec<u8>>> {
+    /// Other calls in the contact index of the call's customer and number, entered at
+    /// or after `since`: (call id, enqueue time). Runs on the writer thread, so no write
+    /// can slip between this read and the transaction that follows.
+    fn party_calls(
+        &self,
+        c: &ContactRecord,
+        since: DateTime<Utc>,
+    ) -> StoreResult<Vec<(Vec<u8>, DateTime<Utc>)>> {
         let from = (since.timestamp_millis() as u64 ^ (1 << 63)).to_be_bytes();
-        let mut ids = std::collections::BTreeSet::new();
+        let mut calls = std::collections::BTreeMap::new();
         let parties = [
             c.customer_id.as_deref().map(|id| format!("c:{id}")),
             c.caller.as_deref().map(|p| format!("p:{p}")),
@@ -126,17 +130,21 @@ impl SledStore {
             start.extend_from_slice(&from);
             for item in self.contacts_by_party.range(start..end) {
                 let (k, _) = item.map_err(io)?;
-                let call_id = k
-                    .iter()
-                    .position(|&b| b == 0)
-                    .and_then(|sep| k.get(sep + 9..))
-                    .ok_or_else(|| corrupt("contact index key too short"))?;
+                let short = || corrupt("contact index key too short");
+                let sep = k.iter().position(|&b| b == 0).ok_or_else(short)?;
+                let time: [u8; 8] = k
+                    .get(sep + 1..sep + 9)
+                    .and_then(|t| t.try_into().ok())
+                    .ok_or_else(short)?;
+                let millis = (u64::from_be_bytes(time) ^ (1 << 63)) as i64;
+                let at = DateTime::from_timestamp_millis(millis).ok_or_else(short)?;
+                let call_id = k.get(sep + 9..).ok_or_else(short)?;
                 if call_id != c.call_id.as_bytes() {
-                    ids.insert(call_id.to_vec());
+                    calls.insert(call_id.to_vec(), at);
                 }
             }
         }
-        Ok(ids.into_iter().collect())
+        Ok(calls.into_iter().collect())
     }
 
     /// Stores a contact record; with `target_secs` (the queue's service-level
@@ -173,18 +181,26 @@ impl SledStore {
                 let mark = mark_key(ANSWERED, &contact.call_id);
                 if is_answered(&contact) && kpi.get(&mark)?.is_none() {
                     delta.answered_contacts += 1;
+                    // A call of the same party that entered after this one (while it
+                    // waited) already repeats it.
+                    let repeated = priors.iter().any(|(_, at)| {
+                        *at > contact.enqueued_at && *at - contact.enqueued_at <= window
+                    });
+                    if repeated {
+                        delta.fcr_repeated += 1;
+                    }
                     let m = AnsweredMark {
                         queue_id: contact.queue_id.clone(),
                         bucket,
                         enqueued_at: contact.enqueued_at,
-                        repeated: false,
+                        repeated,
                     };
                     kpi.insert(mark, encode(&m))?;
                 }
                 bump_tx(kpi, &bucket_key(&contact.queue_id, bucket), &delta)?;
                 // This call repeats every answered call of the same party in the 7 days
                 // before it: those were not resolved at first contact.
-                for prior in &priors {
+                for (prior, _) in &priors {
                     let pk = [&[ANSWERED][..], prior].concat();
                     let Some(mut m) = get_tx::<AnsweredMark>(kpi, &pk)? else {
                         continue;

@@ -8,6 +8,7 @@ mod cli;
 mod crash;
 mod customers;
 mod health;
+mod kpi;
 mod live;
 mod plans;
 mod routing;
