@@ -71,6 +71,8 @@ pub enum AppError {
 pub struct Application {
     listener: TcpListener,
     addr: SocketAddr,
+    metrics_listener: TcpListener,
+    metrics_addr: SocketAddr,
     settings: Settings,
     clock: Arc<dyn Clock>,
 }
@@ -85,9 +87,18 @@ impl Application {
         let addr = listener
             .local_addr()
             .map_err(|source| AppError::Bind { addr: want, source })?;
+        let want = settings.metrics.listen;
+        let metrics_listener = TcpListener::bind(want)
+            .await
+            .map_err(|source| AppError::Bind { addr: want, source })?;
+        let metrics_addr = metrics_listener
+            .local_addr()
+            .map_err(|source| AppError::Bind { addr: want, source })?;
         Ok(Self {
             listener,
             addr,
+            metrics_listener,
+            metrics_addr,
             settings,
             clock,
         })
@@ -95,6 +106,11 @@ impl Application {
 
     pub fn local_addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// Where `/metrics` is served (port 0 in `metrics.listen` picks a free port).
+    pub fn metrics_addr(&self) -> SocketAddr {
+        self.metrics_addr
     }
 
     /// Serves until `shutdown` completes, then shuts down in order.
@@ -105,6 +121,8 @@ impl Application {
         let Self {
             listener,
             addr,
+            metrics_listener,
+            metrics_addr,
             settings,
             clock,
         } = self;
@@ -129,6 +147,7 @@ impl Application {
         let max = settings.server.max_message_bytes;
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
         let server = Server::builder()
+            .layer(crate::metrics::prometheus::RpcMetricsLayer)
             .add_service(health_service)
             .add_service(reflection_v1)
             .add_service(reflection_v1alpha)
@@ -175,7 +194,15 @@ impl Application {
                 },
             );
         let mut server = tokio::spawn(server);
-        tracing::info!(%addr, "gRPC listening; starting up");
+        let (metrics_stop, metrics_stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let metrics_server = tokio::spawn(crate::metrics::prometheus::serve(
+            metrics_listener,
+            ready.clone(),
+            async {
+                let _ = metrics_stop_rx.await;
+            },
+        ));
+        tracing::info!(%addr, %metrics_addr, "gRPC and /metrics listening; starting up");
 
         let holdless = match start_core(&settings, clock).await {
             Ok(h) => h,
@@ -207,6 +234,12 @@ impl Application {
         let stop_housekeeping = || async {
             let _ = housekeeping_stop.send(true);
             let _ = housekeeping.await;
+            let _ = metrics_stop.send(());
+            match metrics_server.await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => tracing::warn!(error = %e, "/metrics server failed"),
+                Err(e) => tracing::warn!(error = %e, "/metrics server task failed"),
+            }
         };
         if let Some(r) = server_result {
             stop_housekeeping().await;

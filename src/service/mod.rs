@@ -283,6 +283,12 @@ impl Holdless {
             placement.reserved_agent.is_some(),
             placement.estimated_wait,
         );
+        metrics::counter!(
+            "holdless_routing_decisions_total",
+            "rule" => decision.rule_id.clone().unwrap_or_else(|| "default".into()),
+            "queue" => decision.queue_id.clone()
+        )
+        .increment(1);
         if offer.is_some() {
             let offered = crate::metrics::kpi::KpiCounters {
                 cb_offered: 1,

@@ -17,7 +17,7 @@ use sled::Transactional;
 
 use super::sled_store::{abort, corrupt, decode, encode, io, party_keys, tx_result, SledStore};
 use super::{KpiBucket, StoreResult, SurveyOutcome};
-use crate::domain::callback::Callback;
+use crate::domain::callback::{Callback, CallbackState, DispatchOutcome};
 use crate::domain::contact::ContactRecord;
 use crate::metrics::kpi::{
     bucket_start, callback_delta, contact_delta, is_answered, survey_delta, KpiCounters, Survey,
@@ -104,6 +104,28 @@ fn get_tx<T: serde::de::DeserializeOwned>(
             Err(e) => abort(e),
         },
         None => Ok(None),
+    }
+}
+
+fn state_name(s: CallbackState) -> &'static str {
+    match s {
+        CallbackState::Pending => "pending",
+        CallbackState::Dispatched => "dispatched",
+        CallbackState::Completed => "completed",
+        CallbackState::Failed => "failed",
+        CallbackState::Cancelled => "cancelled",
+        CallbackState::Expired => "expired",
+    }
+}
+
+fn outcome_name(o: DispatchOutcome) -> &'static str {
+    match o {
+        DispatchOutcome::Connected => "connected",
+        DispatchOutcome::NoAnswer => "no_answer",
+        DispatchOutcome::Busy => "busy",
+        DispatchOutcome::Voicemail => "voicemail",
+        DispatchOutcome::Failed => "failed",
+        DispatchOutcome::InvalidNumber => "invalid_number",
     }
 }
 
@@ -251,6 +273,16 @@ impl SledStore {
         old: Option<&Callback>,
         new: &Callback,
     ) -> StoreResult<()> {
+        if old.map(|o| o.state) != Some(new.state) {
+            metrics::counter!("holdless_callback_transitions_total", "state" => state_name(new.state))
+                .increment(1);
+        }
+        if let (Some(o), Some(outcome)) = (old, new.last_outcome) {
+            if o.state == CallbackState::Dispatched && new.state != CallbackState::Dispatched {
+                metrics::counter!("holdless_dispatch_outcomes_total", "outcome" => outcome_name(outcome))
+                    .increment(1);
+            }
+        }
         self.add_kpi_blocking(&new.queue_id, new.created_at, &callback_delta(old, new))
     }
 

@@ -10,5 +10,6 @@ mod customers;
 mod health;
 mod kpi;
 mod live;
+mod metrics;
 mod plans;
 mod routing;
