@@ -562,3 +562,61 @@ async fn staffing_plan_reproduces_the_published_erlang_example() {
         .unwrap_err();
     assert_eq!(violations(&e), vec!["queue_id"]);
 }
+
+#[tokio::test]
+async fn stats_and_staffing_commands_print_tables() {
+    let app = spawn_app().await;
+    agent(&app, "a1", &["support"], pb::AgentState::Busy, 0).await;
+    app.route(call("cli-1", "+12125550100")).await;
+    app.clock.advance(Duration::seconds(12));
+    call_event(&app, "cli-1", pb::CallEventType::Answered, None)
+        .await
+        .unwrap();
+    let server = format!("http://{}", app.addr);
+    let run = |args: Vec<String>| {
+        tokio::task::spawn_blocking(move || {
+            std::process::Command::new(env!("CARGO_BIN_EXE_holdless"))
+                .env_remove("HOLDLESS_SERVER")
+                .args(args)
+                .output()
+                .unwrap()
+        })
+    };
+    let args = |s: &str| {
+        s.split_whitespace()
+            .map(str::to_owned)
+            .chain(["--server".to_owned(), server.clone()])
+            .collect::<Vec<_>>()
+    };
+    let out = run(args(
+        "stats --queue general --from 2026-11-25 --to 2026-11-26",
+    ))
+    .await
+    .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{out:?}");
+    let total = text
+        .lines()
+        .find(|l| l.starts_with("total"))
+        .expect("total row");
+    // One offered, one answered within 20 s: 100% service level, 12 s ASA.
+    assert_eq!(
+        total.split_whitespace().take(6).collect::<Vec<_>>(),
+        vec!["total", "1", "1", "0", "100.0%", "12.0"],
+        "{text}"
+    );
+    let out = run(args(
+        "staffing --queue general --date 2026-11-25 --calls-per-hour 200 --aht-secs 180",
+    ))
+    .await
+    .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{out:?}");
+    let noon = text
+        .lines()
+        .find(|l| l.starts_with("15:00"))
+        .expect("15:00 row");
+    assert_eq!(noon.split_whitespace().nth(3), Some("14"), "{text}");
+    let out = run(args("stats --from yesterday")).await.unwrap();
+    assert_eq!(out.status.code(), Some(64));
+}
