@@ -79,6 +79,8 @@ pub enum AppError {
 pub struct Application {
     listener: TcpListener,
     addr: SocketAddr,
+    metrics_listener: TcpListener,
+    metrics_addr: SocketAddr,
     settings: Settings,
     clock: Arc<dyn Clock>,
     access: Arc<Access>,
@@ -102,9 +104,18 @@ impl Application {
         let addr = listener
             .local_addr()
             .map_err(|source| AppError::Bind { addr: want, source })?;
+        let want = settings.metrics.listen;
+        let metrics_listener = TcpListener::bind(want)
+            .await
+            .map_err(|source| AppError::Bind { addr: want, source })?;
+        let metrics_addr = metrics_listener
+            .local_addr()
+            .map_err(|source| AppError::Bind { addr: want, source })?;
         Ok(Self {
             listener,
             addr,
+            metrics_listener,
+            metrics_addr,
             settings,
             clock,
             access,
@@ -121,6 +132,11 @@ impl Application {
         self.tls.clone()
     }
 
+    /// Where `/metrics` is served (port 0 in `metrics.listen` picks a free port).
+    pub fn metrics_addr(&self) -> SocketAddr {
+        self.metrics_addr
+    }
+
     /// Serves until `shutdown` completes, then shuts down in order.
     pub async fn run(
         self,
@@ -129,6 +145,8 @@ impl Application {
         let Self {
             listener,
             addr,
+            metrics_listener,
+            metrics_addr,
             settings,
             clock,
             access,
@@ -167,6 +185,7 @@ impl Application {
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
         let router = Server::builder()
             .layer(gate)
+            .layer(crate::metrics::prometheus::RpcMetricsLayer)
             .add_service(health_service)
             .add_service(reflection_v1)
             .add_service(reflection_v1alpha)
@@ -228,7 +247,15 @@ impl Application {
         };
         let _sighup = sighup.map(AbortOnDrop);
         let mut server = tokio::spawn(server);
-        tracing::info!(%addr, tls = tls.is_some(), "gRPC listening; starting up");
+        let (metrics_stop, metrics_stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let metrics_server = tokio::spawn(crate::metrics::prometheus::serve(
+            metrics_listener,
+            ready.clone(),
+            async {
+                let _ = metrics_stop_rx.await;
+            },
+        ));
+        tracing::info!(%addr, %metrics_addr, tls = tls.is_some(), "gRPC and /metrics listening; starting up");
 
         let holdless = match start_core(&settings, clock).await {
             Ok(h) => h,
@@ -264,6 +291,12 @@ impl Application {
             let _ = housekeeping.await;
             if let Some(r) = reload {
                 let _ = r.await;
+            }
+            let _ = metrics_stop.send(());
+            match metrics_server.await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => tracing::warn!(error = %e, "/metrics server failed"),
+                Err(e) => tracing::warn!(error = %e, "/metrics server task failed"),
             }
         };
         if let Some(r) = server_result {

@@ -18,6 +18,8 @@ pub const EXIT_CONFIG: u8 = 64;
 /// Exit status when the server cannot be reached (BSD `EX_UNAVAILABLE`).
 pub const EXIT_UNAVAILABLE: u8 = 69;
 
+mod kpi;
+
 #[derive(Debug, Parser)]
 #[command(
     name = "holdless",
@@ -62,6 +64,10 @@ pub enum Command {
         #[command(flatten)]
         server: ServerArg,
     },
+    /// KPI report: service level, ASA, abandonment, transfers, FCR, callbacks, surveys.
+    Stats(kpi::StatsArgs),
+    /// Agents needed per hour for a queue's service-level target (Erlang C / A).
+    Staffing(kpi::StaffingArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -517,6 +523,8 @@ async fn admin(command: Command) -> ExitCode {
         Command::Bench(args) => bench(args).await,
         Command::Callbacks(cmd) => callbacks(cmd).await,
         Command::Audit { limit, server } => audit(limit, server).await,
+        Command::Stats(args) => kpi::stats(args).await,
+        Command::Staffing(args) => kpi::staffing(args).await,
     };
     match result {
         Ok(out) => {

@@ -11,6 +11,7 @@
 //!   the decision function, business hours and DST-safe local time, CEL matchers.
 //! - [`live`]: live queue state from platform events: agents, lines, reservations,
 //!   handle times and honest wait estimates.
+//! - [`metrics`]: KPI definitions and interval counters, Erlang B/C/A staffing.
 //! - [`scheduler`]: the callback scheduler actor and the pure callback policy
 //!   (calling windows, retries, slots).
 //! - [`store`]: persistence behind the async [`store::Store`] trait; the sled
@@ -34,6 +35,7 @@ pub mod clock;
 pub mod config;
 pub mod domain;
 pub mod live;
+pub mod metrics;
 pub mod routing;
 pub mod scheduler;
 pub mod service;

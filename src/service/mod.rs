@@ -32,6 +32,8 @@ pub use plans::{
 pub const CONTEXT_DAYS: i64 = 7;
 /// Most earlier contacts shown to the agent.
 pub const MAX_RECENT_CONTACTS: usize = 10;
+/// Service-level threshold for calls of a queue no longer in the plan.
+pub const DEFAULT_SERVICE_LEVEL_SECS: u32 = 20;
 
 /// A routed call: the decision, where the call stands, and the context for the agent.
 #[derive(Debug, Clone)]
@@ -70,6 +72,7 @@ impl From<LiveError> for ServiceError {
 }
 
 pub mod callbacks;
+pub mod kpi;
 
 /// The example plan shipped in `deploy/plan.example.toml`, used when no plan file is
 /// configured and the store is empty.
@@ -303,6 +306,21 @@ impl Holdless {
             placement.reserved_agent.is_some(),
             placement.estimated_wait,
         );
+        metrics::counter!(
+            "holdless_routing_decisions_total",
+            "rule" => decision.rule_id.clone().unwrap_or_else(|| "default".into()),
+            "queue" => decision.queue_id.clone()
+        )
+        .increment(1);
+        if offer.is_some() {
+            let offered = crate::metrics::kpi::KpiCounters {
+                cb_offered: 1,
+                ..Default::default()
+            };
+            self.store
+                .add_kpi(decision.queue_id.clone(), now, offered)
+                .await?;
+        }
         Ok(RouteOutcome {
             decision,
             placement,
@@ -350,7 +368,12 @@ impl Holdless {
                 if let Some(r) = record {
                     let answered = r.outcome == crate::domain::contact::ContactOutcome::Answered;
                     let (caller, queue) = (r.caller.clone(), r.queue_id.clone());
-                    self.store.record_contact(r).await?;
+                    let target = plan
+                        .queue(&queue)
+                        .map_or(f64::from(DEFAULT_SERVICE_LEVEL_SECS), |q| {
+                            f64::from(q.service_level_secs)
+                        });
+                    self.store.record_call(r, target).await?;
                     // The customer reached us inbound: their pending callback in that
                     // queue is no longer owed.
                     if let (true, Some(phone), Some(s)) = (answered, caller, self.scheduler.get()) {

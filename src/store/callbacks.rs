@@ -145,6 +145,9 @@ impl SledStore {
             batch.insert(request_key(rid), encode(&rec));
         }
         tree.apply_batch(batch).map_err(io)?;
+        if let CallbackCreate::Created(c) = &outcome {
+            self.count_callback_blocking(None, c)?;
+        }
         Ok(outcome)
     }
 
@@ -157,7 +160,8 @@ impl SledStore {
             _ => return Err(StoreError::Stale { id: cb.id.clone() }),
         }
         let batch = change(tree, old.as_ref(), &cb)?;
-        tree.apply_batch(batch).map_err(io)
+        tree.apply_batch(batch).map_err(io)?;
+        self.count_callback_blocking(old.as_ref(), &cb)
     }
 
     pub(crate) fn get_callback(&self, id: &str) -> StoreResult<Option<Callback>> {

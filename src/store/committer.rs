@@ -190,6 +190,7 @@ fn flush_loop(
                     .sync_data()
                     .map_err(|e| StoreError::Io(e.to_string()))
             });
+        metrics::histogram!("holdless_store_flush_seconds").record(started.elapsed().as_secs_f64());
         if let Err(e) = &result {
             tracing::error!(error = %e, "store flush failed; writes in this batch are refused");
         }

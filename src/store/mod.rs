@@ -6,6 +6,7 @@
 
 mod callbacks;
 mod committer;
+mod kpi;
 mod sled_store;
 
 use async_trait::async_trait;
@@ -16,6 +17,7 @@ use crate::domain::audit::AuditEntry;
 use crate::domain::callback::{Callback, CallbackState};
 use crate::domain::contact::ContactRecord;
 use crate::domain::{Customer, CustomerId};
+use crate::metrics::kpi::{KpiCounters, Survey};
 
 pub use sled_store::SledStore;
 
@@ -98,6 +100,24 @@ pub struct UpsertOutcome {
     pub created: bool,
 }
 
+/// One queue's KPI counters in one 15-minute interval.
+#[derive(Debug, Clone, PartialEq)]
+pub struct KpiBucket {
+    pub queue_id: String,
+    pub start: DateTime<Utc>,
+    pub counters: KpiCounters,
+}
+
+/// What `submit_survey` did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SurveyOutcome {
+    Recorded,
+    /// The contact was surveyed before; nothing changed.
+    AlreadyTaken,
+    /// No such contact in the contact history.
+    UnknownContact,
+}
+
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
     /// The active plan, if any was ever applied.
@@ -146,6 +166,34 @@ pub trait Store: Send + Sync + 'static {
     /// Creates or replaces the contact record of a call (keyed by call id). Durable
     /// when it returns.
     async fn record_contact(&self, contact: ContactRecord) -> StoreResult<()>;
+    /// Like `record_contact`, and in the same durable write counts the call's KPIs
+    /// (`metrics::kpi::contact_delta`, with the queue's service-level threshold
+    /// `target_secs`) and marks earlier answered calls of the same customer or number
+    /// within 7 days as not resolved at first contact.
+    async fn record_call(&self, contact: ContactRecord, target_secs: f64) -> StoreResult<()>;
+    /// Adds `delta` to a queue's counters in the interval holding `at`. Durable when it
+    /// returns.
+    async fn add_kpi(
+        &self,
+        queue_id: String,
+        at: DateTime<Utc>,
+        delta: KpiCounters,
+    ) -> StoreResult<()>;
+    /// Records the survey of a call in its queue and interval, at most once per call
+    /// (atomic check). Durable when it returns.
+    async fn submit_survey(
+        &self,
+        call_id: String,
+        survey: Survey,
+        at: DateTime<Utc>,
+    ) -> StoreResult<SurveyOutcome>;
+    /// Interval counters of one queue (or all) with interval start in `[from, to)`.
+    async fn kpi_buckets(
+        &self,
+        queue_id: Option<&str>,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+    ) -> StoreResult<Vec<KpiBucket>>;
     /// Contacts of a customer (by id) and of a number, that entered a queue at or after
     /// `since`, newest first, at most `limit`.
     async fn recent_contacts(
@@ -174,7 +222,8 @@ pub trait Store: Send + Sync + 'static {
         callback: Callback,
         request_id: Option<String>,
     ) -> StoreResult<CallbackCreate>;
-    /// Stores a changed callback. Refused with [`StoreError::Stale`] unless the stored
+    /// Stores a changed callback (and counts its KPIs: `metrics::kpi::callback_delta`).
+    /// Refused with [`StoreError::Stale`] unless the stored
     /// version is exactly one less (a concurrent change wins). Durable when it returns.
     async fn update_callback(&self, callback: Callback) -> StoreResult<()>;
     async fn callback(&self, id: &str) -> StoreResult<Option<Callback>>;

@@ -12,6 +12,7 @@
 //! - `contacts`: call id -> [`ContactRecord`]
 //! - `contacts_by_party`: `c:<customer id>` or `p:<E.164>`, 0x00, enqueue time (i64
 //!   milliseconds, big-endian, sign bit flipped), call id -> empty
+//! - `callbacks`: see `store::callbacks`; `kpi`: see `store::kpi`
 
 use std::path::Path;
 use std::sync::Arc;
@@ -78,8 +79,9 @@ pub struct SledStore {
     audit: sled::Tree,
     customers: sled::Tree,
     phones: sled::Tree,
-    contacts: sled::Tree,
-    contacts_by_party: sled::Tree,
+    pub(crate) contacts: sled::Tree,
+    pub(crate) contacts_by_party: sled::Tree,
+    pub(crate) kpi: sled::Tree,
     pub(crate) trees: Arc<CallbackTrees>,
     committer: Arc<Committer>,
 }
@@ -148,6 +150,7 @@ impl SledStore {
             phones: db.open_tree("customer_phones").map_err(io)?,
             contacts: db.open_tree("contacts").map_err(io)?,
             contacts_by_party: db.open_tree("contacts_by_party").map_err(io)?,
+            kpi: db.open_tree("kpi").map_err(io)?,
             trees: Arc::new(CallbackTrees {
                 callbacks: db.open_tree("callbacks").map_err(io)?,
             }),
@@ -187,7 +190,7 @@ impl SledStore {
 }
 
 /// Index keys of a contact: one per party (customer, number).
-fn party_keys(c: &ContactRecord) -> Vec<Vec<u8>> {
+pub(crate) fn party_keys(c: &ContactRecord) -> Vec<Vec<u8>> {
     let time = (c.enqueued_at.timestamp_millis() as u64 ^ (1 << 63)).to_be_bytes();
     let mut keys = Vec::with_capacity(2);
     let parties = [
@@ -427,28 +430,48 @@ impl Store for SledStore {
     }
 
     async fn record_contact(&self, contact: ContactRecord) -> StoreResult<()> {
-        self.write(move |s| {
-            let r = (&s.contacts, &s.contacts_by_party).transaction(|(contacts, index)| {
-                let key = contact.call_id.as_bytes();
-                if let Some(old) = contacts.get(key)? {
-                    match decode::<ContactRecord>(&old) {
-                        Ok(old) => {
-                            for k in party_keys(&old) {
-                                index.remove(k)?;
-                            }
-                        }
-                        Err(e) => return abort(e),
-                    }
-                }
-                for k in party_keys(&contact) {
-                    index.insert(k, &[] as &[u8])?;
-                }
-                contacts.insert(key, encode(&contact))?;
-                Ok(())
-            });
-            tx_result(r)
+        self.write(move |s| s.record_call_blocking(contact, None))
+            .await
+    }
+
+    async fn record_call(&self, contact: ContactRecord, target_secs: f64) -> StoreResult<()> {
+        self.write(move |s| s.record_call_blocking(contact, Some(target_secs)))
+            .await
+    }
+
+    async fn add_kpi(
+        &self,
+        queue_id: String,
+        at: DateTime<Utc>,
+        delta: KpiCounters,
+    ) -> StoreResult<()> {
+        self.write(move |s| s.add_kpi_blocking(&queue_id, at, &delta))
+            .await
+    }
+
+    async fn submit_survey(
+        &self,
+        call_id: String,
+        survey: Survey,
+        at: DateTime<Utc>,
+    ) -> StoreResult<SurveyOutcome> {
+        self.write(move |s| s.submit_survey_blocking(&call_id, survey, at))
+            .await
+    }
+
+    async fn kpi_buckets(
+        &self,
+        queue_id: Option<&str>,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+    ) -> StoreResult<Vec<KpiBucket>> {
+        let this = self.clone();
+        let queue_id = queue_id.map(str::to_owned);
+        tokio::task::spawn_blocking(move || {
+            this.kpi_buckets_blocking(queue_id.as_deref(), from, to)
         })
         .await
+        .map_err(|e| io(format!("read task failed: {e}")))?
     }
 
     async fn recent_contacts(
@@ -559,6 +582,7 @@ impl Store for SledStore {
                 tx_result(r)?;
                 pruned += 1;
             }
+            s.prune_kpi_marks_blocking(before)?;
             Ok(pruned)
         })
         .await

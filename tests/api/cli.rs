@@ -117,6 +117,7 @@ fn serve_stops_cleanly_on_sigterm() {
         .arg("serve")
         .current_dir(dir.path())
         .env("HOLDLESS__SERVER__LISTEN", "127.0.0.1:0")
+        .env("HOLDLESS__METRICS__LISTEN", "127.0.0.1:0")
         .env("HOLDLESS__STORE__PATH", dir.path().join("data"))
         .env("HOLDLESS_LOG", "info")
         .stderr(Stdio::piped())

@@ -37,6 +37,7 @@ fn init_tracing() {
 
 pub struct TestApp {
     pub addr: SocketAddr,
+    pub metrics_addr: SocketAddr,
     pub channel: Channel,
     pub clock: Arc<ManualClock>,
     pub data_dir: Arc<tempfile::TempDir>,
@@ -62,12 +63,14 @@ async fn start(
     init_tracing();
     let mut settings = Settings::default();
     settings.server.listen = "127.0.0.1:0".parse().unwrap();
+    settings.metrics.listen = "127.0.0.1:0".parse().unwrap();
     settings.store.path = dir.path().join("store");
     configure(&mut settings);
     let app = Application::build(settings, clock.clone())
         .await
         .expect("app builds");
     let addr = app.local_addr();
+    let metrics_addr = app.metrics_addr();
     let (tx, rx) = oneshot::channel();
     let handle = tokio::spawn(app.run(async {
         let _ = rx.await;
@@ -80,6 +83,7 @@ async fn start(
     wait_serving(channel.clone()).await;
     TestApp {
         addr,
+        metrics_addr,
         channel,
         clock,
         data_dir: dir,

@@ -116,6 +116,7 @@ fn sighup_reloads_the_plan_file_of_a_running_server() {
         .current_dir(dir.path())
         .env_remove("HOLDLESS_SERVER")
         .env("HOLDLESS__SERVER__LISTEN", "127.0.0.1:0")
+        .env("HOLDLESS__METRICS__LISTEN", "127.0.0.1:0")
         .env("HOLDLESS__STORE__PATH", dir.path().join("data"))
         .env("HOLDLESS__PLAN__FILE", &file)
         .env("HOLDLESS_LOG", "info")

@@ -1,0 +1,7 @@
+//! Contact-center figures: the Erlang formulas for staffing (pure), and the KPI
+//! counters aggregated per queue and 15-minute interval (DESIGN.md section 6), and the
+//! Prometheus exporter.
+
+pub mod erlang;
+pub mod kpi;
+pub mod prometheus;

@@ -1,0 +1,242 @@
+//! Prometheus exposition: `GET /metrics` on `metrics.listen`.
+//!
+//! The `metrics` facade records into one process-wide Prometheus recorder, installed
+//! once (the facade has one global recorder; several `Application`s in one process, as
+//! in the tests, share it, so counters are process totals). Live figures (queues,
+//! agents, EWT and its error) are read from the floor at scrape time and set as gauges,
+//! so they are never stale.
+//!
+//! Families (all prefixed `holdless_`):
+//! - `rpc_requests_total{method,code}`, `rpc_duration_seconds{method,code}`: every gRPC
+//!   call, by full method path and status code (from the response headers: streams
+//!   count as OK when they start; a later stream error is not re-counted)
+//! - `routing_decisions_total{rule,queue}` (`rule="default"` for the default route)
+//! - `queue_waiting{queue}`, `queue_agents{queue,state}`, `queue_ewt_seconds{queue}`,
+//!   `ewt_mean_absolute_error_seconds{queue}`
+//! - `callback_transitions_total{state}`: callbacks entering each state (created ones
+//!   as `pending`), `dispatch_outcomes_total{outcome}`
+//! - `store_flush_seconds`: group-commit flush (`flush` + `fdatasync`) latency
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::OnceLock;
+use std::task::{Context, Poll};
+use std::time::Instant;
+
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use tokio::net::TcpListener;
+
+use crate::api::Ready;
+
+/// Latency buckets in seconds: 50 us to 10 s.
+const LATENCY_BUCKETS: &[f64] = &[
+    0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
+    1.0, 2.5, 10.0,
+];
+
+static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
+
+/// The process's Prometheus handle; installs the recorder on first use. `None` if
+/// another recorder was installed first (then nothing is exported).
+pub fn handle() -> Option<&'static PrometheusHandle> {
+    HANDLE
+        .get_or_init(|| {
+            let recorder = PrometheusBuilder::new()
+                .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), LATENCY_BUCKETS)
+                .ok()?
+                .build_recorder();
+            let handle = recorder.handle();
+            match metrics::set_global_recorder(recorder) {
+                Ok(()) => {
+                    describe();
+                    Some(handle)
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "a metrics recorder was already installed; /metrics stays empty");
+                    None
+                }
+            }
+        })
+        .as_ref()
+}
+
+fn describe() {
+    use metrics::{describe_counter, describe_gauge, describe_histogram, Unit};
+    describe_counter!(
+        "holdless_rpc_requests_total",
+        "gRPC calls by method and status code"
+    );
+    describe_histogram!(
+        "holdless_rpc_duration_seconds",
+        Unit::Seconds,
+        "gRPC call latency to response headers"
+    );
+    describe_counter!(
+        "holdless_routing_decisions_total",
+        "routing decisions by matching rule and queue"
+    );
+    describe_gauge!("holdless_queue_waiting", "calls waiting now");
+    describe_gauge!(
+        "holdless_queue_agents",
+        "agents able to serve the queue, by state"
+    );
+    describe_gauge!(
+        "holdless_queue_ewt_seconds",
+        Unit::Seconds,
+        "estimated wait for a call arriving now"
+    );
+    describe_gauge!(
+        "holdless_ewt_mean_absolute_error_seconds",
+        Unit::Seconds,
+        "mean absolute error of the waits told against the waits had"
+    );
+    describe_counter!(
+        "holdless_callback_transitions_total",
+        "callbacks entering each state"
+    );
+    describe_counter!(
+        "holdless_dispatch_outcomes_total",
+        "dialer outcomes of callback attempts"
+    );
+    describe_histogram!(
+        "holdless_store_flush_seconds",
+        Unit::Seconds,
+        "group-commit flush latency"
+    );
+}
+
+/// Sets the live queue gauges from the floor.
+fn refresh_live(ready: &Ready) {
+    let Some(holdless) = ready.get() else {
+        return;
+    };
+    let Ok(queues) = holdless.queue_stats(None) else {
+        return;
+    };
+    for (queue, s) in queues {
+        metrics::gauge!("holdless_queue_waiting", "queue" => queue.clone()).set(s.waiting);
+        for (state, n) in [
+            ("available", s.agents.available),
+            ("reserved", s.agents.reserved),
+            ("busy", s.agents.busy),
+            ("wrap_up", s.agents.wrap_up),
+        ] {
+            metrics::gauge!("holdless_queue_agents", "queue" => queue.clone(), "state" => state)
+                .set(n);
+        }
+        let ewt = s.estimated_wait.map_or(f64::NAN, |d| d.as_secs_f64());
+        metrics::gauge!("holdless_queue_ewt_seconds", "queue" => queue.clone()).set(ewt);
+        if let Some(mae) = s.ewt_mae {
+            metrics::gauge!("holdless_ewt_mean_absolute_error_seconds", "queue" => queue)
+                .set(mae.as_secs_f64());
+        }
+    }
+}
+
+/// Serves `GET /metrics` on `listener` until `shutdown` completes.
+pub async fn serve(
+    listener: TcpListener,
+    ready: Ready,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let handle = handle();
+    let app = axum::Router::new().route(
+        "/metrics",
+        axum::routing::get(move || {
+            let ready = ready.clone();
+            async move {
+                refresh_live(&ready);
+                let body = handle.map(|h| h.render()).unwrap_or_default();
+                (
+                    [(
+                        http::header::CONTENT_TYPE,
+                        "text/plain; version=0.0.4; charset=utf-8",
+                    )],
+                    body,
+                )
+            }
+        }),
+    );
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown)
+        .await
+}
+
+/// Tower layer counting and timing every gRPC call.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RpcMetricsLayer;
+
+impl<S> tower_layer::Layer<S> for RpcMetricsLayer {
+    type Service = RpcMetrics<S>;
+    fn layer(&self, inner: S) -> Self::Service {
+        RpcMetrics { inner }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct RpcMetrics<S> {
+    inner: S,
+}
+
+impl<S, B, RB> tower_service::Service<http::Request<B>> for RpcMetrics<S>
+where
+    S: tower_service::Service<http::Request<B>, Response = http::Response<RB>>,
+    S::Future: Send + 'static,
+    S::Error: 'static,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = Pin<Box<dyn Future<Output = Result<S::Response, S::Error>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: http::Request<B>) -> Self::Future {
+        let method = req.uri().path().to_owned();
+        let started = Instant::now();
+        let fut = self.inner.call(req);
+        Box::pin(async move {
+            let result = fut.await;
+            let code = match &result {
+                Ok(resp) => resp
+                    .headers()
+                    .get("grpc-status")
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| v.parse::<i32>().ok())
+                    .map_or("OK", code_name),
+                Err(_) => "UNKNOWN",
+            };
+            let elapsed = started.elapsed().as_secs_f64();
+            metrics::counter!("holdless_rpc_requests_total", "method" => method.clone(), "code" => code)
+                .increment(1);
+            metrics::histogram!("holdless_rpc_duration_seconds", "method" => method, "code" => code)
+                .record(elapsed);
+            result
+        })
+    }
+}
+
+/// The canonical name of a gRPC status code (the numbers are fixed by the protocol).
+fn code_name(code: i32) -> &'static str {
+    match code {
+        0 => "OK",
+        1 => "CANCELLED",
+        2 => "UNKNOWN",
+        3 => "INVALID_ARGUMENT",
+        4 => "DEADLINE_EXCEEDED",
+        5 => "NOT_FOUND",
+        6 => "ALREADY_EXISTS",
+        7 => "PERMISSION_DENIED",
+        8 => "RESOURCE_EXHAUSTED",
+        9 => "FAILED_PRECONDITION",
+        10 => "ABORTED",
+        11 => "OUT_OF_RANGE",
+        12 => "UNIMPLEMENTED",
+        13 => "INTERNAL",
+        14 => "UNAVAILABLE",
+        15 => "DATA_LOSS",
+        16 => "UNAUTHENTICATED",
+        _ => "UNKNOWN",
+    }
+}

@@ -1,0 +1,477 @@
+//! KPI persistence in sled: one tree, `kpi`, with three key spaces.
+//!
+//! - `b` + queue id + 0x00 + interval start (i64 seconds, sign flipped, big-endian) ->
+//!   [`KpiCounters`] (JSON), one per queue and 15-minute interval
+//! - `a` + call id -> [`AnsweredMark`]: the call's first answer (first-contact resolution)
+//! - `s` + call id -> [`SurveyMark`]: the call's survey was taken (at most one)
+//!
+//! Counters change in the same write as the event that moves them: a call's contact
+//! record and its counters in one sled transaction; a callback's change and its counters
+//! in the same writer-thread step and the same group-commit flush (two sled operations:
+//! a crash between them may lose that one increment, never count it twice).
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use sled::transaction::{ConflictableTransactionError, TransactionalTree};
+use sled::Transactional;
+
+use super::sled_store::{abort, corrupt, decode, encode, io, party_keys, tx_result, SledStore};
+use super::{KpiBucket, StoreResult, SurveyOutcome};
+use crate::domain::callback::{Callback, CallbackState, DispatchOutcome};
+use crate::domain::contact::ContactRecord;
+use crate::metrics::kpi::{
+    bucket_start, callback_delta, contact_delta, is_answered, survey_delta, KpiCounters, Survey,
+    FCR_DAYS,
+};
+
+const BUCKET: u8 = b'b';
+const ANSWERED: u8 = b'a';
+const SURVEY: u8 = b's';
+
+/// The first answer of a call: where its first-contact resolution is counted.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct AnsweredMark {
+    pub queue_id: String,
+    pub bucket: DateTime<Utc>,
+    pub enqueued_at: DateTime<Utc>,
+    pub repeated: bool,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct SurveyMark {
+    pub at: DateTime<Utc>,
+}
+
+fn time_key(t: DateTime<Utc>) -> [u8; 8] {
+    (t.timestamp() as u64 ^ (1 << 63)).to_be_bytes()
+}
+
+fn bucket_key(queue: &str, start: DateTime<Utc>) -> Vec<u8> {
+    let mut k = Vec::with_capacity(queue.len() + 10);
+    k.push(BUCKET);
+    k.extend_from_slice(queue.as_bytes());
+    k.push(0);
+    k.extend_from_slice(&time_key(start));
+    k
+}
+
+fn parse_bucket_key(k: &[u8]) -> StoreResult<(String, DateTime<Utc>)> {
+    let bad = || corrupt("kpi bucket key malformed");
+    let rest = k.get(1..).ok_or_else(bad)?;
+    let sep = rest.iter().position(|&b| b == 0).ok_or_else(bad)?;
+    let queue = std::str::from_utf8(&rest[..sep]).map_err(|_| bad())?;
+    let time: [u8; 8] = rest
+        .get(sep + 1..)
+        .and_then(|t| t.try_into().ok())
+        .ok_or_else(bad)?;
+    let secs = (u64::from_be_bytes(time) ^ (1 << 63)) as i64;
+    let start = DateTime::from_timestamp(secs, 0).ok_or_else(bad)?;
+    Ok((queue.to_owned(), start))
+}
+
+fn mark_key(space: u8, call_id: &str) -> Vec<u8> {
+    let mut k = Vec::with_capacity(call_id.len() + 1);
+    k.push(space);
+    k.extend_from_slice(call_id.as_bytes());
+    k
+}
+
+type TxResult<T> = Result<T, ConflictableTransactionError<super::StoreError>>;
+
+fn bump_tx(kpi: &TransactionalTree, key: &[u8], delta: &KpiCounters) -> TxResult<()> {
+    if delta.is_zero() {
+        return Ok(());
+    }
+    let mut c: KpiCounters = match kpi.get(key)? {
+        Some(v) => match decode(&v) {
+            Ok(c) => c,
+            Err(e) => return abort(e),
+        },
+        None => KpiCounters::default(),
+    };
+    c.add(delta);
+    kpi.insert(key, encode(&c))?;
+    Ok(())
+}
+
+fn get_tx<T: serde::de::DeserializeOwned>(
+    tree: &TransactionalTree,
+    key: &[u8],
+) -> TxResult<Option<T>> {
+    match tree.get(key)? {
+        Some(v) => match decode(&v) {
+            Ok(c) => Ok(Some(c)),
+            Err(e) => abort(e),
+        },
+        None => Ok(None),
+    }
+}
+
+fn state_name(s: CallbackState) -> &'static str {
+    match s {
+        CallbackState::Pending => "pending",
+        CallbackState::Dispatched => "dispatched",
+        CallbackState::Completed => "completed",
+        CallbackState::Failed => "failed",
+        CallbackState::Cancelled => "cancelled",
+        CallbackState::Expired => "expired",
+    }
+}
+
+fn outcome_name(o: DispatchOutcome) -> &'static str {
+    match o {
+        DispatchOutcome::Connected => "connected",
+        DispatchOutcome::NoAnswer => "no_answer",
+        DispatchOutcome::Busy => "busy",
+        DispatchOutcome::Voicemail => "voicemail",
+        DispatchOutcome::Failed => "failed",
+        DispatchOutcome::InvalidNumber => "invalid_number",
+    }
+}
+
+impl SledStore {
+    /// Other calls in the contact index of the call's customer and number, entered at
+    /// or after `since`: (call id, enqueue time). Runs on the writer thread, so no write
+    /// can slip between this read and the transaction that follows.
+    fn party_calls(
+        &self,
+        c: &ContactRecord,
+        since: DateTime<Utc>,
+    ) -> StoreResult<Vec<(Vec<u8>, DateTime<Utc>)>> {
+        let from = (since.timestamp_millis() as u64 ^ (1 << 63)).to_be_bytes();
+        let mut calls = std::collections::BTreeMap::new();
+        let parties = [
+            c.customer_id.as_deref().map(|id| format!("c:{id}")),
+            c.caller.as_deref().map(|p| format!("p:{p}")),
+        ];
+        for party in parties.into_iter().flatten() {
+            let mut start = party.into_bytes();
+            start.push(0);
+            let mut end = start.clone();
+            *end.last_mut().expect("key ends with the separator") = 1;
+            start.extend_from_slice(&from);
+            for item in self.contacts_by_party.range(start..end) {
+                let (k, _) = item.map_err(io)?;
+                let short = || corrupt("contact index key too short");
+                let sep = k.iter().position(|&b| b == 0).ok_or_else(short)?;
+                let time: [u8; 8] = k
+                    .get(sep + 1..sep + 9)
+                    .and_then(|t| t.try_into().ok())
+                    .ok_or_else(short)?;
+                let millis = (u64::from_be_bytes(time) ^ (1 << 63)) as i64;
+                let at = DateTime::from_timestamp_millis(millis).ok_or_else(short)?;
+                let call_id = k.get(sep + 9..).ok_or_else(short)?;
+                if call_id != c.call_id.as_bytes() {
+                    calls.insert(call_id.to_vec(), at);
+                }
+            }
+        }
+        Ok(calls.into_iter().collect())
+    }
+
+    /// Stores a contact record; with `target_secs` (the queue's service-level
+    /// threshold) also its KPI counters and first-contact-resolution marks, in the same
+    /// transaction. Runs on the writer thread only.
+    pub(crate) fn record_call_blocking(
+        &self,
+        contact: ContactRecord,
+        target_secs: Option<f64>,
+    ) -> StoreResult<()> {
+        let window = chrono::Duration::days(FCR_DAYS);
+        let priors = match target_secs {
+            Some(_) => self.party_calls(&contact, contact.enqueued_at - window)?,
+            None => Vec::new(),
+        };
+        let r = (&self.contacts, &self.contacts_by_party, &self.kpi).transaction(
+            |(contacts, index, kpi)| {
+                let key = contact.call_id.as_bytes();
+                let old: Option<ContactRecord> = get_tx(contacts, key)?;
+                if let Some(old) = &old {
+                    for k in party_keys(old) {
+                        index.remove(k)?;
+                    }
+                }
+                for k in party_keys(&contact) {
+                    index.insert(k, &[] as &[u8])?;
+                }
+                contacts.insert(key, encode(&contact))?;
+                let Some(target) = target_secs else {
+                    return Ok(());
+                };
+                let mut delta = contact_delta(old.as_ref(), &contact, target);
+                let bucket = bucket_start(contact.enqueued_at);
+                let mark = mark_key(ANSWERED, &contact.call_id);
+                if is_answered(&contact) && kpi.get(&mark)?.is_none() {
+                    delta.answered_contacts += 1;
+                    // A call of the same party that entered after this one (while it
+                    // waited) already repeats it.
+                    let repeated = priors.iter().any(|(_, at)| {
+                        *at > contact.enqueued_at && *at - contact.enqueued_at <= window
+                    });
+                    if repeated {
+                        delta.fcr_repeated += 1;
+                    }
+                    let m = AnsweredMark {
+                        queue_id: contact.queue_id.clone(),
+                        bucket,
+                        enqueued_at: contact.enqueued_at,
+                        repeated,
+                    };
+                    kpi.insert(mark, encode(&m))?;
+                }
+                bump_tx(kpi, &bucket_key(&contact.queue_id, bucket), &delta)?;
+                // This call repeats every answered call of the same party in the 7 days
+                // before it: those were not resolved at first contact.
+                for (prior, _) in &priors {
+                    let pk = [&[ANSWERED][..], prior].concat();
+                    let Some(mut m) = get_tx::<AnsweredMark>(kpi, &pk)? else {
+                        continue;
+                    };
+                    if m.repeated
+                        || m.enqueued_at >= contact.enqueued_at
+                        || contact.enqueued_at - m.enqueued_at > window
+                    {
+                        continue;
+                    }
+                    m.repeated = true;
+                    kpi.insert(pk, encode(&m))?;
+                    let d = KpiCounters {
+                        fcr_repeated: 1,
+                        ..Default::default()
+                    };
+                    bump_tx(kpi, &bucket_key(&m.queue_id, m.bucket), &d)?;
+                }
+                Ok(())
+            },
+        );
+        tx_result(r)
+    }
+
+    /// Adds to a queue's counters in the interval holding `at`. Writer thread only.
+    pub(crate) fn add_kpi_blocking(
+        &self,
+        queue_id: &str,
+        at: DateTime<Utc>,
+        delta: &KpiCounters,
+    ) -> StoreResult<()> {
+        if delta.is_zero() {
+            return Ok(());
+        }
+        let key = bucket_key(queue_id, bucket_start(at));
+        let mut c: KpiCounters = match self.kpi.get(&key).map_err(io)? {
+            Some(v) => decode(&v)?,
+            None => KpiCounters::default(),
+        };
+        c.add(delta);
+        self.kpi.insert(key, encode(&c)).map_err(io)?;
+        Ok(())
+    }
+
+    /// Counts a callback's change (writer thread only, right after it is applied).
+    pub(crate) fn count_callback_blocking(
+        &self,
+        old: Option<&Callback>,
+        new: &Callback,
+    ) -> StoreResult<()> {
+        if old.map(|o| o.state) != Some(new.state) {
+            metrics::counter!("holdless_callback_transitions_total", "state" => state_name(new.state))
+                .increment(1);
+        }
+        if let (Some(o), Some(outcome)) = (old, new.last_outcome) {
+            if o.state == CallbackState::Dispatched && new.state != CallbackState::Dispatched {
+                metrics::counter!("holdless_dispatch_outcomes_total", "outcome" => outcome_name(outcome))
+                    .increment(1);
+            }
+        }
+        self.add_kpi_blocking(&new.queue_id, new.created_at, &callback_delta(old, new))
+    }
+
+    /// Records a survey of a known call, at most once. Writer thread only.
+    pub(crate) fn submit_survey_blocking(
+        &self,
+        call_id: &str,
+        survey: Survey,
+        at: DateTime<Utc>,
+    ) -> StoreResult<SurveyOutcome> {
+        let r = (&self.contacts, &self.kpi).transaction(|(contacts, kpi)| {
+            let Some(contact) = get_tx::<ContactRecord>(contacts, call_id.as_bytes())? else {
+                return Ok(SurveyOutcome::UnknownContact);
+            };
+            let mark = mark_key(SURVEY, call_id);
+            if kpi.get(&mark)?.is_some() {
+                return Ok(SurveyOutcome::AlreadyTaken);
+            }
+            kpi.insert(mark, encode(&SurveyMark { at }))?;
+            let key = bucket_key(&contact.queue_id, bucket_start(contact.enqueued_at));
+            bump_tx(kpi, &key, &survey_delta(&survey))?;
+            Ok(SurveyOutcome::Recorded)
+        });
+        tx_result(r)
+    }
+
+    /// Interval counters whose interval starts in `[from, to)`, by queue then time.
+    pub(crate) fn kpi_buckets_blocking(
+        &self,
+        queue_id: Option<&str>,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+    ) -> StoreResult<Vec<KpiBucket>> {
+        let mut out = Vec::new();
+        let mut push = |k: &[u8], v: &[u8]| -> StoreResult<()> {
+            let (queue_id, start) = parse_bucket_key(k)?;
+            if start >= from && start < to {
+                out.push(KpiBucket {
+                    queue_id,
+                    start,
+                    counters: decode(v)?,
+                });
+            }
+            Ok(())
+        };
+        match queue_id {
+            Some(q) => {
+                let range = bucket_key(q, bucket_start(from))..bucket_key(q, to);
+                for item in self.kpi.range(range) {
+                    let (k, v) = item.map_err(io)?;
+                    push(&k, &v)?;
+                }
+            }
+            None => {
+                for item in self.kpi.scan_prefix([BUCKET]) {
+                    let (k, v) = item.map_err(io)?;
+                    push(&k, &v)?;
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Forgets first-answer marks of calls entered before `before` and survey marks of
+    /// contacts already pruned; the interval counters stay. Writer thread only.
+    pub(crate) fn prune_kpi_marks_blocking(&self, before: DateTime<Utc>) -> StoreResult<usize> {
+        let mut batch = sled::Batch::default();
+        let mut n = 0;
+        for item in self.kpi.scan_prefix([ANSWERED]) {
+            let (k, v) = item.map_err(io)?;
+            let m: AnsweredMark = decode(&v)?;
+            if m.enqueued_at < before {
+                batch.remove(k);
+                n += 1;
+            }
+        }
+        // A survey mark lives as long as its contact: while the contact exists, a
+        // second survey must stay refused.
+        for item in self.kpi.scan_prefix([SURVEY]) {
+            let (k, v) = item.map_err(io)?;
+            let m: SurveyMark = decode(&v)?;
+            let contact_gone = self
+                .contacts
+                .get(k.get(1..).unwrap_or_default())
+                .map_err(io)?
+                .is_none();
+            if m.at < before && contact_gone {
+                batch.remove(k);
+                n += 1;
+            }
+        }
+        self.kpi.apply_batch(batch).map_err(io)?;
+        Ok(n)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::contact::ContactOutcome;
+    use crate::store::Store;
+
+    fn t(s: i64) -> DateTime<Utc> {
+        DateTime::from_timestamp(1_790_000_100 + s, 0).unwrap()
+    }
+
+    fn answered(call: &str, caller: &str, at: i64) -> ContactRecord {
+        ContactRecord {
+            call_id: call.into(),
+            customer_id: None,
+            caller: Some(caller.into()),
+            queue_id: "q".into(),
+            enqueued_at: t(at),
+            updated_at: t(at + 10),
+            outcome: ContactOutcome::Answered,
+            agent_id: Some("a".into()),
+            wait_secs: Some(10.0),
+            handle_secs: None,
+            transfers: 0,
+            facts: None,
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_second_call_within_seven_days_spoils_first_contact_resolution_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = SledStore::open(dir.path()).unwrap();
+        s.record_call(answered("c1", "+441", 0), 20.0)
+            .await
+            .unwrap();
+        // The same call ending does not repeat it.
+        let mut done = answered("c1", "+441", 0);
+        done.outcome = ContactOutcome::Completed;
+        done.handle_secs = Some(100.0);
+        s.record_call(done, 20.0).await.unwrap();
+        s.record_call(answered("c2", "+441", 3600), 20.0)
+            .await
+            .unwrap();
+        s.record_call(answered("c3", "+441", 7200), 20.0)
+            .await
+            .unwrap();
+        // Eight days later: too late to count against c3.
+        s.record_call(answered("c4", "+441", 7200 + 8 * 86_400), 20.0)
+            .await
+            .unwrap();
+        let mut total = KpiCounters::default();
+        for b in s
+            .kpi_buckets(None, t(-86_400), t(30 * 86_400))
+            .await
+            .unwrap()
+        {
+            total.add(&b.counters);
+        }
+        assert_eq!(
+            (
+                total.offered,
+                total.answered,
+                total.handled,
+                total.answered_contacts,
+                total.fcr_repeated
+            ),
+            (4, 4, 1, 4, 2)
+        );
+        assert_eq!(
+            s.submit_survey(
+                "c1".into(),
+                Survey {
+                    csat: Some(5),
+                    ces: None,
+                    nps: None
+                },
+                t(9)
+            )
+            .await
+            .unwrap(),
+            SurveyOutcome::Recorded
+        );
+        assert_eq!(
+            s.submit_survey("c1".into(), Survey::default(), t(10))
+                .await
+                .unwrap(),
+            SurveyOutcome::AlreadyTaken
+        );
+        assert_eq!(
+            s.submit_survey("nope".into(), Survey::default(), t(10))
+                .await
+                .unwrap(),
+            SurveyOutcome::UnknownContact
+        );
+        s.close().await;
+    }
+}

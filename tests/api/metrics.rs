@@ -1,0 +1,63 @@
+//! Prometheus `/metrics` over plain HTTP/1.1 on the metrics port.
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use crate::helpers::*;
+use crate::live::agent;
+use holdless::api::pb;
+
+async fn scrape(app: &TestApp) -> String {
+    let mut s = tokio::net::TcpStream::connect(app.metrics_addr)
+        .await
+        .expect("metrics port");
+    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).await.unwrap();
+    assert!(out.starts_with("HTTP/1.1 200"), "{out}");
+    out
+}
+
+#[tokio::test]
+async fn metrics_endpoint_exports_rpc_routing_queue_and_store_families() {
+    let app = spawn_app().await;
+    agent(&app, "a1", &["support"], pb::AgentState::Busy, 0).await;
+    app.route(call("m1", "+12125550100")).await;
+    let bad = app
+        .routing()
+        .report_call_event(pb::ReportCallEventRequest {
+            call_id: "unknown".into(),
+            r#type: pb::CallEventType::Answered as i32,
+            agent_id: "a1".into(),
+            ..Default::default()
+        })
+        .await;
+    assert!(bad.is_err());
+    let body = scrape(&app).await;
+    for family in [
+        "holdless_rpc_requests_total",
+        "holdless_rpc_duration_seconds_bucket",
+        "holdless_routing_decisions_total",
+        "holdless_queue_waiting",
+        "holdless_queue_agents",
+        "holdless_queue_ewt_seconds",
+        "holdless_store_flush_seconds_bucket",
+    ] {
+        assert!(body.contains(family), "{family} missing from:\n{body}");
+    }
+    assert!(body.contains(
+        r#"holdless_rpc_requests_total{method="/holdless.v1.RoutingService/RouteCall",code="OK"}"#
+    ));
+    assert!(
+        body.contains(
+            r#"method="/holdless.v1.RoutingService/ReportCallEvent",code="FAILED_PRECONDITION""#
+        ),
+        "{body}"
+    );
+    assert!(
+        body.contains(r#"holdless_queue_waiting{queue="general"} 1"#),
+        "{body}"
+    );
+    assert!(body.contains(r#"holdless_queue_agents{queue="general",state="busy"} 1"#));
+}
