@@ -385,7 +385,12 @@ async fn housekeeping(
     loop {
         tokio::select! {
             _ = stop.changed() => return,
-            _ = sweep.tick() => holdless.sweep(),
+            _ = sweep.tick() => {
+                holdless.sweep();
+                if let Err(e) = holdless.flush_offers().await {
+                    tracing::warn!(error = %e, "writing callback offer counts failed");
+                }
+            }
             _ = prune.tick() => {
                 match holdless.prune_contacts(retention_days).await {
                     Ok(0) => {}

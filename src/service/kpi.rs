@@ -143,6 +143,7 @@ pub fn validate_survey(
 
 impl Holdless {
     pub async fn kpi_report(&self, q: KpiQuery) -> Result<KpiReport, ServiceError> {
+        self.flush_offers().await?;
         let from = round_down(q.from);
         let to = round_up(q.to);
         let mut v = Vec::new();
@@ -233,6 +234,7 @@ impl Holdless {
 
     /// Agents needed per hour for the queue's service-level target.
     pub async fn staffing_plan(&self, q: StaffingQuery) -> Result<StaffingPlan, ServiceError> {
+        self.flush_offers().await?;
         let plan = self.active_plan();
         let queue = plan.queue(&q.queue_id).ok_or_else(|| {
             ServiceError::InvalidArgument(vec![FieldViolation::new(

@@ -132,6 +132,9 @@ pub struct Holdless {
     scheduler: std::sync::OnceLock<crate::scheduler::Scheduler>,
     /// Failed plan reloads (SIGHUP) since start.
     reload_failures: AtomicU64,
+    /// Callback offers not yet added to the KPI store, per (queue, interval start).
+    pending_offers:
+        std::sync::Mutex<std::collections::HashMap<(String, chrono::DateTime<chrono::Utc>), u64>>,
 }
 
 impl Holdless {
@@ -198,6 +201,7 @@ impl Holdless {
             floor: std::sync::Mutex::new(Floor::new(live)),
             scheduler: std::sync::OnceLock::new(),
             reload_failures: AtomicU64::new(0),
+            pending_offers: std::sync::Mutex::new(std::collections::HashMap::new()),
         })
     }
 
@@ -313,13 +317,15 @@ impl Holdless {
         )
         .increment(1);
         if offer.is_some() {
-            let offered = crate::metrics::kpi::KpiCounters {
-                cb_offered: 1,
-                ..Default::default()
-            };
-            self.store
-                .add_kpi(decision.queue_id.clone(), now, offered)
-                .await?;
+            // Counted in memory and written by housekeeping (`flush_offers`), so routing
+            // never waits for a disk flush; a crash loses at most a second of offers.
+            let bucket = now - chrono::Duration::seconds(now.timestamp().rem_euclid(900));
+            *self
+                .pending_offers
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .entry((decision.queue_id.clone(), bucket))
+                .or_insert(0) += 1;
         }
         Ok(RouteOutcome {
             decision,
@@ -405,6 +411,24 @@ impl Holdless {
             .collect())
     }
 
+    /// Adds the callback offers counted since the last call to the KPI store.
+    pub async fn flush_offers(&self) -> Result<(), ServiceError> {
+        let pending = std::mem::take(
+            &mut *self
+                .pending_offers
+                .lock()
+                .unwrap_or_else(|e| e.into_inner()),
+        );
+        for ((queue, at), n) in pending {
+            let offered = crate::metrics::kpi::KpiCounters {
+                cb_offered: n,
+                ..Default::default()
+            };
+            self.store.add_kpi(queue, at, offered).await?;
+        }
+        Ok(())
+    }
+
     /// Housekeeping: lapsed reservations, stale calls.
     pub fn sweep(&self) {
         let now = self.clock.now();
@@ -483,6 +507,9 @@ impl Holdless {
     pub async fn close(&self) {
         if let Some(s) = self.scheduler.get() {
             s.stop().await;
+        }
+        if let Err(e) = self.flush_offers().await {
+            tracing::warn!(error = %e, "writing callback offer counts failed at shutdown");
         }
         if let Err(e) = self.store.flush().await {
             tracing::error!(error = %e, "final store flush failed");
