@@ -4,9 +4,8 @@
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-/// The principal recorded until authentication lands (see the README): every change is
-/// attributed to it. The API takes the principal from one place
-/// (`api::principal`), so an auth layer only has to fill it in there.
+/// The principal recorded when no principals are configured (authentication off,
+/// loopback only). The API takes the principal from one place (`api::principal`).
 pub const ANONYMOUS: &str = "anonymous";
 
 /// Principal of changes holdless makes on its own (plan import, SIGHUP reload).
