@@ -107,12 +107,17 @@ fn route_request(run: &str, client: usize, n: u64) -> pb::RouteCallRequest {
     }
 }
 
-/// A number per request, unique within a run of up to ten million requests: +1, an
-/// area code from the run, then the request's sequence number.
+/// US area codes the callback scenario dials (all allocated).
+const AREAS: &[u32] = &[212, 312, 415, 617, 713, 202, 305, 404];
+
+/// A valid number per request, unique within a run of up to 64 million requests: an
+/// area code, an exchange from 200 to 999 and four digits, from the sequence number.
 fn callback_request(run_seed: u64, _client: usize, n: u64) -> pb::RequestCallbackRequest {
+    let area = AREAS[((run_seed + n / 8_000_000) % AREAS.len() as u64) as usize];
+    let exchange = 200 + (n / 10_000) % 800;
     pb::RequestCallbackRequest {
         queue_id: "general".into(),
-        phone_number: format!("+1{}{:07}", 200 + run_seed % 800, n % 10_000_000),
+        phone_number: format!("+1{area}{exchange}{:04}", n % 10_000),
         ..Default::default()
     }
 }

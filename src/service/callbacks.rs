@@ -125,10 +125,33 @@ impl Holdless {
                 ))
             }
         };
+        // Never dial a number that is not allocated or costs the customer money.
+        if !phone.is_valid() {
+            return Err(invalid("phone_number", "is not an allocated number"));
+        }
+        if phone.is_premium_rate() {
+            return Err(invalid(
+                "phone_number",
+                "premium-rate numbers are never called back",
+            ));
+        }
         let customer_id = req
             .customer_id
             .clone()
             .or_else(|| taken.as_ref().and_then(|t| t.customer_id.clone()));
+        let on_file = match &customer_id {
+            Some(id) => {
+                self.store
+                    .customer(&crate::domain::CustomerId::new_checked(id.clone()))
+                    .await?
+            }
+            None => self.store.customer_by_phone(phone.as_str()).await?,
+        };
+        if on_file.as_ref().is_some_and(|c| c.do_not_call) {
+            return Err(ServiceError::FailedPrecondition(
+                "the customer is on the do-not-call list".into(),
+            ));
+        }
         let queue_tz = queue.business_hours.as_ref().map(|h| h.time_zone);
         let tz = self
             .customer_zone(req.time_zone, customer_id.as_deref(), &phone, queue_tz)

@@ -553,3 +553,41 @@ async fn customer_tokens_see_and_cancel_only_their_own_callbacks() {
         ("desk", pb::AuditAction::CallbackCancel as i32)
     );
 }
+
+#[tokio::test]
+async fn unallocated_premium_rate_and_do_not_call_numbers_are_refused() {
+    let app = spawn_app().await;
+    let mut c = callbacks(&app);
+    let e = c
+        .request_callback(asap("general", "+12020000000"))
+        .await
+        .unwrap_err();
+    assert_eq!(violations(&e), vec!["phone_number"]);
+    let e = c
+        .request_callback(asap("general", "+19005550100"))
+        .await
+        .unwrap_err();
+    assert_eq!(violations(&e), vec!["phone_number"]);
+    app.customers()
+        .upsert_customer(pb::UpsertCustomerRequest {
+            customer: Some(pb::Customer {
+                customer_id: "dnc-1".into(),
+                phone_numbers: vec!["+13125550101".into()],
+                do_not_call: true,
+                ..Default::default()
+            }),
+        })
+        .await
+        .unwrap();
+    let e = c
+        .request_callback(asap("general", "+13125550101"))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), tonic::Code::FailedPrecondition);
+    let all = c
+        .list_callbacks(pb::ListCallbacksRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(all.callbacks.is_empty());
+}

@@ -76,7 +76,7 @@ async fn acknowledged_callbacks_survive_sigkill_exactly_once() {
             let acked = acked.clone();
             tasks.push(tokio::spawn(async move {
                 for n in 0..10_000u32 {
-                    let phone = format!("+1202{round}{t}{n:05}");
+                    let phone = format!("+1212{}{t}{n:05}", round + 2);
                     let req = pb::RequestCallbackRequest {
                         queue_id: "general".into(),
                         phone_number: phone.clone(),
