@@ -570,3 +570,61 @@ impl From<AuditEntry> for pb::AuditEntry {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn text() -> impl Strategy<Value = String> {
+        prop_oneof![
+            "\\PC{0,40}",
+            "\\+[0-9]{0,17}",
+            Just(String::new()),
+            "[a-z]{1,3}/[A-Za-z_]{1,12}",
+        ]
+    }
+
+    proptest! {
+        /// Whatever a client puts in a request, conversion answers Ok or a status, and
+        /// an accepted call satisfies the domain's invariants.
+        #[test]
+        fn route_requests_never_panic_and_accepted_calls_are_valid(
+            call_id in text(), caller in text(), dialed in text(), customer in text(),
+            intent in text(), language in text(), code in text(),
+            attrs in proptest::collection::btree_map("\\PC{0,70}", "\\PC{0,300}", 0..40),
+            country in text(), tz in text(),
+        ) {
+            let req = pb::RouteCallRequest {
+                call_id, caller_number: caller, dialed_number: dialed, customer_id: customer,
+                intent, language, tracking_code: code,
+                attributes: attrs.into_iter().collect(),
+                location: Some(pb::Location { country, region: String::new(), time_zone: tz }),
+                received_time: None, explain: false,
+            };
+            if let Ok(call) = Call::try_from(req) {
+                prop_assert!(!call.call_id.as_str().is_empty());
+                prop_assert!(call.attributes.len() <= MAX_ATTRIBUTES);
+                if let Some(c) = &call.caller {
+                    prop_assert!(c.as_str().starts_with('+'));
+                }
+            }
+        }
+
+        /// Customer upserts and call events: never a panic.
+        #[test]
+        fn customer_and_event_requests_never_panic(
+            id in text(), phones in proptest::collection::vec(text(), 0..20), tz in text(),
+            status in text(), kind in -2i32..8, secs in any::<i64>(), nanos in any::<i32>(),
+        ) {
+            let _ = customer_from_pb(Some(pb::Customer {
+                customer_id: id.clone(), phone_numbers: phones, time_zone: tz, status,
+                ..Default::default()
+            }));
+            let _ = call_event_from_pb(pb::ReportCallEventRequest {
+                call_id: id, r#type: kind, agent_id: String::new(), queue_id: String::new(),
+                handle_time: Some(prost_types::Duration { seconds: secs, nanos }),
+            });
+        }
+    }
+}
