@@ -12,7 +12,7 @@ use super::pb::{
     self, callback_service_server::CallbackService, dispatch_service_server::DispatchService,
 };
 use super::{ready, Ready};
-use crate::domain::callback::{Callback, CallbackKind, CallbackState, DispatchOutcome};
+use crate::domain::callback::{CallbackKind, CallbackState, DispatchOutcome};
 use crate::domain::limits::MAX_TEXT_LEN;
 use crate::domain::{check_id, check_text, FieldViolation, PhoneNumber};
 use crate::scheduler::DispatchMsg;
@@ -505,12 +505,4 @@ impl DispatchService for DispatchApi {
             callback: Some(callback_to_pb(view)),
         }))
     }
-}
-
-/// For tests and tools: a callback as the API shows it.
-pub fn view_of(callback: Callback) -> pb::Callback {
-    callback_to_pb(CallbackView {
-        callback,
-        position: None,
-    })
 }

@@ -630,12 +630,7 @@ impl Floor {
 
     /// Reserves `agent_id` for `item_id` until now + the reservation timeout.
     pub fn reserve(&mut self, agent_id: &str, item_id: &str, now: DateTime<Utc>) {
-        let until = now + self.config.reservation_timeout;
-        if let Some(a) = self.agents.get_mut(agent_id) {
-            a.state = AgentState::Reserved;
-            a.reserved_for = Some((item_id.to_owned(), until));
-            self.deadlines.insert((until, agent_id.to_owned()));
-        }
+        self.reserve_until(agent_id, item_id, now + self.config.reservation_timeout);
     }
 
     /// Places a routed call: reserves an agent when one is free, else puts the call in

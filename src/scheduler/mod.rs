@@ -472,14 +472,6 @@ impl Actor {
         }
     }
 
-    /// Takes an open callback into memory (start-up or creation).
-    fn adopt(&mut self, cb: Callback, now: DateTime<Utc>) {
-        if let Some(l) = &cb.lease {
-            self.by_attempt.insert(l.attempt_id.clone(), cb.id.clone());
-        }
-        self.track(cb, now);
-    }
-
     async fn persist(&self, cb: &Callback) -> Result<(), ServiceError> {
         self.hl
             .store()
@@ -510,7 +502,7 @@ impl Actor {
     async fn handle(&mut self, cmd: Command) {
         let now = self.hl.clock().now();
         match cmd {
-            Command::Added(cb) => self.adopt(*cb, now),
+            Command::Added(cb) => self.track(*cb, now),
             Command::Cancel { id, reason, reply } => {
                 let _ = reply.send(self.cancel(&id, reason, now).await);
             }
@@ -623,7 +615,7 @@ impl Actor {
         }
         let out = self.hl.store().create_callback(cb, request_id).await?;
         if let crate::store::CallbackCreate::Created(c) = &out {
-            self.adopt(c.clone(), now);
+            self.track(c.clone(), now);
         }
         Ok(out)
     }
@@ -650,7 +642,6 @@ impl Actor {
         let mut cb = self.load(id).await?;
         f(&mut cb).map_err(|e| ServiceError::FailedPrecondition(e.to_string()))?;
         self.persist(&cb).await?;
-        let _ = now;
         if cb.state.is_open() {
             self.track(cb.clone(), now);
         } else {
@@ -798,7 +789,7 @@ impl Actor {
                 },
                 Dialing::CustomerFirst => None,
             };
-            self.dispatch(&id, queue, agent, now).await;
+            self.dispatch(&id, agent, now).await;
         }
     }
 
@@ -818,13 +809,7 @@ impl Actor {
         None
     }
 
-    async fn dispatch(
-        &mut self,
-        id: &str,
-        queue: &Queue,
-        agent: Option<String>,
-        now: DateTime<Utc>,
-    ) {
+    async fn dispatch(&mut self, id: &str, agent: Option<String>, now: DateTime<Utc>) {
         let Some(d) = self.pick_dialer(None) else {
             return;
         };
@@ -855,9 +840,7 @@ impl Actor {
             self.hl.with_floor(|f| f.reserve_until(a, id, until));
         }
         self.hl.with_floor(|f| f.remove_callback(id));
-        self.by_attempt.insert(attempt_id.clone(), cb.id.clone());
         self.track(cb.clone(), now);
-        let _ = queue;
         self.send(
             d,
             DispatchMsg {

@@ -53,34 +53,21 @@ impl Holdless {
 
     /// The customer's zone: the request's, else the customer record's, else the
     /// number's location, else the queue's business-hours zone, else UTC.
-    async fn customer_zone(
+    fn customer_zone(
         &self,
         req_tz: Option<Tz>,
-        customer_id: Option<&str>,
+        customer: Option<&crate::domain::Customer>,
         phone: &PhoneNumber,
         queue_tz: Option<Tz>,
-    ) -> Result<Tz, ServiceError> {
-        if let Some(tz) = req_tz {
-            return Ok(tz);
-        }
-        let customer = match customer_id {
-            Some(id) => {
-                self.store
-                    .customer(&crate::domain::CustomerId::new_checked(id.to_owned()))
-                    .await?
-            }
-            None => self.store.customer_by_phone(phone.as_str()).await?,
-        };
-        if let Some(tz) = customer.and_then(|c| c.time_zone) {
-            return Ok(tz);
-        }
-        let plan = self.active_plan();
-        Ok(
-            crate::routing::location::resolve_location(&plan, Some(phone))
-                .time_zone
-                .or(queue_tz)
-                .unwrap_or(chrono_tz::UTC),
-        )
+    ) -> Tz {
+        req_tz
+            .or_else(|| customer.and_then(|c| c.time_zone))
+            .or_else(|| {
+                crate::routing::location::resolve_location(&self.active_plan(), Some(phone))
+                    .time_zone
+            })
+            .or(queue_tz)
+            .unwrap_or(chrono_tz::UTC)
     }
 
     pub async fn request_callback(
@@ -153,9 +140,7 @@ impl Holdless {
             ));
         }
         let queue_tz = queue.business_hours.as_ref().map(|h| h.time_zone);
-        let tz = self
-            .customer_zone(req.time_zone, customer_id.as_deref(), &phone, queue_tz)
-            .await?;
+        let tz = self.customer_zone(req.time_zone, on_file.as_ref(), &phone, queue_tz);
         if let Some((start, end)) = req.slot {
             policy::validate_slot(queue, tz, start, end, now).map_err(|e| match e {
                 policy::SlotError::InPast
