@@ -319,7 +319,7 @@ impl Holdless {
         if offer.is_some() {
             // Counted in memory and written by housekeeping (`flush_offers`), so routing
             // never waits for a disk flush; a crash loses at most a second of offers.
-            let bucket = now - chrono::Duration::seconds(now.timestamp().rem_euclid(900));
+            let bucket = crate::metrics::kpi::bucket_start(now);
             *self
                 .pending_offers
                 .lock()
@@ -515,5 +515,43 @@ impl Holdless {
             tracing::error!(error = %e, "final store flush failed");
         }
         self.store.close().await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::clock::ManualClock;
+    use crate::domain::PhoneNumber;
+    use std::collections::HashMap;
+
+    /// Offers are counted per (queue, 15-minute interval): calls offered a callback a
+    /// fraction of a second apart share one counter and one store write.
+    #[tokio::test]
+    async fn offers_in_one_interval_share_one_counter() {
+        let dir = tempfile::tempdir().unwrap();
+        let store: Arc<dyn Store> = Arc::new(crate::store::SledStore::open(dir.path()).unwrap());
+        // Sunday 03:00:00.123 in New York: the North American queues are closed.
+        let start = "2026-11-29T08:00:00.123Z".parse().unwrap();
+        let clock = Arc::new(ManualClock::new(start));
+        let hl = Holdless::start(store, clock.clone(), EXAMPLE_PLAN, LiveConfig::default())
+            .await
+            .unwrap();
+        let mut offered: HashMap<String, u64> = HashMap::new();
+        for i in 0..5 {
+            let mut call = Call::new(&format!("call-{i}"));
+            call.caller = Some(PhoneNumber::parse(&format!("+1212555010{i}")).unwrap());
+            let out = hl.route(&call).await.unwrap();
+            if out.offer.is_some() {
+                *offered.entry(out.decision.queue_id).or_default() += 1;
+            }
+            clock.advance(chrono::Duration::milliseconds(250));
+        }
+        assert!(!offered.is_empty(), "a closed queue offers a callback");
+        let pending = hl.pending_offers.lock().unwrap().clone();
+        let bucket = crate::metrics::kpi::bucket_start(start);
+        let expected: HashMap<(String, chrono::DateTime<chrono::Utc>), u64> =
+            offered.into_iter().map(|(q, n)| ((q, bucket), n)).collect();
+        assert_eq!(pending, expected);
     }
 }
