@@ -1184,6 +1184,31 @@ mod tests {
     }
 
     #[test]
+    fn the_documented_examples_make_a_valid_file() {
+        let doc = include_str!("../docs/EXPORT.md");
+        // Each ```json block is one line, wrapped for reading.
+        let lines: Vec<String> = doc
+            .split("```json\n")
+            .skip(1)
+            .map(|block| {
+                let block = block.split("```").next().unwrap_or_default();
+                block.lines().map(str::trim).collect::<String>()
+            })
+            .collect();
+        assert_eq!(lines.len(), 5, "{lines:#?}");
+        let data = parse(&lines).unwrap_or_else(|e| panic!("{e:#?}"));
+        assert_eq!(
+            data.counts(),
+            RecordCounts {
+                plans: 1,
+                customers: 1,
+                callbacks: 1
+            }
+        );
+        assert_eq!(data.callbacks[0].state, CallbackState::Dispatched);
+    }
+
+    #[test]
     fn an_empty_store_exports_and_imports() {
         let data = StoreImport::default();
         let l = lines(&data);
