@@ -1,5 +1,6 @@
-//! The command line. `serve` runs the daemon; every other command is a gRPC client of a
-//! running server (the CLI never opens the store: sled holds an exclusive lock).
+//! The command line. `serve` runs the daemon; `export` and `import` work on a stopped
+//! server's store (sled holds an exclusive lock, so they refuse while a server runs);
+//! every other command is a gRPC client of a running server.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -18,7 +19,10 @@ pub const EXIT_CONFIG: u8 = 64;
 /// Exit status when the server cannot be reached (BSD `EX_UNAVAILABLE`).
 pub const EXIT_UNAVAILABLE: u8 = 69;
 
+mod backup;
 mod kpi;
+
+pub use backup::{EXIT_INVALID, EXIT_IN_USE};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -68,6 +72,26 @@ pub enum Command {
     Stats(kpi::StatsArgs),
     /// Agents needed per hour for a queue's service-level target (Erlang C / A).
     Staffing(kpi::StaffingArgs),
+    /// Write a stopped server's store (plan versions, customers, open callbacks) to a
+    /// JSON Lines file (docs/EXPORT.md). Exits 75 while a server holds the store.
+    Export {
+        /// Output file; `-` writes to standard output. Appears complete or not at all.
+        #[arg(long)]
+        out: PathBuf,
+        /// Config file, as for `serve` (default: ./holdless.toml if present); the
+        /// store at its `store.path` is exported.
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+    },
+    /// Restore an export file into an empty or new store (the server stopped). The
+    /// whole file is checked first; exits 2 naming each bad line, importing nothing.
+    Import {
+        /// Export file; `-` reads standard input.
+        file: PathBuf,
+        /// Config file, as for `serve`; the file is imported into its `store.path`.
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -525,6 +549,14 @@ async fn admin(command: Command) -> ExitCode {
         Command::Audit { limit, server } => audit(limit, server).await,
         Command::Stats(args) => kpi::stats(args).await,
         Command::Staffing(args) => kpi::staffing(args).await,
+        Command::Export { out, config } => {
+            init_tracing();
+            backup::export(config, out).await
+        }
+        Command::Import { file, config } => {
+            init_tracing();
+            backup::import(config, file).await
+        }
     };
     match result {
         Ok(out) => {

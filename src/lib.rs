@@ -16,6 +16,8 @@
 //!   (calling windows, retries, slots).
 //! - [`store`]: persistence behind the async [`store::Store`] trait; the sled
 //!   implementation with group commit is the only code that touches sled.
+//! - [`export`]: the export file (JSON Lines) of a stopped store: writing it, and
+//!   reading and checking it whole before `holdless import` writes anything.
 //! - [`service`]: the operations the API offers, over store, plan and clock.
 //! - [`auth`]: who may call what: tokens, roles and the method table, the request gate
 //!   (auth, load shedding, deadlines), abuse limits, TLS with reload.
@@ -34,6 +36,7 @@ pub mod cli;
 pub mod clock;
 pub mod config;
 pub mod domain;
+pub mod export;
 pub mod live;
 pub mod metrics;
 pub mod routing;

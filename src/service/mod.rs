@@ -105,7 +105,12 @@ impl From<StoreError> for ServiceError {
                     format!("{phone} is listed twice"),
                 )])
             }
-            StoreError::Closed => ServiceError::Unavailable(e.to_string()),
+            StoreError::Closed | StoreError::InUse { .. } => {
+                ServiceError::Unavailable(e.to_string())
+            }
+            StoreError::NotEmpty { .. } | StoreError::BadImport(_) => {
+                ServiceError::FailedPrecondition(e.to_string())
+            }
             StoreError::Stale { .. } => ServiceError::Aborted(e.to_string()),
             StoreError::Io(_) | StoreError::Corrupt(_) => ServiceError::Internal(e.to_string()),
         }

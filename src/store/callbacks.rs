@@ -83,14 +83,29 @@ fn change(tree: &sled::Tree, old: Option<&Callback>, new: &Callback) -> StoreRes
             }
         }
     }
-    if new.state == CallbackState::Pending {
-        b.insert(due_key(new), &[] as &[u8]);
-    }
-    if new.state.is_open() {
-        b.insert(open_key(&new.phone, &new.queue_id), new.id.as_bytes());
-    }
-    b.insert(record_key(&new.id), encode_cb(new));
+    put(&mut b, new);
     Ok(b)
+}
+
+/// Adds `c`'s record and the index entries its state calls for to `b`.
+fn put(b: &mut sled::Batch, c: &Callback) {
+    if c.state == CallbackState::Pending {
+        b.insert(due_key(c), &[] as &[u8]);
+    }
+    if c.state.is_open() {
+        b.insert(open_key(&c.phone, &c.queue_id), c.id.as_bytes());
+    }
+    b.insert(record_key(&c.id), encode_cb(c));
+}
+
+/// The records and index entries of callbacks restored into an empty store: the same
+/// entries `create_callback` writes (KPIs are not counted again).
+pub(crate) fn import_batch(callbacks: &[Callback]) -> sled::Batch {
+    let mut b = sled::Batch::default();
+    for c in callbacks {
+        put(&mut b, c);
+    }
+    b
 }
 
 impl SledStore {
@@ -149,6 +164,18 @@ impl SledStore {
             self.count_callback_blocking(None, c)?;
         }
         Ok(outcome)
+    }
+
+    /// Whether any callback record exists (request ids alone do not count).
+    pub(crate) fn has_callbacks(&self) -> StoreResult<bool> {
+        Ok(self
+            .trees
+            .callbacks
+            .scan_prefix([RECORD])
+            .next()
+            .transpose()
+            .map_err(io)?
+            .is_some())
     }
 
     /// Runs on the writer thread only.

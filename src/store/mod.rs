@@ -19,6 +19,7 @@ use crate::domain::contact::ContactRecord;
 use crate::domain::{Customer, CustomerId};
 use crate::metrics::kpi::{KpiCounters, Survey};
 
+pub(crate) use sled_store::content_hash;
 pub use sled_store::SledStore;
 
 #[derive(Debug, thiserror::Error, Clone, PartialEq, Eq)]
@@ -35,6 +36,15 @@ pub enum StoreError {
     Closed,
     #[error("callback {id} changed meanwhile (stale write refused)")]
     Stale { id: String },
+    /// Another process holds the store's lock (sled allows one at a time).
+    #[error("store {path} is in use by another process (a running holdless server?)")]
+    InUse { path: String },
+    /// `import` only writes into a store without plans, customers and callbacks.
+    #[error("the store is not empty: it holds {what}")]
+    NotEmpty { what: String },
+    /// `import` was given records that would break the store's invariants.
+    #[error("import refused: {0}")]
+    BadImport(String),
 }
 
 pub type StoreResult<T> = Result<T, StoreError>;
@@ -118,6 +128,100 @@ pub enum SurveyOutcome {
     UnknownContact,
 }
 
+/// What [`Store::import`] writes into an empty store (a restored export).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct StoreImport {
+    /// Every plan version to keep, with its version number.
+    pub plans: Vec<PlanRecord>,
+    /// The active version; must be one of `plans` (`None` only without plans).
+    pub active_version: Option<u64>,
+    pub customers: Vec<Customer>,
+    /// Open (pending or dispatched) callbacks only.
+    pub callbacks: Vec<Callback>,
+}
+
+/// How many records of each kind an export or import holds.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RecordCounts {
+    pub plans: u64,
+    pub customers: u64,
+    pub callbacks: u64,
+}
+
+impl StoreImport {
+    pub fn counts(&self) -> RecordCounts {
+        let n = |len: usize| u64::try_from(len).unwrap_or(u64::MAX);
+        RecordCounts {
+            plans: n(self.plans.len()),
+            customers: n(self.customers.len()),
+            callbacks: n(self.callbacks.len()),
+        }
+    }
+
+    /// The invariants the store relies on: plan versions are 1..=N without gaps
+    /// (versions only grow, none is ever deleted) and the active one is among them;
+    /// customer ids, customer phone numbers, callback ids and open (phone, queue)
+    /// pairs are each unique; every callback is open.
+    pub fn check(&self) -> StoreResult<()> {
+        use std::collections::HashSet;
+        let bad = |m: String| Err(StoreError::BadImport(m));
+        let mut versions = HashSet::new();
+        for p in &self.plans {
+            if !versions.insert(p.version) {
+                return bad(format!("plan version {} appears twice", p.version));
+            }
+        }
+        let n = u64::try_from(self.plans.len()).unwrap_or(u64::MAX);
+        if let Some(v) = self
+            .plans
+            .iter()
+            .map(|p| p.version)
+            .find(|v| !(1..=n).contains(v))
+        {
+            return bad(format!(
+                "plan versions must run from 1 to {n} without gaps; version {v} does not"
+            ));
+        }
+        match self.active_version {
+            Some(v) if !versions.contains(&v) => {
+                return bad(format!("active plan version {v} is not among the plans"))
+            }
+            None if !self.plans.is_empty() => return bad("no plan version is active".into()),
+            _ => {}
+        }
+        let mut ids = HashSet::new();
+        let mut phones = HashSet::new();
+        for c in &self.customers {
+            if !ids.insert(c.id.as_str()) {
+                return bad(format!("customer {} appears twice", c.id.as_str()));
+            }
+            for p in &c.phones {
+                if !phones.insert(p.as_str()) {
+                    return bad(format!("phone number {p} belongs to two customers"));
+                }
+            }
+        }
+        let mut ids = HashSet::new();
+        let mut open = HashSet::new();
+        for c in &self.callbacks {
+            if !c.state.is_open() {
+                return bad(format!("callback {} is {:?}, not open", c.id, c.state));
+            }
+            if !ids.insert(c.id.as_str()) {
+                return bad(format!("callback {} appears twice", c.id));
+            }
+            if !open.insert((c.phone.as_str(), c.queue_id.as_str())) {
+                return bad(format!(
+                    "two open callbacks for {} in queue {}",
+                    c.phone, c.queue_id
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
     /// The active plan, if any was ever applied.
@@ -134,6 +238,8 @@ pub trait Store: Send + Sync + 'static {
         plan: NewPlan,
         expected_version: Option<u64>,
     ) -> StoreResult<AppliedPlan>;
+    /// Every plan version with its document, oldest first (export).
+    async fn all_plans(&self) -> StoreResult<Vec<PlanRecord>>;
     /// Plan versions below `before` (all when `None`), newest first, at most `limit`;
     /// `toml` is left empty (a listing, not the documents).
     async fn list_plans(&self, before: Option<u64>, limit: usize) -> StoreResult<Vec<PlanRecord>>;
@@ -151,6 +257,8 @@ pub trait Store: Send + Sync + 'static {
         audit: AuditEntry,
     ) -> StoreResult<UpsertOutcome>;
     async fn customer(&self, id: &CustomerId) -> StoreResult<Option<Customer>>;
+    /// Every customer, in id order (export).
+    async fn all_customers(&self) -> StoreResult<Vec<Customer>>;
     async fn customer_by_phone(&self, e164: &str) -> StoreResult<Option<Customer>>;
     /// Deletes a customer; `false` when there was none (then nothing is audited).
     /// `audit` is written in the same transaction. Durable when it returns.
@@ -241,6 +349,15 @@ pub trait Store: Send + Sync + 'static {
     /// Checks that the due and dedupe indexes agree with the records; returns a
     /// description of every disagreement (empty when consistent).
     async fn check_callback_indexes(&self) -> StoreResult<Vec<String>>;
+
+    /// Restores an export: writes `import` (plan versions with their numbers and the
+    /// active one, customers with their phone index, open callbacks with their due and
+    /// dedupe indexes) in one transaction, so a failure or crash leaves nothing behind.
+    /// Refused with [`StoreError::NotEmpty`] when the store already holds a plan, a
+    /// customer or a callback, and with [`StoreError::BadImport`] when
+    /// [`StoreImport::check`] fails. No audit entries or KPI counts are written (they
+    /// are history, not state). Durable when it returns.
+    async fn import(&self, import: StoreImport) -> StoreResult<RecordCounts>;
 
     /// Waits until everything written so far is durable.
     async fn flush(&self) -> StoreResult<()>;

@@ -135,7 +135,16 @@ impl SledStore {
             .path(path)
             .mode(sled::Mode::HighThroughput)
             .open()
-            .map_err(io)?;
+            .map_err(|e| match e {
+                // sled takes an exclusive flock on its data file; another process
+                // holding it (a running server) surfaces only as this message.
+                sled::Error::Io(ref err) if err.to_string().contains("could not acquire lock") => {
+                    StoreError::InUse {
+                        path: path.display().to_string(),
+                    }
+                }
+                other => io(other),
+            })?;
         let data_file = std::fs::OpenOptions::new()
             .read(true)
             .write(true)
@@ -186,6 +195,55 @@ impl SledStore {
                 Err(e) => abort(e),
             },
         }
+    }
+}
+
+impl SledStore {
+    /// Runs on the writer thread only, so the emptiness check and the transaction
+    /// cannot race another write.
+    fn import_blocking(&self, import: &StoreImport) -> StoreResult<RecordCounts> {
+        let mut held = Vec::new();
+        if !self.plans.is_empty() {
+            held.push("plans");
+        }
+        if !self.customers.is_empty() {
+            held.push("customers");
+        }
+        if self.has_callbacks()? {
+            held.push("callbacks");
+        }
+        if !held.is_empty() {
+            return Err(StoreError::NotEmpty {
+                what: held.join(", "),
+            });
+        }
+        let callbacks = super::callbacks::import_batch(&import.callbacks);
+        let r = (
+            &self.plans,
+            &self.meta,
+            &self.customers,
+            &self.phones,
+            &self.trees.callbacks,
+        )
+            .transaction(|(plans, meta, customers, phones, cb_tree)| {
+                for p in &import.plans {
+                    plans.insert(&p.version.to_be_bytes(), encode(p))?;
+                }
+                if let Some(active) = import.active_version {
+                    meta.insert(ACTIVE_PLAN, &active.to_be_bytes())?;
+                }
+                for c in &import.customers {
+                    let id = c.id.as_str().as_bytes();
+                    for p in &c.phones {
+                        phones.insert(p.as_bytes(), id)?;
+                    }
+                    customers.insert(id, encode(c))?;
+                }
+                cb_tree.apply_batch(&callbacks)?;
+                Ok(())
+            });
+        tx_result(r)?;
+        Ok(import.counts())
     }
 }
 
@@ -297,6 +355,19 @@ impl Store for SledStore {
         .await
     }
 
+    async fn all_plans(&self) -> StoreResult<Vec<PlanRecord>> {
+        let plans = self.plans.clone();
+        tokio::task::spawn_blocking(move || {
+            plans
+                .iter()
+                .values()
+                .map(|v| decode(&v.map_err(io)?))
+                .collect()
+        })
+        .await
+        .map_err(|e| io(format!("read task failed: {e}")))?
+    }
+
     async fn list_plans(&self, before: Option<u64>, limit: usize) -> StoreResult<Vec<PlanRecord>> {
         let end = before.unwrap_or(u64::MAX).to_be_bytes();
         let mut out = Vec::new();
@@ -392,6 +463,19 @@ impl Store for SledStore {
             .map_err(io)?
             .map(|v| decode(&v))
             .transpose()
+    }
+
+    async fn all_customers(&self) -> StoreResult<Vec<Customer>> {
+        let customers = self.customers.clone();
+        tokio::task::spawn_blocking(move || {
+            customers
+                .iter()
+                .values()
+                .map(|v| decode(&v.map_err(io)?))
+                .collect()
+        })
+        .await
+        .map_err(|e| io(format!("read task failed: {e}")))?
     }
 
     async fn customer_by_phone(&self, e164: &str) -> StoreResult<Option<Customer>> {
@@ -639,6 +723,11 @@ impl Store for SledStore {
         tokio::task::spawn_blocking(move || this.check_callback_indexes_blocking())
             .await
             .map_err(|e| io(format!("read task failed: {e}")))?
+    }
+
+    async fn import(&self, import: StoreImport) -> StoreResult<RecordCounts> {
+        import.check()?;
+        self.write(move |s| s.import_blocking(&import)).await
     }
 
     async fn flush(&self) -> StoreResult<()> {
@@ -951,5 +1040,223 @@ mod tests {
             ]
         );
         assert_eq!(s.list_audit(4, 1).await.unwrap()[0].seq, 4);
+    }
+
+    fn open_callback(id: &str, phone: &str, state: CallbackState) -> Callback {
+        // Whole milliseconds: callbacks store instants at that precision.
+        let t = DateTime::<Utc>::from_timestamp(1_790_000_000, 0).expect("valid instant");
+        Callback {
+            id: id.into(),
+            state,
+            kind: crate::domain::callback::CallbackKind::Asap,
+            phone: phone.into(),
+            customer_id: None,
+            queue_id: "general".into(),
+            time_zone: "Europe/London".into(),
+            virtual_enqueued_at: t,
+            priority: 0,
+            attempts: u32::from(state == CallbackState::Dispatched),
+            max_attempts: 3,
+            not_before: t,
+            expires_at: t + chrono::Duration::hours(24),
+            lease: (state == CallbackState::Dispatched).then(|| crate::domain::callback::Lease {
+                attempt_id: "a1".into(),
+                dialer_id: "d1".into(),
+                until: t,
+                agent_id: None,
+            }),
+            last_outcome: None,
+            cancel_reason: None,
+            origin_call_id: None,
+            notes: String::new(),
+            ewt_at_request_secs: None,
+            created_by: "tester".into(),
+            created_at: t,
+            updated_at: t,
+            version: 1,
+        }
+    }
+
+    fn plan_record(version: u64, toml: &str) -> PlanRecord {
+        PlanRecord {
+            version,
+            author: "ops".into(),
+            comment: format!("v{version}"),
+            created_at: Utc::now(),
+            content_hash: content_hash(toml),
+            toml: toml.into(),
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn all_plans_and_all_customers_return_every_record() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = SledStore::open(dir.path()).unwrap();
+        assert!(s.all_plans().await.unwrap().is_empty());
+        s.apply_plan(new_plan("a"), None).await.unwrap();
+        s.apply_plan(new_plan("b"), None).await.unwrap();
+        let plans = s.all_plans().await.unwrap();
+        let got: Vec<(u64, &str)> = plans.iter().map(|p| (p.version, p.toml.as_str())).collect();
+        assert_eq!(got, vec![(1, "a"), (2, "b")]);
+        for id in ["b", "a"] {
+            s.upsert_customer(customer(id, &[]), audit(AuditAction::CustomerUpsert))
+                .await
+                .unwrap();
+        }
+        let ids: Vec<String> = s
+            .all_customers()
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|c| c.id.as_str().to_owned())
+            .collect();
+        assert_eq!(ids, vec!["a", "b"]);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn import_restores_versions_phones_and_callback_indexes() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = SledStore::open(dir.path()).unwrap();
+        let pending = open_callback("01J0000000000000000000000A", "+441", CallbackState::Pending);
+        let dispatched = open_callback(
+            "01J0000000000000000000000B",
+            "+442",
+            CallbackState::Dispatched,
+        );
+        let import = StoreImport {
+            plans: vec![
+                plan_record(1, "a"),
+                plan_record(2, "b"),
+                plan_record(3, "c"),
+            ],
+            active_version: Some(1),
+            customers: vec![customer("x", &["+441", "+443"])],
+            callbacks: vec![pending.clone(), dispatched.clone()],
+        };
+        let counts = s.import(import).await.unwrap();
+        assert_eq!(
+            counts,
+            RecordCounts {
+                plans: 3,
+                customers: 1,
+                callbacks: 2
+            }
+        );
+        assert_eq!(s.active_plan().await.unwrap().unwrap().version, 1);
+        assert_eq!(s.plan_version(3).await.unwrap().unwrap().toml, "c");
+        assert_eq!(
+            s.customer_by_phone("+443")
+                .await
+                .unwrap()
+                .unwrap()
+                .id
+                .as_str(),
+            "x"
+        );
+        assert_eq!(
+            s.check_callback_indexes().await.unwrap(),
+            Vec::<String>::new()
+        );
+        assert_eq!(s.open_callbacks().await.unwrap(), vec![pending, dispatched]);
+        // The dedupe index is live: a second request for the number gets the first.
+        let twin = open_callback("01J0000000000000000000000C", "+441", CallbackState::Pending);
+        assert!(matches!(
+            s.create_callback(twin, None).await.unwrap(),
+            CallbackCreate::Existing(c) if c.id == "01J0000000000000000000000A"
+        ));
+        // Versions keep growing past the highest imported one.
+        let next = s.apply_plan(new_plan("d"), Some(1)).await.unwrap().record;
+        assert_eq!(next.version, 4);
+        // Imported state survives a reopen.
+        s.close().await;
+        drop(s);
+        let s = SledStore::open(dir.path()).unwrap();
+        assert_eq!(s.all_plans().await.unwrap().len(), 4);
+        assert_eq!(s.open_callbacks().await.unwrap().len(), 2);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn import_refuses_a_store_that_holds_anything_and_changes_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = SledStore::open(dir.path()).unwrap();
+        s.upsert_customer(customer("a", &[]), audit(AuditAction::CustomerUpsert))
+            .await
+            .unwrap();
+        let import = StoreImport {
+            plans: vec![plan_record(1, "a")],
+            active_version: Some(1),
+            ..StoreImport::default()
+        };
+        assert_eq!(
+            s.import(import).await,
+            Err(StoreError::NotEmpty {
+                what: "customers".into()
+            })
+        );
+        assert!(s.all_plans().await.unwrap().is_empty());
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn import_refuses_records_that_would_break_the_indexes() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = SledStore::open(dir.path()).unwrap();
+        let twins = StoreImport {
+            callbacks: vec![
+                open_callback("01J0000000000000000000000A", "+441", CallbackState::Pending),
+                open_callback("01J0000000000000000000000B", "+441", CallbackState::Pending),
+            ],
+            ..StoreImport::default()
+        };
+        assert!(matches!(
+            s.import(twins).await,
+            Err(StoreError::BadImport(_))
+        ));
+        let shared_phone = StoreImport {
+            customers: vec![customer("a", &["+441"]), customer("b", &["+441"])],
+            ..StoreImport::default()
+        };
+        assert!(matches!(
+            s.import(shared_phone).await,
+            Err(StoreError::BadImport(_))
+        ));
+        let no_active = StoreImport {
+            plans: vec![plan_record(1, "a")],
+            active_version: Some(2),
+            ..StoreImport::default()
+        };
+        assert!(matches!(
+            s.import(no_active).await,
+            Err(StoreError::BadImport(_))
+        ));
+        let gap = StoreImport {
+            plans: vec![plan_record(1, "a"), plan_record(3, "c")],
+            active_version: Some(3),
+            ..StoreImport::default()
+        };
+        assert!(matches!(s.import(gap).await, Err(StoreError::BadImport(_))));
+        let mut closed =
+            open_callback("01J0000000000000000000000A", "+441", CallbackState::Pending);
+        closed.state = CallbackState::Cancelled;
+        let closed = StoreImport {
+            callbacks: vec![closed],
+            ..StoreImport::default()
+        };
+        assert!(matches!(
+            s.import(closed).await,
+            Err(StoreError::BadImport(_))
+        ));
+        assert!(s.all_customers().await.unwrap().is_empty());
+        assert!(!s.has_callbacks().unwrap());
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_store_open_elsewhere_is_reported_in_use() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = SledStore::open(dir.path()).unwrap();
+        assert!(matches!(
+            SledStore::open(dir.path()),
+            Err(StoreError::InUse { .. })
+        ));
+        s.close().await;
     }
 }
