@@ -660,8 +660,8 @@ impl Floor {
             std::borrow::Cow::Owned(all)
         };
         // A call seen before (asked again, or transferred) keeps its history.
-        let previous = self.calls.remove(call_id);
-        let (mut visited, transfers, transfer_loop) = match &previous {
+        let mut previous = self.calls.remove(call_id);
+        let (mut visited, transfers, transfer_loop) = match &mut previous {
             Some(p) => {
                 if let Some(q) = self.queues.get_mut(&p.queue) {
                     q.line.remove(&p.key(call_id));
@@ -671,7 +671,7 @@ impl Floor {
                 }
                 let moved = matches!(p.state, CallState::Connected(_));
                 (
-                    p.visited.clone(),
+                    std::mem::take(&mut p.visited),
                     p.transfers + u32::from(moved),
                     p.transfer_loop,
                 )
@@ -705,7 +705,7 @@ impl Floor {
             transfers,
             transfer_loop,
             last_change: now,
-            facts: previous.as_ref().and_then(|p| p.facts.clone()),
+            facts: previous.as_mut().and_then(|p| p.facts.take()),
         };
         let placement = match self.pick_agent(&required, preferred_agent) {
             Some(agent) => {
@@ -782,9 +782,9 @@ impl Floor {
 
     /// Remembers what routing looked at for a call, kept with its contact record. The
     /// first routing of a call wins: a re-route after a transfer keeps the original.
-    pub fn set_facts(&mut self, call_id: &str, facts: CallFacts) {
+    pub fn set_facts(&mut self, call_id: &str, facts: impl FnOnce() -> CallFacts) {
         if let Some(c) = self.calls.get_mut(call_id) {
-            c.facts.get_or_insert_with(|| Box::new(facts));
+            c.facts.get_or_insert_with(|| Box::new(facts()));
         }
     }
 

@@ -3,5 +3,6 @@
 //! Prometheus exporter.
 
 pub mod erlang;
+pub mod handles;
 pub mod kpi;
 pub mod prometheus;

@@ -193,7 +193,7 @@ where
     }
 
     fn call(&mut self, req: http::Request<B>) -> Self::Future {
-        let method = req.uri().path().to_owned();
+        let handles = super::handles::rpc(req.uri().path());
         let started = Instant::now();
         let fut = self.inner.call(req);
         Box::pin(async move {
@@ -204,21 +204,19 @@ where
                     .get("grpc-status")
                     .and_then(|v| v.to_str().ok())
                     .and_then(|v| v.parse::<i32>().ok())
-                    .map_or("OK", code_name),
-                Err(_) => "UNKNOWN",
+                    .unwrap_or(0),
+                Err(_) => 2,
             };
-            let elapsed = started.elapsed().as_secs_f64();
-            metrics::counter!("holdless_rpc_requests_total", "method" => method.clone(), "code" => code)
-                .increment(1);
-            metrics::histogram!("holdless_rpc_duration_seconds", "method" => method, "code" => code)
-                .record(elapsed);
+            let (count, latency) = handles.for_code(code);
+            count.increment(1);
+            latency.record(started.elapsed().as_secs_f64());
             result
         })
     }
 }
 
 /// The canonical name of a gRPC status code (the numbers are fixed by the protocol).
-fn code_name(code: i32) -> &'static str {
+pub(crate) fn code_name(code: i32) -> &'static str {
     match code {
         0 => "OK",
         1 => "CANCELLED",

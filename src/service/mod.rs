@@ -301,7 +301,7 @@ impl Holdless {
                 decision.preferred_agent_id.as_deref(),
                 now,
             );
-            floor.set_facts(call.call_id.as_str(), CallFacts::from_call(&call, now));
+            floor.set_facts(call.call_id.as_str(), || CallFacts::from_call(&call, now));
             (
                 placement,
                 floor.history(call.call_id.as_str()).unwrap_or_default(),
@@ -315,12 +315,8 @@ impl Holdless {
             placement.reserved_agent.is_some(),
             placement.estimated_wait,
         );
-        metrics::counter!(
-            "holdless_routing_decisions_total",
-            "rule" => decision.rule_id.clone().unwrap_or_else(|| "default".into()),
-            "queue" => decision.queue_id.clone()
-        )
-        .increment(1);
+        crate::metrics::handles::decisions(decision.rule_id.as_deref(), &decision.queue_id)
+            .increment(1);
         if offer.is_some() {
             // Counted in memory and written by housekeeping (`flush_offers`), so routing
             // never waits for a disk flush; a crash loses at most a second of offers.
