@@ -160,6 +160,11 @@ pub struct BenchArgs {
     /// background load on a shared machine falls on both alike.
     #[arg(long, default_value_t = 4)]
     pub rounds: u32,
+    /// Soak: split the run into this many consecutive windows and print each window's
+    /// figures (and, with --embedded, the process's resident memory) as it ends.
+    /// Not with --baseline.
+    #[arg(long, conflicts_with = "baseline")]
+    pub windows: Option<u32>,
     #[command(flatten)]
     pub server: ServerArg,
 }
@@ -1063,6 +1068,37 @@ async fn bench(a: BenchArgs) -> Result<String, Failure> {
     } else {
         a.server.server.clone()
     };
+    if let Some(windows) = a.windows {
+        let embedded = a.embedded;
+        let json = a.server.json;
+        bench::soak(&target, &opts, windows, |w, r| {
+            let rss = if embedded {
+                bench::resident_bytes().map(|b| b / (1024 * 1024))
+            } else {
+                None
+            };
+            let line = if json {
+                format!(
+                    "{}\n",
+                    serde_json::json!({ "window": w, "report": r, "rss_mib": rss })
+                )
+            } else {
+                format!(
+                    "window {w:>3}: rss {} | {}",
+                    rss.map_or("-".to_owned(), |m| format!("{m} MiB")),
+                    bench::render(&r)
+                )
+            };
+            // As it happens: a soak runs for minutes.
+            use std::io::Write;
+            let mut out = std::io::stdout().lock();
+            let _ = out.write_all(line.as_bytes()).and_then(|()| out.flush());
+        })
+        .await
+        .map_err(fail)?;
+        let _ = stop_tx.send(true);
+        return Ok(String::new());
+    }
     targets.push(("holdless", target));
     let named: Vec<(&str, &str)> = targets.iter().map(|(n, u)| (*n, u.as_str())).collect();
     let rounds = if a.baseline { a.rounds } else { 1 };

@@ -25,6 +25,11 @@ pub enum Scenario {
     Route,
     /// Durable RequestCallback (ASAP), each for a number never used before.
     Callback,
+    /// A contact-center day: agents report available, calls are routed, answered or
+    /// abandoned and ended, abandoned callers ask for a callback, and a dialer takes
+    /// the callbacks the scheduler dispatches and reports their outcomes. Every RPC a
+    /// client sends counts as one request.
+    Mixed,
 }
 
 #[derive(Debug, Clone)]
@@ -132,6 +137,208 @@ fn callback_request(run_seed: u64, _client: usize, n: u64) -> pb::RequestCallbac
 struct Clients {
     routing: pb::routing_service_client::RoutingServiceClient<Channel>,
     callbacks: pb::callback_service_client::CallbackServiceClient<Channel>,
+    /// Where the client is in its current call (mixed scenario).
+    day: Day,
+}
+
+/// Skills of the mixed scenario's agents: every queue of the example plan.
+const AGENT_SKILLS: &[&str] = &[
+    "support",
+    "priority",
+    "uk",
+    "sales",
+    "billing",
+    "fraud",
+    "supervisor",
+    "spanish",
+];
+
+/// One platform line of the mixed scenario: a call at a time, one RPC per step.
+#[derive(Debug, Default)]
+struct Day {
+    /// Calls this client has started.
+    calls: u64,
+    step: DayStep,
+    call_id: String,
+    /// The current call was answered (else abandoned).
+    answered: bool,
+    /// The agent holdless reserved for the current call, if any.
+    agent: Option<String>,
+}
+
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+enum DayStep {
+    /// Report an agent available (the client's own at first, then the one that took
+    /// the last call).
+    #[default]
+    AgentFree,
+    Route,
+    /// Answered by the reserved agent, or abandoned (no agent, or one call in four
+    /// where the caller gives up first).
+    AnswerOrAbandon,
+    /// Ended after the conversation, or, for an abandoned call, a callback request
+    /// from the web for a number never used before.
+    EndOrCallback,
+}
+
+fn agent_report(agent: &str, state: pb::AgentState) -> pb::ReportAgentStateRequest {
+    pb::ReportAgentStateRequest {
+        agent_id: agent.to_owned(),
+        skills: AGENT_SKILLS.iter().map(|s| ((*s).to_owned(), 5)).collect(),
+        state: state as i32,
+        event_time: Some(crate::api::convert::timestamp(chrono::Utc::now())),
+    }
+}
+
+fn call_event(call_id: &str, kind: pb::CallEventType, agent: &str) -> pb::ReportCallEventRequest {
+    pb::ReportCallEventRequest {
+        call_id: call_id.to_owned(),
+        r#type: kind as i32,
+        agent_id: agent.to_owned(),
+        handle_time: (kind == pb::CallEventType::Ended).then_some(prost_types::Duration {
+            seconds: 180,
+            nanos: 0,
+        }),
+        ..Default::default()
+    }
+}
+
+/// The next step of client `client`'s day; `n` is the run-wide request number.
+async fn day_step(c: &mut Clients, run: &str, client: usize, n: u64) -> bool {
+    let own_agent = format!("bench-agent-{client}");
+    let day = &mut c.day;
+    match day.step {
+        DayStep::AgentFree => {
+            let agent = day.agent.take().unwrap_or(own_agent);
+            day.step = DayStep::Route;
+            c.routing
+                .report_agent_state(agent_report(&agent, pb::AgentState::Available))
+                .await
+                .is_ok()
+        }
+        DayStep::Route => {
+            day.calls += 1;
+            let mut req = route_request(run, client, day.calls);
+            req.call_id = format!("bench-{run}-{client}-call-{}", day.calls);
+            day.call_id = req.call_id.clone();
+            day.step = DayStep::AnswerOrAbandon;
+            match c.routing.route_call(req).await {
+                Ok(r) => {
+                    day.agent = r
+                        .into_inner()
+                        .decision
+                        .map(|d| d.reserved_agent_id)
+                        .filter(|a| !a.is_empty());
+                    true
+                }
+                Err(_) => false,
+            }
+        }
+        DayStep::AnswerOrAbandon => {
+            day.step = DayStep::EndOrCallback;
+            let gives_up = day.calls.is_multiple_of(4);
+            let (kind, agent) = match (&day.agent, gives_up) {
+                (Some(a), false) => (pb::CallEventType::Answered, a.clone()),
+                _ => (pb::CallEventType::Abandoned, String::new()),
+            };
+            if kind == pb::CallEventType::Abandoned {
+                // The reservation lapses with the call; the agent is reported free next.
+                day.agent.get_or_insert(own_agent);
+            }
+            day.answered = kind == pb::CallEventType::Answered;
+            c.routing
+                .report_call_event(call_event(&day.call_id, kind, &agent))
+                .await
+                .is_ok()
+        }
+        DayStep::EndOrCallback => {
+            day.step = DayStep::AgentFree;
+            if day.answered {
+                let agent = day.agent.clone().unwrap_or_default();
+                c.routing
+                    .report_call_event(call_event(&day.call_id, pb::CallEventType::Ended, &agent))
+                    .await
+                    .is_ok()
+            } else {
+                c.callbacks
+                    .request_callback(daytime_callback_request(n, chrono::Utc::now()))
+                    .await
+                    .is_ok()
+            }
+        }
+    }
+}
+
+/// Cities whose numbers the mixed scenario's callbacks use: (time zone, number prefix,
+/// digits after it). The first where it is now between 09:00 and 19:00 is used, so
+/// the scheduler may dispatch at any hour of the day the bench runs.
+const DAYTIME_CITIES: &[(chrono_tz::Tz, &str, u32)] = &[
+    (chrono_tz::Europe::London, "+44207", 7),
+    (chrono_tz::America::New_York, "+1212", 7),
+    (chrono_tz::Asia::Tokyo, "+813", 8),
+    (chrono_tz::Australia::Sydney, "+612", 8),
+    (chrono_tz::America::Los_Angeles, "+1415", 7),
+];
+
+/// An ASAP callback in the 24-hour `priority` queue for a number never used before in
+/// a city where it is daytime at `now`.
+fn daytime_callback_request(
+    n: u64,
+    now: chrono::DateTime<chrono::Utc>,
+) -> pb::RequestCallbackRequest {
+    use chrono::Timelike;
+    let (_, prefix, digits) = DAYTIME_CITIES
+        .iter()
+        .find(|(tz, _, _)| (9..19).contains(&now.with_timezone(tz).hour()))
+        .unwrap_or(&DAYTIME_CITIES[0]);
+    // A leading 2..9 keeps the subscriber number in an allocated range.
+    let span = 10u64.pow(digits - 1);
+    let first = 2 + (n / span) % 8;
+    pb::RequestCallbackRequest {
+        queue_id: "priority".into(),
+        phone_number: format!(
+            "{prefix}{first}{:0width$}",
+            n % span,
+            width = (digits - 1) as usize
+        ),
+        ..Default::default()
+    }
+}
+
+/// The mixed scenario's dialer: takes every dispatch, reports CONNECTED (one in five
+/// NO_ANSWER) and the agent free again, until the stream ends or the task is dropped.
+async fn dialer(ch: Channel, run: String) {
+    let mut dispatch = pb::dispatch_service_client::DispatchServiceClient::new(ch.clone());
+    let mut routing = pb::routing_service_client::RoutingServiceClient::new(ch);
+    let Ok(stream) = dispatch
+        .watch_dispatches(pb::WatchDispatchesRequest {
+            dialer_id: format!("bench-{run}-dialer"),
+        })
+        .await
+    else {
+        return; // the baseline has no dispatch service
+    };
+    let mut stream = stream.into_inner();
+    let mut n = 0u64;
+    while let Ok(Some(d)) = stream.message().await {
+        n += 1;
+        let outcome = if n.is_multiple_of(5) {
+            pb::DispatchOutcome::NoAnswer
+        } else {
+            pb::DispatchOutcome::Connected
+        };
+        let _ = dispatch
+            .report_dispatch_outcome(pb::ReportDispatchOutcomeRequest {
+                attempt_id: d.attempt_id,
+                outcome: outcome as i32,
+            })
+            .await;
+        if !d.agent_id.is_empty() {
+            let _ = routing
+                .report_agent_state(agent_report(&d.agent_id, pb::AgentState::Available))
+                .await;
+        }
+    }
 }
 
 async fn one(
@@ -153,6 +360,7 @@ async fn one(
             .request_callback(callback_request(seed, client, n))
             .await
             .is_ok(),
+        Scenario::Mixed => day_step(c, run, client, n).await,
     }
 }
 
@@ -217,6 +425,43 @@ impl Sample {
 /// Runs `rounds` alternating measurements of each target (same options, the
 /// duration split between rounds), so background load on a shared machine falls on
 /// all targets alike. Returns one report per target, in the order given.
+/// A soak: measures `target` in `windows` consecutive windows of `opts.duration /
+/// windows` each over the same connections (warm-up before the first only) and hands
+/// each window's report to `on_window` as it ends, so drift in latency or memory
+/// over a long run shows window by window.
+pub async fn soak(
+    target: &str,
+    opts: &BenchOptions,
+    windows: u32,
+    mut on_window: impl FnMut(u32, Report),
+) -> Result<(), String> {
+    let windows = windows.max(1);
+    let channels = connect(target, opts.connections).await?;
+    let each = BenchOptions {
+        duration: opts.duration / windows,
+        requests: opts.requests.map(|r| r.div_ceil(u64::from(windows))),
+        ..opts.clone()
+    };
+    for w in 0..windows {
+        let window = BenchOptions {
+            warmup: if w == 0 { opts.warmup } else { Duration::ZERO },
+            ..each.clone()
+        };
+        on_window(
+            w + 1,
+            measure(&channels, &window).await.report(target, opts),
+        );
+    }
+    Ok(())
+}
+
+/// Resident memory of this process in bytes (Linux), for soak reports.
+pub fn resident_bytes() -> Option<u64> {
+    let statm = std::fs::read_to_string("/proc/self/statm").ok()?;
+    let pages: u64 = statm.split_whitespace().nth(1)?.parse().ok()?;
+    Some(pages * 4096)
+}
+
 pub async fn compare(
     targets: &[(&str, &str)],
     opts: &BenchOptions,
@@ -297,12 +542,15 @@ async fn drive(channels: &[Channel], run_id: &str, opts: &BenchOptions) -> (Vec<
         .rate
         .filter(|r| *r > 0.0)
         .map(|r| Duration::from_secs_f64(1.0 / r));
+    let dialer = (opts.scenario == Scenario::Mixed)
+        .then(|| AbortOnDrop(tokio::spawn(dialer(channels[0].clone(), run_id.to_owned()))));
     let mut tasks = Vec::with_capacity(opts.clients);
     for c in 0..opts.clients.max(1) {
         let ch = channels[c % channels.len()].clone();
         let mut client = Clients {
             routing: pb::routing_service_client::RoutingServiceClient::new(ch.clone()),
             callbacks: pb::callback_service_client::CallbackServiceClient::new(ch),
+            day: Day::default(),
         };
         let scenario = opts.scenario;
         let seed = seed_of(run_id);
@@ -349,7 +597,17 @@ async fn drive(channels: &[Channel], run_id: &str, opts: &BenchOptions) -> (Vec<
             all.append(&mut l);
         }
     }
+    drop(dialer);
     (all, errors.load(Ordering::Relaxed))
+}
+
+/// Stops a background task when dropped.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 /// A readable report line block.
@@ -368,4 +626,36 @@ pub fn render(r: &Report) -> String {
         r.latency.p99_us,
         r.latency.max_us
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::{TimeZone, Timelike};
+
+    /// At every hour of the day the mixed scenario's callback numbers are valid and
+    /// belong to a city where it is daytime, so the scheduler may dispatch them.
+    #[test]
+    fn daytime_callbacks_are_valid_numbers_in_daytime() {
+        let plan = crate::routing::compile_toml(crate::service::EXAMPLE_PLAN, 1).unwrap();
+        for hour in 0..24 {
+            let now = chrono::Utc
+                .with_ymd_and_hms(2026, 7, 1, hour, 30, 0)
+                .unwrap();
+            for n in [0, 1, 9_999_999, 12_345_678] {
+                let req = daytime_callback_request(n, now);
+                let phone = crate::domain::PhoneNumber::parse(&req.phone_number).unwrap();
+                assert!(phone.is_valid(), "{}", req.phone_number);
+                let zone = crate::routing::location::resolve_location(&plan, Some(&phone))
+                    .time_zone
+                    .expect("zone known");
+                let local = now.with_timezone(&zone).hour();
+                assert!(
+                    (9..19).contains(&local),
+                    "{} at {hour}:30 UTC",
+                    req.phone_number
+                );
+            }
+        }
+    }
 }

@@ -471,3 +471,47 @@ fn serve_refuses_a_public_address_without_principals() {
     assert_eq!(stderr.lines().count(), 1, "{stderr}");
     assert!(stderr.contains("--insecure"), "{stderr}");
 }
+
+#[test]
+fn bench_mixed_soak_reports_each_window() {
+    let out = holdless()
+        .args([
+            "bench",
+            "--embedded",
+            "--scenario",
+            "mixed",
+            "--clients",
+            "4",
+            "--connections",
+            "1",
+            "--requests",
+            "400",
+            "--windows",
+            "2",
+            "--warmup",
+            "0",
+            "--json",
+        ])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let windows: Vec<serde_json::Value> = stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(windows.len(), 2, "{stdout}");
+    for (i, w) in windows.iter().enumerate() {
+        assert_eq!(w["window"], i as u64 + 1);
+        // Every step of every call (agent free, route, answer or abandon, end or
+        // callback request) was accepted.
+        assert_eq!(w["report"]["ok"], 200, "{w}");
+        assert_eq!(w["report"]["errors"], 0, "{w}");
+        assert_eq!(w["report"]["scenario"], "mixed");
+        assert!(w["rss_mib"].as_u64().unwrap() > 0, "{w}");
+    }
+}
