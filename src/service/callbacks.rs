@@ -9,6 +9,7 @@ use tokio::sync::mpsc;
 
 use super::{queue_info, Holdless, ServiceError};
 use crate::domain::callback::{Callback, CallbackKind, CallbackState, DispatchOutcome};
+use crate::domain::phone::LineType;
 use crate::domain::{FieldViolation, PhoneNumber};
 use crate::scheduler::policy::{self, Slot};
 use crate::scheduler::DispatchMsg;
@@ -113,14 +114,17 @@ impl Holdless {
             }
         };
         // Never dial a number that is not allocated or costs the customer money.
-        if !phone.is_valid() {
-            return Err(invalid("phone_number", "is not an allocated number"));
-        }
-        if phone.is_premium_rate() {
-            return Err(invalid(
-                "phone_number",
-                "premium-rate numbers are never called back",
-            ));
+        match phone.line_type() {
+            LineType::Unallocated => {
+                return Err(invalid("phone_number", "is not an allocated number"))
+            }
+            LineType::PremiumRate => {
+                return Err(invalid(
+                    "phone_number",
+                    "premium-rate numbers are never called back",
+                ))
+            }
+            LineType::Dialable => {}
         }
         let customer_id = req
             .customer_id
