@@ -356,6 +356,34 @@ impl Floor {
         seq: Option<u64>,
     ) -> u32 {
         self.remove_callback(id);
+        let key = self.line_up_callback(id, &queue, priority, virtual_enqueued_at, seq);
+        self.queue_mut(&queue).line.rank(&key) as u32 + 1
+    }
+
+    /// Puts every given pending callback in its line at once (start-up): room is made
+    /// for all of them first and no positions are computed. `callbacks` need not be
+    /// sorted; each line is filled in its own order, which keeps the inserts at the
+    /// ends of the tree's nodes.
+    pub fn enqueue_callbacks<'q>(
+        &mut self,
+        mut callbacks: Vec<(&str, QueueInfo<'q>, i32, DateTime<Utc>)>,
+    ) {
+        callbacks.sort_by(|a, b| (a.1.id, Reverse(a.2), a.3).cmp(&(b.1.id, Reverse(b.2), b.3)));
+        self.callbacks.reserve(callbacks.len());
+        for (id, queue, priority, at) in callbacks {
+            self.remove_callback(id);
+            self.line_up_callback(id, &queue, priority, at, None);
+        }
+    }
+
+    fn line_up_callback(
+        &mut self,
+        id: &str,
+        queue: &QueueInfo<'_>,
+        priority: i32,
+        virtual_enqueued_at: DateTime<Utc>,
+        seq: Option<u64>,
+    ) -> WaitKey {
         let seq = match seq {
             Some(s) => s,
             None => self.seq(),
@@ -367,12 +395,10 @@ impl Floor {
             callback: true,
             id: id.to_owned(),
         };
-        let line = &mut self.queue_mut(&queue).line;
-        line.insert(key.clone());
-        let position = line.rank(&key) as u32 + 1;
+        self.queue_mut(queue).line.insert(key.clone());
         self.callbacks
-            .insert(id.to_owned(), (queue.id.to_owned(), key));
-        position
+            .insert(id.to_owned(), (queue.id.to_owned(), key.clone()));
+        key
     }
 
     /// Takes a callback out of its line (dispatched, cancelled, done).

@@ -36,6 +36,9 @@ const COMMAND_QUEUE: usize = 4_096;
 const DIALER_QUEUE: usize = 64;
 /// How long outcomes of finished attempts are remembered, so repeats stay harmless.
 const RESOLVED_MEMORY: chrono::Duration = chrono::Duration::hours(24);
+/// At most this many finished attempts are remembered (the oldest are forgotten first),
+/// so a busy day cannot grow the memory without bound: ~150 bytes each.
+const RESOLVED_MAX: usize = 200_000;
 
 /// A dispatch sent to a dialer.
 #[derive(Debug, Clone)]
@@ -127,42 +130,61 @@ impl Scheduler {
         let loaded_ms = loading.elapsed().as_millis() as u64;
         let (tx, rx) = mpsc::channel(COMMAND_QUEUE);
         let kick = Arc::new(Notify::new());
+        let n = open.len();
         let mut actor = Actor {
             hl: holdless,
             config,
             rx,
             kick: kick.clone(),
-            open: HashMap::new(),
+            open: HashMap::with_capacity(n),
             by_attempt: HashMap::new(),
             resolved: HashMap::new(),
+            resolved_order: Default::default(),
             dialers: Vec::new(),
             next_dialer: 0,
             waiting_window: HashMap::new(),
             timers: Default::default(),
-            timer_of: HashMap::new(),
+            timer_of: HashMap::with_capacity(n),
             dirty: HashSet::new(),
             lined: HashSet::new(),
             orphaned: HashSet::new(),
-            by_number: HashMap::new(),
+            by_number: HashMap::with_capacity(n),
             booked: HashMap::new(),
             slot_of: HashMap::new(),
         };
         let now = actor.hl.clock().now();
-        let n = open.len();
         // Start-up: one plan snapshot and one floor lock for the whole lot.
         let plan = actor.hl.active_plan();
         let hl = actor.hl.clone();
-        hl.with_floor(|f| {
-            for cb in open
-                .iter()
-                .filter(|c| c.state == CallbackState::Pending && c.not_before <= now)
-            {
-                actor.line_up(f, &plan, cb);
-            }
-        });
-        for cb in open {
-            actor.index(cb, now);
+        let due: Vec<_> = open
+            .iter()
+            .filter(|c| c.state == CallbackState::Pending && c.not_before <= now)
+            .filter_map(|cb| {
+                let q = plan.queue(&cb.queue_id)?;
+                Some((cb, crate::service::queue_info(q)))
+            })
+            .collect();
+        for (cb, _) in &due {
+            actor.lined.insert(cb.queue_id.clone());
+            actor.dirty.insert(cb.queue_id.clone());
         }
+        hl.with_floor(|f| {
+            f.enqueue_callbacks(
+                due.into_iter()
+                    .map(|(cb, q)| (cb.id.as_str(), q, cb.priority, cb.virtual_enqueued_at))
+                    .collect(),
+            )
+        });
+        // The timers in one bulk build (sorted once) rather than a million inserts.
+        let mut timers = Vec::with_capacity(n);
+        for cb in open {
+            if let Some(t) = actor.timer_for(&cb, now) {
+                timers.push((t, cb.id.clone()));
+                actor.timer_of.insert(cb.id.clone(), t);
+            }
+            actor.index_lookups(cb);
+        }
+        actor.timers = timers.into_iter().collect();
         tracing::info!(
             open = n,
             load_ms = loaded_ms,
@@ -300,6 +322,8 @@ struct Actor {
     by_attempt: HashMap<String, String>,
     /// Finished attempts: attempt id -> (callback id, when).
     resolved: HashMap<String, (String, DateTime<Utc>)>,
+    /// `resolved` in the order remembered, to forget the oldest first.
+    resolved_order: std::collections::VecDeque<(DateTime<Utc>, String)>,
     dialers: Vec<Dialer>,
     next_dialer: usize,
     /// Due callbacks the calling window or business hours keep from dialing, and when
@@ -447,6 +471,11 @@ impl Actor {
             self.timers.insert((t, cb.id.clone()));
             self.timer_of.insert(cb.id.clone(), t);
         }
+        self.index_lookups(cb);
+    }
+
+    /// The lookups of an open callback: by attempt, by number, its slot booking.
+    fn index_lookups(&mut self, cb: Callback) {
         if let Some(l) = &cb.lease {
             self.by_attempt.insert(l.attempt_id.clone(), cb.id.clone());
         }
@@ -620,6 +649,24 @@ impl Actor {
         Ok(out)
     }
 
+    /// Remembers a finished attempt; forgets those past [`RESOLVED_MEMORY`] or beyond
+    /// [`RESOLVED_MAX`], oldest first (each outcome costs O(1), not a scan).
+    fn remember_resolved(&mut self, attempt_id: &str, callback_id: &str, now: DateTime<Utc>) {
+        self.resolved
+            .insert(attempt_id.to_owned(), (callback_id.to_owned(), now));
+        self.resolved_order.push_back((now, attempt_id.to_owned()));
+        while let Some((at, id)) = self.resolved_order.front() {
+            if now - *at < RESOLVED_MEMORY && self.resolved_order.len() <= RESOLVED_MAX {
+                break;
+            }
+            // Forget it unless it was remembered again since (a newer entry).
+            if self.resolved.get(id).is_some_and(|(_, t)| t == at) {
+                self.resolved.remove(id);
+            }
+            self.resolved_order.pop_front();
+        }
+    }
+
     /// Loads a callback for a change: from memory when open, else from the store.
     async fn load(&self, id: &str) -> Result<Callback, ServiceError> {
         if let Some(cb) = self.open.get(id) {
@@ -684,10 +731,7 @@ impl Actor {
             .map_err(|e| ServiceError::FailedPrecondition(e.to_string()))?;
         self.persist(&cb).await?;
         self.by_attempt.remove(attempt_id);
-        self.resolved
-            .insert(attempt_id.to_owned(), (cb.id.clone(), now));
-        self.resolved
-            .retain(|_, (_, at)| now - *at < RESOLVED_MEMORY);
+        self.remember_resolved(attempt_id, &cb.id, now);
         if let Some(agent) = agent {
             let connected = outcome == DispatchOutcome::Connected;
             self.hl
