@@ -466,11 +466,12 @@ async fn start_core(settings: &Settings, clock: Arc<dyn Clock>) -> Result<Arc<Ho
             .map_err(|source| AppError::PlanFile { path, source })?
     };
     let path = settings.store.path.clone();
+    let cache_bytes = settings.store.cache_mb.saturating_mul(1024 * 1024);
     let store = tokio::task::spawn_blocking({
         let path = path.clone();
         move || {
             crate::domain::phone::warm_up();
-            SledStore::open(&path)
+            SledStore::open_with_cache(&path, cache_bytes)
         }
     });
     let store = store

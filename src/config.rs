@@ -124,11 +124,17 @@ pub struct MetricsSettings {
     pub listen: SocketAddr,
 }
 
+/// sled's own default is 1 GiB; a quarter of that holds the hot callback, customer and
+/// KPI pages of a large center and keeps a 1 GiB container comfortable.
+pub const DEFAULT_STORE_CACHE_MB: u64 = 256;
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct StoreSettings {
     /// Directory of the embedded sled store.
     pub path: PathBuf,
+    /// sled's page cache, in MiB: the store's share of resident memory once warm.
+    pub cache_mb: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -159,6 +165,7 @@ impl Default for Settings {
             },
             store: StoreSettings {
                 path: PathBuf::from(DEFAULT_STORE_PATH),
+                cache_mb: DEFAULT_STORE_CACHE_MB,
             },
             plan: PlanSettings {
                 file: String::new(),

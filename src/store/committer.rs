@@ -157,6 +157,14 @@ fn run(
                 Msg::Stop => stop = true,
             }
         }
+        if let Err(e) = store.write_pending_kpi() {
+            // The batch's changes are applied but their counters are not: refuse the
+            // writes rather than acknowledge numbers that would not add up.
+            tracing::error!(error = %e, "writing KPI counters failed; writes in this batch are refused");
+            for f in finishers.drain(..) {
+                f(Err(e.clone()));
+            }
+        }
         if !finishers.is_empty() && to_flusher.send(finishers).is_err() {
             break;
         }

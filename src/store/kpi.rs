@@ -247,7 +247,11 @@ impl SledStore {
         tx_result(r)
     }
 
-    /// Adds to a queue's counters in the interval holding `at`. Writer thread only.
+    /// Adds to a queue's counters in the interval holding `at`. Writer thread only: the
+    /// delta is merged in memory with the others of the same batch of changes and
+    /// written by [`SledStore::write_pending_kpi`] before the batch is flushed, so a
+    /// thousand callbacks requested in one batch cost one read and one write of their
+    /// interval's counters instead of a thousand of each.
     pub(crate) fn add_kpi_blocking(
         &self,
         queue_id: &str,
@@ -258,12 +262,29 @@ impl SledStore {
             return Ok(());
         }
         let key = bucket_key(queue_id, bucket_start(at));
-        let mut c: KpiCounters = match self.kpi.get(&key).map_err(io)? {
-            Some(v) => decode(&v)?,
-            None => KpiCounters::default(),
-        };
-        c.add(delta);
-        self.kpi.insert(key, encode(&c)).map_err(io)?;
+        self.kpi_pending
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(key)
+            .or_default()
+            .add(delta);
+        Ok(())
+    }
+
+    /// Writes the counters merged by [`SledStore::add_kpi_blocking`] since the last
+    /// call. The applier calls it after each batch of changes, before the flush that
+    /// makes the batch durable.
+    pub(crate) fn write_pending_kpi(&self) -> StoreResult<()> {
+        let pending =
+            std::mem::take(&mut *self.kpi_pending.lock().unwrap_or_else(|e| e.into_inner()));
+        for (key, delta) in pending {
+            let mut c: KpiCounters = match self.kpi.get(&key).map_err(io)? {
+                Some(v) => decode(&v)?,
+                None => KpiCounters::default(),
+            };
+            c.add(&delta);
+            self.kpi.insert(key, encode(&c)).map_err(io)?;
+        }
         Ok(())
     }
 

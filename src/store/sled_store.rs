@@ -83,6 +83,9 @@ pub struct SledStore {
     pub(crate) contacts_by_party: sled::Tree,
     pub(crate) kpi: sled::Tree,
     pub(crate) trees: Arc<CallbackTrees>,
+    /// KPI deltas of the batch being applied, per bucket key (writer thread only).
+    pub(crate) kpi_pending:
+        Arc<std::sync::Mutex<std::collections::HashMap<Vec<u8>, crate::metrics::kpi::KpiCounters>>>,
     committer: Arc<Committer>,
 }
 
@@ -130,9 +133,15 @@ impl SledStore {
     /// so call it from `spawn_blocking` on a busy runtime. Call [`Store::close`] before
     /// dropping the last handle: the writer threads hold the database open until then.
     pub fn open(path: &Path) -> StoreResult<Self> {
+        Self::open_with_cache(path, crate::config::DEFAULT_STORE_CACHE_MB * 1024 * 1024)
+    }
+
+    /// [`SledStore::open`] with a page cache of `cache_bytes`.
+    pub fn open_with_cache(path: &Path, cache_bytes: u64) -> StoreResult<Self> {
         std::fs::create_dir_all(path).map_err(io)?;
         let db = sled::Config::new()
             .path(path)
+            .cache_capacity(cache_bytes)
             .mode(sled::Mode::HighThroughput)
             .open()
             .map_err(|e| match e {
@@ -160,6 +169,7 @@ impl SledStore {
             contacts: db.open_tree("contacts").map_err(io)?,
             contacts_by_party: db.open_tree("contacts_by_party").map_err(io)?,
             kpi: db.open_tree("kpi").map_err(io)?,
+            kpi_pending: Default::default(),
             trees: Arc::new(CallbackTrees {
                 callbacks: db.open_tree("callbacks").map_err(io)?,
             }),
