@@ -60,6 +60,15 @@ pub enum Command {
     Callbacks(CallbacksCommand),
     /// Load-test a server (with `--baseline`: and a no-op server in the same run).
     Bench(BenchArgs),
+    /// Ask a server's gRPC health service; exit 0 when SERVING, 69 otherwise (for
+    /// container and service-manager health checks; health needs no token).
+    Health {
+        /// Service to check, e.g. holdless.v1.RoutingService (default: the server).
+        #[arg(long, default_value = "")]
+        service: String,
+        #[command(flatten)]
+        server: ServerArg,
+    },
     /// Show the audit log: plan, customer and callback changes, oldest first.
     Audit {
         /// Show at most this many entries.
@@ -550,6 +559,7 @@ async fn admin(command: Command) -> ExitCode {
         Command::Plan(cmd) => plan(cmd).await,
         Command::Customer(cmd) => customer(cmd).await,
         Command::Bench(args) => bench(args).await,
+        Command::Health { service, server } => health(service, server).await,
         Command::Callbacks(cmd) => callbacks(cmd).await,
         Command::Audit { limit, server } => audit(limit, server).await,
         Command::Stats(args) => kpi::stats(args).await,
@@ -1121,6 +1131,33 @@ async fn bench(a: BenchArgs) -> Result<String, Failure> {
         out.push_str(&format!("throughput ratio holdless/baseline: {r:.2}\n"));
     }
     Ok(out)
+}
+
+/// One gRPC health check, answered within 5 s.
+async fn health(service: String, server: ServerArg) -> Result<String, Failure> {
+    use tonic_health::pb::health_check_response::ServingStatus;
+    use tonic_health::pb::{health_client::HealthClient, HealthCheckRequest};
+    let unavailable = |message: String| Failure {
+        code: EXIT_UNAVAILABLE,
+        message,
+    };
+    let connecting = tokio::time::timeout(std::time::Duration::from_secs(5), async {
+        let mut client = HealthClient::new(connect(&server).await?);
+        Ok::<_, Failure>(client.check(HealthCheckRequest { service }).await?)
+    });
+    let reply = connecting
+        .await
+        .map_err(|_| {
+            unavailable(format!(
+                "no health answer from {} within 5 s",
+                server.server
+            ))
+        })??
+        .into_inner();
+    match ServingStatus::try_from(reply.status).unwrap_or(ServingStatus::Unknown) {
+        ServingStatus::Serving => Ok("SERVING\n".into()),
+        other => Err(unavailable(other.as_str_name().to_owned())),
+    }
 }
 
 /// Waits for health SERVING on `target`, at most 30 s.

@@ -515,3 +515,44 @@ fn bench_mixed_soak_reports_each_window() {
         assert!(w["rss_mib"].as_u64().unwrap() > 0, "{w}");
     }
 }
+
+#[tokio::test]
+async fn health_command_exits_0_when_serving_and_69_when_unreachable() {
+    let app = spawn_app().await;
+    let server = format!("http://{}", app.addr);
+    // A port nothing listens on: bind one, note it, close it.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let closed_addr = format!("http://{}", closed.local_addr().unwrap());
+    drop(closed);
+    let (up, service, down) = tokio::task::spawn_blocking(move || {
+        let up = holdless()
+            .args(["health", "--server", &server])
+            .output()
+            .unwrap();
+        let service = holdless()
+            .args([
+                "health",
+                "--service",
+                "holdless.v1.RoutingService",
+                "--server",
+                &server,
+            ])
+            .output()
+            .unwrap();
+        let down = holdless()
+            .args(["health", "--server", &closed_addr])
+            .output()
+            .unwrap();
+        (up, service, down)
+    })
+    .await
+    .unwrap();
+    assert!(
+        up.status.success(),
+        "{}",
+        String::from_utf8_lossy(&up.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&up.stdout), "SERVING\n");
+    assert!(service.status.success());
+    assert_eq!(down.status.code(), Some(69));
+}
