@@ -17,3 +17,4 @@ mod plans;
 mod reload;
 mod routing;
 mod tls;
+mod torture;
