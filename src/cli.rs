@@ -1153,8 +1153,14 @@ async fn torture(a: TortureArgs) -> ExitCode {
                     eprintln!("torture: store, ledger and server log in {}", d.display());
                 }
                 eprintln!(
-                    "torture: {} callbacks stored, {} dispatches, {} outcomes acknowledged, {:.1} s",
-                    summary.records, summary.dispatches, summary.outcomes_acked, summary.wall_secs
+                    "torture: {} callbacks stored, {} dispatches, {} outcomes acknowledged; sent again after a crash: {} requests, {} reports ({} found the attempt already settled); {:.1} s",
+                    summary.records,
+                    summary.dispatches,
+                    summary.outcomes_acked,
+                    summary.retried_requests,
+                    summary.retried_outcomes,
+                    summary.stale_reports,
+                    summary.wall_secs
                 );
                 println!("{}", summary.line());
             }
