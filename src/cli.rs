@@ -101,6 +101,56 @@ pub enum Command {
         #[arg(long, short)]
         config: Option<PathBuf>,
     },
+    /// Crash test: start `holdless serve`, load it, SIGKILL it, check the store against
+    /// every acknowledged write; repeat.
+    Torture(TortureArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct TortureArgs {
+    /// Kill-and-restart cycles.
+    #[arg(long, default_value_t = 10)]
+    pub runs: u32,
+    /// Seed for the kill moments and the dialers' choices (default: a fresh one,
+    /// printed). Thread timing still differs between two runs with the same seed.
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// Keep the store, plan, ledger and server log here (it must not hold a store
+    /// yet). Default: a temporary directory, removed unless a problem is found.
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+    /// The holdless binary to run as the server (default: this one).
+    #[arg(long)]
+    pub binary: Option<PathBuf>,
+    /// Clients requesting callbacks.
+    #[arg(long, default_value_t = 4)]
+    pub clients: usize,
+    /// Dialers on WatchDispatches.
+    #[arg(long, default_value_t = 2)]
+    pub dialers: usize,
+    /// Agents reported available.
+    #[arg(long, default_value_t = 4)]
+    pub agents: usize,
+    /// New callback requests per run, spread over --max-kill-ms (requests the last
+    /// server never answered are sent again on top).
+    #[arg(long, default_value_t = 200)]
+    pub callbacks_per_run: u64,
+    /// The server is killed between --min-kill-ms and --max-kill-ms after SERVING.
+    #[arg(long, default_value_t = 50)]
+    pub min_kill_ms: u64,
+    #[arg(long, default_value_t = 1500)]
+    pub max_kill_ms: u64,
+    /// The server's callbacks.lease_secs: short, so leases run out and attempts go
+    /// out again within a run.
+    #[arg(long, default_value_t = 1)]
+    pub lease_secs: u64,
+    /// Only check the store in --data-dir against the ledger.json a torture left
+    /// there (no server may have it open).
+    #[arg(long, requires = "data_dir")]
+    pub check_only: bool,
+    /// Print the summary as JSON.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -554,6 +604,7 @@ async fn connect(server: &ServerArg) -> Result<Conn, Failure> {
 
 async fn admin(command: Command) -> ExitCode {
     let result = match command {
+        Command::Torture(args) => return torture(args).await,
         Command::Serve { .. } => unreachable!("serve is handled by run"),
         Command::Route(args) => route(args).await,
         Command::Plan(cmd) => plan(cmd).await,
@@ -1161,6 +1212,79 @@ async fn health(service: String, server: ServerArg) -> Result<String, Failure> {
 }
 
 /// Waits for health SERVING on `target`, at most 30 s.
+/// `holdless torture`: exit 0 when clean, 1 when anything was lost, duplicated or
+/// inconsistent (or the server died by itself), 64 on bad usage.
+async fn torture(a: TortureArgs) -> ExitCode {
+    use crate::torture::{self, TortureError, TortureOptions};
+    let result = if a.check_only {
+        match &a.data_dir {
+            Some(dir) => torture::check_only(dir).await,
+            None => Err(TortureError::Usage("--check-only needs --data-dir".into())),
+        }
+    } else {
+        let binary = match a.binary.clone().map_or_else(std::env::current_exe, Ok) {
+            Ok(b) => b,
+            Err(e) => {
+                eprintln!("holdless: cannot find this executable ({e}); pass --binary");
+                return ExitCode::from(EXIT_CONFIG);
+            }
+        };
+        let seed = a.seed.unwrap_or_else(|| fastrand::u64(..));
+        eprintln!("torture: seed={seed} runs={}", a.runs);
+        let opts = TortureOptions {
+            runs: a.runs,
+            seed,
+            data_dir: a.data_dir.clone(),
+            binary,
+            clients: a.clients,
+            dialers: a.dialers,
+            agents: a.agents,
+            callbacks_per_run: a.callbacks_per_run,
+            min_kill: std::time::Duration::from_millis(a.min_kill_ms),
+            max_kill: std::time::Duration::from_millis(a.max_kill_ms),
+            lease_secs: a.lease_secs,
+        };
+        torture::run(&opts, &mut |line| eprintln!("torture: {line}")).await
+    };
+    match result {
+        Ok(summary) => {
+            if a.json {
+                print!("{}", to_json(&summary));
+            } else {
+                for p in &summary.problems {
+                    eprintln!("torture: {:?} {}: {}", p.kind, p.key, p.detail);
+                }
+                if let Some(d) = &summary.data_dir {
+                    eprintln!("torture: store, ledger and server log in {}", d.display());
+                }
+                eprintln!(
+                    "torture: {} callbacks stored, {} dispatches, {} outcomes acknowledged; sent again after a crash: {} requests, {} reports ({} found the attempt already settled); {:.1} s",
+                    summary.records,
+                    summary.dispatches,
+                    summary.outcomes_acked,
+                    summary.retried_requests,
+                    summary.retried_outcomes,
+                    summary.stale_reports,
+                    summary.wall_secs
+                );
+                println!("{}", summary.line());
+            }
+            if summary.is_clean() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            }
+        }
+        Err(e) => {
+            eprintln!("holdless: torture: {e}");
+            ExitCode::from(match e {
+                TortureError::Usage(_) => EXIT_CONFIG,
+                TortureError::Io(_) | TortureError::Server(_) => 1,
+            })
+        }
+    }
+}
+
 async fn wait_until_serving(target: &str) -> Result<(), String> {
     use tonic_health::pb::{health_client::HealthClient, HealthCheckRequest};
     let channel = crate::bench::connect(target, 1).await?.remove(0);

@@ -23,6 +23,8 @@
 //!   (auth, load shedding, deadlines), abuse limits, TLS with reload.
 //! - [`api`]: the gRPC edge (the only tonic code): conversions, errors, services.
 //! - [`bench`]: `holdless bench`, the load generator with a same-run no-op baseline.
+//! - [`torture`]: `holdless torture`, SIGKILL-and-restart cycles of a real server with
+//!   every acknowledged write checked against the store afterwards.
 //! - [`app`]: wiring and the server's lifecycle (start-up, health, shutdown order).
 //! - [`config`]: typed settings from defaults, file and environment.
 //! - [`cli`]: the command line; admin commands are gRPC clients of a running server.
@@ -43,3 +45,4 @@ pub mod routing;
 pub mod scheduler;
 pub mod service;
 pub mod store;
+pub mod torture;

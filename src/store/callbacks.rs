@@ -346,3 +346,23 @@ impl SledStore {
         Ok(problems)
     }
 }
+
+/// Damage on purpose, for tests of the consistency checks (`torture::check`): writes
+/// that bypass [`change`], as a torn or buggy write would.
+#[cfg(test)]
+impl SledStore {
+    /// Deletes a callback's record and leaves its index entries behind.
+    pub(crate) fn remove_callback_record_only(&self, id: &str) -> StoreResult<()> {
+        self.trees.callbacks.remove(record_key(id)).map_err(io)?;
+        Ok(())
+    }
+
+    /// Writes a callback's record without its index entries.
+    pub(crate) fn put_callback_record_only(&self, cb: &Callback) -> StoreResult<()> {
+        self.trees
+            .callbacks
+            .insert(record_key(&cb.id), encode_cb(cb))
+            .map_err(io)?;
+        Ok(())
+    }
+}

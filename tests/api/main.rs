@@ -18,3 +18,4 @@ mod plans;
 mod reload;
 mod routing;
 mod tls;
+mod torture;
