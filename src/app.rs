@@ -486,6 +486,9 @@ async fn start_core(settings: &Settings, clock: Arc<dyn Clock>) -> Result<Arc<Ho
         reservation_timeout: chrono::Duration::seconds(
             i64::try_from(settings.live.reservation_timeout_secs).unwrap_or(i64::MAX / 1000),
         ),
+        finished_call_memory: chrono::Duration::seconds(
+            i64::try_from(settings.live.finished_call_memory_secs).unwrap_or(i64::MAX / 1000),
+        ),
         ..LiveConfig::default()
     };
     let holdless = Holdless::start(store, clock, &plan_text, live)

@@ -208,7 +208,8 @@ pub struct BenchArgs {
     #[arg(long, default_value_t = 2.0)]
     pub warmup: f64,
     /// Start holdless inside the bench process on a temporary store instead of
-    /// using --server.
+    /// using --server (configured like `serve`: ./holdless.toml and HOLDLESS__*, but
+    /// on loopback port 0, without principals or callback abuse limits).
     #[arg(long)]
     pub embedded: bool,
     /// Also measure a no-op server with the same protos and transport, and print the
@@ -1109,7 +1110,14 @@ async fn bench(a: BenchArgs) -> Result<String, Failure> {
     let _embedded_dir;
     let target = if a.embedded {
         let dir = tempfile::tempdir().map_err(|e| fail(e.to_string()))?;
-        let mut settings = Settings::default();
+        // The same configuration as `serve` (./holdless.toml, HOLDLESS__*), so a run can
+        // be tuned like a server; address, store, principals and abuse limits are the
+        // bench's own.
+        let mut settings = Settings::load(None).map_err(|e| Failure {
+            code: EXIT_CONFIG,
+            message: format!("bad config: {e}"),
+        })?;
+        settings.auth.principals.clear();
         settings.server.listen = "127.0.0.1:0".parse().expect("loopback port 0 parses");
         settings.store.path = dir.path().join("store");
         settings.metrics.listen = "127.0.0.1:0".parse().expect("loopback port 0 parses");

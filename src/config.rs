@@ -97,6 +97,9 @@ pub struct LiveSettings {
     pub reservation_timeout_secs: u64,
     /// Contact history is kept this many days (first-contact resolution needs 7).
     pub contact_retention_days: u32,
+    /// A finished call (ended, abandoned) stays in live state this many seconds, so a
+    /// late or repeated event about it is recognized instead of refused as unknown.
+    pub finished_call_memory_secs: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -177,6 +180,7 @@ impl Default for Settings {
             live: LiveSettings {
                 reservation_timeout_secs: DEFAULT_RESERVATION_TIMEOUT_SECS,
                 contact_retention_days: DEFAULT_CONTACT_RETENTION_DAYS,
+                finished_call_memory_secs: 3600,
             },
             auth: AuthSettings::default(),
             limits: LimitSettings {

@@ -135,6 +135,13 @@ struct AgentLive {
 /// lookup (logarithmic) even with thousands waiting.
 type Line = indexset::BTreeSet<WaitKey>;
 
+/// Entries per node of a line. indexset's default (1,024) makes every insert and
+/// removal shift ~28 KB inside a node, which was the largest single cost of a
+/// RouteCall; smaller nodes shift less but rebuild the node index more often when they
+/// split (a cost that grows with the number of nodes, so it shows in lines of a
+/// million callbacks at start-up). 256 keeps both small.
+const LINE_NODE_SIZE: usize = 256;
+
 #[derive(Debug)]
 struct QueueLive {
     line: Line,
@@ -288,7 +295,7 @@ impl Floor {
         self.queues
             .entry(q.id.to_owned())
             .or_insert_with(|| QueueLive {
-                line: Line::new(),
+                line: Line::with_maximum_node_size(LINE_NODE_SIZE),
                 aht: Aht::seeded(q.default_aht_secs),
                 ewt_error: EwtError::default(),
             })
@@ -926,7 +933,10 @@ impl Floor {
                 c.state = CallState::Abandoned;
                 c.wait = Some(since(now, c.enqueued_at));
                 c.last_change = now;
-                let c = c.clone();
+                // Remembered only to recognize repeats: its facts are in the record.
+                let facts = c.facts.take();
+                let mut c = c.clone();
+                c.facts = facts;
                 Ok(EventOutcome::Applied(Some(self.record(
                     call_id,
                     &c,
@@ -946,6 +956,8 @@ impl Floor {
                 let c = self.calls.get_mut(call_id).ok_or_else(impossible)?;
                 c.state = CallState::Ended;
                 c.last_change = now;
+                // Remembered only to recognize repeats: its facts are in the record.
+                c.facts = None;
                 Ok(EventOutcome::Applied(Some(rec)))
             }
             _ => Err(impossible()),
