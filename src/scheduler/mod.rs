@@ -168,22 +168,35 @@ impl Scheduler {
             actor.lined.insert(cb.queue_id.clone());
             actor.dirty.insert(cb.queue_id.clone());
         }
-        hl.with_floor(|f| {
-            f.enqueue_callbacks(
-                due.into_iter()
-                    .map(|(cb, q)| (cb.id.as_str(), q, cb.priority, cb.virtual_enqueued_at))
-                    .collect(),
-            )
-        });
-        // The timers in one bulk build (sorted once) rather than a million inserts.
+        // The lines on one thread while this one builds the lookups: they share nothing
+        // but the records, read-only (a second core halves a large start-up).
         let mut timers = Vec::with_capacity(n);
-        for cb in open {
-            if let Some(t) = actor.timer_for(&cb, now) {
-                timers.push((t, cb.id.clone()));
-                actor.timer_of.insert(cb.id.clone(), t);
+        std::thread::scope(|s| {
+            let lines = s.spawn(|| {
+                hl.with_floor(|f| {
+                    f.enqueue_callbacks(
+                        due.into_iter()
+                            .map(|(cb, q)| (cb.id.as_str(), q, cb.priority, cb.virtual_enqueued_at))
+                            .collect(),
+                    )
+                })
+            });
+            for cb in &open {
+                if let Some(t) = actor.timer_for(cb, now) {
+                    timers.push((t, cb.id.clone()));
+                    actor.timer_of.insert(cb.id.clone(), t);
+                }
+                actor.index_refs(cb);
             }
-            actor.index_lookups(cb);
+            // A panic on the other thread surfaces here, as it would have inline.
+            if let Err(panic) = lines.join() {
+                std::panic::resume_unwind(panic);
+            }
+        });
+        for cb in open {
+            actor.open.insert(cb.id.clone(), cb);
         }
+        // The timers in one bulk build (sorted once) rather than a million inserts.
         actor.timers = timers.into_iter().collect();
         tracing::info!(
             open = n,
@@ -476,6 +489,12 @@ impl Actor {
 
     /// The lookups of an open callback: by attempt, by number, its slot booking.
     fn index_lookups(&mut self, cb: Callback) {
+        self.index_refs(&cb);
+        self.open.insert(cb.id.clone(), cb);
+    }
+
+    /// [`Actor::index_lookups`] but for the record itself.
+    fn index_refs(&mut self, cb: &Callback) {
         if let Some(l) = &cb.lease {
             self.by_attempt.insert(l.attempt_id.clone(), cb.id.clone());
         }
@@ -487,7 +506,6 @@ impl Actor {
             *self.booked.entry(slot.clone()).or_insert(0) += 1;
             self.slot_of.insert(cb.id.clone(), slot);
         }
-        self.open.insert(cb.id.clone(), cb);
     }
 
     fn unbook(&mut self, id: &str) {
