@@ -18,8 +18,8 @@ use metrics::{Counter, Histogram};
 /// Most label sets cached per kind; later ones are looked up each time instead.
 const MAX_CACHED: usize = 4_096;
 
-/// The gRPC services whose methods are labelled by name (their package prefix).
-const KNOWN_SERVICE_PREFIXES: &[&str] = &["/holdless.v1.", "/grpc.health.v1.", "/grpc.reflection."];
+/// The methods of the open services (health, reflection).
+const OPEN_METHODS: &[&str] = &["Check", "Watch", "List", "ServerReflectionInfo"];
 
 /// Per-method handles, one pair per gRPC status code (0..=16).
 pub struct RpcHandles {
@@ -45,7 +45,18 @@ impl RpcHandles {
 /// The handles of gRPC method `path` (e.g. `/holdless.v1.RoutingService/RouteCall`).
 pub fn rpc(path: &str) -> Arc<RpcHandles> {
     static CACHE: OnceLock<RwLock<HashMap<String, Arc<RpcHandles>>>> = OnceLock::new();
-    let known = KNOWN_SERVICE_PREFIXES.iter().any(|p| path.starts_with(p));
+    // Methods of the authorization table (every holdless method) and of the open
+    // services (health, reflection) keep their name.
+    // A client may send any method name under an open service, so only their real
+    // methods are named; the label set stays bounded.
+    let known = crate::auth::table::roles_for(path).is_some()
+        || path
+            .strip_prefix('/')
+            .and_then(|p| p.split_once('/'))
+            .is_some_and(|(service, method)| {
+                crate::auth::table::OPEN_SERVICES.contains(&service)
+                    && OPEN_METHODS.contains(&method)
+            });
     let method = if known { path } else { "other" };
     let cache = CACHE.get_or_init(|| {
         // Handles made before the recorder exists would count nowhere.
@@ -106,6 +117,12 @@ mod tests {
     fn unknown_paths_share_one_label() {
         assert_eq!(rpc("/evil.Service/Method1").method, "other");
         assert_eq!(rpc("/evil.Service/Method2").method, "other");
+        assert_eq!(rpc("/holdless.v1.RoutingService/Invented").method, "other");
+        assert_eq!(rpc("/grpc.health.v1.Health/Invented").method, "other");
+        assert_eq!(
+            rpc("/grpc.health.v1.Health/Check").method,
+            "/grpc.health.v1.Health/Check"
+        );
         assert_eq!(
             rpc("/holdless.v1.RoutingService/RouteCall").method,
             "/holdless.v1.RoutingService/RouteCall"
