@@ -15,7 +15,9 @@ use serde::{Deserialize, Serialize};
 use sled::transaction::{ConflictableTransactionError, TransactionalTree};
 use sled::Transactional;
 
-use super::sled_store::{abort, corrupt, decode, encode, io, party_keys, tx_result, SledStore};
+use super::sled_store::{
+    abort, corrupt, decode, encode, io, party_contacts_newest, party_keys, tx_result, SledStore,
+};
 use super::{KpiBucket, StoreResult, SurveyOutcome};
 use crate::domain::callback::{Callback, CallbackState, DispatchOutcome};
 use crate::domain::contact::ContactRecord;
@@ -27,6 +29,13 @@ use crate::metrics::kpi::{
 const BUCKET: u8 = b'b';
 const ANSWERED: u8 = b'a';
 const SURVEY: u8 = b's';
+
+/// Most calls of one party (customer or number) a recorded call looks at for
+/// first-contact resolution, newest first. Each answered call marks the earlier ones as
+/// repeated when it is recorded, so a party with more calls than this in the window has
+/// its older ones marked already by the calls in between; the cap keeps a frequent
+/// caller's recording from slowing down with every call of their week.
+const FCR_SCAN: usize = 64;
 
 /// The first answer of a call: where its first-contact resolution is counted.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -131,38 +140,24 @@ fn outcome_name(o: DispatchOutcome) -> &'static str {
 
 impl SledStore {
     /// Other calls in the contact index of the call's customer and number, entered at
-    /// or after `since`: (call id, enqueue time). Runs on the writer thread, so no write
+    /// or after `since` (the newest [`FCR_SCAN`] of each): (call id, enqueue time). Runs on the writer thread, so no write
     /// can slip between this read and the transaction that follows.
     fn party_calls(
         &self,
         c: &ContactRecord,
         since: DateTime<Utc>,
     ) -> StoreResult<Vec<(Vec<u8>, DateTime<Utc>)>> {
-        let from = (since.timestamp_millis() as u64 ^ (1 << 63)).to_be_bytes();
         let mut calls = std::collections::BTreeMap::new();
         let parties = [
             c.customer_id.as_deref().map(|id| format!("c:{id}")),
             c.caller.as_deref().map(|p| format!("p:{p}")),
         ];
         for party in parties.into_iter().flatten() {
-            let mut start = party.into_bytes();
-            start.push(0);
-            let mut end = start.clone();
-            *end.last_mut().expect("key ends with the separator") = 1;
-            start.extend_from_slice(&from);
-            for item in self.contacts_by_party.range(start..end) {
-                let (k, _) = item.map_err(io)?;
-                let short = || corrupt("contact index key too short");
-                let sep = k.iter().position(|&b| b == 0).ok_or_else(short)?;
-                let time: [u8; 8] = k
-                    .get(sep + 1..sep + 9)
-                    .and_then(|t| t.try_into().ok())
-                    .ok_or_else(short)?;
-                let millis = (u64::from_be_bytes(time) ^ (1 << 63)) as i64;
-                let at = DateTime::from_timestamp_millis(millis).ok_or_else(short)?;
-                let call_id = k.get(sep + 9..).ok_or_else(short)?;
+            for (at, call_id) in
+                party_contacts_newest(&self.contacts_by_party, &party, since, FCR_SCAN)?
+            {
                 if call_id != c.call_id.as_bytes() {
-                    calls.insert(call_id.to_vec(), at);
+                    calls.insert(call_id, at);
                 }
             }
         }
