@@ -14,7 +14,7 @@
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use super::sled_store::{corrupt, decode, encode, io, SledStore};
+use super::sled_store::{corrupt, decode, encode, io, SledStore, PRUNE_CHUNK};
 
 /// Callback records are postcard (compact binary): a million of them load at start-up
 /// several times faster than JSON and take less disk.
@@ -277,22 +277,31 @@ impl SledStore {
     }
 
     /// Runs on the writer thread only.
-    pub(crate) fn prune_callback_requests_blocking(
-        &self,
-        before: DateTime<Utc>,
-    ) -> StoreResult<usize> {
-        let mut batch = sled::Batch::default();
-        let mut n = 0;
-        for item in self.trees.callbacks.scan_prefix([REQUEST]) {
-            let (k, v) = item.map_err(io)?;
-            let rec: RequestRecord = decode(&v)?;
-            if rec.at < before {
-                batch.remove(k);
-                n += 1;
+    /// Forgets request ids answered before `before`. Found by a read-only scan,
+    /// deleted in short writer jobs (a request id's time never changes).
+    pub(crate) async fn prune_request_ids(&self, before: DateTime<Utc>) -> StoreResult<usize> {
+        let this = self.clone();
+        let old = self
+            .scan(move || {
+                let mut old = Vec::new();
+                for item in this.trees.callbacks.scan_prefix([REQUEST]) {
+                    let (k, v) = item.map_err(io)?;
+                    if decode::<RequestRecord>(&v)?.at < before {
+                        old.push(k);
+                    }
+                }
+                Ok(old)
+            })
+            .await?;
+        for chunk in old.chunks(PRUNE_CHUNK) {
+            let mut batch = sled::Batch::default();
+            for k in chunk {
+                batch.remove(k.clone());
             }
+            self.write(move |s| s.trees.callbacks.apply_batch(batch).map_err(io))
+                .await?;
         }
-        self.trees.callbacks.apply_batch(batch).map_err(io)?;
-        Ok(n)
+        Ok(old.len())
     }
 
     pub(crate) fn check_callback_indexes_blocking(&self) -> StoreResult<Vec<String>> {

@@ -17,6 +17,7 @@ use sled::Transactional;
 
 use super::sled_store::{
     abort, corrupt, decode, encode, io, party_contacts_newest, party_keys, tx_result, SledStore,
+    PRUNE_CHUNK,
 };
 use super::{KpiBucket, StoreResult, SurveyOutcome};
 use crate::domain::callback::{Callback, CallbackState, DispatchOutcome};
@@ -85,6 +86,9 @@ fn mark_key(space: u8, call_id: &str) -> Vec<u8> {
     k
 }
 
+/// One party's calls, newest first: (call id, enqueue time).
+type PartyCalls = Vec<(Vec<u8>, DateTime<Utc>)>;
+
 type TxResult<T> = Result<T, ConflictableTransactionError<super::StoreError>>;
 
 fn bump_tx(kpi: &TransactionalTree, key: &[u8], delta: &KpiCounters) -> TxResult<()> {
@@ -103,7 +107,7 @@ fn bump_tx(kpi: &TransactionalTree, key: &[u8], delta: &KpiCounters) -> TxResult
     Ok(())
 }
 
-fn get_tx<T: serde::de::DeserializeOwned>(
+pub(crate) fn get_tx<T: serde::de::DeserializeOwned>(
     tree: &TransactionalTree,
     key: &[u8],
 ) -> TxResult<Option<T>> {
@@ -143,11 +147,7 @@ impl SledStore {
     /// entered at or after `since`: one list per party, newest first (at most
     /// [`FCR_SCAN`] each), of (call id, enqueue time). Runs on the writer thread, so no
     /// write can slip between this read and the transaction that follows.
-    fn party_calls(
-        &self,
-        c: &ContactRecord,
-        since: DateTime<Utc>,
-    ) -> StoreResult<Vec<Vec<(Vec<u8>, DateTime<Utc>)>>> {
+    fn party_calls(&self, c: &ContactRecord, since: DateTime<Utc>) -> StoreResult<Vec<PartyCalls>> {
         let parties = [
             c.customer_id.as_deref().map(|id| format!("c:{id}")),
             c.caller.as_deref().map(|p| format!("p:{p}")),
@@ -385,34 +385,47 @@ impl SledStore {
     }
 
     /// Forgets first-answer marks of calls entered before `before` and survey marks of
-    /// contacts already pruned; the interval counters stay. Writer thread only.
-    pub(crate) fn prune_kpi_marks_blocking(&self, before: DateTime<Utc>) -> StoreResult<usize> {
-        let mut batch = sled::Batch::default();
-        let mut n = 0;
-        for item in self.kpi.scan_prefix([ANSWERED]) {
-            let (k, v) = item.map_err(io)?;
-            let m: AnsweredMark = decode(&v)?;
-            if m.enqueued_at < before {
-                batch.remove(k);
-                n += 1;
+    /// contacts already pruned; the interval counters stay. Found by a read-only scan,
+    /// deleted in short writer jobs.
+    pub(crate) async fn prune_kpi_marks(&self, before: DateTime<Utc>) -> StoreResult<usize> {
+        let this = self.clone();
+        let old = self
+            .scan(move || {
+                let mut old = Vec::new();
+                for item in this.kpi.scan_prefix([ANSWERED]) {
+                    let (k, v) = item.map_err(io)?;
+                    if decode::<AnsweredMark>(&v)?.enqueued_at < before {
+                        old.push(k);
+                    }
+                }
+                // A survey mark lives as long as its contact: while the contact exists,
+                // a second survey must stay refused.
+                for item in this.kpi.scan_prefix([SURVEY]) {
+                    let (k, v) = item.map_err(io)?;
+                    let m: SurveyMark = decode(&v)?;
+                    let contact_gone = this
+                        .contacts
+                        .get(k.get(1..).unwrap_or_default())
+                        .map_err(io)?
+                        .is_none();
+                    if m.at < before && contact_gone {
+                        old.push(k);
+                    }
+                }
+                Ok(old)
+            })
+            .await?;
+        let n = old.len();
+        // A mark's time never changes and a pruned contact does not come back, so what
+        // the scan found stays prunable.
+        for chunk in old.chunks(PRUNE_CHUNK) {
+            let mut batch = sled::Batch::default();
+            for k in chunk {
+                batch.remove(k.clone());
             }
+            self.write(move |s| s.kpi.apply_batch(batch).map_err(io))
+                .await?;
         }
-        // A survey mark lives as long as its contact: while the contact exists, a
-        // second survey must stay refused.
-        for item in self.kpi.scan_prefix([SURVEY]) {
-            let (k, v) = item.map_err(io)?;
-            let m: SurveyMark = decode(&v)?;
-            let contact_gone = self
-                .contacts
-                .get(k.get(1..).unwrap_or_default())
-                .map_err(io)?
-                .is_none();
-            if m.at < before && contact_gone {
-                batch.remove(k);
-                n += 1;
-            }
-        }
-        self.kpi.apply_batch(batch).map_err(io)?;
         Ok(n)
     }
 }

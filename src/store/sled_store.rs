@@ -23,6 +23,7 @@ use sled::transaction::{ConflictableTransactionError, TransactionError, Transact
 use sled::Transactional;
 
 use super::committer::{CommitStats, Committer};
+use super::kpi::get_tx;
 use super::*;
 use crate::domain::audit::AuditEntry;
 use crate::domain::callback::Callback;
@@ -30,6 +31,9 @@ use crate::domain::contact::ContactRecord;
 
 const ACTIVE_PLAN: &[u8] = b"active_plan";
 const AUDIT_SEQ: &[u8] = b"audit_seq";
+/// Records deleted per writer job when pruning: each job is short, so durable writes
+/// queued behind it wait a few milliseconds at most.
+pub(crate) const PRUNE_CHUNK: usize = 1_000;
 
 /// What a plan request id produced, kept for the idempotency retention.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -186,7 +190,18 @@ impl SledStore {
 
     /// Applies `f` (a short sled transaction) on the writer thread and returns its
     /// result once the change is durable.
-    async fn write<T, F>(&self, f: F) -> StoreResult<T>
+    /// Runs a read-only scan on the blocking pool (never on the writer thread).
+    pub(crate) async fn scan<T, F>(&self, f: F) -> StoreResult<T>
+    where
+        T: Send + 'static,
+        F: FnOnce() -> StoreResult<T> + Send + 'static,
+    {
+        tokio::task::spawn_blocking(f)
+            .await
+            .map_err(|e| io(format!("scan task failed: {e}")))?
+    }
+
+    pub(crate) async fn write<T, F>(&self, f: F) -> StoreResult<T>
     where
         T: Send + 'static,
         F: FnOnce(&SledStore) -> StoreResult<T> + Send + 'static,
@@ -684,28 +699,50 @@ impl Store for SledStore {
     }
 
     async fn prune_contacts(&self, before: DateTime<Utc>) -> StoreResult<usize> {
-        self.write(move |s| {
-            let mut pruned = 0;
-            for item in s.contacts.iter() {
-                let (k, v) = item.map_err(io)?;
-                let c: ContactRecord = decode(&v)?;
-                if c.updated_at >= before {
-                    continue;
-                }
-                let r = (&s.contacts, &s.contacts_by_party).transaction(|(contacts, index)| {
-                    for pk in party_keys(&c) {
-                        index.remove(pk)?;
+        // Found by a read-only scan off the writer thread, deleted in short writer
+        // jobs: a month of history is never walked while durable writes wait.
+        let this = self.clone();
+        let old = self
+            .scan(move || {
+                let mut old = Vec::new();
+                for item in this.contacts.iter() {
+                    let (k, v) = item.map_err(io)?;
+                    if decode::<ContactRecord>(&v)?.updated_at < before {
+                        old.push(k);
                     }
-                    contacts.remove(&k)?;
-                    Ok(())
-                });
-                tx_result(r)?;
-                pruned += 1;
-            }
-            s.prune_kpi_marks_blocking(before)?;
-            Ok(pruned)
-        })
-        .await
+                }
+                Ok(old)
+            })
+            .await?;
+        let mut pruned = 0;
+        for chunk in old.chunks(PRUNE_CHUNK) {
+            let chunk = chunk.to_vec();
+            pruned += self
+                .write(move |s| {
+                    let r = (&s.contacts, &s.contacts_by_party).transaction(|(contacts, index)| {
+                        let mut n = 0;
+                        for k in &chunk {
+                            // Updated since the scan: kept.
+                            let Some(c) = get_tx::<ContactRecord>(contacts, k)? else {
+                                continue;
+                            };
+                            if c.updated_at >= before {
+                                continue;
+                            }
+                            for pk in party_keys(&c) {
+                                index.remove(pk)?;
+                            }
+                            contacts.remove(k)?;
+                            n += 1;
+                        }
+                        Ok(n)
+                    });
+                    tx_result(r)
+                })
+                .await?;
+        }
+        self.prune_kpi_marks(before).await?;
+        Ok(pruned)
     }
 
     async fn create_callback(
@@ -750,8 +787,7 @@ impl Store for SledStore {
     }
 
     async fn prune_callback_requests(&self, before: DateTime<Utc>) -> StoreResult<usize> {
-        self.write(move |s| s.prune_callback_requests_blocking(before))
-            .await
+        self.prune_request_ids(before).await
     }
 
     async fn check_callback_indexes(&self) -> StoreResult<Vec<String>> {
@@ -1030,6 +1066,45 @@ mod tests {
             .map(|c| c.call_id)
             .collect();
         assert_eq!(got, vec!["n39", "n38", "n37"]);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn pruning_more_than_a_chunk_deletes_old_contacts_their_index_and_marks_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = SledStore::open(dir.path()).unwrap();
+        let old = PRUNE_CHUNK * 2 + 7;
+        let mut tasks = tokio::task::JoinSet::new();
+        for i in 0..old {
+            let s = s.clone();
+            let c = contact(&format!("o{i}"), None, "+441", "2026-10-01T10:00:00Z");
+            tasks.spawn(async move { s.record_call(c, 20.0).await });
+        }
+        for i in 0..3 {
+            let s = s.clone();
+            let c = contact(&format!("r{i}"), None, "+441", "2026-11-20T10:00:00Z");
+            tasks.spawn(async move { s.record_call(c, 20.0).await });
+        }
+        while let Some(r) = tasks.join_next().await {
+            r.unwrap().unwrap();
+        }
+        let marks = |s: &SledStore| s.kpi.scan_prefix(b"a").count();
+        assert_eq!(marks(&s), old + 3);
+        let before = chrono::DateTime::parse_from_rfc3339("2026-11-01T00:00:00Z")
+            .unwrap()
+            .with_timezone(&Utc);
+        assert_eq!(s.prune_contacts(before).await.unwrap(), old);
+        assert_eq!(s.contacts.len(), 3);
+        assert_eq!(s.contacts_by_party.len(), 3);
+        assert_eq!(marks(&s), 3);
+        let since = chrono::DateTime::<Utc>::UNIX_EPOCH;
+        let left = s
+            .recent_contacts(None, Some("+441"), since, 100)
+            .await
+            .unwrap();
+        assert_eq!(left.len(), 3);
+        // Nothing left to prune.
+        assert_eq!(s.prune_contacts(before).await.unwrap(), 0);
+        s.close().await;
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
