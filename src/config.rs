@@ -128,7 +128,8 @@ pub struct MetricsSettings {
 }
 
 /// sled's own default is 1 GiB; a quarter of that holds the hot callback, customer and
-/// KPI pages of a large center and keeps a 1 GiB container comfortable.
+/// KPI pages of a large center. sled counts pages at their on-disk size, so resident
+/// memory runs to a few times this once warm (docs/PERFORMANCE.md, "Soak").
 pub const DEFAULT_STORE_CACHE_MB: u64 = 256;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
