@@ -731,8 +731,14 @@ impl Actor {
         now: DateTime<Utc>,
     ) -> Result<(bool, Callback), ServiceError> {
         let Some(id) = self.by_attempt.get(attempt_id).cloned() else {
-            return match self.resolved.get(attempt_id) {
-                Some((id, _)) => Ok((true, self.load(id).await?)),
+            if let Some((id, _)) = self.resolved.get(attempt_id) {
+                let id = id.clone();
+                return Ok((true, self.load(&id).await?));
+            }
+            // Settled before a restart (or forgotten from memory): the store knows.
+            let stored = self.hl.store().settled_attempt(attempt_id).await?;
+            return match stored {
+                Some(id) => Ok((true, self.load(&id).await?)),
                 None => Err(ServiceError::NotFound(format!(
                     "attempt {attempt_id} is not known"
                 ))),
@@ -747,7 +753,11 @@ impl Actor {
         let agent = cb
             .outcome(attempt_id, outcome, retry_at, now)
             .map_err(|e| ServiceError::FailedPrecondition(e.to_string()))?;
-        self.persist(&cb).await?;
+        self.hl
+            .store()
+            .settle_callback(cb.clone(), attempt_id.to_owned())
+            .await
+            .map_err(ServiceError::from)?;
         self.by_attempt.remove(attempt_id);
         self.remember_resolved(attempt_id, &cb.id, now);
         if let Some(agent) = agent {

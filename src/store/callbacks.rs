@@ -32,9 +32,19 @@ const RECORD: u8 = b'c';
 const DUE: u8 = b'd';
 const OPEN: u8 = b'o';
 const REQUEST: u8 = b'r';
+/// `s` + attempt id -> [`SettledRecord`]: an attempt whose outcome is stored, so a
+/// repeated report is recognized as a repeat after a restart too.
+const SETTLED: u8 = b's';
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub(crate) struct RequestRecord {
+    pub callback_id: String,
+    pub at: DateTime<Utc>,
+}
+
+/// The callback an attempt belonged to, and when its outcome was stored.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct SettledRecord {
     pub callback_id: String,
     pub at: DateTime<Utc>,
 }
@@ -179,16 +189,39 @@ impl SledStore {
     }
 
     /// Runs on the writer thread only.
-    pub(crate) fn update_callback_blocking(&self, cb: Callback) -> StoreResult<()> {
+    /// Stores a changed callback; with `settled`, also that the attempt's outcome is
+    /// in this change (in the same batch).
+    pub(crate) fn update_callback_blocking(
+        &self,
+        cb: Callback,
+        settled: Option<&str>,
+    ) -> StoreResult<()> {
         let tree = &self.trees.callbacks;
         let old = self.read_callback(cb.id.as_bytes())?;
         match &old {
             Some(o) if o.version + 1 == cb.version => {}
             _ => return Err(StoreError::Stale { id: cb.id.clone() }),
         }
-        let batch = change(tree, old.as_ref(), &cb)?;
+        let mut batch = change(tree, old.as_ref(), &cb)?;
+        if let Some(attempt) = settled {
+            let rec = SettledRecord {
+                callback_id: cb.id.clone(),
+                at: cb.updated_at,
+            };
+            batch.insert(key(SETTLED, attempt.as_bytes()), encode(&rec));
+        }
         tree.apply_batch(batch).map_err(io)?;
         self.count_callback_blocking(old.as_ref(), &cb)
+    }
+
+    /// The callback of an attempt whose outcome is stored, if it is remembered.
+    pub(crate) fn settled_attempt_blocking(&self, attempt_id: &str) -> StoreResult<Option<String>> {
+        self.trees
+            .callbacks
+            .get(key(SETTLED, attempt_id.as_bytes()))
+            .map_err(io)?
+            .map(|v| decode::<SettledRecord>(&v).map(|r| r.callback_id))
+            .transpose()
     }
 
     pub(crate) fn get_callback(&self, id: &str) -> StoreResult<Option<Callback>> {
@@ -277,8 +310,9 @@ impl SledStore {
     }
 
     /// Runs on the writer thread only.
-    /// Forgets request ids answered before `before`. Found by a read-only scan,
-    /// deleted in short writer jobs (a request id's time never changes).
+    /// Forgets request ids answered before `before` and settled attempts stored before
+    /// it. Found by a read-only scan, deleted in short writer jobs (neither record's
+    /// time ever changes).
     pub(crate) async fn prune_request_ids(&self, before: DateTime<Utc>) -> StoreResult<usize> {
         let this = self.clone();
         let old = self
@@ -287,6 +321,12 @@ impl SledStore {
                 for item in this.trees.callbacks.scan_prefix([REQUEST]) {
                     let (k, v) = item.map_err(io)?;
                     if decode::<RequestRecord>(&v)?.at < before {
+                        old.push(k);
+                    }
+                }
+                for item in this.trees.callbacks.scan_prefix([SETTLED]) {
+                    let (k, v) = item.map_err(io)?;
+                    if decode::<SettledRecord>(&v)?.at < before {
                         old.push(k);
                     }
                 }

@@ -334,6 +334,11 @@ pub trait Store: Send + Sync + 'static {
     /// Refused with [`StoreError::Stale`] unless the stored
     /// version is exactly one less (a concurrent change wins). Durable when it returns.
     async fn update_callback(&self, callback: Callback) -> StoreResult<()>;
+    /// [`Store::update_callback`] for the change that records attempt `attempt_id`'s
+    /// outcome, remembering (until pruned with the request ids) that it is settled.
+    async fn settle_callback(&self, callback: Callback, attempt_id: String) -> StoreResult<()>;
+    /// The callback id of a settled attempt, while it is remembered.
+    async fn settled_attempt(&self, attempt_id: &str) -> StoreResult<Option<String>>;
     async fn callback(&self, id: &str) -> StoreResult<Option<Callback>>;
     /// Every pending or dispatched callback (start-up rebuild).
     async fn open_callbacks(&self) -> StoreResult<Vec<Callback>>;
@@ -344,7 +349,7 @@ pub trait Store: Send + Sync + 'static {
         after: Option<&str>,
         limit: usize,
     ) -> StoreResult<Vec<Callback>>;
-    /// Forgets request ids older than `before`; returns how many.
+    /// Forgets request ids and settled attempts older than `before`; returns how many.
     async fn prune_callback_requests(&self, before: DateTime<Utc>) -> StoreResult<usize>;
     /// Checks that the due and dedupe indexes agree with the records; returns a
     /// description of every disagreement (empty when consistent).

@@ -755,8 +755,17 @@ impl Store for SledStore {
     }
 
     async fn update_callback(&self, callback: Callback) -> StoreResult<()> {
-        self.write(move |s| s.update_callback_blocking(callback))
+        self.write(move |s| s.update_callback_blocking(callback, None))
             .await
+    }
+
+    async fn settle_callback(&self, callback: Callback, attempt_id: String) -> StoreResult<()> {
+        self.write(move |s| s.update_callback_blocking(callback, Some(&attempt_id)))
+            .await
+    }
+
+    async fn settled_attempt(&self, attempt_id: &str) -> StoreResult<Option<String>> {
+        self.settled_attempt_blocking(attempt_id)
     }
 
     async fn callback(&self, id: &str) -> StoreResult<Option<Callback>> {
@@ -1229,6 +1238,42 @@ mod tests {
             updated_at: t,
             version: 1,
         }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn settled_attempts_and_request_ids_are_remembered_until_pruned() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = SledStore::open(dir.path()).unwrap();
+        let cb = open_callback(
+            "01J0000000000000000000000A",
+            "+441",
+            CallbackState::Dispatched,
+        );
+        s.create_callback(cb.clone(), Some("req-1".into()))
+            .await
+            .unwrap();
+        let mut done = cb.clone();
+        done.state = CallbackState::Completed;
+        done.lease = None;
+        done.version += 1;
+        done.updated_at += chrono::Duration::minutes(5);
+        s.settle_callback(done.clone(), "a1".into()).await.unwrap();
+        assert_eq!(s.callback(&cb.id).await.unwrap(), Some(done.clone()));
+        assert_eq!(s.settled_attempt("a1").await.unwrap(), Some(cb.id.clone()));
+        assert_eq!(s.settled_attempt("a2").await.unwrap(), None);
+        // A stale change settles nothing.
+        let mut stale = done.clone();
+        stale.version = 1;
+        assert!(s.settle_callback(stale, "a9".into()).await.is_err());
+        assert_eq!(s.settled_attempt("a9").await.unwrap(), None);
+        // Both records are older than an hour after the outcome; nothing else goes.
+        let before = done.updated_at + chrono::Duration::hours(1);
+        assert_eq!(s.prune_callback_requests(done.updated_at).await.unwrap(), 1);
+        assert_eq!(s.settled_attempt("a1").await.unwrap(), Some(cb.id.clone()));
+        assert_eq!(s.prune_callback_requests(before).await.unwrap(), 1);
+        assert_eq!(s.settled_attempt("a1").await.unwrap(), None);
+        assert_eq!(s.callback(&cb.id).await.unwrap(), Some(done));
+        s.close().await;
     }
 
     fn plan_record(version: u64, toml: &str) -> PlanRecord {

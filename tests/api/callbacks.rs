@@ -399,6 +399,40 @@ async fn callbacks_and_their_leases_survive_a_restart() {
 }
 
 #[tokio::test]
+async fn a_repeated_outcome_after_a_restart_is_a_duplicate_and_changes_nothing() {
+    let app = spawn_app().await;
+    agent(&app, "a1", &["support"], pb::AgentState::Available, 0).await;
+    let mut d = dialer(&app, "d").await;
+    let cb = request(&app, asap("general", NY)).await.callback.unwrap();
+    let attempt = next(&mut d).await;
+    let first = report(&app, &attempt.attempt_id, pb::DispatchOutcome::NoAnswer).await;
+    assert!(!first.duplicate);
+    drop(d);
+    let app = app.restart().await;
+    // The dialer never heard the answer and reports again, to the restarted server.
+    let again = report(&app, &attempt.attempt_id, pb::DispatchOutcome::Connected).await;
+    assert!(again.duplicate);
+    let after = again.callback.unwrap();
+    assert_eq!(after.callback_id, cb.callback_id);
+    assert_eq!(
+        after.state,
+        pb::CallbackState::Pending as i32,
+        "NO_ANSWER stands"
+    );
+    assert_eq!(after.attempts, 1);
+    assert_eq!(get(&app, &cb.callback_id).await.state, after.state);
+    // An attempt never dispatched is still unknown.
+    let e = dispatch(&app)
+        .report_dispatch_outcome(pb::ReportDispatchOutcomeRequest {
+            attempt_id: "01ZZZZZZZZZZZZZZZZZZZZZZZZ".into(),
+            outcome: pb::DispatchOutcome::Connected as i32,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), tonic::Code::NotFound);
+}
+
+#[tokio::test]
 async fn a_full_slot_refuses_more_and_leaves_the_listing() {
     let app = spawn_app().await;
     let list = |app: &TestApp| {
