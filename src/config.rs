@@ -53,7 +53,8 @@ pub struct CallbackSettings {
     /// A dialer must report an attempt's outcome within this many seconds, or the same
     /// attempt is dispatched again (possibly to another dialer).
     pub lease_secs: u64,
-    /// Idempotency keys of RequestCallback are remembered this many hours.
+    /// Idempotency keys of RequestCallback, and dispatch attempts whose outcome is
+    /// stored (a repeated report is answered duplicate), are remembered this many hours.
     pub request_id_retention_hours: u32,
 }
 
