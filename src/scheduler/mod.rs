@@ -34,11 +34,6 @@ use crate::service::{Holdless, ServiceError};
 const COMMAND_QUEUE: usize = 4_096;
 /// Dispatches buffered per dialer before it counts as slow.
 const DIALER_QUEUE: usize = 64;
-/// How long outcomes of finished attempts are remembered, so repeats stay harmless.
-const RESOLVED_MEMORY: chrono::Duration = chrono::Duration::hours(24);
-/// At most this many finished attempts are remembered (the oldest are forgotten first),
-/// so a busy day cannot grow the memory without bound: ~150 bytes each.
-const RESOLVED_MAX: usize = 200_000;
 
 /// A dispatch sent to a dialer.
 #[derive(Debug, Clone)]
@@ -138,8 +133,6 @@ impl Scheduler {
             kick: kick.clone(),
             open: HashMap::with_capacity(n),
             by_attempt: HashMap::new(),
-            resolved: HashMap::new(),
-            resolved_order: Default::default(),
             dialers: Vec::new(),
             next_dialer: 0,
             waiting_window: HashMap::new(),
@@ -333,10 +326,6 @@ struct Actor {
     open: HashMap<String, Callback>,
     /// Attempt id -> callback id, for dispatched callbacks.
     by_attempt: HashMap<String, String>,
-    /// Finished attempts: attempt id -> (callback id, when).
-    resolved: HashMap<String, (String, DateTime<Utc>)>,
-    /// `resolved` in the order remembered, to forget the oldest first.
-    resolved_order: std::collections::VecDeque<(DateTime<Utc>, String)>,
     dialers: Vec<Dialer>,
     next_dialer: usize,
     /// Due callbacks the calling window or business hours keep from dialing, and when
@@ -667,24 +656,6 @@ impl Actor {
         Ok(out)
     }
 
-    /// Remembers a finished attempt; forgets those past [`RESOLVED_MEMORY`] or beyond
-    /// [`RESOLVED_MAX`], oldest first (each outcome costs O(1), not a scan).
-    fn remember_resolved(&mut self, attempt_id: &str, callback_id: &str, now: DateTime<Utc>) {
-        self.resolved
-            .insert(attempt_id.to_owned(), (callback_id.to_owned(), now));
-        self.resolved_order.push_back((now, attempt_id.to_owned()));
-        while let Some((at, id)) = self.resolved_order.front() {
-            if now - *at < RESOLVED_MEMORY && self.resolved_order.len() <= RESOLVED_MAX {
-                break;
-            }
-            // Forget it unless it was remembered again since (a newer entry).
-            if self.resolved.get(id).is_some_and(|(_, t)| t == at) {
-                self.resolved.remove(id);
-            }
-            self.resolved_order.pop_front();
-        }
-    }
-
     /// Loads a callback for a change: from memory when open, else from the store.
     async fn load(&self, id: &str) -> Result<Callback, ServiceError> {
         if let Some(cb) = self.open.get(id) {
@@ -731,11 +702,8 @@ impl Actor {
         now: DateTime<Utc>,
     ) -> Result<(bool, Callback), ServiceError> {
         let Some(id) = self.by_attempt.get(attempt_id).cloned() else {
-            if let Some((id, _)) = self.resolved.get(attempt_id) {
-                let id = id.clone();
-                return Ok((true, self.load(&id).await?));
-            }
-            // Settled before a restart (or forgotten from memory): the store knows.
+            // Not live: settled already (the store keeps settled attempts for
+            // `callbacks.request_id_retention_hours`, across restarts), or unknown.
             let stored = self.hl.store().settled_attempt(attempt_id).await?;
             return match stored {
                 Some(id) => Ok((true, self.load(&id).await?)),
@@ -759,7 +727,6 @@ impl Actor {
             .await
             .map_err(ServiceError::from)?;
         self.by_attempt.remove(attempt_id);
-        self.remember_resolved(attempt_id, &cb.id, now);
         if let Some(agent) = agent {
             let connected = outcome == DispatchOutcome::Connected;
             self.hl
