@@ -14,7 +14,7 @@
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use super::sled_store::{corrupt, decode, encode, io, SledStore, PRUNE_CHUNK};
+use super::sled_store::{corrupt, decode, encode, io, SledStore};
 
 /// Callback records are postcard (compact binary): a million of them load at start-up
 /// several times faster than JSON and take less disk.
@@ -333,15 +333,7 @@ impl SledStore {
                 Ok(old)
             })
             .await?;
-        for chunk in old.chunks(PRUNE_CHUNK) {
-            let mut batch = sled::Batch::default();
-            for k in chunk {
-                batch.remove(k.clone());
-            }
-            self.write(move |s| s.trees.callbacks.apply_batch(batch).map_err(io))
-                .await?;
-        }
-        Ok(old.len())
+        self.remove_in_jobs(|s| &s.trees.callbacks, old).await
     }
 
     pub(crate) fn check_callback_indexes_blocking(&self) -> StoreResult<Vec<String>> {

@@ -17,7 +17,6 @@ use sled::Transactional;
 
 use super::sled_store::{
     abort, corrupt, decode, encode, io, party_contacts_newest, party_keys, tx_result, SledStore,
-    PRUNE_CHUNK,
 };
 use super::{KpiBucket, StoreResult, SurveyOutcome};
 use crate::domain::callback::{Callback, CallbackState, DispatchOutcome};
@@ -415,18 +414,9 @@ impl SledStore {
                 Ok(old)
             })
             .await?;
-        let n = old.len();
         // A mark's time never changes and a pruned contact does not come back, so what
         // the scan found stays prunable.
-        for chunk in old.chunks(PRUNE_CHUNK) {
-            let mut batch = sled::Batch::default();
-            for k in chunk {
-                batch.remove(k.clone());
-            }
-            self.write(move |s| s.kpi.apply_batch(batch).map_err(io))
-                .await?;
-        }
-        Ok(n)
+        self.remove_in_jobs(|s| &s.kpi, old).await
     }
 }
 

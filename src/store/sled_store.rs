@@ -201,6 +201,25 @@ impl SledStore {
             .map_err(|e| io(format!("scan task failed: {e}")))?
     }
 
+    /// Removes `keys` (found by a read-only scan) from the tree `tree` picks, in writer
+    /// jobs of [`PRUNE_CHUNK`], so durable writes queued meanwhile wait little. Returns
+    /// how many keys it was given.
+    pub(crate) async fn remove_in_jobs(
+        &self,
+        tree: fn(&SledStore) -> &sled::Tree,
+        keys: Vec<sled::IVec>,
+    ) -> StoreResult<usize> {
+        for chunk in keys.chunks(PRUNE_CHUNK) {
+            let mut batch = sled::Batch::default();
+            for k in chunk {
+                batch.remove(k.clone());
+            }
+            self.write(move |s| tree(s).apply_batch(batch).map_err(io))
+                .await?;
+        }
+        Ok(keys.len())
+    }
+
     pub(crate) async fn write<T, F>(&self, f: F) -> StoreResult<T>
     where
         T: Send + 'static,
