@@ -430,6 +430,19 @@ mod tests {
         DateTime::from_timestamp(1_790_000_100 + s, 0).unwrap()
     }
 
+    /// Every queue's counters from a day before [`t`]`(0)` to 30 days after, summed.
+    async fn all_counters(s: &SledStore) -> KpiCounters {
+        let mut total = KpiCounters::default();
+        for b in s
+            .kpi_buckets(None, t(-86_400), t(30 * 86_400))
+            .await
+            .unwrap()
+        {
+            total.add(&b.counters);
+        }
+        total
+    }
+
     fn answered(call: &str, caller: &str, at: i64) -> ContactRecord {
         ContactRecord {
             call_id: call.into(),
@@ -500,14 +513,7 @@ mod tests {
         for i in order {
             s.record_call(calls[i].clone(), 20.0).await.unwrap();
         }
-        let mut total = KpiCounters::default();
-        for b in s
-            .kpi_buckets(None, t(-86_400), t(30 * 86_400))
-            .await
-            .unwrap()
-        {
-            total.add(&b.counters);
-        }
+        let total = all_counters(&s).await;
         assert!(expected > 20, "the workload repeats often: {expected}");
         assert_eq!(total.fcr_repeated, expected);
         s.close().await;
@@ -535,14 +541,7 @@ mod tests {
         s.record_call(answered("c4", "+441", 7200 + 8 * 86_400), 20.0)
             .await
             .unwrap();
-        let mut total = KpiCounters::default();
-        for b in s
-            .kpi_buckets(None, t(-86_400), t(30 * 86_400))
-            .await
-            .unwrap()
-        {
-            total.add(&b.counters);
-        }
+        let total = all_counters(&s).await;
         assert_eq!(
             (
                 total.offered,

@@ -990,10 +990,31 @@ mod tests {
         );
     }
 
-    fn contact(call: &str, customer: Option<&str>, caller: &str, at: &str) -> ContactRecord {
-        let t = chrono::DateTime::parse_from_rfc3339(at)
+    /// An RFC 3339 instant in UTC.
+    fn utc(at: &str) -> DateTime<Utc> {
+        chrono::DateTime::parse_from_rfc3339(at)
             .unwrap()
-            .with_timezone(&Utc);
+            .with_timezone(&Utc)
+    }
+
+    /// The call ids of what `recent_contacts` returns, in its order.
+    async fn recent_ids(
+        s: &SledStore,
+        customer: Option<&str>,
+        caller: Option<&str>,
+        since: &str,
+        limit: usize,
+    ) -> Vec<String> {
+        s.recent_contacts(customer, caller, utc(since), limit)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|c| c.call_id)
+            .collect()
+    }
+
+    fn contact(call: &str, customer: Option<&str>, caller: &str, at: &str) -> ContactRecord {
+        let t = utc(at);
         ContactRecord {
             call_id: call.into(),
             customer_id: customer.map(str::to_owned),
@@ -1033,18 +1054,10 @@ mod tests {
         let mut a = contact("a", Some("c1"), "+441", "2026-11-20T10:00:00Z");
         a.outcome = crate::domain::contact::ContactOutcome::Completed;
         s.record_contact(a).await.unwrap();
-        let since = chrono::DateTime::parse_from_rfc3339("2026-11-18T00:00:00Z")
-            .unwrap()
-            .with_timezone(&Utc);
-        let got: Vec<String> = s
-            .recent_contacts(Some("c1"), Some("+441"), since, 10)
-            .await
-            .unwrap()
-            .into_iter()
-            .map(|c| c.call_id)
-            .collect();
+        let since = "2026-11-18T00:00:00Z";
+        let got = recent_ids(&s, Some("c1"), Some("+441"), since, 10).await;
         assert_eq!(got, vec!["c", "b", "a"]);
-        let n = s.prune_contacts(since).await.unwrap();
+        let n = s.prune_contacts(utc(since)).await.unwrap();
         assert_eq!(n, 1);
         let all = s
             .recent_contacts(Some("c1"), None, chrono::DateTime::<Utc>::UNIX_EPOCH, 10)
@@ -1071,28 +1084,10 @@ mod tests {
                 .await
                 .unwrap();
         }
-        let since = chrono::DateTime::parse_from_rfc3339("2026-11-18T00:00:00Z")
-            .unwrap()
-            .with_timezone(&Utc);
-        let got: Vec<String> = s
-            .recent_contacts(Some("c1"), Some("+441"), since, 4)
-            .await
-            .unwrap()
-            .into_iter()
-            .map(|c| c.call_id)
-            .collect();
+        let got = recent_ids(&s, Some("c1"), Some("+441"), "2026-11-18T00:00:00Z", 4).await;
         assert_eq!(got, vec!["c2", "n39", "c1", "n38"]);
         // Nothing before `since`.
-        let later = chrono::DateTime::parse_from_rfc3339("2026-11-20T10:37:00Z")
-            .unwrap()
-            .with_timezone(&Utc);
-        let got: Vec<String> = s
-            .recent_contacts(None, Some("+441"), later, 10)
-            .await
-            .unwrap()
-            .into_iter()
-            .map(|c| c.call_id)
-            .collect();
+        let got = recent_ids(&s, None, Some("+441"), "2026-11-20T10:37:00Z", 10).await;
         assert_eq!(got, vec!["n39", "n38", "n37"]);
     }
 
@@ -1117,9 +1112,7 @@ mod tests {
         }
         let marks = |s: &SledStore| s.kpi.scan_prefix(b"a").count();
         assert_eq!(marks(&s), old + 3);
-        let before = chrono::DateTime::parse_from_rfc3339("2026-11-01T00:00:00Z")
-            .unwrap()
-            .with_timezone(&Utc);
+        let before = utc("2026-11-01T00:00:00Z");
         assert_eq!(s.prune_contacts(before).await.unwrap(), old);
         assert_eq!(s.contacts.len(), 3);
         assert_eq!(s.contacts_by_party.len(), 3);
