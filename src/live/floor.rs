@@ -11,6 +11,7 @@
 
 use std::cmp::Reverse;
 use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -58,7 +59,9 @@ pub struct WaitKey {
     pub seq: u64,
     /// A pending callback (rather than a live call) holding this place.
     pub callback: bool,
-    pub id: String,
+    /// Shared with the floor's callback lookup (a million waiting callbacks at start-up
+    /// are one allocation each, not three).
+    pub id: Arc<str>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -115,7 +118,7 @@ impl CallLive {
             enqueued_at: self.enqueued_at,
             seq: self.seq,
             callback: false,
-            id: id.to_owned(),
+            id: Arc::from(id),
         }
     }
 }
@@ -144,6 +147,8 @@ const LINE_NODE_SIZE: usize = 256;
 
 #[derive(Debug)]
 struct QueueLive {
+    /// The queue id, shared by the callbacks waiting in it.
+    name: Arc<str>,
     line: Line,
     aht: Aht,
     ewt_error: EwtError,
@@ -252,7 +257,7 @@ pub struct Floor {
     deadlines: BTreeSet<(DateTime<Utc>, String)>,
     next_seq: u64,
     /// Pending callbacks holding a place in a line: id -> (queue, key).
-    callbacks: HashMap<String, (String, WaitKey)>,
+    callbacks: HashMap<Arc<str>, (Arc<str>, WaitKey)>,
 }
 
 /// A live call handed over to a callback (the caller accepted the offer).
@@ -292,13 +297,21 @@ impl Floor {
     }
 
     fn queue_mut(&mut self, q: &QueueInfo<'_>) -> &mut QueueLive {
+        // Looked up first: the id is copied only the first time a queue is seen.
+        if !self.queues.contains_key(q.id) {
+            self.queues.insert(
+                q.id.to_owned(),
+                QueueLive {
+                    name: Arc::from(q.id),
+                    line: Line::with_maximum_node_size(LINE_NODE_SIZE),
+                    aht: Aht::seeded(q.default_aht_secs),
+                    ewt_error: EwtError::default(),
+                },
+            );
+        }
         self.queues
-            .entry(q.id.to_owned())
-            .or_insert_with(|| QueueLive {
-                line: Line::with_maximum_node_size(LINE_NODE_SIZE),
-                aht: Aht::seeded(q.default_aht_secs),
-                ewt_error: EwtError::default(),
-            })
+            .get_mut(q.id)
+            .expect("the queue was inserted just above")
     }
 
     /// Transfer history of a call seen before (None for a new call).
@@ -395,23 +408,25 @@ impl Floor {
             Some(s) => s,
             None => self.seq(),
         };
+        let id: Arc<str> = Arc::from(id);
         let key = WaitKey {
             priority: Reverse(priority),
             enqueued_at: virtual_enqueued_at,
             seq,
             callback: true,
-            id: id.to_owned(),
+            id: id.clone(),
         };
-        self.queue_mut(queue).line.insert(key.clone());
-        self.callbacks
-            .insert(id.to_owned(), (queue.id.to_owned(), key.clone()));
+        let live = self.queue_mut(queue);
+        live.line.insert(key.clone());
+        let name = live.name.clone();
+        self.callbacks.insert(id, (name, key.clone()));
         key
     }
 
     /// Takes a callback out of its line (dispatched, cancelled, done).
     pub fn remove_callback(&mut self, id: &str) {
         if let Some((queue, key)) = self.callbacks.remove(id) {
-            if let Some(q) = self.queues.get_mut(&queue) {
+            if let Some(q) = self.queues.get_mut(&*queue) {
                 q.line.remove(&key);
             }
         }
@@ -429,7 +444,7 @@ impl Floor {
         skills: &[String],
     ) -> Option<(u32, Option<Duration>)> {
         let (queue, key) = self.callbacks.get(id)?;
-        let q = self.queues.get(queue)?;
+        let q = self.queues.get(&**queue)?;
         let position = q.line.rank(key) as u32 + 1;
         let agents = self.agent_counts(skills);
         Some((
@@ -448,7 +463,7 @@ impl Floor {
             .iter()
             .take_while(|k| k.callback)
             .take(limit)
-            .map(|k| k.id.clone())
+            .map(|k| k.id.to_string())
             .collect()
     }
 

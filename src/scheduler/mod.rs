@@ -164,6 +164,7 @@ impl Scheduler {
         // The lines on one thread while this one builds the lookups: they share nothing
         // but the records, read-only (a second core halves a large start-up).
         let mut timers = Vec::with_capacity(n);
+        let mut ids: Vec<Id> = Vec::with_capacity(n);
         std::thread::scope(|s| {
             let lines = s.spawn(|| {
                 hl.with_floor(|f| {
@@ -175,19 +176,21 @@ impl Scheduler {
                 })
             });
             for cb in &open {
+                let id: Id = Arc::from(cb.id.as_str());
                 if let Some(t) = actor.timer_for(cb, now) {
-                    timers.push((t, cb.id.clone()));
-                    actor.timer_of.insert(cb.id.clone(), t);
+                    timers.push((t, id.clone()));
+                    actor.timer_of.insert(id.clone(), t);
                 }
-                actor.index_refs(cb);
+                actor.index_refs(cb, &id);
+                ids.push(id);
             }
             // A panic on the other thread surfaces here, as it would have inline.
             if let Err(panic) = lines.join() {
                 std::panic::resume_unwind(panic);
             }
         });
-        for cb in open {
-            actor.open.insert(cb.id.clone(), cb);
+        for (id, cb) in ids.into_iter().zip(open) {
+            actor.open.insert(id, cb);
         }
         // The timers in one bulk build (sorted once) rather than a million inserts.
         actor.timers = timers.into_iter().collect();
@@ -322,10 +325,11 @@ struct Actor {
     config: SchedulerConfig,
     rx: mpsc::Receiver<Command>,
     kick: Arc<Notify>,
-    /// Pending and dispatched callbacks.
-    open: HashMap<String, Callback>,
+    /// Pending and dispatched callbacks, boxed: the table stays small when a million
+    /// are open (whole records in its buckets took a gigabyte at start-up).
+    open: HashMap<Id, Box<Callback>>,
     /// Attempt id -> callback id, for dispatched callbacks.
-    by_attempt: HashMap<String, String>,
+    by_attempt: HashMap<String, Id>,
     dialers: Vec<Dialer>,
     next_dialer: usize,
     /// Due callbacks the calling window or business hours keep from dialing, and when
@@ -333,8 +337,8 @@ struct Actor {
     waiting_window: HashMap<String, DateTime<Utc>>,
     /// Each open callback's next instant of interest (expiry, retry, slot, lease,
     /// window), earliest first; `timer_of` finds an entry to move it.
-    timers: std::collections::BTreeSet<(DateTime<Utc>, String)>,
-    timer_of: HashMap<String, DateTime<Utc>>,
+    timers: std::collections::BTreeSet<(DateTime<Utc>, Id)>,
+    timer_of: HashMap<Id, DateTime<Utc>>,
     /// Queues whose line may have a dispatchable callback at its head.
     dirty: HashSet<String>,
     /// Queues where callbacks wait in line.
@@ -342,11 +346,15 @@ struct Actor {
     /// Dispatched callbacks whose lease ran out while no dialer was connected.
     orphaned: HashSet<String>,
     /// (phone, queue) -> open callback id: the dedupe and auto-cancel lookup.
-    by_number: HashMap<(String, String), String>,
+    by_number: HashMap<(String, String), Id>,
     /// Open scheduled callbacks per (queue, slot start), and each one's slot.
     booked: HashMap<(String, DateTime<Utc>), u32>,
     slot_of: HashMap<String, (String, DateTime<Utc>)>,
 }
+
+/// A callback id as the in-memory lookups hold it: one allocation shared by all of
+/// them (a million open callbacks at start-up).
+type Id = Arc<str>;
 
 /// Callbacks looked at from the head of a line per pass (a line of callbacks all
 /// outside their calling window cannot make a pass scan forever).
@@ -466,29 +474,34 @@ impl Actor {
 
     /// The in-memory indexes of an open callback (everything but its place in line).
     fn index(&mut self, cb: Callback, now: DateTime<Utc>) {
-        if let Some(old) = self.timer_of.remove(&cb.id) {
-            self.timers.remove(&(old, cb.id.clone()));
+        let id = match self.open.get_key_value(cb.id.as_str()) {
+            Some((id, _)) => id.clone(),
+            None => Id::from(cb.id.as_str()),
+        };
+        if let Some(old) = self.timer_of.remove(&id) {
+            self.timers.remove(&(old, id.clone()));
         }
         if let Some(t) = self.timer_for(&cb, now) {
-            self.timers.insert((t, cb.id.clone()));
-            self.timer_of.insert(cb.id.clone(), t);
+            self.timers.insert((t, id.clone()));
+            self.timer_of.insert(id.clone(), t);
         }
-        self.index_lookups(cb);
+        self.index_refs(&cb, &id);
+        self.open.insert(id, Box::new(cb));
     }
 
-    /// The lookups of an open callback: by attempt, by number, its slot booking.
-    fn index_lookups(&mut self, cb: Callback) {
-        self.index_refs(&cb);
-        self.open.insert(cb.id.clone(), cb);
+    /// A copy of an open callback, to change and store.
+    fn open_copy(&self, id: &str) -> Option<Callback> {
+        self.open.get(id).map(|c| Callback::clone(c))
     }
 
-    /// [`Actor::index_lookups`] but for the record itself.
-    fn index_refs(&mut self, cb: &Callback) {
+    /// The lookups of an open callback (`id` is its id, shared by every lookup): by
+    /// attempt, by number, its slot booking.
+    fn index_refs(&mut self, cb: &Callback, id: &Id) {
         if let Some(l) = &cb.lease {
-            self.by_attempt.insert(l.attempt_id.clone(), cb.id.clone());
+            self.by_attempt.insert(l.attempt_id.clone(), id.clone());
         }
         self.by_number
-            .insert((cb.phone.clone(), cb.queue_id.clone()), cb.id.clone());
+            .insert((cb.phone.clone(), cb.queue_id.clone()), id.clone());
         self.unbook(&cb.id);
         if let CallbackKind::Scheduled { start, .. } = cb.kind {
             let slot = (cb.queue_id.clone(), start);
@@ -520,7 +533,7 @@ impl Actor {
         self.unbook(id);
         if let Some(cb) = self.open.remove(id) {
             let key = (cb.phone.clone(), cb.queue_id.clone());
-            if self.by_number.get(&key).map(String::as_str) == Some(id) {
+            if self.by_number.get(&key).map(|k| &**k) == Some(id) {
                 self.by_number.remove(&key);
             }
             if let Some(l) = &cb.lease {
@@ -529,8 +542,8 @@ impl Actor {
         }
         self.waiting_window.remove(id);
         self.orphaned.remove(id);
-        if let Some(t) = self.timer_of.remove(id) {
-            self.timers.remove(&(t, id.to_owned()));
+        if let Some((id, t)) = self.timer_of.remove_entry(id) {
+            self.timers.remove(&(t, id));
         }
         self.hl.with_floor(|f| f.remove_callback(id));
     }
@@ -640,7 +653,7 @@ impl Actor {
                 .get(&(cb.phone.clone(), cb.queue_id.clone()))
                 .and_then(|id| self.open.get(id))
             {
-                return Ok(crate::store::CallbackCreate::Existing(existing.clone()));
+                return Ok(crate::store::CallbackCreate::Existing((**existing).clone()));
             }
             let taken = self.booked(&cb.queue_id).get(&start).copied().unwrap_or(0);
             if taken >= capacity {
@@ -658,8 +671,8 @@ impl Actor {
 
     /// Loads a callback for a change: from memory when open, else from the store.
     async fn load(&self, id: &str) -> Result<Callback, ServiceError> {
-        if let Some(cb) = self.open.get(id) {
-            return Ok(cb.clone());
+        if let Some(cb) = self.open_copy(id) {
+            return Ok(cb);
         }
         self.hl
             .store()
@@ -767,7 +780,7 @@ impl Actor {
 
     /// A callback's timer went off: expire it, put it in line, or re-lease it.
     async fn fire(&mut self, id: &str, plan: &CompiledPlan, now: DateTime<Utc>) {
-        let Some(cb) = self.open.get(id).cloned() else {
+        let Some(cb) = self.open_copy(id) else {
             return;
         };
         match cb.state {
@@ -803,7 +816,7 @@ impl Actor {
                 self.dirty.insert(queue.id.clone());
                 return;
             }
-            let Some(cb) = self.open.get(&id) else {
+            let Some(cb) = self.open.get(id.as_str()) else {
                 continue;
             };
             if self.waiting_window.get(&id).is_some_and(|w| *w > now) {
@@ -816,7 +829,7 @@ impl Actor {
                 let at = policy::next_dial_opportunity(queue, tz, now)
                     .unwrap_or(now + chrono::Duration::hours(1));
                 self.waiting_window.insert(id.clone(), at);
-                let cb = cb.clone();
+                let cb = Callback::clone(cb);
                 self.track(cb, now);
                 continue;
             }
@@ -855,7 +868,7 @@ impl Actor {
         let dialer_id = self.dialers[d].id.clone();
         let until = now + self.config.lease;
         let attempt_id = ulid::Ulid::new().to_string();
-        let Some(mut cb) = self.open.get(id).cloned() else {
+        let Some(mut cb) = self.open_copy(id) else {
             return;
         };
         if cb
@@ -892,7 +905,7 @@ impl Actor {
     }
 
     async fn redispatch(&mut self, id: &str, plan: &CompiledPlan, now: DateTime<Utc>) {
-        let Some(cb) = self.open.get(id).cloned() else {
+        let Some(cb) = self.open_copy(id) else {
             return;
         };
         let previous = cb.lease.as_ref().map(|l| l.dialer_id.clone());

@@ -230,7 +230,12 @@ impl SledStore {
 
     /// Every open callback: one sequential scan of the records (much faster than
     /// following the open index record by record), decoded on all cores.
-    pub(crate) fn open_callbacks_blocking(&self) -> StoreResult<Vec<Callback>> {
+    /// Every open callback, each in its own allocation: at start-up a million of them
+    /// go straight into the scheduler's map, whose table then holds pointers rather
+    /// than half-empty buckets of whole records (most of a large start-up was the
+    /// kernel handing out zeroed pages).
+    #[allow(clippy::vec_box, reason = "each record moves into the scheduler's map as is")]
+    pub(crate) fn open_callbacks_blocking(&self) -> StoreResult<Vec<Box<Callback>>> {
         let raw: Vec<sled::IVec> = self
             .trees
             .callbacks
@@ -242,16 +247,16 @@ impl SledStore {
             .map_or(1, |n| n.get())
             .max(1);
         let chunk = raw.len().div_ceil(threads).max(1);
-        let decoded: Vec<StoreResult<Vec<Callback>>> = std::thread::scope(|scope| {
+        let decoded: Vec<StoreResult<Vec<Box<Callback>>>> = std::thread::scope(|scope| {
             let handles: Vec<_> = raw
                 .chunks(chunk)
                 .map(|part| {
                     scope.spawn(move || {
-                        let mut out = Vec::new();
+                        let mut out = Vec::with_capacity(part.len());
                         for v in part {
                             let c = decode_cb(v)?;
                             if c.state.is_open() {
-                                out.push(c);
+                                out.push(Box::new(c));
                             }
                         }
                         Ok(out)
@@ -266,9 +271,15 @@ impl SledStore {
                 })
                 .collect()
         });
+        drop(raw);
         let mut out = Vec::new();
         for part in decoded {
-            out.extend(part?);
+            let part = part?;
+            if out.is_empty() {
+                out = part;
+            } else {
+                out.extend(part);
+            }
         }
         Ok(out)
     }

@@ -340,8 +340,8 @@ pub trait Store: Send + Sync + 'static {
     /// The callback id of a settled attempt, while it is remembered.
     async fn settled_attempt(&self, attempt_id: &str) -> StoreResult<Option<String>>;
     async fn callback(&self, id: &str) -> StoreResult<Option<Callback>>;
-    /// Every pending or dispatched callback (start-up rebuild).
-    async fn open_callbacks(&self) -> StoreResult<Vec<Callback>>;
+    /// Every pending or dispatched callback (start-up rebuild), each boxed.
+    async fn open_callbacks(&self) -> StoreResult<Vec<Box<Callback>>>;
     /// Callbacks in id (creation) order after `after`, at most `limit`.
     async fn list_callbacks(
         &self,

@@ -791,7 +791,7 @@ impl Store for SledStore {
         self.get_callback(id)
     }
 
-    async fn open_callbacks(&self) -> StoreResult<Vec<Callback>> {
+    async fn open_callbacks(&self) -> StoreResult<Vec<Box<Callback>>> {
         let this = self.clone();
         tokio::task::spawn_blocking(move || this.open_callbacks_blocking())
             .await
@@ -1368,7 +1368,10 @@ mod tests {
             s.check_callback_indexes().await.unwrap(),
             Vec::<String>::new()
         );
-        assert_eq!(s.open_callbacks().await.unwrap(), vec![pending, dispatched]);
+        assert_eq!(
+            s.open_callbacks().await.unwrap(),
+            vec![Box::new(pending), Box::new(dispatched)]
+        );
         // The dedupe index is live: a second request for the number gets the first.
         let twin = open_callback("01J0000000000000000000000C", "+441", CallbackState::Pending);
         assert!(matches!(
