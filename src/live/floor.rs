@@ -432,6 +432,13 @@ impl Floor {
         }
     }
 
+    /// How many calls the floor remembers (waiting, answered, and finished ones kept
+    /// for `live.finished_call_memory_secs`) and how many callbacks hold a place in a
+    /// line: what its memory grows with.
+    pub fn tracked(&self) -> (usize, usize) {
+        (self.calls.len(), self.callbacks.len())
+    }
+
     /// Whether a callback holds a place in a line.
     pub fn has_callback(&self, id: &str) -> bool {
         self.callbacks.contains_key(id)

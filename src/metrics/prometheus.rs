@@ -90,6 +90,18 @@ fn describe() {
         Unit::Seconds,
         "mean absolute error of the waits told against the waits had"
     );
+    describe_gauge!(
+        "holdless_live_calls",
+        "calls the live floor remembers: waiting, answered, and recently finished"
+    );
+    describe_gauge!(
+        "holdless_callbacks_in_line",
+        "due callbacks holding a place in a queue's line"
+    );
+    describe_gauge!(
+        "holdless_callbacks_open",
+        "pending and dispatched callbacks the scheduler holds in memory"
+    );
     describe_counter!(
         "holdless_callback_transitions_total",
         "callbacks entering each state"
@@ -110,6 +122,13 @@ fn refresh_live(ready: &Ready) {
     let Some(holdless) = ready.get() else {
         return;
     };
+    // What the process's memory grows with, next to its RSS.
+    let (calls, in_line) = holdless.with_floor(|f| f.tracked());
+    metrics::gauge!("holdless_live_calls").set(calls as f64);
+    metrics::gauge!("holdless_callbacks_in_line").set(in_line as f64);
+    if let Some(open) = holdless.open_callbacks_in_memory() {
+        metrics::gauge!("holdless_callbacks_open").set(open as f64);
+    }
     let Ok(queues) = holdless.queue_stats(None) else {
         return;
     };

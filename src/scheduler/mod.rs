@@ -19,6 +19,7 @@
 pub mod policy;
 
 use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -108,6 +109,8 @@ enum Command {
 pub struct Scheduler {
     tx: mpsc::Sender<Command>,
     kick: Arc<Notify>,
+    /// Open callbacks the actor holds in memory, as of its last pass.
+    open_count: Arc<AtomicUsize>,
 }
 
 fn gone() -> ServiceError {
@@ -144,6 +147,7 @@ impl Scheduler {
             by_number: HashMap::with_capacity(n),
             booked: HashMap::new(),
             slot_of: HashMap::new(),
+            open_count: Arc::new(AtomicUsize::new(n)),
         };
         let now = actor.hl.clock().now();
         // Start-up: one plan snapshot and one floor lock for the whole lot.
@@ -200,8 +204,19 @@ impl Scheduler {
             index_ms = loading.elapsed().as_millis() as u64 - loaded_ms,
             "callback scheduler started"
         );
+        let open_count = actor.open_count.clone();
         tokio::spawn(actor.run());
-        Ok(Self { tx, kick })
+        Ok(Self {
+            tx,
+            kick,
+            open_count,
+        })
+    }
+
+    /// Pending and dispatched callbacks held in memory (the scheduler's share of the
+    /// process's memory grows with it), as of the scheduler's last pass.
+    pub fn open_count(&self) -> usize {
+        self.open_count.load(Ordering::Relaxed)
     }
 
     /// Something the scheduler depends on changed (an agent freed up): look again.
@@ -350,6 +365,8 @@ struct Actor {
     /// Open scheduled callbacks per (queue, slot start), and each one's slot.
     booked: HashMap<(String, DateTime<Utc>), u32>,
     slot_of: HashMap<String, (String, DateTime<Utc>)>,
+    /// `open.len()` for the metrics, published after each pass.
+    open_count: Arc<AtomicUsize>,
 }
 
 /// A callback id as the in-memory lookups hold it: one allocation shared by all of
@@ -370,6 +387,7 @@ impl Actor {
         loop {
             let now = self.hl.clock().now();
             self.step(now).await;
+            self.open_count.store(self.open.len(), Ordering::Relaxed);
             let next = self.next_wakeup(self.hl.clock().now());
             let sleep = async {
                 match (&mut clock_moves, next) {

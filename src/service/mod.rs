@@ -392,6 +392,11 @@ impl Holdless {
         }
     }
 
+    /// Open callbacks the scheduler holds in memory (None before it has started).
+    pub fn open_callbacks_in_memory(&self) -> Option<usize> {
+        self.scheduler.get().map(|s| s.open_count())
+    }
+
     /// Live figures of one queue (or all queues of the active plan).
     pub fn queue_stats(
         &self,

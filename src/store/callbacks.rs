@@ -234,7 +234,10 @@ impl SledStore {
     /// go straight into the scheduler's map, whose table then holds pointers rather
     /// than half-empty buckets of whole records (most of a large start-up was the
     /// kernel handing out zeroed pages).
-    #[allow(clippy::vec_box, reason = "each record moves into the scheduler's map as is")]
+    #[allow(
+        clippy::vec_box,
+        reason = "each record moves into the scheduler's map as is"
+    )]
     pub(crate) fn open_callbacks_blocking(&self) -> StoreResult<Vec<Box<Callback>>> {
         let raw: Vec<sled::IVec> = self
             .trees

@@ -61,3 +61,43 @@ async fn metrics_endpoint_exports_rpc_routing_queue_and_store_families() {
     );
     assert!(body.contains(r#"holdless_queue_agents{queue="general",state="busy"} 1"#));
 }
+
+/// The value of an unlabelled gauge in a scrape.
+fn gauge(body: &str, name: &str) -> Option<f64> {
+    body.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+}
+
+#[tokio::test]
+async fn metrics_count_the_calls_and_callbacks_held_in_memory() {
+    let app = spawn_app().await;
+    agent(&app, "a1", &["support"], pb::AgentState::Busy, 0).await;
+    app.route(call("mem-1", "+12125550100")).await;
+    app.route(call("mem-2", "+12125550101")).await;
+    pb::callback_service_client::CallbackServiceClient::new(app.channel.clone())
+        .request_callback(pb::RequestCallbackRequest {
+            queue_id: "general".into(),
+            phone_number: "+13125550100".into(),
+            ..Default::default()
+        })
+        .await
+        .expect("callback requested");
+    // The scheduler publishes its count after the pass that takes the new callback (and
+    // the gauges are process-wide: another test's scrape may set them in between).
+    let wanted = [
+        ("holdless_callbacks_open", 1.0),
+        ("holdless_live_calls", 2.0),
+        ("holdless_callbacks_in_line", 1.0),
+    ];
+    let mut body = scrape(&app).await;
+    for _ in 0..100 {
+        if wanted.iter().all(|(g, v)| gauge(&body, g) == Some(*v)) {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        body = scrape(&app).await;
+    }
+    for (g, v) in wanted {
+        assert_eq!(gauge(&body, g), Some(v), "{g} in:\n{body}");
+    }
+}
