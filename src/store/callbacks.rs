@@ -229,11 +229,10 @@ impl SledStore {
     }
 
     /// Every open callback: one sequential scan of the records (much faster than
-    /// following the open index record by record), decoded on all cores.
-    /// Every open callback, each in its own allocation: at start-up a million of them
-    /// go straight into the scheduler's map, whose table then holds pointers rather
-    /// than half-empty buckets of whole records (most of a large start-up was the
-    /// kernel handing out zeroed pages).
+    /// following the open index record by record), decoded on all cores, each into its
+    /// own allocation: at start-up a million of them go straight into the scheduler's
+    /// map, whose table then holds pointers rather than half-empty buckets of whole
+    /// records (most of a large start-up was the kernel handing out zeroed pages).
     #[allow(
         clippy::vec_box,
         reason = "each record moves into the scheduler's map as is"

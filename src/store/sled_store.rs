@@ -201,23 +201,38 @@ impl SledStore {
             .map_err(|e| io(format!("scan task failed: {e}")))?
     }
 
+    /// Runs `job` on the writer thread over `keys` (found by a read-only scan) in
+    /// chunks of [`PRUNE_CHUNK`], so durable writes queued meanwhile wait little.
+    /// Returns the sum of what the jobs return.
+    pub(crate) async fn in_jobs<F>(&self, keys: Vec<sled::IVec>, job: F) -> StoreResult<usize>
+    where
+        F: Fn(&SledStore, &[sled::IVec]) -> StoreResult<usize> + Clone + Send + 'static,
+    {
+        let mut done = 0;
+        for chunk in keys.chunks(PRUNE_CHUNK) {
+            let chunk = chunk.to_vec();
+            let job = job.clone();
+            done += self.write(move |s| job(s, &chunk)).await?;
+        }
+        Ok(done)
+    }
+
     /// Removes `keys` (found by a read-only scan) from the tree `tree` picks, in writer
-    /// jobs of [`PRUNE_CHUNK`], so durable writes queued meanwhile wait little. Returns
-    /// how many keys it was given.
+    /// jobs (see [`SledStore::in_jobs`]). Returns how many keys it was given.
     pub(crate) async fn remove_in_jobs(
         &self,
         tree: fn(&SledStore) -> &sled::Tree,
         keys: Vec<sled::IVec>,
     ) -> StoreResult<usize> {
-        for chunk in keys.chunks(PRUNE_CHUNK) {
+        self.in_jobs(keys, move |s, chunk| {
             let mut batch = sled::Batch::default();
             for k in chunk {
                 batch.remove(k.clone());
             }
-            self.write(move |s| tree(s).apply_batch(batch).map_err(io))
-                .await?;
-        }
-        Ok(keys.len())
+            tree(s).apply_batch(batch).map_err(io)?;
+            Ok(chunk.len())
+        })
+        .await
     }
 
     pub(crate) async fn write<T, F>(&self, f: F) -> StoreResult<T>
@@ -733,33 +748,29 @@ impl Store for SledStore {
                 Ok(old)
             })
             .await?;
-        let mut pruned = 0;
-        for chunk in old.chunks(PRUNE_CHUNK) {
-            let chunk = chunk.to_vec();
-            pruned += self
-                .write(move |s| {
-                    let r = (&s.contacts, &s.contacts_by_party).transaction(|(contacts, index)| {
-                        let mut n = 0;
-                        for k in &chunk {
-                            // Updated since the scan: kept.
-                            let Some(c) = get_tx::<ContactRecord>(contacts, k)? else {
-                                continue;
-                            };
-                            if c.updated_at >= before {
-                                continue;
-                            }
-                            for pk in party_keys(&c) {
-                                index.remove(pk)?;
-                            }
-                            contacts.remove(k)?;
-                            n += 1;
+        let pruned = self
+            .in_jobs(old, move |s, chunk| {
+                let r = (&s.contacts, &s.contacts_by_party).transaction(|(contacts, index)| {
+                    let mut n = 0;
+                    for k in chunk {
+                        // Updated since the scan: kept.
+                        let Some(c) = get_tx::<ContactRecord>(contacts, k)? else {
+                            continue;
+                        };
+                        if c.updated_at >= before {
+                            continue;
                         }
-                        Ok(n)
-                    });
-                    tx_result(r)
-                })
-                .await?;
-        }
+                        for pk in party_keys(&c) {
+                            index.remove(pk)?;
+                        }
+                        contacts.remove(k)?;
+                        n += 1;
+                    }
+                    Ok(n)
+                });
+                tx_result(r)
+            })
+            .await?;
         self.prune_kpi_marks(before).await?;
         Ok(pruned)
     }
