@@ -250,6 +250,20 @@ impl Callback {
 }
 
 #[cfg(test)]
+impl Callback {
+    /// A pending ASAP callback with this id, number and queue, for tests elsewhere in
+    /// the crate.
+    pub(crate) fn pending_for_test(id: &str, phone: &str, queue: &str) -> Callback {
+        Callback {
+            id: id.into(),
+            phone: phone.into(),
+            queue_id: queue.into(),
+            ..tests::pending()
+        }
+    }
+}
+
+#[cfg(test)]
 mod tests {
     use super::*;
 
@@ -257,7 +271,7 @@ mod tests {
         DateTime::<Utc>::from_timestamp(1_790_000_000 + s, 0).unwrap()
     }
 
-    fn pending() -> Callback {
+    pub(super) fn pending() -> Callback {
         Callback {
             id: "cb".into(),
             state: CallbackState::Pending,

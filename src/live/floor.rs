@@ -376,7 +376,7 @@ impl Floor {
         seq: Option<u64>,
     ) -> u32 {
         self.remove_callback(id);
-        let key = self.line_up_callback(id, &queue, priority, virtual_enqueued_at, seq);
+        let key = self.line_up_callback(Arc::from(id), &queue, priority, virtual_enqueued_at, seq);
         self.queue_mut(&queue).line.rank(&key) as u32 + 1
     }
 
@@ -386,19 +386,19 @@ impl Floor {
     /// ends of the tree's nodes.
     pub fn enqueue_callbacks<'q>(
         &mut self,
-        mut callbacks: Vec<(&str, QueueInfo<'q>, i32, DateTime<Utc>)>,
+        mut callbacks: Vec<(Arc<str>, QueueInfo<'q>, i32, DateTime<Utc>)>,
     ) {
         callbacks.sort_by(|a, b| (a.1.id, Reverse(a.2), a.3).cmp(&(b.1.id, Reverse(b.2), b.3)));
         self.callbacks.reserve(callbacks.len());
         for (id, queue, priority, at) in callbacks {
-            self.remove_callback(id);
+            self.remove_callback(&id);
             self.line_up_callback(id, &queue, priority, at, None);
         }
     }
 
     fn line_up_callback(
         &mut self,
-        id: &str,
+        id: Arc<str>,
         queue: &QueueInfo<'_>,
         priority: i32,
         virtual_enqueued_at: DateTime<Utc>,
@@ -408,7 +408,6 @@ impl Floor {
             Some(s) => s,
             None => self.seq(),
         };
-        let id: Arc<str> = Arc::from(id);
         let key = WaitKey {
             priority: Reverse(priority),
             enqueued_at: virtual_enqueued_at,

@@ -16,6 +16,7 @@
 //! scheduled callback joins the line at its slot start. Retries wait out the backoff
 //! off the line, then return to their original place.
 
+mod numbers;
 pub mod policy;
 
 use std::collections::{HashMap, HashSet};
@@ -144,58 +145,50 @@ impl Scheduler {
             dirty: HashSet::new(),
             lined: HashSet::new(),
             orphaned: HashSet::new(),
-            by_number: HashMap::with_capacity(n),
+            by_number: numbers::NumberIndex::with_capacity(n),
             booked: HashMap::new(),
             slot_of: HashMap::new(),
             open_count: Arc::new(AtomicUsize::new(n)),
         };
         let now = actor.hl.clock().now();
-        // Start-up: one plan snapshot and one floor lock for the whole lot.
+        // Start-up: one plan snapshot and one floor lock for the whole lot. Each id is
+        // allocated once, shared by the floor's line and every lookup here.
         let plan = actor.hl.active_plan();
         let hl = actor.hl.clone();
+        let ids: Vec<Id> = open.iter().map(|cb| Id::from(cb.id.as_str())).collect();
         let due: Vec<_> = open
             .iter()
-            .filter(|c| c.state == CallbackState::Pending && c.not_before <= now)
-            .filter_map(|cb| {
-                let q = plan.queue(&cb.queue_id)?;
-                Some((cb, crate::service::queue_info(q)))
+            .zip(&ids)
+            .filter(|(c, _)| c.state == CallbackState::Pending && c.not_before <= now)
+            .filter_map(|(cb, id)| {
+                let q = crate::service::queue_info(plan.queue(&cb.queue_id)?);
+                Some((id.clone(), q, cb.priority, cb.virtual_enqueued_at))
             })
             .collect();
-        for (cb, _) in &due {
-            actor.lined.insert(cb.queue_id.clone());
-            actor.dirty.insert(cb.queue_id.clone());
+        for (_, q, _, _) in &due {
+            if !actor.lined.contains(q.id) {
+                actor.lined.insert(q.id.to_owned());
+                actor.dirty.insert(q.id.to_owned());
+            }
         }
         // The lines on one thread while this one builds the lookups: they share nothing
-        // but the records, read-only (a second core halves a large start-up).
+        // but the ids (a second core halves a large start-up).
         let mut timers = Vec::with_capacity(n);
-        let mut ids: Vec<Id> = Vec::with_capacity(n);
         std::thread::scope(|s| {
-            let lines = s.spawn(|| {
-                hl.with_floor(|f| {
-                    f.enqueue_callbacks(
-                        due.into_iter()
-                            .map(|(cb, q)| (cb.id.as_str(), q, cb.priority, cb.virtual_enqueued_at))
-                            .collect(),
-                    )
-                })
-            });
-            for cb in &open {
-                let id: Id = Arc::from(cb.id.as_str());
-                if let Some(t) = actor.timer_for(cb, now) {
+            let lines = s.spawn(|| hl.with_floor(|f| f.enqueue_callbacks(due)));
+            for (id, cb) in ids.into_iter().zip(open) {
+                if let Some(t) = actor.timer_for(&cb, now) {
                     timers.push((t, id.clone()));
                     actor.timer_of.insert(id.clone(), t);
                 }
-                actor.index_refs(cb, &id);
-                ids.push(id);
+                actor.index_refs(&cb, &id);
+                actor.open.insert(id, cb);
             }
             // A panic on the other thread surfaces here, as it would have inline.
             if let Err(panic) = lines.join() {
                 std::panic::resume_unwind(panic);
             }
         });
-        for (id, cb) in ids.into_iter().zip(open) {
-            actor.open.insert(id, cb);
-        }
         // The timers in one bulk build (sorted once) rather than a million inserts.
         actor.timers = timers.into_iter().collect();
         tracing::info!(
@@ -361,7 +354,7 @@ struct Actor {
     /// Dispatched callbacks whose lease ran out while no dialer was connected.
     orphaned: HashSet<String>,
     /// (phone, queue) -> open callback id: the dedupe and auto-cancel lookup.
-    by_number: HashMap<(String, String), Id>,
+    by_number: numbers::NumberIndex,
     /// Open scheduled callbacks per (queue, slot start), and each one's slot.
     booked: HashMap<(String, DateTime<Utc>), u32>,
     slot_of: HashMap<String, (String, DateTime<Utc>)>,
@@ -519,7 +512,7 @@ impl Actor {
             self.by_attempt.insert(l.attempt_id.clone(), id.clone());
         }
         self.by_number
-            .insert((cb.phone.clone(), cb.queue_id.clone()), id.clone());
+            .insert(&self.open, id.clone(), &cb.phone, &cb.queue_id);
         self.unbook(&cb.id);
         if let CallbackKind::Scheduled { start, .. } = cb.kind {
             let slot = (cb.queue_id.clone(), start);
@@ -529,6 +522,9 @@ impl Actor {
     }
 
     fn unbook(&mut self, id: &str) {
+        if self.slot_of.is_empty() {
+            return;
+        }
         if let Some(slot) = self.slot_of.remove(id) {
             if let Some(n) = self.booked.get_mut(&slot) {
                 *n = n.saturating_sub(1);
@@ -550,10 +546,7 @@ impl Actor {
     fn forget(&mut self, id: &str) {
         self.unbook(id);
         if let Some(cb) = self.open.remove(id) {
-            let key = (cb.phone.clone(), cb.queue_id.clone());
-            if self.by_number.get(&key).map(|k| &**k) == Some(id) {
-                self.by_number.remove(&key);
-            }
+            self.by_number.remove(id, &cb.phone, &cb.queue_id);
             if let Some(l) = &cb.lease {
                 self.by_attempt.remove(&l.attempt_id);
             }
@@ -611,7 +604,7 @@ impl Actor {
             Command::AnsweredInbound { phone, queue } => {
                 let id = self
                     .by_number
-                    .get(&(phone, queue))
+                    .get(&self.open, &phone, &queue)
                     .filter(|id| {
                         self.open
                             .get(*id)
@@ -668,7 +661,7 @@ impl Actor {
             // One open callback per number and queue: a twin request gets the first.
             if let Some(existing) = self
                 .by_number
-                .get(&(cb.phone.clone(), cb.queue_id.clone()))
+                .get(&self.open, &cb.phone, &cb.queue_id)
                 .and_then(|id| self.open.get(id))
             {
                 return Ok(crate::store::CallbackCreate::Existing((**existing).clone()));

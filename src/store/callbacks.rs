@@ -229,59 +229,97 @@ impl SledStore {
     }
 
     /// Every open callback: one sequential scan of the records (much faster than
-    /// following the open index record by record), decoded on all cores, each into its
-    /// own allocation: at start-up a million of them go straight into the scheduler's
-    /// map, whose table then holds pointers rather than half-empty buckets of whole
-    /// records (most of a large start-up was the kernel handing out zeroed pages).
+    /// following the open index record by record), decoded on the other cores while
+    /// the scan goes on, each into its own allocation: at start-up a million of them go
+    /// straight into the scheduler's map, whose table then holds pointers rather than
+    /// half-empty buckets of whole records (most of a large start-up was the kernel
+    /// handing out zeroed pages). Records come back in id order.
     #[allow(
         clippy::vec_box,
         reason = "each record moves into the scheduler's map as is"
     )]
     pub(crate) fn open_callbacks_blocking(&self) -> StoreResult<Vec<Box<Callback>>> {
-        let raw: Vec<sled::IVec> = self
-            .trees
-            .callbacks
-            .scan_prefix([RECORD])
-            .values()
-            .collect::<Result<_, _>>()
-            .map_err(io)?;
-        let threads = std::thread::available_parallelism()
+        let decoders = std::thread::available_parallelism()
             .map_or(1, |n| n.get())
-            .max(1);
-        let chunk = raw.len().div_ceil(threads).max(1);
-        let decoded: Vec<StoreResult<Vec<Box<Callback>>>> = std::thread::scope(|scope| {
-            let handles: Vec<_> = raw
-                .chunks(chunk)
-                .map(|part| {
-                    scope.spawn(move || {
-                        let mut out = Vec::with_capacity(part.len());
-                        for v in part {
+            .saturating_sub(1);
+        self.open_callbacks_decoded_by(decoders)
+    }
+
+    /// [`Self::open_callbacks_blocking`] with `decoders` decoding threads (at least one).
+    #[allow(clippy::vec_box, reason = "as open_callbacks_blocking")]
+    pub(crate) fn open_callbacks_decoded_by(
+        &self,
+        decoders: usize,
+    ) -> StoreResult<Vec<Box<Callback>>> {
+        /// Records handed to a decoder at a time.
+        const CHUNK: usize = 4_096;
+        type Decoded = StoreResult<Vec<(usize, Vec<Box<Callback>>)>>;
+        let decoders = decoders.max(1);
+        let scan = self.trees.callbacks.scan_prefix([RECORD]).values();
+        let (scanned, decoded) = std::thread::scope(|scope| {
+            let mut feeds = Vec::with_capacity(decoders);
+            let mut handles = Vec::with_capacity(decoders);
+            for _ in 0..decoders {
+                let (tx, rx) = std::sync::mpsc::sync_channel::<(usize, Vec<sled::IVec>)>(2);
+                feeds.push(tx);
+                handles.push(scope.spawn(move || -> Decoded {
+                    let mut out = Vec::new();
+                    for (n, chunk) in rx {
+                        let mut part = Vec::with_capacity(chunk.len());
+                        for v in &chunk {
                             let c = decode_cb(v)?;
                             if c.state.is_open() {
-                                out.push(Box::new(c));
+                                part.push(Box::new(c));
                             }
                         }
-                        Ok(out)
-                    })
-                })
-                .collect();
-            handles
+                        out.push((n, part));
+                    }
+                    Ok(out)
+                }));
+            }
+            // This thread reads; the decoders take turns with the chunks.
+            let mut scanned: StoreResult<()> = Ok(());
+            let mut chunk = Vec::with_capacity(CHUNK);
+            let mut n = 0;
+            for v in scan {
+                match v {
+                    Ok(v) => chunk.push(v),
+                    Err(e) => {
+                        scanned = Err(io(e));
+                        break;
+                    }
+                }
+                if chunk.len() == CHUNK {
+                    let full = std::mem::replace(&mut chunk, Vec::with_capacity(CHUNK));
+                    // A decoder that stopped has failed; its error is reported below.
+                    if feeds[n % decoders].send((n, full)).is_err() {
+                        break;
+                    }
+                    n += 1;
+                }
+            }
+            if !chunk.is_empty() {
+                let _ = feeds[n % decoders].send((n, chunk));
+            }
+            drop(feeds);
+            let decoded: Vec<Decoded> = handles
                 .into_iter()
                 .map(|h| {
                     h.join()
                         .unwrap_or_else(|_| Err(corrupt("decoding callbacks panicked")))
                 })
-                .collect()
+                .collect();
+            (scanned, decoded)
         });
-        drop(raw);
-        let mut out = Vec::new();
-        for part in decoded {
-            let part = part?;
-            if out.is_empty() {
-                out = part;
-            } else {
-                out.extend(part);
-            }
+        scanned?;
+        let mut parts = Vec::new();
+        for d in decoded {
+            parts.extend(d?);
+        }
+        parts.sort_unstable_by_key(|(n, _)| *n);
+        let mut out = Vec::with_capacity(parts.iter().map(|(_, p)| p.len()).sum());
+        for (_, part) in parts {
+            out.extend(part);
         }
         Ok(out)
     }

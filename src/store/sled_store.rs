@@ -1401,6 +1401,53 @@ mod tests {
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn open_callbacks_come_back_in_id_order_across_many_decode_chunks() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = SledStore::open(dir.path()).unwrap();
+        // More records than several decode chunks hold, written out of order.
+        let n = 10_000;
+        let mut callbacks: Vec<Callback> = (0..n)
+            .map(|i| {
+                open_callback(
+                    &format!("01J{:023}", (i * 7_919) % n),
+                    &format!("+44{i}"),
+                    CallbackState::Pending,
+                )
+            })
+            .collect();
+        callbacks.reverse();
+        let import = StoreImport {
+            plans: Vec::new(),
+            active_version: None,
+            customers: Vec::new(),
+            callbacks,
+        };
+        s.import(import).await.unwrap();
+        // Two of them are no longer open.
+        for id in ["01J00000000000000000000017", "01J00000000000000000009998"] {
+            let mut done = s.callback(id).await.unwrap().unwrap();
+            done.cancel("test".into(), done.updated_at).unwrap();
+            s.update_callback(done).await.unwrap();
+        }
+        let expected: Vec<String> = (0..n)
+            .filter(|i| ![17, 9_998].contains(i))
+            .map(|i| format!("01J{i:023}"))
+            .collect();
+        let ids = |c: Vec<Box<Callback>>| c.into_iter().map(|c| c.id).collect::<Vec<_>>();
+        assert_eq!(ids(s.open_callbacks().await.unwrap()), expected);
+        // With several decoders taking turns, the chunks are put back in order.
+        for decoders in [1, 2] {
+            let this = s.clone();
+            let got = tokio::task::spawn_blocking(move || this.open_callbacks_decoded_by(decoders))
+                .await
+                .unwrap()
+                .unwrap();
+            assert_eq!(ids(got), expected, "{decoders} decoders");
+        }
+        s.close().await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn import_refuses_a_store_that_holds_anything_and_changes_nothing() {
         let dir = tempfile::tempdir().unwrap();
         let s = SledStore::open(dir.path()).unwrap();
