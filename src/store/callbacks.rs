@@ -6,10 +6,17 @@
 //! - `o` + phone + 0x00 + queue -> id, for every open callback (dedupe)
 //! - `r` + request id -> [`RequestRecord`] (idempotency, pruned)
 //!
-//! Every change of a callback and its index entries is one `apply_batch` on that one
-//! tree, which sled applies atomically. Changes only ever run on the store's single
+//! Every change of a callback and its index entries goes into one `apply_batch` on that
+//! one tree, which sled applies atomically. Changes only ever run on the store's single
 //! writer thread, so reading the current state and then applying the batch cannot race
 //! another writer; readers on other threads see a change whole or not at all.
+//!
+//! Creates and updates are staged: the writer collects the changes of a whole group
+//! of writers (see `committer`) in [`Staged`], reads through it, and applies the group
+//! as one batch before the group's flush. sled rolls its log buffer twice for every
+//! `apply_batch` (each roll a separate write and `sync_file_range` on its I/O threads),
+//! so a batch per change made that the ceiling of durable callback writes. Nothing
+//! staged is acknowledged before it is applied and flushed.
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -80,25 +87,37 @@ fn request_key(request_id: &str) -> Vec<u8> {
 }
 
 /// The batch that replaces `old` (if any) with `new`, index entries included.
-fn change(tree: &sled::Tree, old: Option<&Callback>, new: &Callback) -> StoreResult<sled::Batch> {
-    let mut b = sled::Batch::default();
-    if let Some(old) = old {
-        if old.state == CallbackState::Pending {
-            b.remove(due_key(old));
-        }
-        if old.state.is_open() && !new.state.is_open() {
-            let k = open_key(&old.phone, &old.queue_id);
-            if tree.get(&k).map_err(io)?.as_deref() == Some(old.id.as_bytes()) {
-                b.remove(k);
+/// Changes to the callback tree, key -> new value (`None`: removed); the last change
+/// of a key wins, as in a `sled::Batch`, which cannot be read back.
+#[derive(Default)]
+pub(crate) struct Writes(std::collections::HashMap<sled::IVec, Option<sled::IVec>>);
+
+impl Writes {
+    fn insert(&mut self, k: impl Into<sled::IVec>, v: impl Into<sled::IVec>) {
+        self.0.insert(k.into(), Some(v.into()));
+    }
+
+    fn remove(&mut self, k: impl Into<sled::IVec>) {
+        self.0.insert(k.into(), None);
+    }
+
+    fn into_batch(self) -> sled::Batch {
+        let mut b = sled::Batch::default();
+        for (k, v) in self.0 {
+            match v {
+                Some(v) => b.insert(k, v),
+                None => b.remove(k),
             }
         }
+        b
     }
-    put(&mut b, new);
-    Ok(b)
 }
 
+/// The staged changes of the group the writer is applying (writer thread only).
+pub(crate) type Staged = std::sync::Mutex<Writes>;
+
 /// Adds `c`'s record and the index entries its state calls for to `b`.
-fn put(b: &mut sled::Batch, c: &Callback) {
+fn put(b: &mut Writes, c: &Callback) {
     if c.state == CallbackState::Pending {
         b.insert(due_key(c), &[] as &[u8]);
     }
@@ -111,14 +130,67 @@ fn put(b: &mut sled::Batch, c: &Callback) {
 /// The records and index entries of callbacks restored into an empty store: the same
 /// entries `create_callback` writes (KPIs are not counted again).
 pub(crate) fn import_batch(callbacks: &[Callback]) -> sled::Batch {
-    let mut b = sled::Batch::default();
+    let mut b = Writes::default();
     for c in callbacks {
         put(&mut b, c);
     }
-    b
+    b.into_batch()
 }
 
 impl SledStore {
+    fn staged(&self) -> std::sync::MutexGuard<'_, Writes> {
+        self.staged.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// A key of the callback tree as the writer sees it: staged changes first.
+    fn writer_get(&self, k: &[u8]) -> StoreResult<Option<sled::IVec>> {
+        if let Some(v) = self.staged().0.get(k) {
+            return Ok(v.clone());
+        }
+        self.trees.callbacks.get(k).map_err(io)
+    }
+
+    fn writer_read_callback(&self, id: &[u8]) -> StoreResult<Option<Callback>> {
+        self.writer_get(&key(RECORD, id))?
+            .map(|v| decode_cb(&v))
+            .transpose()
+    }
+
+    /// The writes that take `old` (if any) to `new`.
+    fn change(&self, old: Option<&Callback>, new: &Callback) -> StoreResult<Writes> {
+        let mut b = Writes::default();
+        if let Some(old) = old {
+            if old.state == CallbackState::Pending {
+                b.remove(due_key(old));
+            }
+            if old.state.is_open() && !new.state.is_open() {
+                let k = open_key(&old.phone, &old.queue_id);
+                if self.writer_get(&k)?.as_deref() == Some(old.id.as_bytes()) {
+                    b.remove(k);
+                }
+            }
+        }
+        put(&mut b, new);
+        Ok(b)
+    }
+
+    fn stage(&self, writes: Writes) {
+        self.staged().0.extend(writes.0);
+    }
+
+    /// Applies the staged changes as one batch (writer thread only; the committer
+    /// calls it before any other change and before each flush).
+    pub(crate) fn apply_staged(&self) -> StoreResult<()> {
+        let writes = std::mem::take(&mut *self.staged());
+        if writes.0.is_empty() {
+            return Ok(());
+        }
+        self.trees
+            .callbacks
+            .apply_batch(writes.into_batch())
+            .map_err(io)
+    }
+
     fn read_callback(&self, id: &[u8]) -> StoreResult<Option<Callback>> {
         self.trees
             .callbacks
@@ -134,11 +206,10 @@ impl SledStore {
         cb: Callback,
         request_id: Option<String>,
     ) -> StoreResult<CallbackCreate> {
-        let tree = &self.trees.callbacks;
         if let Some(rid) = &request_id {
-            if let Some(v) = tree.get(request_key(rid)).map_err(io)? {
+            if let Some(v) = self.writer_get(&request_key(rid))? {
                 let rec: RequestRecord = decode(&v)?;
-                return match self.read_callback(rec.callback_id.as_bytes())? {
+                return match self.writer_read_callback(rec.callback_id.as_bytes())? {
                     Some(c) => Ok(CallbackCreate::Replayed(c)),
                     None => Err(corrupt(format!(
                         "request {rid} names missing callback {}",
@@ -147,17 +218,17 @@ impl SledStore {
                 };
             }
         }
-        let existing = match tree.get(open_key(&cb.phone, &cb.queue_id)).map_err(io)? {
-            Some(id) => self.read_callback(&id)?,
+        let existing = match self.writer_get(&open_key(&cb.phone, &cb.queue_id))? {
+            Some(id) => self.writer_read_callback(&id)?,
             None => None,
         };
         let (mut batch, outcome, id) = match existing {
             Some(c) => {
                 let id = c.id.clone();
-                (sled::Batch::default(), CallbackCreate::Existing(c), id)
+                (Writes::default(), CallbackCreate::Existing(c), id)
             }
             None => (
-                change(tree, None, &cb)?,
+                self.change(None, &cb)?,
                 CallbackCreate::Created(cb.clone()),
                 cb.id.clone(),
             ),
@@ -169,7 +240,7 @@ impl SledStore {
             };
             batch.insert(request_key(rid), encode(&rec));
         }
-        tree.apply_batch(batch).map_err(io)?;
+        self.stage(batch);
         if let CallbackCreate::Created(c) = &outcome {
             self.count_callback_blocking(None, c)?;
         }
@@ -196,13 +267,12 @@ impl SledStore {
         cb: Callback,
         settled: Option<&str>,
     ) -> StoreResult<()> {
-        let tree = &self.trees.callbacks;
-        let old = self.read_callback(cb.id.as_bytes())?;
+        let old = self.writer_read_callback(cb.id.as_bytes())?;
         match &old {
             Some(o) if o.version + 1 == cb.version => {}
             _ => return Err(StoreError::Stale { id: cb.id.clone() }),
         }
-        let mut batch = change(tree, old.as_ref(), &cb)?;
+        let mut batch = self.change(old.as_ref(), &cb)?;
         if let Some(attempt) = settled {
             let rec = SettledRecord {
                 callback_id: cb.id.clone(),
@@ -210,7 +280,7 @@ impl SledStore {
             };
             batch.insert(key(SETTLED, attempt.as_bytes()), encode(&rec));
         }
-        tree.apply_batch(batch).map_err(io)?;
+        self.stage(batch);
         self.count_callback_blocking(old.as_ref(), &cb)
     }
 

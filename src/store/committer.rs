@@ -7,6 +7,11 @@
 //! then answers each writer of the batches it covered, with its own result. Applying
 //! the next batch overlaps flushing the last. `flush` is only ever called from the
 //! flusher (sled 0.34.7 deadlocks when many tasks flush at once).
+//!
+//! Callback creates and updates are staged ([`Committer::write_staged`]): they leave
+//! their changes with the store, which applies a run of them as one sled batch (see
+//! `store::callbacks`) before the next other change and before the batch is handed
+//! to the flusher. If that batch fails, each staged writer gets the error.
 
 use std::fs::File;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -28,7 +33,8 @@ pub(crate) type Finisher = Box<dyn FnOnce(StoreResult<()>) + Send>;
 pub(crate) type Job = Box<dyn FnOnce(&SledStore) -> Finisher + Send>;
 
 enum Msg {
-    Job(Job),
+    /// A change, and whether it stages its writes in the store.
+    Job(Job, bool),
     Stop,
 }
 
@@ -83,6 +89,24 @@ impl Committer {
         T: Send + 'static,
         F: FnOnce(&SledStore) -> StoreResult<T> + Send + 'static,
     {
+        self.submit(f, false).await
+    }
+
+    /// As [`Self::write`], for a change that only stages its writes in the store
+    /// (callback creates and updates), applied with the others of its run.
+    pub async fn write_staged<T, F>(&self, f: F) -> StoreResult<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&SledStore) -> StoreResult<T> + Send + 'static,
+    {
+        self.submit(f, true).await
+    }
+
+    async fn submit<T, F>(&self, f: F, staged: bool) -> StoreResult<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&SledStore) -> StoreResult<T> + Send + 'static,
+    {
         let (done, result) = oneshot::channel::<StoreResult<T>>();
         let job: Job = Box::new(move |store| {
             let out = f(store);
@@ -95,7 +119,7 @@ impl Committer {
             })
         });
         self.sender()?
-            .send(Msg::Job(job))
+            .send(Msg::Job(job, staged))
             .await
             .map_err(|_| StoreError::Closed)?;
         result.await.map_err(|_| StoreError::Closed)?
@@ -151,12 +175,18 @@ fn run(
         }
         let mut stop = false;
         let mut finishers: Vec<Finisher> = Vec::with_capacity(batch.len());
+        let mut staged: Vec<Finisher> = Vec::new();
         for msg in batch.drain(..) {
             match msg {
-                Msg::Job(job) => finishers.push(job(&store)),
+                Msg::Job(job, true) => staged.push(job(&store)),
+                Msg::Job(job, false) => {
+                    apply_staged(&store, &mut staged, &mut finishers);
+                    finishers.push(job(&store));
+                }
                 Msg::Stop => stop = true,
             }
         }
+        apply_staged(&store, &mut staged, &mut finishers);
         if let Err(e) = store.write_pending_kpi() {
             // The batch's changes are applied but their counters are not: refuse the
             // writes rather than acknowledge numbers that would not add up.
@@ -174,6 +204,20 @@ fn run(
     }
     drop(to_flusher);
     let _ = flusher.join();
+}
+
+/// Applies the staged changes of `staged`'s writers: they join `finishers` (to be
+/// answered after the flush), or get the error now.
+fn apply_staged(store: &SledStore, staged: &mut Vec<Finisher>, finishers: &mut Vec<Finisher>) {
+    match store.apply_staged() {
+        Ok(()) => finishers.append(staged),
+        Err(e) => {
+            tracing::error!(error = %e, "applying staged callback changes failed; their writes are refused");
+            for f in staged.drain(..) {
+                f(Err(e.clone()));
+            }
+        }
+    }
 }
 
 /// The flusher: one `flush` + `fdatasync` acknowledges every change applied before it

@@ -90,6 +90,8 @@ pub struct SledStore {
     /// KPI deltas of the batch being applied, per bucket key (writer thread only).
     pub(crate) kpi_pending:
         Arc<std::sync::Mutex<std::collections::HashMap<Vec<u8>, crate::metrics::kpi::KpiCounters>>>,
+    /// Callback changes of the group being applied (writer thread only).
+    pub(crate) staged: Arc<super::callbacks::Staged>,
     committer: Arc<Committer>,
 }
 
@@ -174,6 +176,7 @@ impl SledStore {
             contacts_by_party: db.open_tree("contacts_by_party").map_err(io)?,
             kpi: db.open_tree("kpi").map_err(io)?,
             kpi_pending: Default::default(),
+            staged: Default::default(),
             trees: Arc::new(CallbackTrees {
                 callbacks: db.open_tree("callbacks").map_err(io)?,
             }),
@@ -780,17 +783,20 @@ impl Store for SledStore {
         callback: Callback,
         request_id: Option<String>,
     ) -> StoreResult<CallbackCreate> {
-        self.write(move |s| s.create_callback_blocking(callback, request_id))
+        self.committer
+            .write_staged(move |s| s.create_callback_blocking(callback, request_id))
             .await
     }
 
     async fn update_callback(&self, callback: Callback) -> StoreResult<()> {
-        self.write(move |s| s.update_callback_blocking(callback, None))
+        self.committer
+            .write_staged(move |s| s.update_callback_blocking(callback, None))
             .await
     }
 
     async fn settle_callback(&self, callback: Callback, attempt_id: String) -> StoreResult<()> {
-        self.write(move |s| s.update_callback_blocking(callback, Some(&attempt_id)))
+        self.committer
+            .write_staged(move |s| s.update_callback_blocking(callback, Some(&attempt_id)))
             .await
     }
 
@@ -999,6 +1005,96 @@ mod tests {
             flushes < acked,
             "group commit: {flushes} flushes for {acked} writes"
         );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_twin_requests_in_one_group_create_one_callback() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = SledStore::open(dir.path()).unwrap();
+        // 64 requests for one number and queue, and 8 repeats of one request id, all
+        // at once: staged in the same groups, each must still see the ones before it.
+        let mut tasks = Vec::new();
+        for i in 0..72 {
+            let s = s.clone();
+            tasks.push(tokio::spawn(async move {
+                let (phone, rid) = if i < 64 {
+                    ("+441", None)
+                } else {
+                    ("+442", Some("req-x".to_string()))
+                };
+                let id = format!("01J{i:023}");
+                s.create_callback(open_callback(&id, phone, CallbackState::Pending), rid)
+                    .await
+                    .unwrap()
+            }));
+        }
+        let mut created = Vec::new();
+        let mut answers = std::collections::HashMap::<String, usize>::new();
+        for t in tasks {
+            let (c, new) = match t.await.unwrap() {
+                CallbackCreate::Created(c) => (c, true),
+                CallbackCreate::Existing(c) | CallbackCreate::Replayed(c) => (c, false),
+            };
+            if new {
+                created.push(c.id.clone());
+            }
+            *answers.entry(c.id).or_default() += 1;
+        }
+        assert_eq!(created.len(), 2, "one callback per number: {created:?}");
+        let mut counts: Vec<usize> = answers.values().copied().collect();
+        counts.sort();
+        assert_eq!(counts, vec![8, 64]);
+        assert_eq!(s.open_callbacks().await.unwrap().len(), 2);
+        assert_eq!(
+            s.check_callback_indexes().await.unwrap(),
+            Vec::<String>::new()
+        );
+        s.close().await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_change_after_staged_ones_in_its_group_sees_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = SledStore::open(dir.path()).unwrap();
+        // Hold the writer so the next two changes queue up behind it and are taken
+        // as one group: a staged create, then a plain change that reads the tree.
+        let (release, hold) = std::sync::mpsc::channel::<()>();
+        let blocker = {
+            let s = s.clone();
+            tokio::spawn(async move {
+                s.write(move |_| {
+                    let _ = hold.recv();
+                    Ok(())
+                })
+                .await
+            })
+        };
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        let id = "01J0000000000000000000000A";
+        let create = {
+            let s = s.clone();
+            tokio::spawn(async move {
+                s.create_callback(open_callback(id, "+441", CallbackState::Pending), None)
+                    .await
+            })
+        };
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        let read = {
+            let s = s.clone();
+            tokio::spawn(async move { s.write(move |s| s.get_callback(id)).await })
+        };
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        release.send(()).unwrap();
+        blocker.await.unwrap().unwrap();
+        assert!(matches!(
+            create.await.unwrap().unwrap(),
+            CallbackCreate::Created(_)
+        ));
+        assert_eq!(
+            read.await.unwrap().unwrap().map(|c| c.id),
+            Some(id.to_string())
+        );
+        s.close().await;
     }
 
     /// An RFC 3339 instant in UTC.
