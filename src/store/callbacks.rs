@@ -86,7 +86,6 @@ fn request_key(request_id: &str) -> Vec<u8> {
     key(REQUEST, request_id.as_bytes())
 }
 
-/// The batch that replaces `old` (if any) with `new`, index entries included.
 /// Changes to the callback tree, key -> new value (`None`: removed); the last change
 /// of a key wins, as in a `sled::Batch`, which cannot be read back.
 #[derive(Default)]
@@ -156,7 +155,8 @@ impl SledStore {
             .transpose()
     }
 
-    /// The writes that take `old` (if any) to `new`.
+    /// The writes that replace `old` (if any) with `new`, index entries included (reads
+    /// through the staged changes).
     fn change(&self, old: Option<&Callback>, new: &Callback) -> StoreResult<Writes> {
         let mut b = Writes::default();
         if let Some(old) = old {
