@@ -41,6 +41,19 @@ async fn next(stream: &mut Streaming<pb::Dispatch>) -> pb::Dispatch {
         .expect("stream open")
 }
 
+/// An available agent, dialer `dialer_id` watching, and an ASAP callback for `NY` in
+/// `general` that has been dispatched to it: the dialer, the callback, the dispatch.
+async fn one_dispatched(
+    app: &TestApp,
+    dialer_id: &str,
+) -> (Streaming<pb::Dispatch>, pb::Callback, pb::Dispatch) {
+    agent(app, "a1", &["support"], pb::AgentState::Available, 0).await;
+    let mut d = dialer(app, dialer_id).await;
+    let cb = request(app, asap("general", NY)).await.callback.unwrap();
+    let dispatched = next(&mut d).await;
+    (d, cb, dispatched)
+}
+
 /// Nothing arrives within a short grace period (a negative check, not a wait for work).
 async fn nothing(stream: &mut Streaming<pb::Dispatch>) {
     if let Ok(m) = tokio::time::timeout(Duration::from_millis(300), stream.message()).await {
@@ -227,10 +240,7 @@ async fn lease_expiry_redispatches_the_same_attempt_to_another_dialer() {
 #[tokio::test]
 async fn dialer_that_disconnects_mid_lease_loses_nothing() {
     let app = spawn_app().await;
-    agent(&app, "a1", &["support"], pb::AgentState::Available, 0).await;
-    let mut d1 = dialer(&app, "d1").await;
-    let cb = request(&app, asap("general", NY)).await.callback.unwrap();
-    let first = next(&mut d1).await;
+    let (d1, cb, first) = one_dispatched(&app, "d1").await;
     drop(d1);
     assert_eq!(
         get(&app, &cb.callback_id).await.state,
@@ -373,10 +383,7 @@ async fn scheduled_callback_in_a_listed_slot_is_dispatched_at_its_start() {
 #[tokio::test]
 async fn callbacks_and_their_leases_survive_a_restart() {
     let app = spawn_app().await;
-    agent(&app, "a1", &["support"], pb::AgentState::Available, 0).await;
-    let mut d = dialer(&app, "d").await;
-    let dispatched = request(&app, asap("general", NY)).await.callback.unwrap();
-    let attempt = next(&mut d).await;
+    let (d, dispatched, attempt) = one_dispatched(&app, "d").await;
     let pending = request(&app, asap("billing", "+13125550101"))
         .await
         .callback
@@ -401,10 +408,7 @@ async fn callbacks_and_their_leases_survive_a_restart() {
 #[tokio::test]
 async fn a_repeated_outcome_after_a_restart_is_a_duplicate_and_changes_nothing() {
     let app = spawn_app().await;
-    agent(&app, "a1", &["support"], pb::AgentState::Available, 0).await;
-    let mut d = dialer(&app, "d").await;
-    let cb = request(&app, asap("general", NY)).await.callback.unwrap();
-    let attempt = next(&mut d).await;
+    let (d, cb, attempt) = one_dispatched(&app, "d").await;
     let first = report(&app, &attempt.attempt_id, pb::DispatchOutcome::NoAnswer).await;
     assert!(!first.duplicate);
     drop(d);
