@@ -351,6 +351,7 @@ async fn one(
     c: &mut Clients,
     scenario: Scenario,
     run: &str,
+    calls: &str,
     seed: u64,
     client: usize,
     n: u64,
@@ -358,7 +359,7 @@ async fn one(
     match scenario {
         Scenario::Route => c
             .routing
-            .route_call(route_request(run, client, n))
+            .route_call(route_request(calls, client, n))
             .await
             .is_ok(),
         Scenario::Callback => c
@@ -443,6 +444,7 @@ pub async fn soak(
 ) -> Result<(), String> {
     let windows = windows.max(1);
     let channels = connect(target, opts.connections).await?;
+    let calls = ulid::Ulid::new().to_string();
     let each = BenchOptions {
         duration: opts.duration / windows,
         requests: opts.requests.map(|r| r.div_ceil(u64::from(windows))),
@@ -455,7 +457,9 @@ pub async fn soak(
         };
         on_window(
             w + 1,
-            measure(&channels, &window).await.report(target, opts),
+            measure(&channels, &calls, &window)
+                .await
+                .report(target, opts),
         );
     }
     Ok(())
@@ -484,6 +488,13 @@ pub async fn compare(
         ..opts.clone()
     };
     let mut samples: Vec<Sample> = targets.iter().map(|_| Sample::default()).collect();
+    // One set of waiting calls per target for the whole run, warm-up included: the
+    // `route` scenario's steady 6,400 (at 64 clients) must not grow by a fresh set
+    // each round.
+    let calls: Vec<String> = targets
+        .iter()
+        .map(|_| ulid::Ulid::new().to_string())
+        .collect();
     for round in 0..rounds {
         for (i, channels) in conns.iter().enumerate() {
             let warm = if round == 0 {
@@ -494,6 +505,7 @@ pub async fn compare(
             samples[i].add(
                 measure(
                     channels,
+                    &calls[i],
                     &BenchOptions {
                         warmup: warm,
                         ..per_round.clone()
@@ -510,7 +522,10 @@ pub async fn compare(
         .collect())
 }
 
-async fn measure(channels: &[Channel], opts: &BenchOptions) -> Sample {
+/// One measurement. Each drive gets its own run id (the callback scenario's numbers
+/// and the mixed day's calls are new every time); the route scenario asks about
+/// `calls`, the same waiting calls every time.
+async fn measure(channels: &[Channel], calls: &str, opts: &BenchOptions) -> Sample {
     let run_id = ulid::Ulid::new().to_string();
     // Warm-up: same load, results discarded.
     if !opts.warmup.is_zero() {
@@ -520,10 +535,10 @@ async fn measure(channels: &[Channel], opts: &BenchOptions) -> Sample {
             warmup: Duration::ZERO,
             ..opts.clone()
         };
-        drive(channels, &format!("{run_id}w"), &warm).await;
+        drive(channels, &format!("{run_id}w"), calls, &warm).await;
     }
     let started = Instant::now();
-    let (latencies, errors) = drive(channels, &run_id, opts).await;
+    let (latencies, errors) = drive(channels, &run_id, calls, opts).await;
     Sample {
         latencies,
         errors,
@@ -538,7 +553,12 @@ fn seed_of(run: &str) -> u64 {
 }
 
 /// Drives the load; returns successful latencies (µs) and the error count.
-async fn drive(channels: &[Channel], run_id: &str, opts: &BenchOptions) -> (Vec<u64>, u64) {
+async fn drive(
+    channels: &[Channel],
+    run_id: &str,
+    calls: &str,
+    opts: &BenchOptions,
+) -> (Vec<u64>, u64) {
     let start = Instant::now();
     let deadline = start + opts.duration;
     let issued = Arc::new(AtomicU64::new(0));
@@ -563,6 +583,7 @@ async fn drive(channels: &[Channel], run_id: &str, opts: &BenchOptions) -> (Vec<
         let issued = issued.clone();
         let errors = errors.clone();
         let run_id = run_id.to_owned();
+        let calls = calls.to_owned();
         tasks.push(tokio::spawn(async move {
             let mut lat = Vec::new();
             loop {
@@ -588,7 +609,7 @@ async fn drive(channels: &[Channel], run_id: &str, opts: &BenchOptions) -> (Vec<
                         now
                     }
                 };
-                if one(&mut client, scenario, &run_id, seed, c, n).await {
+                if one(&mut client, scenario, &run_id, &calls, seed, c, n).await {
                     lat.push(scheduled.elapsed().as_micros() as u64);
                 } else {
                     errors.fetch_add(1, Ordering::Relaxed);

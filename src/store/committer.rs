@@ -1,20 +1,21 @@
 //! Group commit on two threads. Writers hand their change (a short sled batch) to the
-//! applier thread and wait. The applier takes every change queued and applies them one
-//! after the other (no two writers contend, none runs on the async threads), then hands
-//! the batch to the flusher. The flusher makes everything applied so far durable once:
+//! applier thread and wait. The applier runs every change queued, one after the other
+//! (no two writers contend, none runs on the async threads), and hands what they wrote
+//! to the flusher whenever the flusher is free. The flusher makes it durable once:
 //! `Db::flush` followed by `fdatasync` of sled's data file (sled's own flush uses
 //! `sync_file_range`, which survives a process crash but not a power loss), and only
-//! then answers each writer of the batches it covered, with its own result. Applying
-//! the next batch overlaps flushing the last. `flush` is only ever called from the
-//! flusher (sled 0.34.7 deadlocks when many tasks flush at once).
+//! then answers each writer of the batch, with its own result. Running the next changes
+//! overlaps flushing the last. `flush` is only ever called from the flusher (sled 0.34.7
+//! deadlocks when many tasks flush at once).
 //!
 //! Callback creates and updates are staged ([`Committer::write_staged`]): they leave
-//! their changes with the store, which applies a run of them as one sled batch (see
-//! `store::callbacks`) before the next other change and before the batch is handed
-//! to the flusher. If that batch fails, each staged writer gets the error.
+//! their changes with the store, which applies all of them staged since the last flush
+//! as one sled batch (see `store::callbacks`) when the flusher is free, or before the
+//! next change that is not staged. If that batch fails, each staged writer gets the
+//! error.
 
 use std::fs::File;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use tokio::sync::{mpsc, oneshot};
@@ -35,6 +36,8 @@ pub(crate) type Job = Box<dyn FnOnce(&SledStore) -> Finisher + Send>;
 enum Msg {
     /// A change, and whether it stages its writes in the store.
     Job(Job, bool),
+    /// The flusher finished a flush and can take the next batch.
+    FlusherIdle,
     Stop,
 }
 
@@ -44,6 +47,8 @@ pub struct CommitStats {
     pub flushes: AtomicU64,
     /// Changes acknowledged.
     pub acknowledged: AtomicU64,
+    /// Sled batches applied for staged changes.
+    pub staged_batches: AtomicU64,
 }
 
 pub struct Committer {
@@ -66,9 +71,10 @@ impl Committer {
     pub fn start(&self, store: SledStore, db: sled::Db, data_file: File) -> StoreResult<()> {
         let (tx, rx) = mpsc::channel(QUEUE_DEPTH);
         let stats = self.stats.clone();
+        let wake = tx.downgrade();
         let handle = std::thread::Builder::new()
             .name("holdless-writer".into())
-            .spawn(move || run(store, db, data_file, rx, stats))
+            .spawn(move || run(store, db, data_file, rx, wake, stats))
             .map_err(|e| StoreError::Io(format!("cannot start the writer thread: {e}")))?;
         *self.tx.lock().unwrap_or_else(|e| e.into_inner()) = Some(tx);
         *self.thread.lock().unwrap_or_else(|e| e.into_inner()) = Some(handle);
@@ -144,19 +150,29 @@ impl Committer {
     }
 }
 
-/// The applier: applies queued changes in order and passes each batch's finishers to
-/// the flusher, so applying the next batch overlaps making the last one durable.
+/// The applier: runs queued changes in order and hands what they wrote to the flusher
+/// when the flusher is free. Staged writes wait for that moment, so a flush cycle
+/// applies them as one sled batch: each `apply_batch` costs sled two log-buffer
+/// writes of its own (see `store::callbacks`), so applying per cycle rather than per
+/// wake-up is what keeps the disk free for the flushes themselves. Changes that are
+/// not staged apply at once, after the staged ones before them.
 fn run(
     store: SledStore,
     db: sled::Db,
     data_file: File,
     mut rx: mpsc::Receiver<Msg>,
+    wake: mpsc::WeakSender<Msg>,
     stats: Arc<CommitStats>,
 ) {
+    let flusher_idle = Arc::new(AtomicBool::new(true));
     let (to_flusher, flusher_rx) = std::sync::mpsc::channel::<Vec<Finisher>>();
-    let flusher = std::thread::Builder::new()
-        .name("holdless-flusher".into())
-        .spawn(move || flush_loop(db, data_file, flusher_rx, stats));
+    let flusher = {
+        let idle = flusher_idle.clone();
+        let stats = stats.clone();
+        std::thread::Builder::new()
+            .name("holdless-flusher".into())
+            .spawn(move || flush_loop(db, data_file, flusher_rx, idle, wake, stats))
+    };
     let flusher = match flusher {
         Ok(f) => f,
         Err(e) => {
@@ -165,38 +181,54 @@ fn run(
         }
     };
     let mut batch = Vec::new();
-    while let Some(first) = rx.blocking_recv() {
-        batch.push(first);
+    // Writers whose writes are staged (not applied yet), and writers whose writes are
+    // applied, both waiting for a flush.
+    let mut staged: Vec<Finisher> = Vec::new();
+    let mut applied: Vec<Finisher> = Vec::new();
+    let mut stop = false;
+    loop {
+        let waiting = !staged.is_empty() || !applied.is_empty();
+        // Block for work only when nothing can be handed over now.
+        if !stop && !(waiting && flusher_idle.load(Ordering::Acquire)) {
+            match rx.blocking_recv() {
+                Some(m) => batch.push(m),
+                None => stop = true,
+            }
+        }
         while batch.len() < MAX_BATCH {
             match rx.try_recv() {
                 Ok(m) => batch.push(m),
                 Err(_) => break,
             }
         }
-        let mut stop = false;
-        let mut finishers: Vec<Finisher> = Vec::with_capacity(batch.len());
-        let mut staged: Vec<Finisher> = Vec::new();
         for msg in batch.drain(..) {
             match msg {
                 Msg::Job(job, true) => staged.push(job(&store)),
                 Msg::Job(job, false) => {
-                    apply_staged(&store, &mut staged, &mut finishers);
-                    finishers.push(job(&store));
+                    apply_staged(&store, &mut staged, &mut applied, &stats);
+                    applied.push(job(&store));
                 }
+                Msg::FlusherIdle => {}
                 Msg::Stop => stop = true,
             }
         }
-        apply_staged(&store, &mut staged, &mut finishers);
-        if let Err(e) = store.write_pending_kpi() {
-            // The batch's changes are applied but their counters are not: refuse the
-            // writes rather than acknowledge numbers that would not add up.
-            tracing::error!(error = %e, "writing KPI counters failed; writes in this batch are refused");
-            for f in finishers.drain(..) {
-                f(Err(e.clone()));
+        let waiting = !staged.is_empty() || !applied.is_empty();
+        if waiting && (stop || flusher_idle.load(Ordering::Acquire)) {
+            apply_staged(&store, &mut staged, &mut applied, &stats);
+            if let Err(e) = store.write_pending_kpi() {
+                // The batch's changes are applied but their counters are not: refuse
+                // the writes rather than acknowledge numbers that would not add up.
+                tracing::error!(error = %e, "writing KPI counters failed; writes in this batch are refused");
+                for f in applied.drain(..) {
+                    f(Err(e.clone()));
+                }
             }
-        }
-        if !finishers.is_empty() && to_flusher.send(finishers).is_err() {
-            break;
+            if !applied.is_empty() {
+                flusher_idle.store(false, Ordering::Release);
+                if to_flusher.send(std::mem::take(&mut applied)).is_err() {
+                    break;
+                }
+            }
         }
         if stop {
             break;
@@ -208,7 +240,16 @@ fn run(
 
 /// Applies the staged changes of `staged`'s writers: they join `finishers` (to be
 /// answered after the flush), or get the error now.
-fn apply_staged(store: &SledStore, staged: &mut Vec<Finisher>, finishers: &mut Vec<Finisher>) {
+fn apply_staged(
+    store: &SledStore,
+    staged: &mut Vec<Finisher>,
+    finishers: &mut Vec<Finisher>,
+    stats: &CommitStats,
+) {
+    if staged.is_empty() {
+        return;
+    }
+    stats.staged_batches.fetch_add(1, Ordering::Relaxed);
     match store.apply_staged() {
         Ok(()) => finishers.append(staged),
         Err(e) => {
@@ -226,6 +267,8 @@ fn flush_loop(
     db: sled::Db,
     data_file: File,
     rx: std::sync::mpsc::Receiver<Vec<Finisher>>,
+    idle: Arc<AtomicBool>,
+    wake: mpsc::WeakSender<Msg>,
     stats: Arc<CommitStats>,
 ) {
     while let Ok(mut finishers) = rx.recv() {
@@ -257,6 +300,13 @@ fn flush_loop(
             .fetch_add(finishers.len() as u64, Ordering::Relaxed);
         for f in finishers {
             f(result.clone());
+        }
+        // Free for the next batch: tell the applier, which may be waiting for work. A
+        // full queue needs no wake-up (the applier has work and checks the flag), and
+        // an applier gone for good has no writers left.
+        idle.store(true, Ordering::Release);
+        if let Some(tx) = wake.upgrade() {
+            let _ = tx.try_send(Msg::FlusherIdle);
         }
     }
 }

@@ -1053,6 +1053,48 @@ mod tests {
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn staged_creates_wait_for_a_free_flusher_and_apply_together() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = SledStore::open(dir.path()).unwrap();
+        let stats = s.commit_stats();
+        // 8 waves of 64 concurrent creates: while a flush runs, the creates behind it
+        // stage, and go to sled as one batch when the flusher is free again.
+        for wave in 0..8 {
+            let mut tasks = Vec::new();
+            for i in 0..64 {
+                let s = s.clone();
+                tasks.push(tokio::spawn(async move {
+                    let id = format!("01J{wave:03}{i:020}");
+                    let phone = format!("+44{wave}{i:04}");
+                    s.create_callback(open_callback(&id, &phone, CallbackState::Pending), None)
+                        .await
+                        .unwrap()
+                }));
+            }
+            for t in tasks {
+                assert!(matches!(t.await.unwrap(), CallbackCreate::Created(_)));
+            }
+        }
+        let load = |a: &std::sync::atomic::AtomicU64| a.load(std::sync::atomic::Ordering::Relaxed);
+        let (flushes, batches) = (load(&stats.flushes), load(&stats.staged_batches));
+        assert_eq!(load(&stats.acknowledged), 512);
+        assert!(
+            batches <= flushes,
+            "{batches} staged batches for {flushes} flushes: at most one per flush"
+        );
+        assert!(
+            flushes < 512,
+            "group commit: {flushes} flushes for 512 creates"
+        );
+        assert_eq!(s.open_callbacks().await.unwrap().len(), 512);
+        assert_eq!(
+            s.check_callback_indexes().await.unwrap(),
+            Vec::<String>::new()
+        );
+        s.close().await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_change_after_staged_ones_in_its_group_sees_them() {
         let dir = tempfile::tempdir().unwrap();
         let s = SledStore::open(dir.path()).unwrap();
