@@ -188,8 +188,9 @@ fn run(
     let mut stop = false;
     loop {
         let waiting = !staged.is_empty() || !applied.is_empty();
+        let hand_over_now = waiting && flusher_idle.load(Ordering::Acquire);
         // Block for work only when nothing can be handed over now.
-        if !stop && !(waiting && flusher_idle.load(Ordering::Acquire)) {
+        if !stop && !hand_over_now {
             match rx.blocking_recv() {
                 Some(m) => batch.push(m),
                 None => stop = true,
