@@ -570,6 +570,15 @@ async fn drive(
         .map(|r| Duration::from_secs_f64(1.0 / r));
     let dialer = (opts.scenario == Scenario::Mixed)
         .then(|| AbortOnDrop(tokio::spawn(dialer(channels[0].clone(), run_id.to_owned()))));
+    let paced = match interval.map(|iv| pace(start, iv, deadline, limit)) {
+        None => None,
+        Some(Ok(due)) => Some(Arc::new(tokio::sync::Mutex::new(due))),
+        Some(Err(e)) => {
+            // Counted as a failed request, so the report cannot pass for a clean run.
+            eprintln!("holdless bench: cannot start the pacing thread: {e}");
+            return (Vec::new(), 1);
+        }
+    };
     let mut tasks = Vec::with_capacity(opts.clients);
     for c in 0..opts.clients.max(1) {
         let ch = channels[c % channels.len()].clone();
@@ -584,29 +593,27 @@ async fn drive(
         let errors = errors.clone();
         let run_id = run_id.to_owned();
         let calls = calls.to_owned();
+        let paced = paced.clone();
         tasks.push(tokio::spawn(async move {
             let mut lat = Vec::new();
             loop {
-                let n = issued.fetch_add(1, Ordering::Relaxed);
-                if n >= limit {
-                    break;
-                }
-                // Open loop: request n is due at start + n * interval.
-                let scheduled = match interval {
-                    Some(iv) => {
-                        let due = start + iv.mul_f64(n as f64);
-                        if due >= deadline {
-                            break;
+                // Open loop: request n is due at start + n * interval, and the latency
+                // counts from then.
+                let (n, scheduled) = match (&paced, interval) {
+                    (Some(due), Some(iv)) => {
+                        let next = due.lock().await.recv().await;
+                        match next {
+                            Some(n) => (n, start + iv.mul_f64(n as f64)),
+                            None => break,
                         }
-                        tokio::time::sleep_until(due.into()).await;
-                        due
                     }
-                    None => {
+                    _ => {
+                        let n = issued.fetch_add(1, Ordering::Relaxed);
                         let now = Instant::now();
-                        if now >= deadline {
+                        if n >= limit || now >= deadline {
                             break;
                         }
-                        now
+                        (n, now)
                     }
                 };
                 if one(&mut client, scenario, &run_id, &calls, seed, c, n).await {
@@ -626,6 +633,39 @@ async fn drive(
     }
     drop(dialer);
     (all, errors.load(Ordering::Relaxed))
+}
+
+/// Open-loop pacing: hands out request numbers at their due times (`start + n *
+/// interval`) from a thread of its own. tokio's timers fire on a millisecond wheel, so
+/// tasks sleeping until their due time set off up to a millisecond late, and the
+/// latency, counted from the due time, charged that to the server: the no-op baseline
+/// measured a p50 of 1.2 ms at 5,000/s that way. A thread's sleep wakes within tens of
+/// microseconds.
+fn pace(
+    start: Instant,
+    interval: Duration,
+    deadline: Instant,
+    limit: u64,
+) -> std::io::Result<tokio::sync::mpsc::UnboundedReceiver<u64>> {
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    std::thread::Builder::new()
+        .name("bench-pacer".into())
+        .spawn(move || {
+            for n in 0..limit {
+                let due = start + interval.mul_f64(n as f64);
+                if due >= deadline {
+                    break;
+                }
+                let now = Instant::now();
+                if due > now {
+                    std::thread::sleep(due - now);
+                }
+                if tx.send(n).is_err() {
+                    break;
+                }
+            }
+        })?;
+    Ok(rx)
 }
 
 /// Stops a background task when dropped.
@@ -659,6 +699,35 @@ pub fn render(r: &Report) -> String {
 mod tests {
     use super::*;
     use chrono::{TimeZone, Timelike};
+
+    #[tokio::test]
+    async fn pacing_hands_out_each_number_in_order_never_before_it_is_due() {
+        let start = Instant::now();
+        let iv = Duration::from_millis(2);
+        let mut due = pace(start, iv, start + Duration::from_secs(60), 20).unwrap();
+        let mut got = Vec::new();
+        while let Some(n) = due.recv().await {
+            assert!(
+                start.elapsed() >= iv * n as u32,
+                "request {n} handed out early"
+            );
+            got.push(n);
+        }
+        assert_eq!(got, (0..20).collect::<Vec<u64>>());
+    }
+
+    #[tokio::test]
+    async fn pacing_stops_at_the_deadline() {
+        let start = Instant::now();
+        let ms = Duration::from_millis(1);
+        let mut due = pace(start, ms * 4, start + ms * 18, u64::MAX).unwrap();
+        let mut got = Vec::new();
+        while let Some(n) = due.recv().await {
+            got.push(n);
+        }
+        // Due at 0, 4, 8, 12 and 16 ms; the next, at 20 ms, is past the deadline.
+        assert_eq!(got, vec![0, 1, 2, 3, 4]);
+    }
 
     /// At every hour of the day the mixed scenario's callback numbers are valid and
     /// belong to a city where it is daytime, so the scheduler may dispatch them.

@@ -193,6 +193,42 @@ fn bench_tool_runs_a_tiny_comparison_with_the_baseline() {
     assert!(v["throughput_ratio"].as_f64().unwrap() > 0.0);
 }
 
+#[test]
+fn bench_open_loop_sends_every_scheduled_request() {
+    let out = holdless()
+        .args([
+            "bench",
+            "--embedded",
+            "--scenario",
+            "callback",
+            "--clients",
+            "4",
+            "--connections",
+            "1",
+            "--rate",
+            "500",
+            "--requests",
+            "50",
+            "--warmup",
+            "0",
+            "--json",
+        ])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    let r = &v["reports"][0];
+    assert_eq!(r["ok"], 50, "{r}");
+    assert_eq!(r["errors"], 0, "{r}");
+    // 50 requests at 500/s are due over 98 ms: a paced run cannot be faster.
+    assert!(r["elapsed_secs"].as_f64().unwrap() >= 0.098, "{r}");
+}
+
 #[tokio::test]
 async fn callbacks_commands_list_show_and_cancel() {
     let app = spawn_app().await;
