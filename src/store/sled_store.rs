@@ -1007,6 +1007,15 @@ mod tests {
         );
     }
 
+    /// `open` callbacks are open, and the indexes agree with the records.
+    async fn assert_open_and_consistent(s: &SledStore, open: usize) {
+        assert_eq!(s.open_callbacks().await.unwrap().len(), open);
+        assert_eq!(
+            s.check_callback_indexes().await.unwrap(),
+            Vec::<String>::new()
+        );
+    }
+
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn concurrent_twin_requests_in_one_group_create_one_callback() {
         let dir = tempfile::tempdir().unwrap();
@@ -1044,11 +1053,7 @@ mod tests {
         let mut counts: Vec<usize> = answers.values().copied().collect();
         counts.sort();
         assert_eq!(counts, vec![8, 64]);
-        assert_eq!(s.open_callbacks().await.unwrap().len(), 2);
-        assert_eq!(
-            s.check_callback_indexes().await.unwrap(),
-            Vec::<String>::new()
-        );
+        assert_open_and_consistent(&s, 2).await;
         s.close().await;
     }
 
@@ -1086,11 +1091,7 @@ mod tests {
             flushes < 512,
             "group commit: {flushes} flushes for 512 creates"
         );
-        assert_eq!(s.open_callbacks().await.unwrap().len(), 512);
-        assert_eq!(
-            s.check_callback_indexes().await.unwrap(),
-            Vec::<String>::new()
-        );
+        assert_open_and_consistent(&s, 512).await;
         s.close().await;
     }
 

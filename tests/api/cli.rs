@@ -151,33 +151,35 @@ fn serve_stops_cleanly_on_sigterm() {
     );
 }
 
-#[test]
-fn bench_tool_runs_a_tiny_comparison_with_the_baseline() {
-    let out = holdless()
-        .args([
-            "bench",
-            "--embedded",
-            "--baseline",
-            "--clients",
-            "4",
-            "--connections",
-            "1",
-            "--requests",
-            "200",
-            "--warmup",
-            "0",
-            "--rounds",
-            "2",
-            "--json",
-        ])
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
+/// Runs `holdless bench` with `args`; it must succeed. Returns what it printed.
+fn bench(args: &[&str]) -> String {
+    let out = holdless().arg("bench").args(args).output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     assert!(
         out.status.success(),
         "{stdout} {}",
         String::from_utf8_lossy(&out.stderr)
     );
+    stdout
+}
+
+#[test]
+fn bench_tool_runs_a_tiny_comparison_with_the_baseline() {
+    let stdout = bench(&[
+        "--embedded",
+        "--baseline",
+        "--clients",
+        "4",
+        "--connections",
+        "1",
+        "--requests",
+        "200",
+        "--warmup",
+        "0",
+        "--rounds",
+        "2",
+        "--json",
+    ]);
     let v: serde_json::Value = serde_json::from_str(&stdout).unwrap();
     let reports = v["reports"].as_array().unwrap();
     assert_eq!(reports.len(), 2);
@@ -195,32 +197,22 @@ fn bench_tool_runs_a_tiny_comparison_with_the_baseline() {
 
 #[test]
 fn bench_open_loop_sends_every_scheduled_request() {
-    let out = holdless()
-        .args([
-            "bench",
-            "--embedded",
-            "--scenario",
-            "callback",
-            "--clients",
-            "4",
-            "--connections",
-            "1",
-            "--rate",
-            "500",
-            "--requests",
-            "50",
-            "--warmup",
-            "0",
-            "--json",
-        ])
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{stdout} {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let stdout = bench(&[
+        "--embedded",
+        "--scenario",
+        "callback",
+        "--clients",
+        "4",
+        "--connections",
+        "1",
+        "--rate",
+        "500",
+        "--requests",
+        "50",
+        "--warmup",
+        "0",
+        "--json",
+    ]);
     let v: serde_json::Value = serde_json::from_str(&stdout).unwrap();
     let r = &v["reports"][0];
     assert_eq!(r["ok"], 50, "{r}");
@@ -510,32 +502,22 @@ fn serve_refuses_a_public_address_without_principals() {
 
 #[test]
 fn bench_mixed_soak_reports_each_window() {
-    let out = holdless()
-        .args([
-            "bench",
-            "--embedded",
-            "--scenario",
-            "mixed",
-            "--clients",
-            "4",
-            "--connections",
-            "1",
-            "--requests",
-            "400",
-            "--windows",
-            "2",
-            "--warmup",
-            "0",
-            "--json",
-        ])
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{stdout} {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let stdout = bench(&[
+        "--embedded",
+        "--scenario",
+        "mixed",
+        "--clients",
+        "4",
+        "--connections",
+        "1",
+        "--requests",
+        "400",
+        "--windows",
+        "2",
+        "--warmup",
+        "0",
+        "--json",
+    ]);
     let windows: Vec<serde_json::Value> = stdout
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
