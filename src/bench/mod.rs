@@ -445,6 +445,10 @@ pub async fn soak(
     let windows = windows.max(1);
     let channels = connect(target, opts.connections).await?;
     let calls = ulid::Ulid::new().to_string();
+    // The clients' calls carry on from one window to the next: a window ending
+    // mid-call must not leave the call unfinished on the server (it would be
+    // remembered until `stale_call_after` and look like a leak).
+    let mut days = Vec::new();
     let each = BenchOptions {
         duration: opts.duration / windows,
         requests: opts.requests.map(|r| r.div_ceil(u64::from(windows))),
@@ -457,7 +461,7 @@ pub async fn soak(
         };
         on_window(
             w + 1,
-            measure(&channels, &calls, &window)
+            measure(&channels, &calls, &mut days, &window)
                 .await
                 .report(target, opts),
         );
@@ -495,6 +499,7 @@ pub async fn compare(
         .iter()
         .map(|_| ulid::Ulid::new().to_string())
         .collect();
+    let mut days: Vec<Vec<Day>> = targets.iter().map(|_| Vec::new()).collect();
     for round in 0..rounds {
         for (i, channels) in conns.iter().enumerate() {
             let warm = if round == 0 {
@@ -506,6 +511,7 @@ pub async fn compare(
                 measure(
                     channels,
                     &calls[i],
+                    &mut days[i],
                     &BenchOptions {
                         warmup: warm,
                         ..per_round.clone()
@@ -524,8 +530,14 @@ pub async fn compare(
 
 /// One measurement. Each drive gets its own run id (the callback scenario's numbers
 /// and the mixed day's calls are new every time); the route scenario asks about
-/// `calls`, the same waiting calls every time.
-async fn measure(channels: &[Channel], calls: &str, opts: &BenchOptions) -> Sample {
+/// `calls`, the same waiting calls every time, and the mixed scenario's clients go
+/// on with their calls where `days` left them.
+async fn measure(
+    channels: &[Channel],
+    calls: &str,
+    days: &mut Vec<Day>,
+    opts: &BenchOptions,
+) -> Sample {
     let run_id = ulid::Ulid::new().to_string();
     // Warm-up: same load, results discarded.
     if !opts.warmup.is_zero() {
@@ -535,10 +547,10 @@ async fn measure(channels: &[Channel], calls: &str, opts: &BenchOptions) -> Samp
             warmup: Duration::ZERO,
             ..opts.clone()
         };
-        drive(channels, &format!("{run_id}w"), calls, &warm).await;
+        drive(channels, &format!("{run_id}w"), calls, days, &warm).await;
     }
     let started = Instant::now();
-    let (latencies, errors) = drive(channels, &run_id, calls, opts).await;
+    let (latencies, errors) = drive(channels, &run_id, calls, days, opts).await;
     Sample {
         latencies,
         errors,
@@ -552,11 +564,13 @@ fn seed_of(run: &str) -> u64 {
     })
 }
 
-/// Drives the load; returns successful latencies (µs) and the error count.
+/// Drives the load; returns successful latencies (µs) and the error count. Client
+/// `c` starts its day at `days[c]` (a new day when there is none) and leaves it there.
 async fn drive(
     channels: &[Channel],
     run_id: &str,
     calls: &str,
+    days: &mut Vec<Day>,
     opts: &BenchOptions,
 ) -> (Vec<u64>, u64) {
     let start = Instant::now();
@@ -579,13 +593,15 @@ async fn drive(
             return (Vec::new(), 1);
         }
     };
-    let mut tasks = Vec::with_capacity(opts.clients);
-    for c in 0..opts.clients.max(1) {
+    let clients = opts.clients.max(1);
+    days.resize_with(clients, Day::default);
+    let mut tasks = Vec::with_capacity(clients);
+    for c in 0..clients {
         let ch = channels[c % channels.len()].clone();
         let mut client = Clients {
             routing: pb::routing_service_client::RoutingServiceClient::new(ch.clone()),
             callbacks: pb::callback_service_client::CallbackServiceClient::new(ch),
-            day: Day::default(),
+            day: std::mem::take(&mut days[c]),
         };
         let scenario = opts.scenario;
         let seed = seed_of(run_id);
@@ -622,13 +638,14 @@ async fn drive(
                     errors.fetch_add(1, Ordering::Relaxed);
                 }
             }
-            lat
+            (lat, client.day)
         }));
     }
     let mut all = Vec::new();
-    for t in tasks {
-        if let Ok(mut l) = t.await {
+    for (t, day) in tasks.into_iter().zip(days.iter_mut()) {
+        if let Ok((mut l, d)) = t.await {
             all.append(&mut l);
+            *day = d;
         }
     }
     drop(dialer);

@@ -534,6 +534,61 @@ fn bench_mixed_soak_reports_each_window() {
     }
 }
 
+/// A soak's windows go on with the clients' calls where the last window left them: a
+/// window ending mid-call must leave nothing unfinished on the server, or a long soak
+/// would show the floor's memory growing by a few calls every window.
+#[tokio::test]
+async fn bench_soak_windows_leave_no_call_unfinished() {
+    let app = spawn_app_with(|s| {
+        s.limits.callback_requests_per_phone_per_hour = 0;
+        s.limits.callback_requests_per_principal_per_hour = 0;
+    })
+    .await;
+    let server = format!("http://{}", app.addr);
+    let stdout = tokio::task::spawn_blocking(move || {
+        bench(&[
+            "--server",
+            &server,
+            "--scenario",
+            "mixed",
+            "--clients",
+            "4",
+            "--connections",
+            "1",
+            "--requests",
+            "960",
+            "--windows",
+            "12",
+            "--warmup",
+            "0",
+        ])
+    })
+    .await
+    .unwrap();
+    assert_eq!(stdout.lines().count(), 12, "{stdout}");
+    // Finished calls are forgotten after an hour; a call never reported ended is kept
+    // for four. Two hours on, the floor remembers only the calls still in progress:
+    // at most one per client.
+    app.clock.advance(chrono::Duration::hours(2));
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let body = scrape(&app).await;
+        let calls: f64 = body
+            .lines()
+            .find_map(|l| l.strip_prefix("holdless_live_calls "))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(f64::MAX);
+        if calls <= 4.0 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{calls} calls remembered after the soak, at most 4 in progress"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}
+
 #[tokio::test]
 async fn health_command_exits_0_when_serving_and_69_when_unreachable() {
     let app = spawn_app().await;

@@ -92,6 +92,21 @@ async fn start(
     }
 }
 
+/// `GET /metrics` from the app's metrics port: the whole HTTP response.
+pub async fn scrape(app: &TestApp) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(app.metrics_addr)
+        .await
+        .expect("metrics port");
+    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).await.unwrap();
+    assert!(out.starts_with("HTTP/1.1 200"), "{out}");
+    out
+}
+
 /// Waits for health SERVING through the health Watch stream (no polling sleeps).
 pub async fn wait_serving(channel: Channel) {
     let mut health = HealthClient::new(channel);

@@ -1,23 +1,8 @@
 //! Prometheus `/metrics` over plain HTTP/1.1 on the metrics port.
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-
 use crate::helpers::*;
 use crate::live::agent;
 use holdless::api::pb;
-
-async fn scrape(app: &TestApp) -> String {
-    let mut s = tokio::net::TcpStream::connect(app.metrics_addr)
-        .await
-        .expect("metrics port");
-    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-        .await
-        .unwrap();
-    let mut out = String::new();
-    s.read_to_string(&mut out).await.unwrap();
-    assert!(out.starts_with("HTTP/1.1 200"), "{out}");
-    out
-}
 
 #[tokio::test]
 async fn metrics_endpoint_exports_rpc_routing_queue_and_store_families() {
