@@ -49,6 +49,7 @@ pub fn handle() -> Option<&'static PrometheusHandle> {
             match metrics::set_global_recorder(recorder) {
                 Ok(()) => {
                     describe();
+                    spawn_upkeep(handle.clone());
                     Some(handle)
                 }
                 Err(e) => {
@@ -58,6 +59,29 @@ pub fn handle() -> Option<&'static PrometheusHandle> {
             }
         })
         .as_ref()
+}
+
+/// How often recorded latency samples are folded into their histogram buckets.
+///
+/// The recorder keeps every sample until then (8 bytes each), and only a scrape or an
+/// upkeep folds them: a server that nobody scrapes grew by 8 bytes per RPC (~1.4 GB an
+/// hour at 50,000 RPC/s). `PrometheusBuilder::install` runs this upkeep every 5 s from
+/// its own exporter; holdless serves `/metrics` itself, so it runs the upkeep itself.
+const UPKEEP_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Name of the thread that folds samples, one per process like the recorder.
+pub const UPKEEP_THREAD: &str = "metrics-upkeep";
+
+fn spawn_upkeep(handle: PrometheusHandle) {
+    let spawned = std::thread::Builder::new()
+        .name(UPKEEP_THREAD.into())
+        .spawn(move || loop {
+            std::thread::sleep(UPKEEP_EVERY);
+            handle.run_upkeep();
+        });
+    if let Err(e) = spawned {
+        tracing::warn!(error = %e, "cannot start the metrics upkeep thread; latency samples are folded only when /metrics is scraped");
+    }
 }
 
 fn describe() {

@@ -86,3 +86,22 @@ async fn metrics_count_the_calls_and_callbacks_held_in_memory() {
         assert_eq!(gauge(&body, g), Some(v), "{g} in:\n{body}");
     }
 }
+
+/// Latency samples are folded into their buckets in the background, so a server that
+/// nobody scrapes does not keep every sample it ever recorded (8 bytes per RPC).
+#[tokio::test]
+async fn latency_samples_are_folded_without_a_scrape() {
+    let app = spawn_app().await;
+    app.route(call("fold-1", "+12125550100")).await;
+    let threads: Vec<String> = std::fs::read_dir("/proc/self/task")
+        .expect("/proc/self/task")
+        .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("comm")).ok())
+        .map(|name| name.trim().to_owned())
+        .collect();
+    let upkeep = holdless::metrics::prometheus::UPKEEP_THREAD;
+    assert_eq!(
+        threads.iter().filter(|t| *t == upkeep).count(),
+        1,
+        "{threads:?}"
+    );
+}
