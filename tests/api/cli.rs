@@ -572,12 +572,7 @@ async fn bench_soak_windows_leave_no_call_unfinished() {
     app.clock.advance(chrono::Duration::hours(2));
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
     loop {
-        let body = scrape(&app).await;
-        let calls: f64 = body
-            .lines()
-            .find_map(|l| l.strip_prefix("holdless_live_calls "))
-            .and_then(|v| v.trim().parse().ok())
-            .unwrap_or(f64::MAX);
+        let calls = gauge(&scrape(&app).await, "holdless_live_calls").unwrap_or(f64::MAX);
         if calls <= 4.0 {
             break;
         }

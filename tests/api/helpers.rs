@@ -107,6 +107,12 @@ pub async fn scrape(app: &TestApp) -> String {
     out
 }
 
+/// The value of unlabelled series `name` in a `/metrics` body.
+pub fn gauge(body: &str, name: &str) -> Option<f64> {
+    body.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+}
+
 /// Waits for health SERVING through the health Watch stream (no polling sleeps).
 pub async fn wait_serving(channel: Channel) {
     let mut health = HealthClient::new(channel);

@@ -48,11 +48,6 @@ async fn metrics_endpoint_exports_rpc_routing_queue_and_store_families() {
 }
 
 /// The value of an unlabelled gauge in a scrape.
-fn gauge(body: &str, name: &str) -> Option<f64> {
-    body.lines()
-        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
-}
-
 #[tokio::test]
 async fn metrics_count_the_calls_and_callbacks_held_in_memory() {
     let app = spawn_app().await;
