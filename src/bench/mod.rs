@@ -98,7 +98,9 @@ const DIALED: &[&str] = &["+18005550100", "+18005550199", "+18005550142"];
 /// the floor without bound, which production never sees.
 const CALLS_PER_CLIENT: u64 = 100;
 
-fn route_request(run: &str, client: usize, n: u64) -> pb::RouteCallRequest {
+/// The `route` scenario's request `n` of client `client` (also used by the
+/// `route_path` criterion bench, which makes the same decisions without gRPC).
+pub fn route_request(run: &str, client: usize, n: u64) -> pb::RouteCallRequest {
     let slot = n % CALLS_PER_CLIENT;
     let i = slot as usize + client;
     // Callers vary in their last four digits, so most calls are from numbers not seen
