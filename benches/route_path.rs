@@ -9,6 +9,10 @@
 //! tells how much of a RouteCall's cost is holdless's handler and how much is the
 //! transport that the no-op server pays too.
 //!
+//! The second pair of figures measures the same handler after other memory has been
+//! touched (1 MiB, 4 MiB), to show how much of its cost in a server is waiting for
+//! memory rather than instructions.
+//!
 //! Run: `cargo bench --bench route_path`.
 
 use std::sync::Arc;
@@ -64,6 +68,28 @@ fn bench(c: &mut Criterion) {
             handle(n)
         })
     });
+    // The same after touching `kib` of other memory, one write per cache line, as the
+    // transport and the other calls do between two calls in a server: the handler's
+    // cost is the difference to `touch_only`.
+    for kib in [1024usize, 4096] {
+        let mut other = vec![0u8; kib * 1024];
+        let mut k = 0u8;
+        let mut touch = move || {
+            k = k.wrapping_add(1);
+            for i in (0..other.len()).step_by(64) {
+                other[i] = other[i].wrapping_add(k);
+            }
+            other[0]
+        };
+        g.bench_function(format!("touch_only_{kib}k"), |b| b.iter(&mut touch));
+        g.bench_function(format!("handler_after_touching_{kib}k"), |b| {
+            b.iter(|| {
+                touch();
+                n += 1;
+                handle(n)
+            })
+        });
+    }
     g.finish();
 }
 
