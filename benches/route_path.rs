@@ -20,7 +20,7 @@ use std::sync::Arc;
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use holdless::api::convert::decision_to_pb;
 use holdless::api::pb;
-use holdless::bench::route_request;
+use holdless::bench::{route_request, CALLS_PER_CLIENT};
 use holdless::clock::SystemClock;
 use holdless::domain::Call;
 use holdless::live::LiveConfig;
@@ -28,8 +28,8 @@ use holdless::service::{Holdless, EXAMPLE_PLAN};
 use holdless::store::SledStore;
 use prost::Message;
 
+/// The `route` scenario's default client count.
 const CLIENTS: u64 = 64;
-const CALLS_PER_CLIENT: u64 = 100;
 
 fn bench(c: &mut Criterion) {
     let rt = tokio::runtime::Builder::new_current_thread()

@@ -96,7 +96,7 @@ const DIALED: &[&str] = &["+18005550100", "+18005550199", "+18005550142"];
 /// again is still waiting in the same queue, so it keeps its place (the floor takes it
 /// out of the line and puts it back). Fresh call ids with nobody answering would grow
 /// the floor without bound, which production never sees.
-const CALLS_PER_CLIENT: u64 = 100;
+pub const CALLS_PER_CLIENT: u64 = 100;
 
 /// The `route` scenario's request `n` of client `client` (also used by the
 /// `route_path` criterion bench, which makes the same decisions without gRPC).
