@@ -15,7 +15,9 @@
 //!   `ewt_mean_absolute_error_seconds{queue}`
 //! - `callback_transitions_total{state}`: callbacks entering each state (created ones
 //!   as `pending`), `dispatch_outcomes_total{outcome}`
-//! - `store_flush_seconds`: group-commit flush (`flush` + `fdatasync`) latency
+//! - `store_flush_seconds`: group-commit flush (`flush` + `fdatasync`) latency, and
+//!   `store_sync_seconds`: its `fdatasync` alone (the disk's part: when the two track
+//!   each other, a slow flush is the disk's doing)
 
 use std::future::Future;
 use std::pin::Pin;
@@ -138,6 +140,11 @@ fn describe() {
         "holdless_store_flush_seconds",
         Unit::Seconds,
         "group-commit flush latency"
+    );
+    describe_histogram!(
+        "holdless_store_sync_seconds",
+        Unit::Seconds,
+        "fdatasync latency of a group-commit flush (the disk's part)"
     );
 }
 

@@ -272,27 +272,41 @@ fn flush_loop(
     wake: mpsc::WeakSender<Msg>,
     stats: Arc<CommitStats>,
 ) {
+    let mut slow_flushes = SlowFlushes::default();
     while let Ok(mut finishers) = rx.recv() {
         while let Ok(mut more) = rx.try_recv() {
             finishers.append(&mut more);
         }
         let started = std::time::Instant::now();
-        let result = db
-            .flush()
-            .map(|_| ())
+        let written = db.flush().map(|_| ());
+        let syncing = std::time::Instant::now();
+        let result = written
             .map_err(|e| StoreError::Io(e.to_string()))
             .and_then(|()| {
-                data_file
+                let synced = data_file
                     .sync_data()
-                    .map_err(|e| StoreError::Io(e.to_string()))
+                    .map_err(|e| StoreError::Io(e.to_string()));
+                metrics::histogram!("holdless_store_sync_seconds")
+                    .record(syncing.elapsed().as_secs_f64());
+                synced
             });
-        metrics::histogram!("holdless_store_flush_seconds").record(started.elapsed().as_secs_f64());
+        let took = started.elapsed();
+        metrics::histogram!("holdless_store_flush_seconds").record(took.as_secs_f64());
         if let Err(e) = &result {
             tracing::error!(error = %e, "store flush failed; writes in this batch are refused");
         }
+        if let Some(slow) = slow_flushes.note(took, started) {
+            tracing::warn!(
+                flush_ms = took.as_millis() as u64,
+                sled_write_ms = syncing.duration_since(started).as_millis() as u64,
+                fdatasync_ms = took.saturating_sub(syncing.duration_since(started)).as_millis() as u64,
+                slow_flushes = slow,
+                "the disk was slow to make a batch durable; its writers waited (see holdless_store_sync_seconds)"
+            );
+        }
         tracing::trace!(
             batch = finishers.len(),
-            flush_us = started.elapsed().as_micros() as u64,
+            flush_us = took.as_micros() as u64,
             "durable"
         );
         stats.flushes.fetch_add(1, Ordering::Relaxed);
@@ -309,5 +323,63 @@ fn flush_loop(
         if let Some(tx) = wake.upgrade() {
             let _ = tx.try_send(Msg::FlusherIdle);
         }
+    }
+}
+
+/// A flush this long delays every writer of its batch, and the batches queued behind
+/// it, by as much: worth a warning, since it is the disk (not holdless) that a p99
+/// above a few milliseconds then points at.
+const SLOW_FLUSH: std::time::Duration = std::time::Duration::from_millis(50);
+/// At most one slow-flush warning this often; the ones in between are counted in it.
+const SLOW_FLUSH_WARN_EVERY: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Counts slow flushes and says when to warn, so a disk that stalls often fills the
+/// log with one line per interval rather than one per batch.
+#[derive(Debug, Default)]
+struct SlowFlushes {
+    since_warning: u64,
+    warned_at: Option<std::time::Instant>,
+}
+
+impl SlowFlushes {
+    /// Notes a flush that took `took`, finished about `at`; returns the number of slow
+    /// flushes to report when a warning is due.
+    fn note(&mut self, took: std::time::Duration, at: std::time::Instant) -> Option<u64> {
+        if took < SLOW_FLUSH {
+            return None;
+        }
+        self.since_warning += 1;
+        let due = self
+            .warned_at
+            .is_none_or(|w| at.saturating_duration_since(w) >= SLOW_FLUSH_WARN_EVERY);
+        if !due {
+            return None;
+        }
+        self.warned_at = Some(at);
+        Some(std::mem::take(&mut self.since_warning))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::{Duration, Instant};
+
+    #[test]
+    fn slow_flushes_warn_once_per_interval_with_the_count_in_between() {
+        let mut slow = SlowFlushes::default();
+        let t0 = Instant::now();
+        let ms = Duration::from_millis;
+        assert_eq!(slow.note(ms(3), t0), None, "a fast flush is not counted");
+        assert_eq!(slow.note(ms(80), t0), Some(1), "the first slow flush warns");
+        assert_eq!(slow.note(ms(60), t0 + ms(1_000)), None);
+        assert_eq!(slow.note(ms(2), t0 + ms(2_000)), None);
+        assert_eq!(slow.note(ms(90), t0 + ms(9_000)), None);
+        assert_eq!(
+            slow.note(ms(70), t0 + ms(10_000)),
+            Some(3),
+            "ten seconds on: one warning for the three slow flushes since the last"
+        );
+        assert_eq!(slow.note(ms(50), t0 + ms(10_001)), None);
     }
 }

@@ -28,6 +28,7 @@ async fn metrics_endpoint_exports_rpc_routing_queue_and_store_families() {
         "holdless_queue_agents",
         "holdless_queue_ewt_seconds",
         "holdless_store_flush_seconds_bucket",
+        "holdless_store_sync_seconds_bucket",
     ] {
         assert!(body.contains(family), "{family} missing from:\n{body}");
     }
