@@ -112,6 +112,16 @@ struct CallLive {
 }
 
 impl CallLive {
+    fn history(&self) -> CallHistory {
+        CallHistory {
+            transfers: self.transfers,
+            visited: self.visited.clone(),
+            transfer_loop: self.transfer_loop,
+            waiting_in: matches!(self.state, CallState::Waiting | CallState::Reserved(_))
+                .then(|| self.queue.clone()),
+        }
+    }
+
     fn key(&self, id: &str) -> WaitKey {
         WaitKey {
             priority: Reverse(self.priority),
@@ -173,6 +183,35 @@ pub struct CallHistory {
     pub transfer_loop: bool,
     /// The queue the call waits in now (or has an agent reserved in), if any.
     pub waiting_in: Option<String>,
+}
+
+/// A call being routed, as [`Floor::route_call`] takes it.
+#[derive(Debug, Clone, Copy)]
+pub struct RoutedCall<'a> {
+    pub call_id: &'a str,
+    pub caller: Option<&'a str>,
+    pub customer_id: Option<&'a str>,
+    pub priority: i32,
+    /// Skills the decision adds to the queue's own.
+    pub extra_skills: &'a [String],
+    /// The agent the decision prefers (the customer's last agent), when free.
+    pub preferred_agent: Option<&'a str>,
+}
+
+/// See [`Floor::loop_guard`].
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct LoopGuard {
+    /// The call is flagged as in a transfer loop already.
+    pub looping: bool,
+    /// Routing the call to one of these queues now would be a transfer loop.
+    pub loops_back_to: Vec<String>,
+}
+
+impl LoopGuard {
+    /// Whether routing the call to `queue` now would be a transfer loop.
+    pub fn loops_back(&self, queue: &str) -> bool {
+        self.loops_back_to.iter().any(|q| q == queue)
+    }
 }
 
 /// A platform event about a call.
@@ -316,26 +355,27 @@ impl Floor {
 
     /// Transfer history of a call seen before (None for a new call).
     pub fn history(&self, call_id: &str) -> Option<CallHistory> {
-        self.calls.get(call_id).map(|c| CallHistory {
-            transfers: c.transfers,
-            visited: c.visited.clone(),
-            transfer_loop: c.transfer_loop,
-            waiting_in: matches!(c.state, CallState::Waiting | CallState::Reserved(_))
-                .then(|| c.queue.clone()),
-        })
+        self.calls.get(call_id).map(|c| c.history())
     }
 
-    /// Whether routing `call_id` to `queue` now would bring it back to a queue it already
-    /// visited (a transfer loop), and whether it is flagged as looping already.
-    pub fn loop_check(&self, call_id: &str, queue: &str) -> (bool, bool) {
-        match self.calls.get(call_id) {
-            None => (false, false),
-            Some(c) => {
-                let waiting_here = matches!(c.state, CallState::Waiting | CallState::Reserved(_))
-                    && c.queue == queue;
-                let back = !waiting_here && c.visited.iter().any(|v| v == queue);
-                (c.transfer_loop, back)
-            }
+    /// What routing `call_id` again must know of its past: whether it is flagged as
+    /// looping already, and the queues that routing it to now would be a transfer loop
+    /// (back to a queue it visited, other than the one it waits in). Empty, without
+    /// allocating, for a new call and for one asked about again where it waits.
+    pub fn loop_guard(&self, call_id: &str) -> LoopGuard {
+        let Some(c) = self.calls.get(call_id) else {
+            return LoopGuard::default();
+        };
+        let waiting_in = matches!(c.state, CallState::Waiting | CallState::Reserved(_))
+            .then_some(c.queue.as_str());
+        LoopGuard {
+            looping: c.transfer_loop,
+            loops_back_to: c
+                .visited
+                .iter()
+                .filter(|v| Some(v.as_str()) != waiting_in)
+                .cloned()
+                .collect(),
         }
     }
 
@@ -701,6 +741,39 @@ impl Floor {
         preferred_agent: Option<&str>,
         now: DateTime<Utc>,
     ) -> Placement {
+        let routed = RoutedCall {
+            call_id,
+            caller,
+            customer_id,
+            priority,
+            extra_skills,
+            preferred_agent,
+        };
+        self.route_call(routed, queue, now, || None).0
+    }
+
+    /// [`Floor::route`], plus what RouteCall's reply needs in the same pass over the
+    /// call: its facts are remembered (computed only for a call routed the first time,
+    /// see [`Floor::set_facts`]) and its history after this routing is returned.
+    ///
+    /// A call asked about again while it waits in the same queue at the same priority
+    /// (an IVR announcing the place in line) keeps its entry in the line untouched:
+    /// only its position and wait are worked out afresh.
+    pub fn route_call(
+        &mut self,
+        routed: RoutedCall<'_>,
+        queue: QueueInfo<'_>,
+        now: DateTime<Utc>,
+        facts: impl FnOnce() -> Option<CallFacts>,
+    ) -> (Placement, CallHistory) {
+        let RoutedCall {
+            call_id,
+            caller,
+            customer_id,
+            priority,
+            extra_skills,
+            preferred_agent,
+        } = routed;
         self.expire(now);
         let required: std::borrow::Cow<'_, [String]> = if extra_skills.is_empty() {
             std::borrow::Cow::Borrowed(queue.skills)
@@ -713,6 +786,21 @@ impl Floor {
             }
             std::borrow::Cow::Owned(all)
         };
+        let mut facts = Some(facts);
+        let mut take_facts = || facts.take().and_then(|f| f());
+        if let Some(asked_again) = self.route_waiting(
+            call_id,
+            caller,
+            customer_id,
+            &queue,
+            priority,
+            &required,
+            preferred_agent,
+            now,
+            &mut take_facts,
+        ) {
+            return asked_again;
+        }
         // A call seen before (asked again, or transferred) keeps its history.
         let mut previous = self.calls.remove(call_id);
         let (mut visited, transfers, transfer_loop) = match &mut previous {
@@ -789,8 +877,64 @@ impl Floor {
                 }
             }
         };
+        if call.facts.is_none() {
+            call.facts = take_facts().map(Box::new);
+        }
+        let history = call.history();
         self.calls.insert(call_id.to_owned(), Box::new(call));
-        placement
+        (placement, history)
+    }
+
+    /// The fast path of [`Floor::route_call`]: `call_id` waits in `queue` already, at
+    /// `priority`, and no agent is free for it. Its place in line stays as it is.
+    /// `None` when the call needs the full routing.
+    #[allow(clippy::too_many_arguments)]
+    fn route_waiting(
+        &mut self,
+        call_id: &str,
+        caller: Option<&str>,
+        customer_id: Option<&str>,
+        queue: &QueueInfo<'_>,
+        priority: i32,
+        required: &[String],
+        preferred_agent: Option<&str>,
+        now: DateTime<Utc>,
+        facts: impl FnOnce() -> Option<CallFacts>,
+    ) -> Option<(Placement, CallHistory)> {
+        let c = self.calls.get(call_id)?;
+        let same_place =
+            c.state == CallState::Waiting && c.queue == queue.id && c.priority == priority;
+        if !same_place || self.pick_agent(required, preferred_agent).is_some() {
+            return None;
+        }
+        let key = c.key(call_id);
+        let staffed = self.agent_counts(required).staffed();
+        let q = self.queues.get(queue.id)?;
+        let position = q.line.rank(&key) as u32 + 1;
+        // As the full path counts it: the others waiting, without this call.
+        let others = q.line.len().saturating_sub(1) as u32;
+        let wait = estimated_wait(position, 0, staffed, q.aht.secs());
+        let c = self.calls.get_mut(call_id)?;
+        if c.customer_id.as_deref() != customer_id {
+            c.customer_id = customer_id.map(str::to_owned);
+        }
+        if c.caller.as_deref() != caller {
+            c.caller = caller.map(str::to_owned);
+        }
+        c.predicted_wait = wait;
+        c.last_change = now;
+        if c.facts.is_none() {
+            c.facts = facts().map(Box::new);
+        }
+        Some((
+            Placement {
+                position,
+                estimated_wait: wait,
+                reserved_agent: None,
+                queue_full: queue.max_waiting > 0 && others >= queue.max_waiting,
+            },
+            c.history(),
+        ))
     }
 
     fn release(&mut self, agent_id: &str, item_id: &str) {

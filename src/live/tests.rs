@@ -293,6 +293,153 @@ fn transfer_back_to_a_visited_queue_is_a_loop() {
     ));
 }
 
+fn ask(
+    f: &mut Floor,
+    id: &str,
+    prio: i32,
+    now: DateTime<Utc>,
+    facts_made: &mut u32,
+) -> (Placement, CallHistory) {
+    let s = support();
+    f.route_call(
+        RoutedCall {
+            call_id: id,
+            caller: Some("+12125550100"),
+            customer_id: None,
+            priority: prio,
+            extra_skills: &[],
+            preferred_agent: None,
+        },
+        q(&s),
+        now,
+        || {
+            *facts_made += 1;
+            Some(crate::domain::contact::CallFacts::default())
+        },
+    )
+}
+
+#[test]
+fn a_call_asked_about_again_where_it_waits_keeps_its_place() {
+    let mut f = floor();
+    for (i, a) in ["a1", "a2"].iter().enumerate() {
+        f.report_agent(a, skills(&["support"]), AgentState::Busy, t(i as i64), t(1));
+    }
+    let mut facts = 0;
+    for (i, id) in ["a", "b", "c"].iter().enumerate() {
+        assert_eq!(
+            ask(&mut f, id, 0, t(10 + i as i64), &mut facts).0.position,
+            i as u32 + 1
+        );
+    }
+    assert_eq!(facts, 3, "each new call's facts are taken once");
+    let (first, history) = ask(&mut f, "b", 0, t(100), &mut facts);
+    // Asked 90 s later: still second, and the same estimate as a new second caller.
+    let (again, _) = ask(&mut f, "b", 0, t(200), &mut facts);
+    assert_eq!((first.position, again.position), (2, 2));
+    assert_eq!(first.estimated_wait, Some(Duration::from_secs(300)));
+    assert_eq!(again.estimated_wait, first.estimated_wait);
+    assert_eq!(history.visited, vec!["general"]);
+    assert_eq!((history.transfers, history.transfer_loop), (0, false));
+    assert_eq!(history.waiting_in.as_deref(), Some("general"));
+    assert_eq!(facts, 3, "a call asked about again keeps its first facts");
+    // Its place is the one it entered with: a later caller still lines up behind it.
+    assert_eq!(ask(&mut f, "d", 0, t(300), &mut facts).0.position, 4);
+    assert_eq!(f.position("b"), Some(2));
+    assert_eq!(f.snapshot(q(&support()), t(300)).waiting, 4);
+    // At a higher priority it moves ahead, keeping its history.
+    let (vip, history) = ask(&mut f, "c", 5, t(310), &mut facts);
+    assert_eq!(vip.position, 1);
+    assert_eq!(history.visited, vec!["general"]);
+    assert_eq!(f.position("a"), Some(2));
+}
+
+#[test]
+fn a_call_asked_about_again_gets_an_agent_that_came_free() {
+    let mut f = floor();
+    let mut facts = 0;
+    ask(&mut f, "a", 0, t(0), &mut facts);
+    ask(&mut f, "b", 0, t(1), &mut facts);
+    f.report_agent(
+        "a1",
+        skills(&["support"]),
+        AgentState::Available,
+        t(5),
+        t(5),
+    );
+    // An agent is free: the call asked about gets them and leaves the line.
+    let (p, history) = ask(&mut f, "b", 0, t(6), &mut facts);
+    assert_eq!(p.reserved_agent.as_deref(), Some("a1"));
+    assert_eq!(p.position, 0);
+    assert_eq!(history.waiting_in.as_deref(), Some("general"));
+    assert_eq!(f.reserved_agent_of("b"), Some("a1"));
+    assert_eq!(f.position("a"), Some(1));
+    assert_eq!(f.snapshot(q(&support()), t(6)).waiting, 1);
+}
+
+#[test]
+fn a_full_queue_is_reported_alike_to_a_call_asked_about_again() {
+    let mut f = floor();
+    let s = support();
+    let info = QueueInfo {
+        id: "general",
+        skills: &s,
+        default_aht_secs: 300,
+        max_waiting: 2,
+    };
+    let asked =
+        |f: &mut Floor, id: &str| f.route(id, None, None, info, 0, &[], None, t(0)).queue_full;
+    assert!(!asked(&mut f, "a"));
+    assert!(!asked(&mut f, "b"));
+    assert!(
+        !asked(&mut f, "b"),
+        "b counts the one waiting besides itself"
+    );
+    assert!(asked(&mut f, "c"));
+    assert!(asked(&mut f, "a"), "two others wait besides a");
+}
+
+#[test]
+fn loop_guard_names_the_queues_a_call_would_loop_back_to() {
+    let mut f = floor();
+    assert_eq!(f.loop_guard("new"), LoopGuard::default());
+    route(&mut f, "c", 0, t(0));
+    let waiting = f.loop_guard("c");
+    assert!(!waiting.looping);
+    assert!(!waiting.loops_back("general"), "asked again where it waits");
+    let s = support();
+    let lookup = |id: &str| match id {
+        "general" => Some(q(&s)),
+        "billing" => Some(QueueInfo {
+            id: "billing",
+            skills: SUPPORT,
+            default_aht_secs: 200,
+            max_waiting: 0,
+        }),
+        _ => None,
+    };
+    f.call_event(
+        "c",
+        CallEvent::Answered { agent: "a1".into() },
+        lookup,
+        t(10),
+    )
+    .unwrap();
+    f.call_event(
+        "c",
+        CallEvent::Transferred {
+            queue: Some("billing".into()),
+        },
+        lookup,
+        t(20),
+    )
+    .unwrap();
+    let moved = f.loop_guard("c");
+    assert!(moved.loops_back("general"), "{moved:?}");
+    assert!(!moved.loops_back("billing"), "it waits in billing now");
+    assert!(!moved.looping);
+}
+
 #[test]
 fn full_queue_is_reported() {
     let mut f = floor();

@@ -17,6 +17,7 @@ use crate::domain::contact::{CallFacts, ContactRecord};
 use crate::domain::{Call, Customer, CustomerId, FieldViolation};
 use crate::live::{
     CallEvent, EventOutcome, Floor, LiveConfig, LiveError, Placement, QueueInfo, QueueSnapshot,
+    RoutedCall,
 };
 use crate::routing::offer::{callback_offer, OfferReason};
 use crate::routing::plan::Queue;
@@ -269,44 +270,34 @@ impl Holdless {
         }
 
         let plan = self.plan.load();
-        let (already_looping, _) = self.floor().loop_check(call.call_id.as_str(), "");
+        let guard = self.floor().loop_guard(call.call_id.as_str());
         let mut call = std::borrow::Cow::Borrowed(call);
-        if already_looping {
+        if guard.looping {
             call.to_mut().transfer_loop = true;
         }
         let mut decision = routing::decide(&plan, &call, customer.as_ref(), now);
         // Back to a queue this call already visited (after a transfer): a loop. Decide
         // again knowing it, so a rule can send it to a supervisor.
-        if !already_looping
-            && self
-                .floor()
-                .loop_check(call.call_id.as_str(), &decision.queue_id)
-                .1
-        {
+        if !guard.looping && guard.loops_back(&decision.queue_id) {
             call.to_mut().transfer_loop = true;
             decision = routing::decide(&plan, &call, customer.as_ref(), now);
         }
         let queue = plan.queue(&decision.queue_id).ok_or_else(|| {
             ServiceError::Internal("decision names a queue not in its plan".into())
         })?;
-        let (placement, after) = {
-            let mut floor = self.floor();
-            let placement = floor.route(
-                call.call_id.as_str(),
+        let (placement, after) = self.floor().route_call(
+            RoutedCall {
+                call_id: call.call_id.as_str(),
                 caller,
-                customer_key.as_deref(),
-                queue_info(queue),
-                decision.priority,
-                &decision.extra_skills,
-                decision.preferred_agent_id.as_deref(),
-                now,
-            );
-            floor.set_facts(call.call_id.as_str(), || CallFacts::from_call(&call, now));
-            (
-                placement,
-                floor.history(call.call_id.as_str()).unwrap_or_default(),
-            )
-        };
+                customer_id: customer_key.as_deref(),
+                priority: decision.priority,
+                extra_skills: &decision.extra_skills,
+                preferred_agent: decision.preferred_agent_id.as_deref(),
+            },
+            queue_info(queue),
+            now,
+            || Some(CallFacts::from_call(&call, now)),
+        );
         let offer = callback_offer(
             queue,
             decision.offer_callback,
