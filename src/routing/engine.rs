@@ -140,7 +140,7 @@ fn first_match(plan: &CompiledPlan, f: &Facts<'_>) -> Option<usize> {
     plan.index
         .candidates(&key)
         .iter()
-        .find(|&i| check_unindexed(plan, &plan.rules[i], f).is_ok())
+        .find(|&i| check_unindexed::<()>(plan, &plan.rules[i], f).is_ok())
 }
 
 /// Explain path: every rule in order until the first match, with the first failing
@@ -167,7 +167,24 @@ fn explain(plan: &CompiledPlan, f: &Facts<'_>, out: &mut Vec<RuleTrace>) -> Opti
     None
 }
 
-type Check = Result<(), (&'static str, String)>;
+/// A matcher's verdict: `Err` names the failing matcher and why, in `D`.
+type Check<D = String> = Result<(), (&'static str, D)>;
+
+/// Why a matcher failed, as a caller wants it: the explain path renders the sentence,
+/// the routing path (`()`) only needs to know that it failed and formats nothing.
+trait Detail: Sized {
+    fn of(render: impl FnOnce() -> String) -> Self;
+}
+
+impl Detail for String {
+    fn of(render: impl FnOnce() -> String) -> Self {
+        render()
+    }
+}
+
+impl Detail for () {
+    fn of(_: impl FnOnce() -> String) {}
+}
 
 fn in_set(
     name: &'static str,
@@ -232,7 +249,7 @@ fn check_indexed(rule: &Rule, f: &Facts<'_>) -> Check {
     in_set("intents", &m.intents, f.call.intent.as_deref(), "intent")
 }
 
-fn check_prefixes(rule: &Rule, f: &Facts<'_>) -> Check {
+fn check_prefixes<D: Detail>(rule: &Rule, f: &Facts<'_>) -> Check<D> {
     let prefixes = &rule.matcher.number_prefixes;
     if prefixes.is_empty() {
         return Ok(());
@@ -241,14 +258,14 @@ fn check_prefixes(rule: &Rule, f: &Facts<'_>) -> Check {
         Some(n) if prefixes.iter().any(|p| n.as_str().starts_with(p.as_str())) => Ok(()),
         Some(n) => Err((
             "number_prefixes",
-            format!("caller {n} starts with none of [{}]", prefixes.join(", ")),
+            D::of(|| format!("caller {n} starts with none of [{}]", prefixes.join(", "))),
         )),
-        None => Err(("number_prefixes", "caller number withheld".into())),
+        None => Err(("number_prefixes", D::of(|| "caller number withheld".into()))),
     }
 }
 
 /// The matchers the index does not cover: prefixes, languages, hours, expression.
-fn check_unindexed(plan: &CompiledPlan, rule: &Rule, f: &Facts<'_>) -> Check {
+fn check_unindexed<D: Detail>(plan: &CompiledPlan, rule: &Rule, f: &Facts<'_>) -> Check<D> {
     let m = &rule.matcher;
     check_prefixes(rule, f)?;
     if !m.languages.is_empty() {
@@ -257,10 +274,10 @@ fn check_unindexed(plan: &CompiledPlan, rule: &Rule, f: &Facts<'_>) -> Check {
             Some(l) => {
                 return Err((
                     "languages",
-                    format!("language {l} not in [{}]", m.languages.join(", ")),
+                    D::of(|| format!("language {l} not in [{}]", m.languages.join(", "))),
                 ))
             }
-            None => return Err(("languages", "language unknown".into())),
+            None => return Err(("languages", D::of(|| "language unknown".into()))),
         }
     }
     if let Some(want_open) = m.business_hours_open {
@@ -270,10 +287,12 @@ fn check_unindexed(plan: &CompiledPlan, rule: &Rule, f: &Facts<'_>) -> Check {
             let name = queue.map_or("?", |q| plan.queues[q].id.as_str());
             return Err((
                 "business_hours",
-                format!(
-                    "queue {name} is {} now",
-                    if open { "open" } else { "closed" }
-                ),
+                D::of(|| {
+                    format!(
+                        "queue {name} is {} now",
+                        if open { "open" } else { "closed" }
+                    )
+                }),
             ));
         }
     }
@@ -281,11 +300,13 @@ fn check_unindexed(plan: &CompiledPlan, rule: &Rule, f: &Facts<'_>) -> Check {
         if f.call.transfer_loop != want {
             return Err((
                 "transfer_loop",
-                if f.call.transfer_loop {
-                    "call is in a transfer loop".into()
-                } else {
-                    "call is not in a transfer loop".into()
-                },
+                D::of(|| {
+                    if f.call.transfer_loop {
+                        "call is in a transfer loop".into()
+                    } else {
+                        "call is not in a transfer loop".into()
+                    }
+                }),
             ));
         }
     }
@@ -317,8 +338,13 @@ fn check_unindexed(plan: &CompiledPlan, rule: &Rule, f: &Facts<'_>) -> Check {
         };
         match expr.eval(&vars) {
             Ok(true) => {}
-            Ok(false) => return Err(("expression", format!("{} is false", expr.source()))),
-            Err(e) => return Err(("expression", e)),
+            Ok(false) => {
+                return Err((
+                    "expression",
+                    D::of(|| format!("{} is false", expr.source())),
+                ))
+            }
+            Err(e) => return Err(("expression", D::of(|| e))),
         }
     }
     Ok(())
