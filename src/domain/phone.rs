@@ -9,7 +9,8 @@ use std::sync::{OnceLock, RwLock};
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct PhoneNumber {
     e164: String,
-    country: Option<String>,
+    /// A copyable code, so parsing a number allocates only its digits.
+    country: Option<phonenumber::country::Id>,
 }
 
 /// Whether a number may be called back.
@@ -55,7 +56,7 @@ impl PhoneNumber {
 
     /// ISO 3166-1 alpha-2 country of the number, when the calling code and prefix say.
     pub fn country(&self) -> Option<&str> {
-        self.country.as_deref()
+        self.country.as_ref().map(AsRef::as_ref)
     }
 
     /// Whether the number is allocated according to libphonenumber's metadata.
@@ -100,21 +101,22 @@ const COUNTRY_CACHE_MAX: usize = 65_536;
 
 /// Country of an E.164 number. libphonenumber's answer costs several microseconds of
 /// regex matching (most of a RouteCall), so it is cached per number prefix.
-fn country_of(e164: &str) -> Option<String> {
-    static CACHE: OnceLock<RwLock<HashMap<String, Option<String>>>> = OnceLock::new();
+fn country_of(e164: &str) -> Option<phonenumber::country::Id> {
+    static CACHE: OnceLock<RwLock<HashMap<String, Option<phonenumber::country::Id>>>> =
+        OnceLock::new();
     let cache = CACHE.get_or_init(Default::default);
     let key = &e164[..e164.len().min(COUNTRY_KEY_LEN)];
     if let Some(hit) = cache.read().unwrap_or_else(|e| e.into_inner()).get(key) {
-        return hit.clone();
+        return *hit;
     }
     let country = phonenumber::parse(None, e164)
         .ok()
-        .and_then(|n| n.country().id().map(|id| id.as_ref().to_owned()));
+        .and_then(|n| n.country().id());
     let mut w = cache.write().unwrap_or_else(|e| e.into_inner());
     if w.len() >= COUNTRY_CACHE_MAX {
         w.clear();
     }
-    w.insert(key.to_owned(), country.clone());
+    w.insert(key.to_owned(), country);
     country
 }
 
