@@ -2,7 +2,9 @@
 //! path in the document (`rules[3].match.regions[0]`), so a supervisor fixes a plan in
 //! one round trip. A plan with any issue is never activated.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
+
+use super::plan::HashMap;
 
 use chrono::{DateTime, NaiveDate, Utc};
 use chrono_tz::Tz;

@@ -31,10 +31,13 @@ pub fn resolve_location(plan: &CompiledPlan, caller: Option<&PhoneNumber>) -> Lo
 
 /// The country's main IANA zone (most populous where a country spans several).
 pub fn country_main_zone(country: &str) -> Option<Tz> {
+    // Parsed once: a zone name lookup is a search of chrono-tz's ~600 names.
+    static ZONES: std::sync::OnceLock<Vec<Option<Tz>>> = std::sync::OnceLock::new();
+    let zones = ZONES.get_or_init(|| COUNTRY_ZONES.iter().map(|(_, z)| z.parse().ok()).collect());
     COUNTRY_ZONES
         .binary_search_by(|(c, _)| (*c).cmp(country))
         .ok()
-        .and_then(|i| COUNTRY_ZONES[i].1.parse().ok())
+        .and_then(|i| zones.get(i).copied().flatten())
 }
 
 #[cfg(test)]

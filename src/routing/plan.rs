@@ -2,7 +2,12 @@
 //! [`compile`](super::compile::compile) from a [`PlanDoc`]; shared by `Arc` and swapped
 //! atomically when a new version is applied, so no call sees half a plan.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
+
+/// The plan's lookup tables, read on every routed call. Their keys come from the plan
+/// (set by supervisors), so hashbrown's fast default hasher is safe here: a caller can
+/// only look keys up, never add colliding ones.
+pub(crate) type HashMap<K, V> = hashbrown::HashMap<K, V>;
 
 use chrono::{DateTime, Utc};
 use chrono_tz::Tz;
