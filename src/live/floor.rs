@@ -753,8 +753,10 @@ impl Floor {
     }
 
     /// [`Floor::route`], plus what RouteCall's reply needs in the same pass over the
-    /// call: its facts are remembered (computed only for a call routed the first time,
-    /// see [`Floor::set_facts`]) and its history after this routing is returned.
+    /// call: what routing looked at (`facts`, kept with the call's contact record) is
+    /// remembered, and the call's history after this routing is returned. The first
+    /// routing of a call wins: `facts` is called only for a call that has none yet, so a
+    /// re-route after a transfer keeps the original.
     ///
     /// A call asked about again while it waits in the same queue at the same priority
     /// (an IVR announcing the place in line) keeps its entry in the line untouched:
@@ -975,14 +977,6 @@ impl Floor {
             handle_secs: None,
             transfers: c.transfers,
             facts: c.facts.clone(),
-        }
-    }
-
-    /// Remembers what routing looked at for a call, kept with its contact record. The
-    /// first routing of a call wins: a re-route after a transfer keeps the original.
-    pub fn set_facts(&mut self, call_id: &str, facts: impl FnOnce() -> CallFacts) {
-        if let Some(c) = self.calls.get_mut(call_id) {
-            c.facts.get_or_insert_with(|| Box::new(facts()));
         }
     }
 

@@ -351,6 +351,10 @@ fn a_call_asked_about_again_where_it_waits_keeps_its_place() {
     let (vip, history) = ask(&mut f, "c", 5, t(310), &mut facts);
     assert_eq!(vip.position, 1);
     assert_eq!(history.visited, vec!["general"]);
+    assert_eq!(
+        facts, 4,
+        "only d was new; c keeps its first facts when it moves"
+    );
     assert_eq!(f.position("a"), Some(2));
 }
 
