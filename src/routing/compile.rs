@@ -4,8 +4,6 @@
 
 use std::collections::HashSet;
 
-use super::plan::HashMap;
-
 use chrono::{DateTime, NaiveDate, Utc};
 use chrono_tz::Tz;
 

@@ -4,11 +4,6 @@
 
 use std::collections::HashSet;
 
-/// The plan's lookup tables, read on every routed call. Their keys come from the plan
-/// (set by supervisors), so hashbrown's fast default hasher is safe here: a caller can
-/// only look keys up, never add colliding ones.
-pub(crate) type HashMap<K, V> = hashbrown::HashMap<K, V>;
-
 use chrono::{DateTime, Utc};
 use chrono_tz::Tz;
 
@@ -16,6 +11,11 @@ use super::expr::Expr;
 use super::hours::{BusinessHours, ClockTime};
 use super::index::RuleIndex;
 use crate::domain::plan::PlanDoc;
+
+/// The plan's lookup tables, read on every routed call. Their keys come from the plan
+/// (set by supervisors), so hashbrown's fast default hasher is safe here: a caller can
+/// only look keys up, never add colliding ones.
+pub(crate) type HashMap<K, V> = hashbrown::HashMap<K, V>;
 
 #[derive(Debug)]
 pub struct CompiledPlan {
