@@ -1180,14 +1180,26 @@ async fn bench(a: BenchArgs) -> Result<String, Failure> {
         }
         _ => None,
     };
+    // Only an embedded server's store is in this process; one that flushed shows its
+    // slow flushes next to the latencies they explain.
+    let flushes = a
+        .embedded
+        .then(bench::StoreFlushes::of_this_process)
+        .flatten()
+        .filter(|f| f.flushes > 0);
     if a.server.json {
-        return Ok(to_json(
-            &serde_json::json!({ "reports": reports, "throughput_ratio": ratio }),
-        ));
+        return Ok(to_json(&serde_json::json!({
+            "reports": reports,
+            "throughput_ratio": ratio,
+            "store_flushes": flushes,
+        })));
     }
     let mut out: String = reports.iter().map(bench::render).collect();
     if let Some(r) = ratio {
         out.push_str(&format!("throughput ratio holdless/baseline: {r:.2}\n"));
+    }
+    if let Some(f) = flushes {
+        out.push_str(&f.render());
     }
     Ok(out)
 }

@@ -471,6 +471,53 @@ pub async fn soak(
     Ok(())
 }
 
+/// The group-commit flushes of the holdless store in this process (an `--embedded`
+/// run, warm-up included), and how many were slow: a durable scenario's tail is the
+/// disk's when its stalls show here.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct StoreFlushes {
+    pub flushes: u64,
+    pub over_25ms: u64,
+    pub over_50ms: u64,
+    pub over_100ms: u64,
+}
+
+impl StoreFlushes {
+    /// Read from the process's `holdless_store_flush_seconds` histogram.
+    pub fn of_this_process() -> Option<Self> {
+        Self::from_exposition(&crate::metrics::prometheus::handle()?.render())
+    }
+
+    /// From a Prometheus text exposition; `None` without the histogram.
+    pub fn from_exposition(text: &str) -> Option<Self> {
+        let value_of = |prefix: &str| {
+            text.lines()
+                .find(|l| l.starts_with(prefix))
+                .and_then(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        };
+        let flushes = value_of("holdless_store_flush_seconds_count ")?;
+        let over = |le: &str| {
+            value_of(&format!(
+                "holdless_store_flush_seconds_bucket{{le=\"{le}\"}} "
+            ))
+            .map(|at_most| (flushes - at_most).max(0.0) as u64)
+        };
+        Some(Self {
+            flushes: flushes as u64,
+            over_25ms: over("0.025")?,
+            over_50ms: over("0.05")?,
+            over_100ms: over("0.1")?,
+        })
+    }
+
+    pub fn render(&self) -> String {
+        format!(
+            "holdless store: {} group-commit flushes, {} over 25 ms, {} over 50 ms, {} over 100 ms\n",
+            self.flushes, self.over_25ms, self.over_50ms, self.over_100ms
+        )
+    }
+}
+
 /// Resident memory of this process in bytes (Linux), for soak reports.
 pub fn resident_bytes() -> Option<u64> {
     let statm = std::fs::read_to_string("/proc/self/statm").ok()?;
@@ -718,6 +765,32 @@ pub fn render(r: &Report) -> String {
 mod tests {
     use super::*;
     use chrono::{TimeZone, Timelike};
+
+    #[test]
+    fn slow_flushes_are_counted_from_the_flush_histogram() {
+        let text = "\
+# TYPE holdless_store_flush_seconds histogram
+holdless_store_flush_seconds_bucket{le=\"0.01\"} 900
+holdless_store_flush_seconds_bucket{le=\"0.025\"} 990
+holdless_store_flush_seconds_bucket{le=\"0.05\"} 996
+holdless_store_flush_seconds_bucket{le=\"0.1\"} 999
+holdless_store_flush_seconds_bucket{le=\"+Inf\"} 1000
+holdless_store_flush_seconds_sum 3.5
+holdless_store_flush_seconds_count 1000
+holdless_store_sync_seconds_count 1000
+";
+        assert_eq!(
+            StoreFlushes::from_exposition(text),
+            Some(StoreFlushes {
+                flushes: 1000,
+                over_25ms: 10,
+                over_50ms: 4,
+                over_100ms: 1,
+            })
+        );
+        let other = "holdless_rpc_requests_total{method=\"x\",code=\"OK\"} 5\n";
+        assert_eq!(StoreFlushes::from_exposition(other), None);
+    }
 
     #[tokio::test]
     async fn pacing_hands_out_each_number_in_order_never_before_it_is_due() {

@@ -219,6 +219,13 @@ fn bench_open_loop_sends_every_scheduled_request() {
     assert_eq!(r["errors"], 0, "{r}");
     // 50 requests at 500/s are due over 98 ms: a paced run cannot be faster.
     assert!(r["elapsed_secs"].as_f64().unwrap() >= 0.098, "{r}");
+    // Each durable request waited for a group-commit flush of the embedded store, and
+    // the report says how many flushes there were and how many were slow: at most one
+    // per request, plus the few of start-up (the plan and its audit entry).
+    let f = &v["store_flushes"];
+    let flushes = f["flushes"].as_u64().unwrap_or_default();
+    assert!((1..=60).contains(&flushes), "{v}");
+    assert!(f["over_25ms"].as_u64().unwrap() <= flushes, "{v}");
 }
 
 #[tokio::test]
