@@ -30,7 +30,8 @@ use tokio::net::TcpListener;
 
 use crate::api::Ready;
 
-/// Latency buckets in seconds: 50 us to 10 s.
+/// Latency buckets in seconds: 50 us to 10 s. `holdless bench` counts slow store
+/// flushes from the 25, 50 and 100 ms bounds (`bench::StoreFlushes`).
 const LATENCY_BUCKETS: &[f64] = &[
     0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
     1.0, 2.5, 10.0,
