@@ -39,7 +39,69 @@ fn floor() -> Floor {
 
 fn route(f: &mut Floor, id: &str, prio: i32, now: DateTime<Utc>) -> Placement {
     let s = support();
-    f.route(id, None, None, q(&s), prio, &[], None, now)
+    place(f, id, q(&s), prio, None, now)
+}
+
+/// Routes `id` to `queue` as a caller with no number or customer on file.
+fn place(
+    f: &mut Floor,
+    id: &str,
+    queue: QueueInfo<'_>,
+    priority: i32,
+    preferred_agent: Option<&str>,
+    now: DateTime<Utc>,
+) -> Placement {
+    let routed = RoutedCall {
+        call_id: id,
+        caller: None,
+        customer_id: None,
+        priority,
+        extra_skills: &[],
+        preferred_agent,
+    };
+    f.route_call(routed, queue, now, || None).0
+}
+
+/// The plan's queues as `call_event` resolves them: `general` (support) and `billing`.
+fn two_queues<'q>(support: &'q [String]) -> impl Fn(&str) -> Option<QueueInfo<'q>> + Copy + 'q {
+    move |id: &str| match id {
+        "general" => Some(q(support)),
+        "billing" => Some(QueueInfo {
+            id: "billing",
+            skills: SUPPORT,
+            default_aht_secs: 200,
+            max_waiting: 0,
+        }),
+        _ => None,
+    }
+}
+
+/// `agent` answers `id` at `at`, and transfers it to `to` ten seconds later.
+fn answer_then_transfer<'q>(
+    f: &mut Floor,
+    id: &str,
+    agent: &str,
+    to: &str,
+    lookup: impl Fn(&str) -> Option<QueueInfo<'q>> + Copy,
+    at: DateTime<Utc>,
+) {
+    f.call_event(
+        id,
+        CallEvent::Answered {
+            agent: agent.into(),
+        },
+        lookup,
+        at,
+    )
+    .unwrap();
+    let to = Some(to.to_owned());
+    f.call_event(
+        id,
+        CallEvent::Transferred { queue: to },
+        lookup,
+        at + chrono::Duration::seconds(10),
+    )
+    .unwrap();
 }
 
 #[test]
@@ -111,7 +173,7 @@ fn preferred_agent_wins_when_free() {
         t(5),
     );
     let s = support();
-    let p = f.route("c", None, None, q(&s), 0, &[], Some("a2"), t(10));
+    let p = place(&mut f, "c", q(&s), 0, Some("a2"), t(10));
     assert_eq!(p.reserved_agent.as_deref(), Some("a2"));
 }
 
@@ -231,51 +293,12 @@ fn call_events_follow_the_lifecycle_and_repeats_are_harmless() {
 fn transfer_back_to_a_visited_queue_is_a_loop() {
     let mut f = floor();
     let s = support();
-    let lookup = |id: &str| match id {
-        "general" => Some(q(&s)),
-        "billing" => Some(QueueInfo {
-            id: "billing",
-            skills: SUPPORT,
-            default_aht_secs: 200,
-            max_waiting: 0,
-        }),
-        _ => None,
-    };
+    let lookup = two_queues(&s);
     route(&mut f, "c", 0, t(0));
-    f.call_event(
-        "c",
-        CallEvent::Answered { agent: "a1".into() },
-        lookup,
-        t(10),
-    )
-    .unwrap();
-    f.call_event(
-        "c",
-        CallEvent::Transferred {
-            queue: Some("billing".into()),
-        },
-        lookup,
-        t(20),
-    )
-    .unwrap();
+    answer_then_transfer(&mut f, "c", "a1", "billing", lookup, t(10));
     let h = f.history("c").unwrap();
     assert_eq!((h.transfers, h.transfer_loop), (1, false));
-    f.call_event(
-        "c",
-        CallEvent::Answered { agent: "a2".into() },
-        lookup,
-        t(30),
-    )
-    .unwrap();
-    f.call_event(
-        "c",
-        CallEvent::Transferred {
-            queue: Some("general".into()),
-        },
-        lookup,
-        t(40),
-    )
-    .unwrap();
+    answer_then_transfer(&mut f, "c", "a2", "general", lookup, t(30));
     let h = f.history("c").unwrap();
     assert_eq!(h.transfers, 2);
     assert!(h.transfer_loop);
@@ -391,8 +414,7 @@ fn a_full_queue_is_reported_alike_to_a_call_asked_about_again() {
         default_aht_secs: 300,
         max_waiting: 2,
     };
-    let asked =
-        |f: &mut Floor, id: &str| f.route(id, None, None, info, 0, &[], None, t(0)).queue_full;
+    let asked = |f: &mut Floor, id: &str| place(f, id, info, 0, None, t(0)).queue_full;
     assert!(!asked(&mut f, "a"));
     assert!(!asked(&mut f, "b"));
     assert!(
@@ -412,32 +434,8 @@ fn loop_guard_names_the_queues_a_call_would_loop_back_to() {
     assert!(!waiting.looping);
     assert!(!waiting.loops_back("general"), "asked again where it waits");
     let s = support();
-    let lookup = |id: &str| match id {
-        "general" => Some(q(&s)),
-        "billing" => Some(QueueInfo {
-            id: "billing",
-            skills: SUPPORT,
-            default_aht_secs: 200,
-            max_waiting: 0,
-        }),
-        _ => None,
-    };
-    f.call_event(
-        "c",
-        CallEvent::Answered { agent: "a1".into() },
-        lookup,
-        t(10),
-    )
-    .unwrap();
-    f.call_event(
-        "c",
-        CallEvent::Transferred {
-            queue: Some("billing".into()),
-        },
-        lookup,
-        t(20),
-    )
-    .unwrap();
+    let lookup = two_queues(&s);
+    answer_then_transfer(&mut f, "c", "a1", "billing", lookup, t(10));
     let moved = f.loop_guard("c");
     assert!(moved.loops_back("general"), "{moved:?}");
     assert!(!moved.loops_back("billing"), "it waits in billing now");
@@ -454,18 +452,9 @@ fn full_queue_is_reported() {
         default_aht_secs: 300,
         max_waiting: 2,
     };
-    assert!(
-        !f.route("a", None, None, info, 0, &[], None, t(0))
-            .queue_full
-    );
-    assert!(
-        !f.route("b", None, None, info, 0, &[], None, t(0))
-            .queue_full
-    );
-    assert!(
-        f.route("c", None, None, info, 0, &[], None, t(0))
-            .queue_full
-    );
+    assert!(!place(&mut f, "a", info, 0, None, t(0)).queue_full);
+    assert!(!place(&mut f, "b", info, 0, None, t(0)).queue_full);
+    assert!(place(&mut f, "c", info, 0, None, t(0)).queue_full);
 }
 
 /// A small deterministic generator (splitmix64) for the replayed day.
@@ -644,7 +633,7 @@ mod place_in_line {
             let mut items = items;
             items.sort_by_key(|(_, secs)| *secs);
             for (i, (prio, secs)) in items.iter().enumerate() {
-                f.route(&format!("c{i:02}"), None, None, q(&s), *prio, &[], None, t(*secs));
+                place(&mut f, &format!("c{i:02}"), q(&s), *prio, None, t(*secs));
             }
             let ids: Vec<String> = (0..items.len()).map(|i| format!("c{i:02}")).collect();
             let me = &ids[pick.index(ids.len())];
@@ -664,7 +653,7 @@ mod place_in_line {
             }
             // Someone calling after the callback was accepted, with the same priority,
             // waits behind it.
-            let p = f.route("late", None, None, q(&s), taken.priority, &[], None, t(200));
+            let p = place(&mut f, "late", q(&s), taken.priority, None, t(200));
             prop_assert!(p.position > cb_pos);
             let _ = late_priority;
         }
