@@ -685,12 +685,14 @@ impl Floor {
 
     /// Agents able to serve `required`, by state.
     pub fn agent_counts(&self, required: &[String]) -> AgentCounts {
+        Self::counts_among(&self.agents, required)
+    }
+
+    /// [`Floor::agent_counts`] over `agents`, for callers holding other parts of the
+    /// floor mutably.
+    fn counts_among(agents: &HashMap<String, AgentLive>, required: &[String]) -> AgentCounts {
         let mut c = AgentCounts::default();
-        for a in self
-            .agents
-            .values()
-            .filter(|a| Self::agent_fits(a, required))
-        {
+        for a in agents.values().filter(|a| Self::agent_fits(a, required)) {
             match a.state {
                 AgentState::Available => c.available += 1,
                 AgentState::Reserved => c.reserved += 1,
@@ -705,17 +707,26 @@ impl Floor {
     /// The free agent for a call: `preferred` when free and able, else the one idle
     /// longest (ties broken by id, so the choice is deterministic).
     fn pick_agent(&self, required: &[String], preferred: Option<&str>) -> Option<String> {
+        Self::pick_among(&self.agents, required, preferred)
+    }
+
+    /// [`Floor::pick_agent`] over `agents`.
+    fn pick_among(
+        agents: &HashMap<String, AgentLive>,
+        required: &[String],
+        preferred: Option<&str>,
+    ) -> Option<String> {
         let free = |a: &AgentLive| {
             a.state == AgentState::Available
                 && a.reserved_for.is_none()
                 && Self::agent_fits(a, required)
         };
         if let Some(p) = preferred {
-            if self.agents.get(p).is_some_and(free) {
+            if agents.get(p).is_some_and(free) {
                 return Some(p.to_owned());
             }
         }
-        self.agents
+        agents
             .iter()
             .filter(|(_, a)| free(a))
             .min_by(|(ia, a), (ib, b)| a.since.cmp(&b.since).then(ia.cmp(ib)))
@@ -728,33 +739,9 @@ impl Floor {
     }
 
     /// Places a routed call: reserves an agent when one is free, else puts the call in
-    /// line and estimates its wait.
-    #[allow(clippy::too_many_arguments)]
-    pub fn route(
-        &mut self,
-        call_id: &str,
-        caller: Option<&str>,
-        customer_id: Option<&str>,
-        queue: QueueInfo<'_>,
-        priority: i32,
-        extra_skills: &[String],
-        preferred_agent: Option<&str>,
-        now: DateTime<Utc>,
-    ) -> Placement {
-        let routed = RoutedCall {
-            call_id,
-            caller,
-            customer_id,
-            priority,
-            extra_skills,
-            preferred_agent,
-        };
-        self.route_call(routed, queue, now, || None).0
-    }
-
-    /// [`Floor::route`], plus what RouteCall's reply needs in the same pass over the
-    /// call: what routing looked at (`facts`, kept with the call's contact record) is
-    /// remembered, and the call's history after this routing is returned. The first
+    /// line and estimates its wait. In the same pass over the call, what routing looked
+    /// at (`facts`, kept with the call's contact record) is remembered, and the call's
+    /// history after this routing is returned (what RouteCall's reply needs). The first
     /// routing of a call wins: `facts` is called only for a call that has none yet, so a
     /// re-route after a transfer keeps the original.
     ///
@@ -903,20 +890,25 @@ impl Floor {
         now: DateTime<Utc>,
         facts: impl FnOnce() -> Option<CallFacts>,
     ) -> Option<(Placement, CallHistory)> {
-        let c = self.calls.get(call_id)?;
+        // One lookup of the call: the agents and the lines are other parts of the floor.
+        let Floor {
+            calls,
+            agents,
+            queues,
+            ..
+        } = self;
+        let c = calls.get_mut(call_id)?;
         let same_place =
             c.state == CallState::Waiting && c.queue == queue.id && c.priority == priority;
-        if !same_place || self.pick_agent(required, preferred_agent).is_some() {
+        if !same_place || Self::pick_among(agents, required, preferred_agent).is_some() {
             return None;
         }
-        let key = c.key(call_id);
-        let staffed = self.agent_counts(required).staffed();
-        let q = self.queues.get(queue.id)?;
-        let position = q.line.rank(&key) as u32 + 1;
+        let staffed = Self::counts_among(agents, required).staffed();
+        let q = queues.get(queue.id)?;
+        let position = q.line.rank(&c.key(call_id)) as u32 + 1;
         // As the full path counts it: the others waiting, without this call.
         let others = q.line.len().saturating_sub(1) as u32;
         let wait = estimated_wait(position, 0, staffed, q.aht.secs());
-        let c = self.calls.get_mut(call_id)?;
         if c.customer_id.as_deref() != customer_id {
             c.customer_id = customer_id.map(str::to_owned);
         }
