@@ -311,6 +311,17 @@ fn check_unindexed<D: Detail>(plan: &CompiledPlan, rule: &Rule, f: &Facts<'_>) -
         }
     }
     if let Some(expr) = &m.expression {
+        if let Some(key) = expr.missing_attribute(&f.call.attributes) {
+            return Err((
+                "expression",
+                D::of(|| {
+                    format!(
+                        "{} cannot be true without attribute '{key}', which the call lacks",
+                        expr.source()
+                    )
+                }),
+            ));
+        }
         let tz_name = f.location.time_zone.map(|t| t.name()).unwrap_or("");
         let local_hour = f
             .location

@@ -9,8 +9,9 @@
 //! bool, or fails (e.g. a missing map key), does not match.
 
 use std::collections::HashMap;
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 
+use cel::common::ast::{operators, LiteralValue};
 use cel::common::types::{CelInt, CelString};
 use cel::common::value::{CowVal, Val};
 use cel::context::VariableResolver;
@@ -35,9 +36,15 @@ pub const VARIABLES: &[&str] = &[
     "attributes",
 ];
 
+/// The standard CEL environment. Each thread builds its own once: evaluation clones
+/// the `Arc` for every expression, and one `Arc` shared by every thread made each of
+/// those clones contend for its counter. A compiled [`Program`] is only its syntax
+/// tree, so it runs the same under any thread's environment.
 fn env() -> Arc<Env> {
-    static ENV: OnceLock<Arc<Env>> = OnceLock::new();
-    ENV.get_or_init(|| Arc::new(Env::stdlib())).clone()
+    thread_local! {
+        static ENV: Arc<Env> = Arc::new(Env::stdlib());
+    }
+    ENV.with(Arc::clone)
 }
 
 /// A compiled expression.
@@ -45,6 +52,9 @@ pub struct Expr {
     source: String,
     program: Program,
     uses_attributes: bool,
+    /// Attribute keys without which the expression cannot be true (see
+    /// [`required_attributes`]): a call lacking one is refused without evaluating.
+    required: Vec<String>,
 }
 
 impl std::fmt::Debug for Expr {
@@ -101,11 +111,28 @@ impl Expr {
             }
         }
         let uses_attributes = references.has_variable("attributes");
+        let mut required: Vec<String> = required_attributes(program.expression())
+            .into_iter()
+            .collect();
+        required.sort_unstable();
         Ok(Self {
             source: source.to_owned(),
             program,
             uses_attributes,
+            required,
         })
+    }
+
+    /// An attribute the expression needs and `attributes` lacks: then it cannot
+    /// evaluate to true (it is false or fails), and routing need not evaluate it.
+    pub fn missing_attribute<'a>(
+        &'a self,
+        attributes: &std::collections::BTreeMap<String, String>,
+    ) -> Option<&'a str> {
+        self.required
+            .iter()
+            .find(|k| !attributes.contains_key(k.as_str()))
+            .map(String::as_str)
     }
 
     pub fn source(&self) -> &str {
@@ -132,6 +159,100 @@ impl Expr {
             Ok(other) => Err(format!("expression gave {other:?}, not a bool")),
             Err(e) => Err(format!("expression failed: {}", one_line(&e.to_string()))),
         }
+    }
+}
+
+/// Attribute keys whose absence keeps `e` from evaluating to true, from its syntax
+/// alone. Most rules that look at IVR attributes guard them (`'k' in attributes &&
+/// ...`) or compare one (`attributes['k'] == ...`), and most calls carry none of the
+/// keys, so routing can skip the evaluation (its interpreter allocates for every
+/// value) for them.
+///
+/// Two sets are worked out, per CEL's semantics (cel 0.15's interpreter):
+/// - `fails`: keys whose absence makes the expression an error;
+/// - `not_true`: keys whose absence makes it false or an error.
+///
+/// Only these forms contribute keys; anything else (macros, conditionals, selections,
+/// optional indexing, functions not listed as strict) contributes none, which is
+/// always safe:
+/// - `attributes['k']` fails when `k` is absent;
+/// - `'k' in attributes` is false when `k` is absent;
+/// - a strict operator (comparisons, arithmetic, `in`, `!`, indexing) fails when an
+///   argument fails;
+/// - `a && b` is not true when either is not true, and fails only when both fail
+///   (`false && error` is false);
+/// - `a || b` is not true only when both are not true, and fails only when both fail
+///   (`true || error` is true).
+fn required_attributes(e: &cel::IdedExpr) -> std::collections::BTreeSet<String> {
+    keys(e).not_true
+}
+
+#[derive(Default)]
+struct Keys {
+    fails: std::collections::BTreeSet<String>,
+    not_true: std::collections::BTreeSet<String>,
+}
+
+/// Operators and functions whose result fails whenever an argument fails.
+const STRICT: &[&str] = &[
+    operators::EQUALS,
+    operators::NOT_EQUALS,
+    operators::LESS,
+    operators::LESS_EQUALS,
+    operators::GREATER,
+    operators::GREATER_EQUALS,
+    operators::ADD,
+    operators::SUBSTRACT,
+    operators::MULTIPLY,
+    operators::DIVIDE,
+    operators::MODULO,
+    operators::NEGATE,
+    operators::LOGICAL_NOT,
+    operators::IN,
+    operators::INDEX,
+];
+
+fn keys(e: &cel::IdedExpr) -> Keys {
+    let cel::common::ast::Expr::Call(call) = &e.expr else {
+        return Keys::default();
+    };
+    let is_attributes = |a: &cel::IdedExpr| matches!(&a.expr, cel::common::ast::Expr::Ident(n) if n == "attributes");
+    let literal = |a: &cel::IdedExpr| match &a.expr {
+        cel::common::ast::Expr::Literal(LiteralValue::String(s)) => Some(s.inner().to_owned()),
+        _ => None,
+    };
+    match (
+        call.func_name.as_str(),
+        call.target.as_deref(),
+        call.args.as_slice(),
+    ) {
+        (operators::LOGICAL_AND, None, [a, b]) => {
+            let (a, b) = (keys(a), keys(b));
+            Keys {
+                fails: a.fails.intersection(&b.fails).cloned().collect(),
+                not_true: a.not_true.union(&b.not_true).cloned().collect(),
+            }
+        }
+        (operators::LOGICAL_OR, None, [a, b]) => {
+            let (a, b) = (keys(a), keys(b));
+            Keys {
+                fails: a.fails.intersection(&b.fails).cloned().collect(),
+                not_true: a.not_true.intersection(&b.not_true).cloned().collect(),
+            }
+        }
+        (f, None, args) if STRICT.contains(&f) => {
+            let mut fails: std::collections::BTreeSet<String> =
+                args.iter().flat_map(|a| keys(a).fails).collect();
+            let mut not_true = std::collections::BTreeSet::new();
+            match (f, args) {
+                (operators::INDEX, [m, k]) if is_attributes(m) => fails.extend(literal(k)),
+                (operators::IN, [k, m]) if is_attributes(m) => not_true.extend(literal(k)),
+                _ => {}
+            }
+            not_true.extend(fails.iter().cloned());
+            Keys { fails, not_true }
+        }
+        _ => Keys::default(),
     }
 }
 
@@ -235,6 +356,106 @@ mod tests {
         assert!(Expr::compile("").is_err());
         assert!(Expr::compile(&"(".repeat(100)).is_err());
         assert!(Expr::compile(&format!("country == '{}'", "x".repeat(2000))).is_err());
+    }
+
+    fn required(source: &str) -> Vec<String> {
+        Expr::compile(source).unwrap().required
+    }
+
+    #[test]
+    fn required_attributes_follow_the_boolean_structure() {
+        let fraud = "'fraud_flag' in attributes && attributes['fraud_flag'] == 'yes'";
+        assert_eq!(required(fraud), ["fraud_flag"]);
+        assert_eq!(required("attributes['a'] == 'x'"), ["a"]);
+        assert_eq!(
+            required("'a' in attributes && 'b' in attributes"),
+            ["a", "b"]
+        );
+        assert_eq!(
+            required("('a' in attributes && 'b' in attributes) || 'a' in attributes"),
+            ["a"]
+        );
+        // Each of these can be true without the key.
+        for free in [
+            "'a' in attributes || 'b' in attributes",
+            "!('a' in attributes)",
+            "attributes['a'] == 'x' || true",
+            "has(attributes.a)",
+            "'a' in attributes ? true : country == 'US'",
+            "country == 'US'",
+        ] {
+            assert!(required(free).is_empty(), "{free}");
+        }
+        // A failing key inside a negation still fails it.
+        assert_eq!(required("!(attributes['a'] == 'x')"), ["a"]);
+    }
+
+    #[test]
+    fn a_missing_required_attribute_skips_evaluation() {
+        let e = Expr::compile("'vip' in attributes && attributes['vip'] == 'yes'").unwrap();
+        let mut attrs = BTreeMap::new();
+        assert_eq!(e.missing_attribute(&attrs), Some("vip"));
+        attrs.insert("vip".to_string(), "yes".to_string());
+        assert_eq!(e.missing_attribute(&attrs), None);
+        assert_eq!(e.eval(&vars(&attrs)), Ok(true));
+    }
+
+    /// Expressions over the attributes `a` and `b` (and one fact), nested up to three
+    /// levels with `&&`, `||`, `!` and conditionals.
+    fn expression() -> impl proptest::strategy::Strategy<Value = String> {
+        use proptest::prelude::*;
+        let key = prop_oneof![Just("a"), Just("b")];
+        let leaf = prop_oneof![
+            key.clone().prop_map(|k| format!("'{k}' in attributes")),
+            key.clone()
+                .prop_map(|k| format!("attributes['{k}'] == 'yes'")),
+            key.clone()
+                .prop_map(|k| format!("attributes['{k}'] != 'yes'")),
+            key.clone().prop_map(|k| format!("has(attributes.{k})")),
+            key.clone()
+                .prop_map(|k| format!("attributes['{k}'].startsWith('y')")),
+            key.prop_map(|k| format!("size(attributes['{k}']) > 1")),
+            Just("country == 'US'".to_string()),
+            Just("true".to_string()),
+            Just("false".to_string()),
+        ];
+        leaf.prop_recursive(3, 16, 3, |inner| {
+            prop_oneof![
+                (inner.clone(), inner.clone()).prop_map(|(x, y)| format!("({x} && {y})")),
+                (inner.clone(), inner.clone()).prop_map(|(x, y)| format!("({x} || {y})")),
+                inner.clone().prop_map(|x| format!("!({x})")),
+                (inner.clone(), inner.clone(), inner)
+                    .prop_map(|(c, x, y)| format!("({c} ? {x} : {y})")),
+            ]
+        })
+    }
+
+    proptest::proptest! {
+        /// Skipping is sound: whenever a required attribute is missing, evaluating
+        /// the expression would not have given true either.
+        #[test]
+        fn a_skipped_expression_could_not_have_matched(
+            source in expression(),
+            a in proptest::option::of(proptest::prop_oneof![
+                proptest::strategy::Just("yes"),
+                proptest::strategy::Just("no"),
+            ]),
+            b in proptest::option::of(proptest::prop_oneof![
+                proptest::strategy::Just("yes"),
+                proptest::strategy::Just("no"),
+            ]),
+        ) {
+            let e = Expr::compile(&source).unwrap();
+            let mut attrs = BTreeMap::new();
+            for (k, v) in [("a", a), ("b", b)] {
+                if let Some(v) = v {
+                    attrs.insert(k.to_string(), v.to_string());
+                }
+            }
+            if let Some(k) = e.missing_attribute(&attrs) {
+                proptest::prop_assert_ne!(e.eval(&vars(&attrs)), Ok(true), "{} lacks {}", source, k);
+            }
+        }
     }
 
     #[test]
