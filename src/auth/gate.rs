@@ -88,7 +88,11 @@ where
         // The ready service is the one to call; leave a fresh clone in its place.
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
-        let layer = self.layer.clone();
+        // Only what the call's future needs is copied out of the layer: the timeout,
+        // and (in the permit) the semaphore. Cloning the whole layer per call made both
+        // cores write its shared reference counts on every call.
+        let layer = &self.layer;
+        let timeout = layer.timeout;
         let authorization = req
             .headers()
             .get(http::header::AUTHORIZATION)
@@ -109,11 +113,11 @@ where
         req.extensions_mut().insert(principal);
         Box::pin(async move {
             let _permit = permit;
-            match tokio::time::timeout(layer.timeout, inner.call(req)).await {
+            match tokio::time::timeout(timeout, inner.call(req)).await {
                 Ok(r) => r.map_err(Into::into),
                 Err(_) => Ok(refuse(Status::deadline_exceeded(format!(
                     "no answer within the server's {} s request timeout",
-                    layer.timeout.as_secs()
+                    timeout.as_secs()
                 )))),
             }
         })

@@ -54,35 +54,43 @@ impl Role {
 
 /// The authenticated caller, put into each request's extensions by the gate:
 /// `request.extensions().get::<Principal>()` in a service (audit, callback ownership).
+///
+/// Cheap to hand to every request: a configured principal is one shared allocation,
+/// and the anonymous caller (no principals configured) none at all.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Principal {
-    name: Arc<str>,
-    roles: Arc<[Role]>,
+pub struct Principal(Option<Arc<Named>>);
+
+#[derive(Debug, PartialEq, Eq)]
+struct Named {
+    name: String,
+    roles: Vec<Role>,
 }
 
 impl Principal {
     pub fn new(name: &str, roles: &[Role]) -> Self {
-        Self {
-            name: name.into(),
-            roles: roles.into(),
-        }
+        Self(Some(Arc::new(Named {
+            name: name.to_owned(),
+            roles: roles.to_vec(),
+        })))
     }
 
     /// The caller when no principals are configured (auth off, loopback only).
     pub fn anonymous() -> Self {
-        Self::new("anonymous", &Role::ALL)
+        Self(None)
     }
 
     pub fn name(&self) -> &str {
-        &self.name
+        self.0
+            .as_ref()
+            .map_or(crate::domain::audit::ANONYMOUS, |n| &n.name)
     }
 
     pub fn roles(&self) -> &[Role] {
-        &self.roles
+        self.0.as_ref().map_or(&Role::ALL, |n| &n.roles)
     }
 
     pub fn has_any(&self, roles: &[Role]) -> bool {
-        self.roles.iter().any(|r| roles.contains(r))
+        self.roles().iter().any(|r| roles.contains(r))
     }
 }
 

@@ -1,8 +1,8 @@
 //! E.164 phone numbers, parsed once at the edge with the `phonenumber` crate.
 
-use std::collections::HashMap;
+use std::cell::RefCell;
 use std::fmt;
-use std::sync::{OnceLock, RwLock};
+use std::sync::OnceLock;
 
 /// A phone number in E.164 form (`+` then 7 to 15 digits), with the country its calling
 /// code and prefix belong to, when known.
@@ -42,7 +42,7 @@ impl PhoneNumber {
         {
             return Err(PhoneError::NotE164);
         }
-        let country = country_of(input);
+        let country = country_of(input, digits);
         Ok(Self {
             e164: input.to_owned(),
             country,
@@ -91,32 +91,46 @@ impl fmt::Display for PhoneNumber {
     }
 }
 
-/// Longest number prefix the country cache is keyed on: `+` and nine digits. Numbering
-/// plans assign countries by the calling code and at most the next six digits (NANP by
-/// area code, +44 by up to five digits for the Channel Islands), so every number
-/// sharing this prefix belongs to the same country.
-const COUNTRY_KEY_LEN: usize = 10;
-/// Bound on the country cache; it starts over when full.
+/// Longest number prefix the country cache is keyed on: nine digits after the `+`.
+/// Numbering plans assign countries by the calling code and at most the next six
+/// digits (NANP by area code, +44 by up to five digits for the Channel Islands), so
+/// every number sharing this prefix belongs to the same country.
+const COUNTRY_KEY_DIGITS: usize = 9;
+/// Bound on each thread's country cache; it starts over when full.
 const COUNTRY_CACHE_MAX: usize = 65_536;
 
-/// Country of an E.164 number. libphonenumber's answer costs several microseconds of
-/// regex matching (most of a RouteCall), so it is cached per number prefix.
-fn country_of(e164: &str) -> Option<phonenumber::country::Id> {
-    static CACHE: OnceLock<RwLock<HashMap<String, Option<phonenumber::country::Id>>>> =
-        OnceLock::new();
-    let cache = CACHE.get_or_init(Default::default);
-    let key = &e164[..e164.len().min(COUNTRY_KEY_LEN)];
-    if let Some(hit) = cache.read().unwrap_or_else(|e| e.into_inner()).get(key) {
-        return *hit;
+/// A number's first (up to) nine digits and their count, as one integer key.
+fn country_key(digits: &str) -> u64 {
+    let prefix = &digits.as_bytes()[..digits.len().min(COUNTRY_KEY_DIGITS)];
+    let value = prefix
+        .iter()
+        .fold(0u64, |v, b| v * 10 + u64::from(b.wrapping_sub(b'0')));
+    (value << 4) | prefix.len() as u64
+}
+
+/// Country of an E.164 number whose digits (after the `+`) are `digits`.
+/// libphonenumber's answer costs several microseconds of regex matching (most of a
+/// RouteCall), so it is cached per number prefix. Each thread keeps its own cache: a
+/// shared one made every lookup write to its lock, and the two cores routing calls
+/// passed that cache line back and forth on every call.
+fn country_of(e164: &str, digits: &str) -> Option<phonenumber::country::Id> {
+    thread_local! {
+        static CACHE: RefCell<hashbrown::HashMap<u64, Option<phonenumber::country::Id>>> =
+            RefCell::default();
+    }
+    let key = country_key(digits);
+    if let Some(hit) = CACHE.with_borrow(|c| c.get(&key).copied()) {
+        return hit;
     }
     let country = phonenumber::parse(None, e164)
         .ok()
         .and_then(|n| n.country().id());
-    let mut w = cache.write().unwrap_or_else(|e| e.into_inner());
-    if w.len() >= COUNTRY_CACHE_MAX {
-        w.clear();
-    }
-    w.insert(key.to_owned(), country);
+    CACHE.with_borrow_mut(|c| {
+        if c.len() >= COUNTRY_CACHE_MAX {
+            c.clear();
+        }
+        c.insert(key, country);
+    });
     country
 }
 
@@ -189,6 +203,16 @@ mod tests {
             // Second time from the cache.
             assert_eq!(PhoneNumber::parse(n).unwrap().country(), Some(c), "{n}");
         }
+    }
+
+    #[test]
+    fn the_country_key_is_the_first_nine_digits_and_their_count() {
+        assert_eq!(country_key("12125550100"), country_key("12125550199"));
+        assert_ne!(country_key("1212555"), country_key("12125550"));
+        assert_ne!(country_key("44148"), country_key("441480"));
+        assert_ne!(country_key("441481200"), country_key("441534500"));
+        // Fifteen digits, the most E.164 has, do not overflow the key.
+        assert_eq!(country_key("999999999999999"), (999_999_999 << 4) | 9);
     }
 
     #[test]

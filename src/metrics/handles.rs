@@ -2,24 +2,31 @@
 //!
 //! `metrics::counter!` with labels builds a key (allocating the label strings), hashes
 //! it and looks it up in the recorder's registry on every call. On the routing path
-//! that was three lookups per call; here each label set is resolved once and later
-//! calls read a cached handle under a read lock.
+//! that was three lookups per call; here each label set is resolved once.
+//!
+//! Nothing on the request path writes to shared memory to find a handle: the RPC
+//! handles sit in a table built once and only read afterwards, and the decision
+//! counters in a cache per thread. (A shared cache behind a lock made every lookup
+//! write the lock's word, which the two cores serving calls then passed back and forth.)
 //!
 //! Label values come from the active plan (rule and queue ids) and from the gRPC
 //! methods holdless serves, so the sets are small. A path that is not a holdless
 //! method is counted as `method="other"`, so a client inventing paths cannot grow
 //! the exported series without bound.
 
-use std::collections::HashMap;
-use std::sync::{Arc, OnceLock, RwLock};
+use std::cell::RefCell;
+use std::sync::OnceLock;
 
 use metrics::{Counter, Histogram};
 
-/// Most label sets cached per kind; later ones are looked up each time instead.
+/// Most decision counters cached per thread; later ones are looked up each time.
 const MAX_CACHED: usize = 4_096;
 
 /// The methods of the open services (health, reflection).
 const OPEN_METHODS: &[&str] = &["Check", "Watch", "List", "ServerReflectionInfo"];
+
+/// The label of paths that are not a method holdless serves.
+const OTHER: &str = "other";
 
 /// Per-method handles, one pair per gRPC status code (0..=16).
 pub struct RpcHandles {
@@ -28,6 +35,13 @@ pub struct RpcHandles {
 }
 
 impl RpcHandles {
+    fn new(method: String) -> Self {
+        Self {
+            method,
+            by_code: Default::default(),
+        }
+    }
+
     /// The counter and latency histogram for calls that ended with gRPC status `code`
     /// (a number outside the protocol's 0..=16 counts as UNKNOWN).
     pub fn for_code(&self, code: i32) -> &(Counter, Histogram) {
@@ -42,71 +56,75 @@ impl RpcHandles {
     }
 }
 
-/// The handles of gRPC method `path` (e.g. `/holdless.v1.RoutingService/RouteCall`).
-pub fn rpc(path: &str) -> Arc<RpcHandles> {
-    static CACHE: OnceLock<RwLock<HashMap<String, Arc<RpcHandles>>>> = OnceLock::new();
-    // Methods of the authorization table (every holdless method) and of the open
-    // services (health, reflection) keep their name.
-    // A client may send any method name under an open service, so only their real
-    // methods are named; the label set stays bounded.
-    let known = crate::auth::table::roles_for(path).is_some()
-        || path
-            .strip_prefix('/')
-            .and_then(|p| p.split_once('/'))
-            .is_some_and(|(service, method)| {
-                crate::auth::table::OPEN_SERVICES.contains(&service)
-                    && OPEN_METHODS.contains(&method)
-            });
-    let method = if known { path } else { "other" };
-    let cache = CACHE.get_or_init(|| {
-        // Handles made before the recorder exists would count nowhere.
-        let _ = super::prometheus::handle();
-        RwLock::default()
-    });
-    if let Some(h) = cache.read().unwrap_or_else(|e| e.into_inner()).get(method) {
-        return h.clone();
-    }
-    let handles = Arc::new(RpcHandles {
-        method: method.to_owned(),
-        by_code: Default::default(),
-    });
-    let mut w = cache.write().unwrap_or_else(|e| e.into_inner());
-    if w.len() < MAX_CACHED {
-        return w.entry(method.to_owned()).or_insert(handles).clone();
-    }
-    handles
+struct RpcTable {
+    /// Fixed once built: a client's path is only looked up, never added, so the fast
+    /// default hasher is safe here.
+    by_path: hashbrown::HashMap<String, RpcHandles>,
+    other: RpcHandles,
 }
 
-/// The `holdless_routing_decisions_total` counter of (rule, queue).
-pub fn decisions(rule: Option<&str>, queue: &str) -> Counter {
-    type Cache = RwLock<HashMap<String, HashMap<String, Counter>>>;
-    static CACHE: OnceLock<Cache> = OnceLock::new();
-    let rule = rule.unwrap_or("default");
-    let cache = CACHE.get_or_init(|| {
+/// The handles of gRPC method `path` (e.g. `/holdless.v1.RoutingService/RouteCall`).
+pub fn rpc(path: &str) -> &'static RpcHandles {
+    static TABLE: OnceLock<RpcTable> = OnceLock::new();
+    let table = TABLE.get_or_init(|| {
+        // Handles made before the recorder exists would count nowhere.
         let _ = super::prometheus::handle();
-        RwLock::default()
+        // Every method of the authorization table (every holdless method) and the real
+        // methods of the open services (health, reflection) keep their name. A client
+        // may send any method name under an open service, so only those are named;
+        // the label set stays bounded.
+        let holdless = crate::auth::table::METHOD_ROLES
+            .iter()
+            .map(|(path, _)| (*path).to_owned());
+        let open = crate::auth::table::OPEN_SERVICES
+            .iter()
+            .flat_map(|service| {
+                OPEN_METHODS
+                    .iter()
+                    .map(move |method| format!("/{service}/{method}"))
+            });
+        RpcTable {
+            by_path: holdless
+                .chain(open)
+                .map(|path| (path.clone(), RpcHandles::new(path)))
+                .collect(),
+            other: RpcHandles::new(OTHER.to_owned()),
+        }
     });
-    if let Some(c) = cache
-        .read()
-        .unwrap_or_else(|e| e.into_inner())
-        .get(rule)
-        .and_then(|by_queue| by_queue.get(queue))
-    {
-        return c.clone();
+    table.by_path.get(path).unwrap_or(&table.other)
+}
+
+/// Counts one routing decision in `holdless_routing_decisions_total{rule, queue}`.
+pub fn count_decision(rule: Option<&str>, queue: &str) {
+    type Cache = RefCell<hashbrown::HashMap<String, hashbrown::HashMap<String, Counter>>>;
+    thread_local! {
+        static CACHE: Cache = RefCell::default();
     }
+    let rule = rule.unwrap_or("default");
+    let counted = CACHE.with_borrow(|cache| {
+        let counter = cache.get(rule).and_then(|by_queue| by_queue.get(queue));
+        counter.inspect(|c| c.increment(1)).is_some()
+    });
+    if counted {
+        return;
+    }
+    // Handles made before the recorder exists would count nowhere.
+    let _ = super::prometheus::handle();
     let counter = metrics::counter!(
         "holdless_routing_decisions_total",
         "rule" => rule.to_owned(),
         "queue" => queue.to_owned()
     );
-    let mut w = cache.write().unwrap_or_else(|e| e.into_inner());
-    let cached: usize = w.values().map(HashMap::len).sum();
-    if cached < MAX_CACHED {
-        w.entry(rule.to_owned())
-            .or_default()
-            .insert(queue.to_owned(), counter.clone());
-    }
-    counter
+    counter.increment(1);
+    CACHE.with_borrow_mut(|cache| {
+        let cached: usize = cache.values().map(hashbrown::HashMap::len).sum();
+        if cached < MAX_CACHED {
+            cache
+                .entry(rule.to_owned())
+                .or_default()
+                .insert(queue.to_owned(), counter);
+        }
+    });
 }
 
 #[cfg(test)]
@@ -127,9 +145,9 @@ mod tests {
             rpc("/holdless.v1.RoutingService/RouteCall").method,
             "/holdless.v1.RoutingService/RouteCall"
         );
-        assert!(Arc::ptr_eq(
-            &rpc("/holdless.v1.RoutingService/RouteCall"),
-            &rpc("/holdless.v1.RoutingService/RouteCall")
+        assert!(std::ptr::eq(
+            rpc("/holdless.v1.RoutingService/RouteCall"),
+            rpc("/holdless.v1.RoutingService/RouteCall")
         ));
     }
 }

@@ -138,10 +138,15 @@ pub struct Holdless {
     scheduler: std::sync::OnceLock<crate::scheduler::Scheduler>,
     /// Failed plan reloads (SIGHUP) since start.
     reload_failures: AtomicU64,
-    /// Callback offers not yet added to the KPI store, per (queue, interval start).
-    pending_offers:
-        std::sync::Mutex<std::collections::HashMap<(String, chrono::DateTime<chrono::Utc>), u64>>,
+    /// Callback offers not yet added to the KPI store, per interval start and queue
+    /// (keyed so that counting one more offer looks the queue up by its borrowed id).
+    pending_offers: std::sync::Mutex<PendingOffers>,
 }
+
+type PendingOffers = std::collections::HashMap<
+    chrono::DateTime<chrono::Utc>,
+    std::collections::HashMap<String, u64>,
+>;
 
 impl Holdless {
     /// Loads the active plan from the store; an empty store first imports `plan_text`
@@ -306,18 +311,22 @@ impl Holdless {
             placement.reserved_agent.is_some(),
             placement.estimated_wait,
         );
-        crate::metrics::handles::decisions(decision.rule_id.as_deref(), &decision.queue_id)
-            .increment(1);
+        crate::metrics::handles::count_decision(decision.rule_id.as_deref(), &decision.queue_id);
         if offer.is_some() {
             // Counted in memory and written by housekeeping (`flush_offers`), so routing
             // never waits for a disk flush; a crash loses at most a second of offers.
             let bucket = crate::metrics::kpi::bucket_start(now);
-            *self
+            let mut pending = self
                 .pending_offers
                 .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .entry((decision.queue_id.clone(), bucket))
-                .or_insert(0) += 1;
+                .unwrap_or_else(|e| e.into_inner());
+            let in_bucket = pending.entry(bucket).or_default();
+            match in_bucket.get_mut(&decision.queue_id) {
+                Some(n) => *n += 1,
+                None => {
+                    in_bucket.insert(decision.queue_id.clone(), 1);
+                }
+            }
         }
         Ok(RouteOutcome {
             decision,
@@ -416,7 +425,10 @@ impl Holdless {
                 .lock()
                 .unwrap_or_else(|e| e.into_inner()),
         );
-        for ((queue, at), n) in pending {
+        for (at, queue, n) in pending
+            .into_iter()
+            .flat_map(|(at, queues)| queues.into_iter().map(move |(q, n)| (at, q, n)))
+        {
             let offered = crate::metrics::kpi::KpiCounters {
                 cb_offered: n,
                 ..Default::default()
@@ -547,8 +559,6 @@ mod tests {
         assert!(!offered.is_empty(), "a closed queue offers a callback");
         let pending = hl.pending_offers.lock().unwrap().clone();
         let bucket = crate::metrics::kpi::bucket_start(start);
-        let expected: HashMap<(String, chrono::DateTime<chrono::Utc>), u64> =
-            offered.into_iter().map(|(q, n)| ((q, bucket), n)).collect();
-        assert_eq!(pending, expected);
+        assert_eq!(pending, HashMap::from([(bucket, offered)]));
     }
 }
