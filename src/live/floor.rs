@@ -92,6 +92,8 @@ impl CallState {
 
 #[derive(Debug, Clone)]
 struct CallLive {
+    /// The call's id, as its entry in a line holds it (made once, not per lookup).
+    id: Arc<str>,
     queue: String,
     priority: i32,
     enqueued_at: DateTime<Utc>,
@@ -122,13 +124,13 @@ impl CallLive {
         }
     }
 
-    fn key(&self, id: &str) -> WaitKey {
+    fn key(&self) -> WaitKey {
         WaitKey {
             priority: Reverse(self.priority),
             enqueued_at: self.enqueued_at,
             seq: self.seq,
             callback: false,
-            id: Arc::from(id),
+            id: self.id.clone(),
         }
     }
 }
@@ -593,7 +595,7 @@ impl Floor {
         }
         call.state = CallState::Waiting;
         call.last_change = now;
-        let key = call.key(call_id);
+        let key = call.key();
         if let Some(q) = self.queues.get_mut(&call.queue) {
             q.line.insert(key);
         }
@@ -605,7 +607,7 @@ impl Floor {
         let stale = self.config.stale_call_after;
         let memory = self.config.finished_call_memory;
         let mut drop_from_line = Vec::new();
-        self.calls.retain(|id, c| {
+        self.calls.retain(|_, c| {
             let keep = match c.state {
                 CallState::Waiting | CallState::Transferred => now - c.last_change < stale,
                 CallState::Abandoned | CallState::Ended | CallState::CallbackAccepted => {
@@ -615,7 +617,7 @@ impl Floor {
                 CallState::Connected(_) => now - c.last_change < stale,
             };
             if !keep && c.state == CallState::Waiting {
-                drop_from_line.push((c.queue.clone(), c.key(id)));
+                drop_from_line.push((c.queue.clone(), c.key()));
             }
             keep
         });
@@ -795,7 +797,7 @@ impl Floor {
         let (mut visited, transfers, transfer_loop) = match &mut previous {
             Some(p) => {
                 if let Some(q) = self.queues.get_mut(&p.queue) {
-                    q.line.remove(&p.key(call_id));
+                    q.line.remove(&p.key());
                 }
                 if let CallState::Reserved(agent) = &p.state {
                     self.release(agent, call_id);
@@ -822,6 +824,7 @@ impl Floor {
         let waiting_now = self.queue_mut(&queue).line.len() as u32;
         let queue_full = queue.max_waiting > 0 && waiting_now >= queue.max_waiting;
         let mut call = CallLive {
+            id: Arc::from(call_id),
             queue: queue.id.to_owned(),
             priority,
             enqueued_at,
@@ -851,7 +854,7 @@ impl Floor {
                 }
             }
             None => {
-                let key = call.key(call_id);
+                let key = call.key();
                 let staffed = self.agent_counts(&required).staffed();
                 let q = self.queue_mut(&queue);
                 q.line.insert(key.clone());
@@ -905,7 +908,7 @@ impl Floor {
         }
         let staffed = Self::counts_among(agents, required).staffed();
         let q = queues.get(queue.id)?;
-        let position = q.line.rank(&c.key(call_id)) as u32 + 1;
+        let position = q.line.rank(&c.key()) as u32 + 1;
         // As the full path counts it: the others waiting, without this call.
         let others = q.line.len().saturating_sub(1) as u32;
         let wait = estimated_wait(position, 0, staffed, q.aht.secs());
@@ -1029,7 +1032,7 @@ impl Floor {
                 moved.enqueued_at = now;
                 moved.seq = self.seq();
                 moved.last_change = now;
-                let key = moved.key(call_id);
+                let key = moved.key();
                 self.queue_mut(&info).line.insert(key);
                 let rec = transferred
                     .then(|| self.record(call_id, &call, ContactOutcome::Transferred, now));
@@ -1118,7 +1121,7 @@ impl Floor {
     /// Takes a call out of its line and releases its reservation, if any.
     fn leave_line(&mut self, call_id: &str, call: &CallLive) {
         if let Some(q) = self.queues.get_mut(&call.queue) {
-            q.line.remove(&call.key(call_id));
+            q.line.remove(&call.key());
         }
         if let CallState::Reserved(agent) = &call.state {
             let agent = agent.clone();
@@ -1159,7 +1162,7 @@ impl Floor {
             return None;
         }
         let q = self.queues.get(&c.queue)?;
-        Some(q.line.rank(&c.key(call_id)) as u32 + 1)
+        Some(q.line.rank(&c.key()) as u32 + 1)
     }
 
     /// The agent an item is held for, if any.
