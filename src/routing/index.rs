@@ -5,7 +5,7 @@
 //! checked further (prefixes, languages, hours, CEL), in plan order, so "first match
 //! wins" is kept while a 1,000-rule plan costs a few word operations per dimension.
 
-use std::collections::HashMap;
+use super::plan::HashMap;
 
 use super::plan::Rule;
 
