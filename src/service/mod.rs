@@ -275,22 +275,27 @@ impl Holdless {
         }
 
         let plan = self.plan.load();
-        let guard = self.floor().loop_guard(call.call_id.as_str());
         let mut call = std::borrow::Cow::Borrowed(call);
-        if guard.looping {
-            call.to_mut().transfer_loop = true;
-        }
+        // Decided first as for a call in no transfer loop, which nearly every call is;
+        // the floor then tells, under the same lock that places the call, whether it
+        // is one: flagged as looping already, or sent back to a queue it visited
+        // (after a transfer). Then it is decided again knowing it, so a rule can send
+        // it to a supervisor.
         let mut decision = routing::decide(&plan, &call, customer.as_ref(), now);
-        // Back to a queue this call already visited (after a transfer): a loop. Decide
-        // again knowing it, so a rule can send it to a supervisor.
-        if !guard.looping && guard.loops_back(&decision.queue_id) {
-            call.to_mut().transfer_loop = true;
-            decision = routing::decide(&plan, &call, customer.as_ref(), now);
+        let mut floor = self.floor();
+        if !call.transfer_loop {
+            let guard = floor.loop_guard(call.call_id.as_str());
+            if guard.looping || guard.loops_back(&decision.queue_id) {
+                drop(floor);
+                call.to_mut().transfer_loop = true;
+                decision = routing::decide(&plan, &call, customer.as_ref(), now);
+                floor = self.floor();
+            }
         }
         let queue = plan.queue(&decision.queue_id).ok_or_else(|| {
             ServiceError::Internal("decision names a queue not in its plan".into())
         })?;
-        let (placement, after) = self.floor().route_call(
+        let (placement, after) = floor.route_call(
             RoutedCall {
                 call_id: call.call_id.as_str(),
                 caller,
@@ -303,6 +308,7 @@ impl Holdless {
             now,
             || Some(CallFacts::from_call(&call, now)),
         );
+        drop(floor);
         let offer = callback_offer(
             queue,
             decision.offer_callback,

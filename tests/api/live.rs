@@ -207,6 +207,12 @@ async fn call_transferred_back_to_a_visited_queue_is_flagged_and_goes_to_a_super
     assert_eq!(d.queue_id, "supervisor");
     assert_eq!(d.rule_id, "transfer-loop");
     assert_eq!(ctx.visited_queues, vec!["general", "billing", "supervisor"]);
+    // Asked about again while it waits there, it stays flagged, with the supervisors.
+    let again = app.route(call("loop", NY)).await;
+    assert_eq!(again.queue_id, "supervisor");
+    let ctx = again.agent_context.unwrap();
+    assert!(ctx.transfer_loop);
+    assert_eq!(ctx.visited_queues, vec!["general", "billing", "supervisor"]);
 }
 
 #[tokio::test]
