@@ -173,6 +173,9 @@ impl SledStore {
         contact: ContactRecord,
         target_secs: Option<f64>,
     ) -> StoreResult<()> {
+        if let Some(caller) = &contact.caller {
+            self.known.insert(caller);
+        }
         let window = chrono::Duration::days(FCR_DAYS);
         let priors = match target_secs {
             Some(_) => self.party_calls(&contact, contact.enqueued_at - window)?,

@@ -6,6 +6,7 @@
 
 mod callbacks;
 mod committer;
+mod known;
 mod kpi;
 mod sled_store;
 

@@ -23,6 +23,7 @@ use sled::transaction::{ConflictableTransactionError, TransactionError, Transact
 use sled::Transactional;
 
 use super::committer::{CommitStats, Committer};
+use super::known::KnownNumbers;
 use super::kpi::get_tx;
 use super::*;
 use crate::domain::audit::AuditEntry;
@@ -93,6 +94,9 @@ pub struct SledStore {
     /// Callback changes of the group being applied (writer thread only).
     pub(crate) staged: Arc<super::callbacks::Staged>,
     committer: Arc<Committer>,
+    /// Every number in `phones` and in the callers of `contacts_by_party` (see
+    /// `store::known`): a number not in it has no customer and no contacts.
+    pub(crate) known: Arc<KnownNumbers>,
 }
 
 /// The callback tree (see `store::callbacks`).
@@ -165,15 +169,18 @@ impl SledStore {
             .write(true)
             .open(path.join("db"))
             .map_err(io)?;
+        let phones = db.open_tree("customer_phones").map_err(io)?;
+        let contacts_by_party = db.open_tree("contacts_by_party").map_err(io)?;
+        let known = Arc::new(known_numbers(&phones, &contacts_by_party)?);
         let store = Self {
             plans: db.open_tree("plans").map_err(io)?,
             plan_requests: db.open_tree("plan_requests").map_err(io)?,
             meta: db.open_tree("meta").map_err(io)?,
             audit: db.open_tree("audit").map_err(io)?,
             customers: db.open_tree("customers").map_err(io)?,
-            phones: db.open_tree("customer_phones").map_err(io)?,
+            phones,
             contacts: db.open_tree("contacts").map_err(io)?,
-            contacts_by_party: db.open_tree("contacts_by_party").map_err(io)?,
+            contacts_by_party,
             kpi: db.open_tree("kpi").map_err(io)?,
             kpi_pending: Default::default(),
             staged: Default::default(),
@@ -181,6 +188,7 @@ impl SledStore {
                 callbacks: db.open_tree("callbacks").map_err(io)?,
             }),
             committer: Arc::new(Committer::new()),
+            known,
         };
         store.committer.start(store.clone(), db, data_file)?;
         Ok(store)
@@ -280,6 +288,9 @@ impl SledStore {
             });
         }
         let callbacks = super::callbacks::import_batch(&import.callbacks);
+        for p in import.customers.iter().flat_map(|c| &c.phones) {
+            self.known.insert(p);
+        }
         let r = (
             &self.plans,
             &self.meta,
@@ -307,6 +318,29 @@ impl SledStore {
         tx_result(r)?;
         Ok(import.counts())
     }
+}
+
+/// The filter of every number the store holds: customers' phones and the callers of
+/// the contact index (`p:<number>` keys), read once.
+fn known_numbers(phones: &sled::Tree, contacts_by_party: &sled::Tree) -> StoreResult<KnownNumbers> {
+    let mut numbers: Vec<Vec<u8>> = Vec::new();
+    for k in phones.iter().keys() {
+        numbers.push(k.map_err(io)?.to_vec());
+    }
+    let mut last: Option<Vec<u8>> = None;
+    for k in contacts_by_party.scan_prefix(b"p:").keys() {
+        let k = k.map_err(io)?;
+        let rest = k.get(2..).unwrap_or_default();
+        let number = &rest[..rest.iter().position(|&b| b == 0).unwrap_or(rest.len())];
+        // A caller's contacts are adjacent in the index: each number once.
+        if last.as_deref() != Some(number) {
+            numbers.push(number.to_vec());
+            last = Some(number.to_vec());
+        }
+    }
+    Ok(KnownNumbers::build(
+        numbers.iter().map(|n| String::from_utf8_lossy(n)),
+    ))
 }
 
 /// Index keys of a contact: one per party (customer, number).
@@ -504,6 +538,9 @@ impl Store for SledStore {
                 }
             }
         }
+        for p in &customer.phones {
+            self.known.insert(p);
+        }
         self.write(move |s| {
             let r = (&s.customers, &s.phones, &s.audit, &s.meta).transaction(
                 |(customers, phones, audit_tree, meta)| {
@@ -574,6 +611,9 @@ impl Store for SledStore {
     }
 
     async fn customer_by_phone(&self, e164: &str) -> StoreResult<Option<Customer>> {
+        if !self.known.may_contain(e164) {
+            return Ok(None);
+        }
         let Some(id) = self.phones.get(e164.as_bytes()).map_err(io)? else {
             return Ok(None);
         };
@@ -666,7 +706,9 @@ impl Store for SledStore {
         let mut ids = std::collections::BTreeSet::new();
         let parties = [
             customer_id.map(|id| format!("c:{id}")),
-            caller.map(|p| format!("p:{p}")),
+            caller
+                .filter(|p| self.known.may_contain(p))
+                .map(|p| format!("p:{p}")),
         ];
         for party in parties.into_iter().flatten() {
             for (_, call_id) in
@@ -1214,6 +1256,66 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(all.len(), 2);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn numbers_written_before_or_after_a_restart_are_found_and_others_skip_sled() {
+        let dir = tempfile::tempdir().unwrap();
+        let since = utc("2026-11-01T00:00:00Z");
+        {
+            let s = SledStore::open(dir.path()).unwrap();
+            s.upsert_customer(customer("a", &["+441"]), audit(AuditAction::CustomerUpsert))
+                .await
+                .unwrap();
+            s.record_contact(contact("x", None, "+442", "2026-11-20T10:00:00Z"))
+                .await
+                .unwrap();
+            // Found at once, before any restart.
+            assert!(s.customer_by_phone("+441").await.unwrap().is_some());
+            assert_eq!(
+                recent_ids(&s, None, Some("+442"), "2026-11-01T00:00:00Z", 5).await,
+                ["x"]
+            );
+            s.close().await;
+        }
+        // After a restart the filter is built from what the store holds.
+        let s = SledStore::open(dir.path()).unwrap();
+        assert!(s.customer_by_phone("+441").await.unwrap().is_some());
+        assert_eq!(
+            recent_ids(&s, None, Some("+442"), "2026-11-01T00:00:00Z", 5).await,
+            ["x"]
+        );
+        for n in ["+441", "+442"] {
+            assert!(s.known.may_contain(n), "{n}");
+        }
+        // Numbers written after the restart too.
+        s.upsert_customer(customer("b", &["+443"]), audit(AuditAction::CustomerUpsert))
+            .await
+            .unwrap();
+        s.record_contact(contact("y", None, "+444", "2026-11-21T10:00:00Z"))
+            .await
+            .unwrap();
+        assert_eq!(
+            s.customer_by_phone("+443")
+                .await
+                .unwrap()
+                .unwrap()
+                .id
+                .as_str(),
+            "b"
+        );
+        assert_eq!(
+            recent_ids(&s, None, Some("+444"), "2026-11-01T00:00:00Z", 5).await,
+            ["y"]
+        );
+        // A number never stored is unknown to the filter (16 bits per number: the
+        // odds of a false "maybe" for one number are under 1 in 1,000).
+        assert!(!s.known.may_contain("+12125550100"));
+        assert!(s.customer_by_phone("+12125550100").await.unwrap().is_none());
+        let none = s
+            .recent_contacts(None, Some("+12125550100"), since, 5)
+            .await;
+        assert!(none.unwrap().is_empty());
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
