@@ -12,9 +12,9 @@
 //! The filter is built when the store opens, from one pass over the stored numbers
 //! (customers' phones, and the callers in the contact index), and sized then for twice
 //! as many numbers (at least 65,536), at 16 bits each: well under 1 in 100 unknown
-//! numbers get a "maybe" then (a test holds it). A store that grows far beyond that answers "maybe" more often
-//! (about 1 in 6 at four times the size), which costs reads, never answers, until the
-//! next start sizes it afresh.
+//! numbers get a "maybe" then (a test holds it). A store that grows far beyond that
+//! answers "maybe" more often (about 1 in 6 at four times the size), which costs reads,
+//! never answers, until the next start sizes it afresh.
 
 use std::hash::BuildHasher;
 use std::sync::atomic::{AtomicU64, Ordering};
