@@ -343,15 +343,16 @@ impl KnownScan {
     ) -> StoreResult<Self> {
         let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let stopped = stop.clone();
-        let pass = move || match stored_numbers(&phones, &contacts_by_party, &stopped) {
-            Ok(Some(numbers)) => known.build(numbers.iter().map(|n| String::from_utf8_lossy(n))),
-            Ok(None) => {}
-            // Then the filter stays unbuilt: every number is read from the store.
-            Err(e) => tracing::warn!(error = %e, "cannot read the store's numbers"),
-        };
         let thread = std::thread::Builder::new()
             .name("holdless-known-numbers".into())
-            .spawn(pass)
+            .spawn(move || match stored_numbers(&phones, &contacts_by_party, &stopped) {
+                Ok(Some(numbers)) => known.build(numbers.iter().map(|n| String::from_utf8_lossy(n))),
+                Ok(None) => {}
+                Err(e) => tracing::warn!(
+                    error = %e,
+                    "could not read the store's numbers: every caller's customer and contacts are read from the store"
+                ),
+            })
             .map_err(io)?;
         Ok(Self {
             stop,
