@@ -9,19 +9,15 @@
 //! phone stays "maybe" until the next start), so every answer the filter gives is one
 //! the store would have given.
 //!
-//! The filter is built after the store opens, by one pass over the stored numbers
-//! (customers' phones, and the callers in the contact index) on a thread of its own,
-//! so a large store does not start slower (the pass takes about 0.6 s per million
-//! numbers here). Until it is built every number is "maybe"; numbers written meanwhile
-//! are kept and folded in. It is sized then for twice the numbers stored (at least
-//! 65,536), at 16 bits each: well under 1 in 100 unknown numbers get a "maybe" (a test
-//! holds it). A store that grows far beyond that answers "maybe" more often (about 1
-//! in 6 at four times the size), which costs reads, never answers, until the next start
-//! sizes it afresh.
+//! The filter is built when the store opens, from one pass over the stored numbers
+//! (customers' phones, and the callers in the contact index), and sized then for twice
+//! as many numbers (at least 65,536), at 16 bits each: well under 1 in 100 unknown
+//! numbers get a "maybe" then (a test holds it). A store that grows far beyond that
+//! answers "maybe" more often (about 1 in 6 at four times the size), which costs reads,
+//! never answers, until the next start sizes it afresh.
 
 use std::hash::BuildHasher;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Mutex, OnceLock};
 
 /// Bits per number the filter is sized for, and bits set per number (all in one
 /// 512-bit block, so a lookup touches one cache line).
@@ -75,60 +71,32 @@ impl Filter {
 /// See the module documentation.
 pub(crate) struct KnownNumbers {
     hasher: hashbrown::DefaultHashBuilder,
-    filter: OnceLock<Filter>,
-    /// Numbers added before the filter was built, folded in when it is.
-    early: Mutex<Vec<u64>>,
+    filter: Filter,
 }
 
 impl KnownNumbers {
-    /// A filter not built yet: every number is "maybe" until [`KnownNumbers::build`].
-    pub fn new() -> Self {
-        Self {
-            hasher: hashbrown::DefaultHashBuilder::default(),
-            filter: OnceLock::new(),
-            early: Mutex::new(Vec::new()),
+    /// The filter of `numbers` (the store's, read once at start-up).
+    pub fn build(numbers: impl IntoIterator<Item = impl AsRef<str>>) -> Self {
+        let hasher = hashbrown::DefaultHashBuilder::default();
+        let hashes: Vec<u64> = numbers
+            .into_iter()
+            .map(|n| hasher.hash_one(n.as_ref()))
+            .collect();
+        let filter = Filter::for_numbers(2 * hashes.len());
+        for h in hashes {
+            filter.insert(h);
         }
+        Self { hasher, filter }
     }
 
     /// Adds a number the store is about to hold.
     pub fn insert(&self, number: &str) {
-        let hash = self.hasher.hash_one(number);
-        if let Some(f) = self.filter.get() {
-            return f.insert(hash);
-        }
-        let mut early = self.early.lock().unwrap_or_else(|e| e.into_inner());
-        // Built meanwhile? `build` publishes the filter under this lock.
-        match self.filter.get() {
-            Some(f) => f.insert(hash),
-            None => early.push(hash),
-        }
+        self.filter.insert(self.hasher.hash_one(number));
     }
 
     /// `false` only for a number the store does not hold.
     pub fn may_contain(&self, number: &str) -> bool {
-        self.filter
-            .get()
-            .is_none_or(|f| f.may_contain(self.hasher.hash_one(number)))
-    }
-
-    /// Builds the filter from `numbers` (the store's, read once) and the numbers added
-    /// meanwhile, and puts it to use.
-    pub fn build(&self, numbers: impl IntoIterator<Item = impl AsRef<str>>) {
-        let hashes: Vec<u64> = numbers
-            .into_iter()
-            .map(|n| self.hasher.hash_one(n.as_ref()))
-            .collect();
-        let mut early = self.early.lock().unwrap_or_else(|e| e.into_inner());
-        let filter = Filter::for_numbers(2 * (hashes.len() + early.len()));
-        for h in hashes.into_iter().chain(early.drain(..)) {
-            filter.insert(h);
-        }
-        let _ = self.filter.set(filter);
-    }
-
-    #[cfg(test)]
-    pub fn is_built(&self) -> bool {
-        self.filter.get().is_some()
+        self.filter.may_contain(self.hasher.hash_one(number))
     }
 }
 
@@ -142,14 +110,9 @@ mod tests {
 
     #[test]
     fn every_number_given_is_known_and_few_others_are() {
-        let known = KnownNumbers::new();
-        // Before the filter is built every number may be known.
-        assert!(known.may_contain("+442079460000"));
-        known.insert(&number(1_000_000));
-        known.build((0..100_000).map(number));
-        assert!(known.is_built());
+        let known = KnownNumbers::build((0..100_000).map(number));
         known.insert(&number(2_000_000));
-        for i in (0..100_000).chain([1_000_000, 2_000_000]) {
+        for i in (0..100_000).chain([2_000_000]) {
             assert!(known.may_contain(&number(i)), "{i}");
         }
         let others = 100_000;
@@ -165,8 +128,7 @@ mod tests {
 
     #[test]
     fn a_filter_grown_past_its_size_still_knows_every_number() {
-        let known = KnownNumbers::new();
-        known.build(std::iter::empty::<&str>());
+        let known = KnownNumbers::build(std::iter::empty::<&str>());
         for i in 0..4 * MIN_NUMBERS {
             known.insert(&number(i));
         }

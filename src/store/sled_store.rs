@@ -97,8 +97,6 @@ pub struct SledStore {
     /// Every number in `phones` and in the callers of `contacts_by_party` (see
     /// `store::known`): a number not in it has no customer and no contacts.
     pub(crate) known: Arc<KnownNumbers>,
-    /// The pass that builds `known` after opening (stopped by `close`).
-    known_scan: Arc<KnownScan>,
 }
 
 /// The callback tree (see `store::callbacks`).
@@ -173,12 +171,7 @@ impl SledStore {
             .map_err(io)?;
         let phones = db.open_tree("customer_phones").map_err(io)?;
         let contacts_by_party = db.open_tree("contacts_by_party").map_err(io)?;
-        let known = Arc::new(KnownNumbers::new());
-        let known_scan = Arc::new(KnownScan::start(
-            known.clone(),
-            phones.clone(),
-            contacts_by_party.clone(),
-        )?);
+        let known = Arc::new(known_numbers(&phones, &contacts_by_party)?);
         let store = Self {
             plans: db.open_tree("plans").map_err(io)?,
             plan_requests: db.open_tree("plan_requests").map_err(io)?,
@@ -196,7 +189,6 @@ impl SledStore {
             }),
             committer: Arc::new(Committer::new()),
             known,
-            known_scan,
         };
         store.committer.start(store.clone(), db, data_file)?;
         Ok(store)
@@ -328,77 +320,27 @@ impl SledStore {
     }
 }
 
-/// The thread that reads the store's numbers once, after it opens, and builds the
-/// known-number filter from them (see `store::known`).
-struct KnownScan {
-    stop: Arc<std::sync::atomic::AtomicBool>,
-    thread: std::sync::Mutex<Option<std::thread::JoinHandle<()>>>,
-}
-
-impl KnownScan {
-    fn start(
-        known: Arc<KnownNumbers>,
-        phones: sled::Tree,
-        contacts_by_party: sled::Tree,
-    ) -> StoreResult<Self> {
-        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let stopped = stop.clone();
-        let thread = std::thread::Builder::new()
-            .name("holdless-known-numbers".into())
-            .spawn(move || match stored_numbers(&phones, &contacts_by_party, &stopped) {
-                Ok(Some(numbers)) => known.build(numbers.iter().map(|n| String::from_utf8_lossy(n))),
-                Ok(None) => {}
-                Err(e) => tracing::warn!(
-                    error = %e,
-                    "could not read the store's numbers: every caller's customer and contacts are read from the store"
-                ),
-            })
-            .map_err(io)?;
-        Ok(Self {
-            stop,
-            thread: std::sync::Mutex::new(Some(thread)),
-        })
-    }
-
-    /// Stops the pass if it still runs, and waits for its thread (which holds the
-    /// store's trees open).
-    async fn stop(&self) {
-        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
-        let thread = self.thread.lock().unwrap_or_else(|e| e.into_inner()).take();
-        if let Some(t) = thread {
-            let _ = tokio::task::spawn_blocking(move || t.join()).await;
-        }
-    }
-}
-
-/// Every number the store holds: customers' phones and the callers of the contact
-/// index (`p:<number>` keys). `None` when `stop` was set before the end.
-fn stored_numbers(
-    phones: &sled::Tree,
-    contacts_by_party: &sled::Tree,
-    stop: &std::sync::atomic::AtomicBool,
-) -> StoreResult<Option<Vec<Vec<u8>>>> {
-    let stopped = || stop.load(std::sync::atomic::Ordering::Relaxed);
+/// The filter of every number the store holds: customers' phones and the callers of
+/// the contact index (`p:<number>` keys), read once.
+fn known_numbers(phones: &sled::Tree, contacts_by_party: &sled::Tree) -> StoreResult<KnownNumbers> {
     let mut numbers: Vec<Vec<u8>> = Vec::new();
     for k in phones.iter().keys() {
-        if stopped() {
-            return Ok(None);
-        }
         numbers.push(k.map_err(io)?.to_vec());
     }
+    let mut last: Option<Vec<u8>> = None;
     for k in contacts_by_party.scan_prefix(b"p:").keys() {
-        if stopped() {
-            return Ok(None);
-        }
         let k = k.map_err(io)?;
         let rest = k.get(2..).unwrap_or_default();
         let number = &rest[..rest.iter().position(|&b| b == 0).unwrap_or(rest.len())];
         // A caller's contacts are adjacent in the index: each number once.
-        if numbers.last().map(Vec::as_slice) != Some(number) {
+        if last.as_deref() != Some(number) {
             numbers.push(number.to_vec());
+            last = Some(number.to_vec());
         }
     }
-    Ok(Some(numbers))
+    Ok(KnownNumbers::build(
+        numbers.iter().map(|n| String::from_utf8_lossy(n)),
+    ))
 }
 
 /// Index keys of a contact: one per party (customer, number).
@@ -952,7 +894,6 @@ impl Store for SledStore {
     }
 
     async fn close(&self) {
-        self.known_scan.stop().await;
         self.committer.close().await;
     }
 }
@@ -1339,13 +1280,6 @@ mod tests {
         }
         // After a restart the filter is built from what the store holds.
         let s = SledStore::open(dir.path()).unwrap();
-        for _ in 0..500 {
-            if s.known.is_built() {
-                break;
-            }
-            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-        }
-        assert!(s.known.is_built());
         assert!(s.customer_by_phone("+441").await.unwrap().is_some());
         assert_eq!(
             recent_ids(&s, None, Some("+442"), "2026-11-01T00:00:00Z", 5).await,
