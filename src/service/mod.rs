@@ -141,6 +141,10 @@ pub struct Holdless {
     /// Callback offers not yet added to the KPI store, per interval start and queue
     /// (keyed so that counting one more offer looks the queue up by its borrowed id).
     pending_offers: std::sync::Mutex<PendingOffers>,
+    /// Held while offers taken from `pending_offers` are being written, so a KPI
+    /// report that flushes first waits for a flush already under way instead of
+    /// reading the store before its offers are there.
+    offers_flush: tokio::sync::Mutex<()>,
 }
 
 type PendingOffers = std::collections::HashMap<
@@ -213,6 +217,7 @@ impl Holdless {
             scheduler: std::sync::OnceLock::new(),
             reload_failures: AtomicU64::new(0),
             pending_offers: std::sync::Mutex::new(std::collections::HashMap::new()),
+            offers_flush: tokio::sync::Mutex::new(()),
         })
     }
 
@@ -425,6 +430,7 @@ impl Holdless {
 
     /// Adds the callback offers counted since the last call to the KPI store.
     pub async fn flush_offers(&self) -> Result<(), ServiceError> {
+        let _flushing = self.offers_flush.lock().await;
         let pending = std::mem::take(
             &mut *self
                 .pending_offers
