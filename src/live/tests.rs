@@ -404,16 +404,21 @@ fn a_call_asked_about_again_gets_an_agent_that_came_free() {
     assert_eq!(f.snapshot(q(&support()), t(6)).waiting, 1);
 }
 
+/// The general queue, full once two calls wait.
+fn general_for_two(skills: &[String]) -> QueueInfo<'_> {
+    QueueInfo {
+        id: "general",
+        skills,
+        default_aht_secs: 300,
+        max_waiting: 2,
+    }
+}
+
 #[test]
 fn a_full_queue_is_reported_alike_to_a_call_asked_about_again() {
     let mut f = floor();
     let s = support();
-    let info = QueueInfo {
-        id: "general",
-        skills: &s,
-        default_aht_secs: 300,
-        max_waiting: 2,
-    };
+    let info = general_for_two(&s);
     let asked = |f: &mut Floor, id: &str| place(f, id, info, 0, None, t(0)).queue_full;
     assert!(!asked(&mut f, "a"));
     assert!(!asked(&mut f, "b"));
@@ -446,12 +451,7 @@ fn loop_guard_names_the_queues_a_call_would_loop_back_to() {
 fn full_queue_is_reported() {
     let mut f = floor();
     let s = support();
-    let info = QueueInfo {
-        id: "general",
-        skills: &s,
-        default_aht_secs: 300,
-        max_waiting: 2,
-    };
+    let info = general_for_two(&s);
     assert!(!place(&mut f, "a", info, 0, None, t(0)).queue_full);
     assert!(!place(&mut f, "b", info, 0, None, t(0)).queue_full);
     assert!(place(&mut f, "c", info, 0, None, t(0)).queue_full);

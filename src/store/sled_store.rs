@@ -980,15 +980,7 @@ mod tests {
             .unwrap()
             .unwrap();
         assert!(a.phones.is_empty());
-        assert_eq!(
-            s.customer_by_phone("+441")
-                .await
-                .unwrap()
-                .unwrap()
-                .id
-                .as_str(),
-            "b"
-        );
+        assert_eq!(owner(&s, "+441").await.as_deref(), Some("b"));
         assert!(
             !s.upsert_customer(customer("b", &["+442"]), audit(AuditAction::CustomerUpsert))
                 .await
@@ -1190,6 +1182,12 @@ mod tests {
     }
 
     /// The call ids of what `recent_contacts` returns, in its order.
+    /// The id of the customer `phone` belongs to.
+    async fn owner(s: &SledStore, phone: &str) -> Option<String> {
+        let c = s.customer_by_phone(phone).await.unwrap()?;
+        Some(c.id.as_str().to_owned())
+    }
+
     async fn recent_ids(
         s: &SledStore,
         customer: Option<&str>,
@@ -1295,15 +1293,7 @@ mod tests {
         s.record_contact(contact("y", None, "+444", "2026-11-21T10:00:00Z"))
             .await
             .unwrap();
-        assert_eq!(
-            s.customer_by_phone("+443")
-                .await
-                .unwrap()
-                .unwrap()
-                .id
-                .as_str(),
-            "b"
-        );
+        assert_eq!(owner(&s, "+443").await.as_deref(), Some("b"));
         assert_eq!(
             recent_ids(&s, None, Some("+444"), "2026-11-01T00:00:00Z", 5).await,
             ["y"]
@@ -1393,15 +1383,7 @@ mod tests {
             assert_eq!(s.flush().await, Err(StoreError::Closed));
         }
         let s = SledStore::open(dir.path()).unwrap();
-        assert_eq!(
-            s.customer_by_phone("+441")
-                .await
-                .unwrap()
-                .unwrap()
-                .id
-                .as_str(),
-            "a"
-        );
+        assert_eq!(owner(&s, "+441").await.as_deref(), Some("a"));
         assert_eq!(s.active_plan().await.unwrap().unwrap().toml, "p");
     }
 
@@ -1607,15 +1589,7 @@ mod tests {
         );
         assert_eq!(s.active_plan().await.unwrap().unwrap().version, 1);
         assert_eq!(s.plan_version(3).await.unwrap().unwrap().toml, "c");
-        assert_eq!(
-            s.customer_by_phone("+443")
-                .await
-                .unwrap()
-                .unwrap()
-                .id
-                .as_str(),
-            "x"
-        );
+        assert_eq!(owner(&s, "+443").await.as_deref(), Some("x"));
         assert_eq!(
             s.check_callback_indexes().await.unwrap(),
             Vec::<String>::new()
