@@ -200,22 +200,6 @@ pub struct RoutedCall<'a> {
     pub preferred_agent: Option<&'a str>,
 }
 
-/// See [`Floor::loop_guard`].
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct LoopGuard {
-    /// The call is flagged as in a transfer loop already.
-    pub looping: bool,
-    /// Routing the call to one of these queues now would be a transfer loop.
-    pub loops_back_to: Vec<String>,
-}
-
-impl LoopGuard {
-    /// Whether routing the call to `queue` now would be a transfer loop.
-    pub fn loops_back(&self, queue: &str) -> bool {
-        self.loops_back_to.iter().any(|q| q == queue)
-    }
-}
-
 /// A platform event about a call.
 #[derive(Debug, Clone, PartialEq)]
 pub enum CallEvent {
@@ -360,25 +344,17 @@ impl Floor {
         self.calls.get(call_id).map(|c| c.history())
     }
 
-    /// What routing `call_id` again must know of its past: whether it is flagged as
-    /// looping already, and the queues that routing it to now would be a transfer loop
-    /// (back to a queue it visited, other than the one it waits in). Empty, without
-    /// allocating, for a new call and for one asked about again where it waits.
-    pub fn loop_guard(&self, call_id: &str) -> LoopGuard {
+    /// Whether routing `call_id` to `queue` now is a transfer loop: the call is flagged
+    /// as looping already, or `queue` is one it visited before, other than the one it
+    /// waits in (a call asked about again where it waits is not looping). One lookup,
+    /// no allocation: RouteCall asks this for every call.
+    pub fn would_loop(&self, call_id: &str, queue: &str) -> bool {
         let Some(c) = self.calls.get(call_id) else {
-            return LoopGuard::default();
+            return false;
         };
         let waiting_in = matches!(c.state, CallState::Waiting | CallState::Reserved(_))
             .then_some(c.queue.as_str());
-        LoopGuard {
-            looping: c.transfer_loop,
-            loops_back_to: c
-                .visited
-                .iter()
-                .filter(|v| Some(v.as_str()) != waiting_in)
-                .cloned()
-                .collect(),
-        }
+        c.transfer_loop || (waiting_in != Some(queue) && c.visited.iter().any(|v| v == queue))
     }
 
     /// Releases reservations whose time is up: the agent is free again and the call

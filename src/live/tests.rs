@@ -431,20 +431,18 @@ fn a_full_queue_is_reported_alike_to_a_call_asked_about_again() {
 }
 
 #[test]
-fn loop_guard_names_the_queues_a_call_would_loop_back_to() {
+fn a_call_loops_only_back_to_a_queue_it_left() {
     let mut f = floor();
-    assert_eq!(f.loop_guard("new"), LoopGuard::default());
+    assert!(!f.would_loop("new", "general"));
     route(&mut f, "c", 0, t(0));
-    let waiting = f.loop_guard("c");
-    assert!(!waiting.looping);
-    assert!(!waiting.loops_back("general"), "asked again where it waits");
+    assert!(!f.would_loop("c", "general"), "asked again where it waits");
+    assert!(!f.would_loop("c", "billing"), "never visited");
     let s = support();
     let lookup = two_queues(&s);
     answer_then_transfer(&mut f, "c", "a1", "billing", lookup, t(10));
-    let moved = f.loop_guard("c");
-    assert!(moved.loops_back("general"), "{moved:?}");
-    assert!(!moved.loops_back("billing"), "it waits in billing now");
-    assert!(!moved.looping);
+    assert!(f.would_loop("c", "general"), "back to the queue it left");
+    assert!(!f.would_loop("c", "billing"), "it waits in billing now");
+    assert!(!f.would_loop("c", "sales"), "never visited");
 }
 
 #[test]

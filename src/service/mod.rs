@@ -288,14 +288,11 @@ impl Holdless {
         // it to a supervisor.
         let mut decision = routing::decide(&plan, &call, customer.as_ref(), now);
         let mut floor = self.floor();
-        if !call.transfer_loop {
-            let guard = floor.loop_guard(call.call_id.as_str());
-            if guard.looping || guard.loops_back(&decision.queue_id) {
-                drop(floor);
-                call.to_mut().transfer_loop = true;
-                decision = routing::decide(&plan, &call, customer.as_ref(), now);
-                floor = self.floor();
-            }
+        if !call.transfer_loop && floor.would_loop(call.call_id.as_str(), &decision.queue_id) {
+            drop(floor);
+            call.to_mut().transfer_loop = true;
+            decision = routing::decide(&plan, &call, customer.as_ref(), now);
+            floor = self.floor();
         }
         let queue = plan.queue(&decision.queue_id).ok_or_else(|| {
             ServiceError::Internal("decision names a queue not in its plan".into())
