@@ -183,9 +183,7 @@ impl Application {
         let ready: Ready = Arc::new(OnceCell::new());
         let max = settings.server.max_message_bytes;
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-        let router = Server::builder()
-            .layer(gate)
-            .layer(crate::metrics::prometheus::RpcMetricsLayer)
+        let router = grpc_server(gate)
             .add_service(health_service)
             .add_service(reflection_v1)
             .add_service(reflection_v1alpha)
@@ -456,6 +454,24 @@ fn spawn_reload_on_sighup(
 }
 
 /// Opens the store, loads (or imports) the plan and warms the number parser.
+/// The gRPC server with the layers every call passes, in order: the request gate
+/// (authentication and authorization, load shedding, the deadline), then RPC metrics.
+/// `holdless bench --baseline` builds its no-op server with this too, so the no-op
+/// handler it measures runs behind the same server stack as RouteCall.
+pub type GrpcServer = Server<
+    tower_layer::Stack<
+        crate::metrics::prometheus::RpcMetricsLayer,
+        tower_layer::Stack<GateLayer, tower_layer::Identity>,
+    >,
+>;
+
+/// See [`GrpcServer`].
+pub fn grpc_server(gate: GateLayer) -> GrpcServer {
+    Server::builder()
+        .layer(gate)
+        .layer(crate::metrics::prometheus::RpcMetricsLayer)
+}
+
 async fn start_core(settings: &Settings, clock: Arc<dyn Clock>) -> Result<Arc<Holdless>, AppError> {
     let plan_text = if settings.plan.file.is_empty() {
         EXAMPLE_PLAN.to_owned()

@@ -1100,31 +1100,42 @@ async fn bench(a: BenchArgs) -> Result<String, Failure> {
     let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
         let _ = rx.changed().await;
     };
-    let mut targets: Vec<(&str, String)> = Vec::new();
-    if a.baseline {
-        let addr = bench::baseline::start(stopped(stop_rx.clone()))
-            .await
-            .map_err(|e| fail(format!("cannot start the baseline: {e}")))?;
-        targets.push(("baseline", format!("http://{addr}")));
-    }
-    let _embedded_dir;
-    let target = if a.embedded {
-        let dir = tempfile::tempdir().map_err(|e| fail(e.to_string()))?;
-        // The same configuration as `serve` (./holdless.toml, HOLDLESS__*), so a run can
-        // be tuned like a server; address, store, principals and abuse limits are the
-        // bench's own.
+    // An embedded server takes the same configuration as `serve` (./holdless.toml,
+    // HOLDLESS__*), so a run can be tuned like a server; address, store, principals
+    // and abuse limits are the bench's own.
+    let embedded_settings = if a.embedded {
         let mut settings = Settings::load(None).map_err(|e| Failure {
             code: EXIT_CONFIG,
             message: format!("bad config: {e}"),
         })?;
         settings.auth.principals.clear();
         settings.server.listen = "127.0.0.1:0".parse().expect("loopback port 0 parses");
-        settings.store.path = dir.path().join("store");
         settings.metrics.listen = "127.0.0.1:0".parse().expect("loopback port 0 parses");
         // A load test is one principal hammering many numbers on purpose: the abuse
         // limits would refuse it after a few hundred callbacks.
         settings.limits.callback_requests_per_phone_per_hour = 0;
         settings.limits.callback_requests_per_principal_per_hour = 0;
+        Some(settings)
+    } else {
+        None
+    };
+    let mut targets: Vec<(&str, String)> = Vec::new();
+    if a.baseline {
+        // The no-op handler runs behind the server stack holdless runs behind, with
+        // the embedded server's settings (a remote server's are not known here: the
+        // defaults).
+        let server = embedded_settings
+            .as_ref()
+            .map_or_else(|| Settings::default().server, |s| s.server.clone());
+        let addr = bench::baseline::start(&server, stopped(stop_rx.clone()))
+            .await
+            .map_err(|e| fail(format!("cannot start the baseline: {e}")))?;
+        targets.push(("baseline", format!("http://{addr}")));
+    }
+    let _embedded_dir;
+    let target = if let Some(mut settings) = embedded_settings {
+        let dir = tempfile::tempdir().map_err(|e| fail(e.to_string()))?;
+        settings.store.path = dir.path().join("store");
         let app = Application::build(settings, Arc::new(SystemClock))
             .await
             .map_err(|e| fail(e.to_string()))?;

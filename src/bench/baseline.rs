@@ -1,13 +1,24 @@
-//! The no-op baseline: a server with holdless's protos and transport whose handlers
+//! The no-op baseline: holdless's gRPC server stack ([`crate::app::grpc_server`]: the
+//! same transport, request gate and RPC-metrics layers, and protos) with handlers that
 //! return a default reply at once. Measured in the same run as holdless, it shows what
-//! the machine, gRPC and the load generator cost by themselves, so holdless's figures
-//! can be read as a ratio that survives a noisy machine.
+//! the machine, gRPC, the server's layers and the load generator cost by themselves,
+//! so holdless's figures can be read as the ratio of a handler's throughput to a no-op
+//! handler's on the same server, a ratio that survives a noisy machine.
+//!
+//! The baseline's calls are counted in the process's RPC metrics like holdless's; in
+//! an `--embedded` bench both servers share one metrics registry, which nobody reads
+//! during a run.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::net::TcpListener;
-use tonic::transport::Server;
 use tonic::{Request, Response, Status};
+
+use crate::auth::gate::GateLayer;
+use crate::auth::Access;
+use crate::config::ServerSettings;
 
 use crate::api::pb::callback_service_server::{CallbackService, CallbackServiceServer};
 use crate::api::pb::{
@@ -80,20 +91,70 @@ impl CallbackService for NoopCallbacks {
     }
 }
 
-/// Starts the baseline on a loopback port; it stops when `stop` completes.
+/// Starts the baseline on a loopback port, its gate set up as `server` sets up
+/// holdless's (no principals: every method open, as in an `--embedded` bench); it
+/// stops when `stop` completes.
 pub async fn start(
+    server: &ServerSettings,
     stop: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<SocketAddr> {
+    let access = Access::from_settings(&[]).map_err(std::io::Error::other)?;
+    let gate = GateLayer::new(
+        Arc::new(access),
+        server.max_concurrent_requests,
+        Duration::from_secs(server.request_timeout_secs),
+    );
     let listener = TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;
     tokio::spawn(
-        Server::builder()
-            .add_service(RoutingServiceServer::new(NoopRouting))
-            .add_service(CallbackServiceServer::new(NoopCallbacks))
+        crate::app::grpc_server(gate)
+            .add_service(
+                RoutingServiceServer::new(NoopRouting)
+                    .max_decoding_message_size(server.max_message_bytes),
+            )
+            .add_service(
+                CallbackServiceServer::new(NoopCallbacks)
+                    .max_decoding_message_size(server.max_message_bytes),
+            )
             .serve_with_incoming_shutdown(
                 tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)),
                 stop,
             ),
     );
     Ok(addr)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::pb::routing_service_client::RoutingServiceClient;
+    use crate::config::Settings;
+
+    async fn route_once(server: &ServerSettings) -> Result<(), Status> {
+        let (_stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let addr = start(server, async {
+            let _ = stopped.await;
+        })
+        .await
+        .expect("baseline starts");
+        let mut client = RoutingServiceClient::connect(format!("http://{addr}"))
+            .await
+            .expect("baseline reachable");
+        client
+            .route_call(pb::RouteCallRequest::default())
+            .await
+            .map(|_| ())
+    }
+
+    /// The no-op handler is behind holdless's own gate: with no request allowed to
+    /// run, the gate sheds the call before the handler answers.
+    #[tokio::test]
+    async fn the_no_op_handler_runs_behind_holdless_gate() {
+        let mut server = Settings::default().server;
+        assert!(route_once(&server).await.is_ok());
+        server.max_concurrent_requests = 0;
+        let shed = route_once(&server).await.expect_err("shed by the gate");
+        assert_eq!(shed.code(), tonic::Code::Unavailable, "{shed:?}");
+        assert!(shed.message().contains("overloaded"), "{shed:?}");
+    }
 }
