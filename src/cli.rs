@@ -58,7 +58,8 @@ pub enum Command {
     /// List, show and cancel callbacks.
     #[command(subcommand)]
     Callbacks(CallbacksCommand),
-    /// Load-test a server (with `--baseline`: and a no-op server in the same run).
+    /// Load-test a server (with `--baseline`: and a no-op handler on the same server
+    /// stack, in the same run).
     Bench(BenchArgs),
     /// Ask a server's gRPC health service; exit 0 when SERVING, 69 otherwise (for
     /// container and service-manager health checks; health needs no token).
@@ -212,10 +213,15 @@ pub struct BenchArgs {
     /// on loopback port 0, without principals or callback abuse limits).
     #[arg(long)]
     pub embedded: bool,
-    /// Also measure a no-op server with the same protos and transport, and print the
-    /// ratio holdless / baseline.
+    /// Also measure a no-op handler behind holdless's server stack (the same protos,
+    /// transport, request gate and RPC-metrics layers), and print the ratio
+    /// holdless / baseline.
     #[arg(long)]
     pub baseline: bool,
+    /// With --baseline: the no-op server without holdless's layers (a bare tonic
+    /// server), to see what gRPC alone costs.
+    #[arg(long, requires = "baseline")]
+    pub bare_baseline: bool,
     /// With --baseline: alternate this many rounds of baseline and holdless, so
     /// background load on a shared machine falls on both alike.
     #[arg(long, default_value_t = 4)]
@@ -1127,7 +1133,7 @@ async fn bench(a: BenchArgs) -> Result<String, Failure> {
         let server = embedded_settings
             .as_ref()
             .map_or_else(|| Settings::default().server, |s| s.server.clone());
-        let addr = bench::baseline::start(&server, stopped(stop_rx.clone()))
+        let addr = bench::baseline::start(&server, !a.bare_baseline, stopped(stop_rx.clone()))
             .await
             .map_err(|e| fail(format!("cannot start the baseline: {e}")))?;
         targets.push(("baseline", format!("http://{addr}")));

@@ -91,36 +91,43 @@ impl CallbackService for NoopCallbacks {
     }
 }
 
-/// Starts the baseline on a loopback port, its gate set up as `server` sets up
-/// holdless's (no principals: every method open, as in an `--embedded` bench); it
-/// stops when `stop` completes.
+/// Starts the baseline on a loopback port; it stops when `stop` completes. With
+/// `layers`, behind holdless's server stack, its gate set up as `server` sets up
+/// holdless's (no principals: every method open, as in an `--embedded` bench);
+/// without, a bare tonic server: what gRPC alone costs.
 pub async fn start(
     server: &ServerSettings,
+    layers: bool,
     stop: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<SocketAddr> {
-    let access = Access::from_settings(&[]).map_err(std::io::Error::other)?;
-    let gate = GateLayer::new(
-        Arc::new(access),
-        server.max_concurrent_requests,
-        Duration::from_secs(server.request_timeout_secs),
-    );
     let listener = TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;
-    tokio::spawn(
-        crate::app::grpc_server(gate)
-            .add_service(
-                RoutingServiceServer::new(NoopRouting)
-                    .max_decoding_message_size(server.max_message_bytes),
-            )
-            .add_service(
-                CallbackServiceServer::new(NoopCallbacks)
-                    .max_decoding_message_size(server.max_message_bytes),
-            )
-            .serve_with_incoming_shutdown(
-                tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)),
-                stop,
-            ),
-    );
+    let routing =
+        RoutingServiceServer::new(NoopRouting).max_decoding_message_size(server.max_message_bytes);
+    let callbacks = CallbackServiceServer::new(NoopCallbacks)
+        .max_decoding_message_size(server.max_message_bytes);
+    let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
+    if layers {
+        let access = Access::from_settings(&[]).map_err(std::io::Error::other)?;
+        let gate = GateLayer::new(
+            Arc::new(access),
+            server.max_concurrent_requests,
+            Duration::from_secs(server.request_timeout_secs),
+        );
+        tokio::spawn(
+            crate::app::grpc_server(gate)
+                .add_service(routing)
+                .add_service(callbacks)
+                .serve_with_incoming_shutdown(incoming, stop),
+        );
+    } else {
+        tokio::spawn(
+            tonic::transport::Server::builder()
+                .add_service(routing)
+                .add_service(callbacks)
+                .serve_with_incoming_shutdown(incoming, stop),
+        );
+    }
     Ok(addr)
 }
 
@@ -130,9 +137,9 @@ mod tests {
     use crate::api::pb::routing_service_client::RoutingServiceClient;
     use crate::config::Settings;
 
-    async fn route_once(server: &ServerSettings) -> Result<(), Status> {
+    async fn route_once(server: &ServerSettings, layers: bool) -> Result<(), Status> {
         let (_stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let addr = start(server, async {
+        let addr = start(server, layers, async {
             let _ = stopped.await;
         })
         .await
@@ -147,14 +154,18 @@ mod tests {
     }
 
     /// The no-op handler is behind holdless's own gate: with no request allowed to
-    /// run, the gate sheds the call before the handler answers.
+    /// run, the gate sheds the call before the handler answers. The bare baseline has
+    /// no gate.
     #[tokio::test]
     async fn the_no_op_handler_runs_behind_holdless_gate() {
         let mut server = Settings::default().server;
-        assert!(route_once(&server).await.is_ok());
+        assert!(route_once(&server, true).await.is_ok());
         server.max_concurrent_requests = 0;
-        let shed = route_once(&server).await.expect_err("shed by the gate");
+        let shed = route_once(&server, true)
+            .await
+            .expect_err("shed by the gate");
         assert_eq!(shed.code(), tonic::Code::Unavailable, "{shed:?}");
         assert!(shed.message().contains("overloaded"), "{shed:?}");
+        assert!(route_once(&server, false).await.is_ok());
     }
 }
