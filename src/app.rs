@@ -158,11 +158,7 @@ impl Application {
                 "no [[auth.principals]] configured: every caller may call every method"
             );
         }
-        let gate = GateLayer::new(
-            access,
-            settings.server.max_concurrent_requests,
-            Duration::from_secs(settings.server.request_timeout_secs),
-        );
+        let gate = GateLayer::for_server(access, &settings.server);
         let (health, health_service) = tonic_health::server::health_reporter();
         for name in std::iter::once("").chain(SERVICE_NAMES.iter().copied()) {
             health
@@ -453,7 +449,6 @@ fn spawn_reload_on_sighup(
     }
 }
 
-/// Opens the store, loads (or imports) the plan and warms the number parser.
 /// The gRPC server with the layers every call passes, in order: the request gate
 /// (authentication and authorization, load shedding, the deadline), then RPC metrics.
 /// `holdless bench --baseline` builds its no-op server with this too, so the no-op
@@ -472,6 +467,7 @@ pub fn grpc_server(gate: GateLayer) -> GrpcServer {
         .layer(crate::metrics::prometheus::RpcMetricsLayer)
 }
 
+/// Opens the store, loads (or imports) the plan and warms the number parser.
 async fn start_core(settings: &Settings, clock: Arc<dyn Clock>) -> Result<Arc<Holdless>, AppError> {
     let plan_text = if settings.plan.file.is_empty() {
         EXAMPLE_PLAN.to_owned()

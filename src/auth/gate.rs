@@ -47,6 +47,16 @@ impl GateLayer {
             timeout,
         }
     }
+
+    /// The gate as `server` configures it: its limit of calls at once and its
+    /// per-call deadline.
+    pub fn for_server(access: Arc<Access>, server: &crate::config::ServerSettings) -> Self {
+        Self::new(
+            access,
+            server.max_concurrent_requests,
+            Duration::from_secs(server.request_timeout_secs),
+        )
+    }
 }
 
 impl<S> Layer<S> for GateLayer {

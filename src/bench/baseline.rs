@@ -11,7 +11,6 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
 
 use tokio::net::TcpListener;
 use tonic::{Request, Response, Status};
@@ -109,11 +108,7 @@ pub async fn start(
     let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
     if layers {
         let access = Access::from_settings(&[]).map_err(std::io::Error::other)?;
-        let gate = GateLayer::new(
-            Arc::new(access),
-            server.max_concurrent_requests,
-            Duration::from_secs(server.request_timeout_secs),
-        );
+        let gate = GateLayer::for_server(Arc::new(access), server);
         tokio::spawn(
             crate::app::grpc_server(gate)
                 .add_service(routing)

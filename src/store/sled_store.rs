@@ -1181,13 +1181,13 @@ mod tests {
             .with_timezone(&Utc)
     }
 
-    /// The call ids of what `recent_contacts` returns, in its order.
     /// The id of the customer `phone` belongs to.
     async fn owner(s: &SledStore, phone: &str) -> Option<String> {
         let c = s.customer_by_phone(phone).await.unwrap()?;
         Some(c.id.as_str().to_owned())
     }
 
+    /// The call ids of what `recent_contacts` returns, in its order.
     async fn recent_ids(
         s: &SledStore,
         customer: Option<&str>,
