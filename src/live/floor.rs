@@ -9,12 +9,13 @@
 //! then id. A reservation not confirmed by `answered` within the configured time lapses:
 //! the agent is free again and the call goes back to its place in line.
 
-use std::cmp::Reverse;
-use std::collections::{BTreeSet, HashMap};
+use std::cmp::{Ordering, Reverse};
+use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
+use smallvec::SmallVec;
 
 use super::ewt::{estimated_wait, Aht, EwtError};
 use crate::domain::agent::{has_skills, AgentState, Skills};
@@ -50,9 +51,23 @@ pub struct QueueInfo<'a> {
     pub max_waiting: u32,
 }
 
+/// The floor's maps: hashbrown's default hasher (foldhash, seeded per process) rather
+/// than std's SipHash, which was a measurable part of a RouteCall's floor lookups. The
+/// keys come from authenticated platform and supervisor calls.
+type Map<K, V> = hashbrown::HashMap<K, V>;
+
+/// A call id as the floor keys its calls by: ids of up to 48 bytes (a UUID, a Twilio
+/// CallSid, an Asterisk uniqueid, most SIP Call-IDs) are kept inside the map's entry,
+/// so finding a call reads no other memory; longer ones go to the heap.
+type CallId = smallstr::SmallString<[u8; 48]>;
+
+/// A caller's number in E.164 (at most 15 digits and the `+`), kept inside the call's
+/// entry: RouteCall compares it on every call asked about again.
+type Number = smallstr::SmallString<[u8; 16]>;
+
 /// Ordering key of a queue's line: priority desc, enqueue time asc, then arrival order
 /// (calls that entered within the same clock tick keep the order they arrived in).
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Debug, Clone)]
 pub struct WaitKey {
     pub priority: Reverse<i32>,
     pub enqueued_at: DateTime<Utc>,
@@ -63,6 +78,36 @@ pub struct WaitKey {
     /// are one allocation each, not three).
     pub id: Arc<str>,
 }
+
+impl Ord for WaitKey {
+    /// By place, then by id. A key compared with the entry it was cloned from (a call
+    /// looking up its own place) is equal without reading the id's memory.
+    fn cmp(&self, other: &Self) -> Ordering {
+        (self.priority, self.enqueued_at, self.seq, self.callback)
+            .cmp(&(other.priority, other.enqueued_at, other.seq, other.callback))
+            .then_with(|| {
+                if Arc::ptr_eq(&self.id, &other.id) {
+                    Ordering::Equal
+                } else {
+                    self.id.cmp(&other.id)
+                }
+            })
+    }
+}
+
+impl PartialOrd for WaitKey {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl PartialEq for WaitKey {
+    fn eq(&self, other: &Self) -> bool {
+        self.cmp(other) == Ordering::Equal
+    }
+}
+
+impl Eq for WaitKey {}
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum CallState {
@@ -92,20 +137,21 @@ impl CallState {
 
 #[derive(Debug, Clone)]
 struct CallLive {
-    /// The call's id, as its entry in a line holds it (made once, not per lookup).
-    id: Arc<str>,
-    queue: String,
-    priority: i32,
-    enqueued_at: DateTime<Utc>,
-    /// Arrival order in the floor, the last tie-break of the line.
-    seq: u64,
+    /// The call's place in its queue's line, as the line's entry holds it (the id
+    /// shared with it): a lookup of the call's position clones nothing and reads no
+    /// other memory. `place.seq` is the call's arrival order in the floor.
+    place: WaitKey,
+    /// The queue, as the floor's own name of it (so compared by pointer).
+    queue: Arc<str>,
     state: CallState,
     predicted_wait: Option<Duration>,
     answered_at: Option<DateTime<Utc>>,
     wait: Option<Duration>,
     customer_id: Option<String>,
-    caller: Option<String>,
-    visited: Vec<String>,
+    caller: Option<Number>,
+    /// Queues the call was routed or transferred to, as the floor names them (kept in
+    /// the entry for the usual one or two: RouteCall's reply lists them).
+    visited: SmallVec<[Arc<str>; 2]>,
     transfers: u32,
     transfer_loop: bool,
     last_change: DateTime<Utc>,
@@ -117,22 +163,34 @@ impl CallLive {
     fn history(&self) -> CallHistory {
         CallHistory {
             transfers: self.transfers,
-            visited: self.visited.clone(),
+            visited: self.visited.iter().map(|q| q.to_string()).collect(),
             transfer_loop: self.transfer_loop,
-            waiting_in: matches!(self.state, CallState::Waiting | CallState::Reserved(_))
-                .then(|| self.queue.clone()),
         }
     }
 
     fn key(&self) -> WaitKey {
-        WaitKey {
-            priority: Reverse(self.priority),
-            enqueued_at: self.enqueued_at,
-            seq: self.seq,
-            callback: false,
-            id: self.id.clone(),
-        }
+        self.place.clone()
     }
+
+    fn priority(&self) -> i32 {
+        self.place.priority.0
+    }
+
+    fn enqueued_at(&self) -> DateTime<Utc> {
+        self.place.enqueued_at
+    }
+
+    /// The queue the call waits in (or has an agent reserved in), if any.
+    fn waiting_in(&self) -> Option<&Arc<str>> {
+        matches!(self.state, CallState::Waiting | CallState::Reserved(_)).then_some(&self.queue)
+    }
+}
+
+/// Whether two of the floor's queue names are the same queue. The floor makes one name
+/// per queue and hands out clones of it, so this is a pointer compare; the string
+/// compare is only reached for different queues.
+fn same_queue(a: &Arc<str>, b: &Arc<str>) -> bool {
+    Arc::ptr_eq(a, b) || a == b
 }
 
 #[derive(Debug, Clone)]
@@ -183,8 +241,6 @@ pub struct CallHistory {
     pub transfers: u32,
     pub visited: Vec<String>,
     pub transfer_loop: bool,
-    /// The queue the call waits in now (or has an agent reserved in), if any.
-    pub waiting_in: Option<String>,
 }
 
 /// A call being routed, as [`Floor::route_call`] takes it.
@@ -275,14 +331,15 @@ pub struct QueueSnapshot {
 #[derive(Debug)]
 pub struct Floor {
     config: LiveConfig,
-    queues: HashMap<String, QueueLive>,
-    calls: HashMap<String, Box<CallLive>>,
-    agents: HashMap<String, AgentLive>,
+    queues: Map<String, QueueLive>,
+    /// Calls by id, each entry inline in the map (one place in memory per call).
+    calls: Map<CallId, CallLive>,
+    agents: Map<String, AgentLive>,
     /// Reservation deadlines, earliest first.
     deadlines: BTreeSet<(DateTime<Utc>, String)>,
     next_seq: u64,
     /// Pending callbacks holding a place in a line: id -> (queue, key).
-    callbacks: HashMap<Arc<str>, (Arc<str>, WaitKey)>,
+    callbacks: Map<Arc<str>, (Arc<str>, WaitKey)>,
 }
 
 /// A live call handed over to a callback (the caller accepted the offer).
@@ -307,12 +364,12 @@ impl Floor {
     pub fn new(config: LiveConfig) -> Self {
         Self {
             config,
-            queues: HashMap::new(),
-            calls: HashMap::new(),
-            agents: HashMap::new(),
+            queues: Map::new(),
+            calls: Map::new(),
+            agents: Map::new(),
             deadlines: BTreeSet::new(),
             next_seq: 0,
-            callbacks: HashMap::new(),
+            callbacks: Map::new(),
         }
     }
 
@@ -352,9 +409,20 @@ impl Floor {
         let Some(c) = self.calls.get(call_id) else {
             return false;
         };
-        let waiting_in = matches!(c.state, CallState::Waiting | CallState::Reserved(_))
-            .then_some(c.queue.as_str());
-        c.transfer_loop || (waiting_in != Some(queue) && c.visited.iter().any(|v| v == queue))
+        if c.transfer_loop {
+            return true;
+        }
+        // A queue the floor never saw is one no call visited.
+        let Some(queue) = self.queues.get(queue).map(|q| &q.name) else {
+            return false;
+        };
+        c.waiting_in().is_none_or(|w| !same_queue(w, queue))
+            && c.visited.iter().any(|v| same_queue(v, queue))
+    }
+
+    /// The queue a call waits in (or has an agent reserved in), if any.
+    pub fn waiting_in(&self, call_id: &str) -> Option<&str> {
+        self.calls.get(call_id)?.waiting_in().map(|q| &**q)
     }
 
     /// Releases reservations whose time is up: the agent is free again and the call
@@ -524,7 +592,7 @@ impl Floor {
     /// its place, priority and context are returned for the callback to inherit.
     pub fn take_call(&mut self, call_id: &str, now: DateTime<Utc>) -> Result<TakenCall, LiveError> {
         let taken = self.peek_call(call_id)?;
-        if let Some(call) = self.calls.get(call_id).map(|c| (**c).clone()) {
+        if let Some(call) = self.calls.get(call_id).cloned() {
             self.leave_line(call_id, &call);
         }
         if let Some(c) = self.calls.get_mut(call_id) {
@@ -551,13 +619,13 @@ impl Floor {
             }
         }
         Ok(TakenCall {
-            queue: call.queue.clone(),
-            priority: call.priority,
-            enqueued_at: call.enqueued_at,
-            caller: call.caller.clone(),
+            queue: call.queue.to_string(),
+            priority: call.priority(),
+            enqueued_at: call.enqueued_at(),
+            caller: call.caller.as_deref().map(str::to_owned),
             customer_id: call.customer_id.clone(),
             predicted_wait: call.predicted_wait,
-            seq: call.seq,
+            seq: call.place.seq,
         })
     }
 
@@ -572,7 +640,7 @@ impl Floor {
         call.state = CallState::Waiting;
         call.last_change = now;
         let key = call.key();
-        if let Some(q) = self.queues.get_mut(&call.queue) {
+        if let Some(q) = self.queues.get_mut(&*call.queue) {
             q.line.insert(key);
         }
     }
@@ -598,7 +666,7 @@ impl Floor {
             keep
         });
         for (q, key) in drop_from_line {
-            if let Some(q) = self.queues.get_mut(&q) {
+            if let Some(q) = self.queues.get_mut(&*q) {
                 q.line.remove(&key);
             }
         }
@@ -668,7 +736,7 @@ impl Floor {
 
     /// [`Floor::agent_counts`] over `agents`, for callers holding other parts of the
     /// floor mutably.
-    fn counts_among(agents: &HashMap<String, AgentLive>, required: &[String]) -> AgentCounts {
+    fn counts_among(agents: &Map<String, AgentLive>, required: &[String]) -> AgentCounts {
         let mut c = AgentCounts::default();
         for a in agents.values().filter(|a| Self::agent_fits(a, required)) {
             match a.state {
@@ -690,7 +758,7 @@ impl Floor {
 
     /// [`Floor::pick_agent`] over `agents`.
     fn pick_among(
-        agents: &HashMap<String, AgentLive>,
+        agents: &Map<String, AgentLive>,
         required: &[String],
         preferred: Option<&str>,
     ) -> Option<String> {
@@ -772,8 +840,8 @@ impl Floor {
         let mut previous = self.calls.remove(call_id);
         let (mut visited, transfers, transfer_loop) = match &mut previous {
             Some(p) => {
-                if let Some(q) = self.queues.get_mut(&p.queue) {
-                    q.line.remove(&p.key());
+                if let Some(q) = self.queues.get_mut(&*p.queue) {
+                    q.line.remove(&p.place);
                 }
                 if let CallState::Reserved(agent) = &p.state {
                     self.release(agent, call_id);
@@ -785,32 +853,39 @@ impl Floor {
                     p.transfer_loop,
                 )
             }
-            None => (Vec::new(), 0, false),
+            None => (SmallVec::new(), 0, false),
         };
+        let name = self.queue_mut(&queue).name.clone();
         // Asked again while still waiting in the same queue: same place in line.
         let (enqueued_at, seq) = match &previous {
-            Some(p) if p.queue == queue.id && p.state == CallState::Waiting => {
-                (p.enqueued_at, p.seq)
+            Some(p) if same_queue(&p.queue, &name) && p.state == CallState::Waiting => {
+                (p.enqueued_at(), p.place.seq)
             }
             _ => (now, self.seq()),
         };
-        if visited.last().map(String::as_str) != Some(queue.id) {
-            visited.push(queue.id.to_owned());
+        if !visited.last().is_some_and(|v| same_queue(v, &name)) {
+            visited.push(name.clone());
         }
         let waiting_now = self.queue_mut(&queue).line.len() as u32;
         let queue_full = queue.max_waiting > 0 && waiting_now >= queue.max_waiting;
         let mut call = CallLive {
-            id: Arc::from(call_id),
-            queue: queue.id.to_owned(),
-            priority,
-            enqueued_at,
-            seq,
+            place: WaitKey {
+                priority: Reverse(priority),
+                enqueued_at,
+                seq,
+                callback: false,
+                id: match &previous {
+                    Some(p) => p.place.id.clone(),
+                    None => Arc::from(call_id),
+                },
+            },
+            queue: name,
             state: CallState::Waiting,
             predicted_wait: None,
             answered_at: None,
             wait: None,
             customer_id: customer_id.map(str::to_owned),
-            caller: caller.map(str::to_owned),
+            caller: caller.map(Number::from),
             visited,
             transfers,
             transfer_loop,
@@ -849,7 +924,7 @@ impl Floor {
             call.facts = take_facts().map(Box::new);
         }
         let history = call.history();
-        self.calls.insert(call_id.to_owned(), Box::new(call));
+        self.calls.insert(CallId::from(call_id), call);
         (placement, history)
     }
 
@@ -877,14 +952,15 @@ impl Floor {
             ..
         } = self;
         let c = calls.get_mut(call_id)?;
-        let same_place =
-            c.state == CallState::Waiting && c.queue == queue.id && c.priority == priority;
+        let q = queues.get(queue.id)?;
+        let same_place = c.state == CallState::Waiting
+            && same_queue(&c.queue, &q.name)
+            && c.priority() == priority;
         if !same_place || Self::pick_among(agents, required, preferred_agent).is_some() {
             return None;
         }
         let staffed = Self::counts_among(agents, required).staffed();
-        let q = queues.get(queue.id)?;
-        let position = q.line.rank(&c.key()) as u32 + 1;
+        let position = q.line.rank(&c.place) as u32 + 1;
         // As the full path counts it: the others waiting, without this call.
         let others = q.line.len().saturating_sub(1) as u32;
         let wait = estimated_wait(position, 0, staffed, q.aht.secs());
@@ -892,7 +968,7 @@ impl Floor {
             c.customer_id = customer_id.map(str::to_owned);
         }
         if c.caller.as_deref() != caller {
-            c.caller = caller.map(str::to_owned);
+            c.caller = caller.map(Number::from);
         }
         c.predicted_wait = wait;
         c.last_change = now;
@@ -938,9 +1014,9 @@ impl Floor {
         ContactRecord {
             call_id: call_id.to_owned(),
             customer_id: c.customer_id.clone(),
-            caller: c.caller.clone(),
-            queue_id: c.queue.clone(),
-            enqueued_at: c.enqueued_at,
+            caller: c.caller.as_deref().map(str::to_owned),
+            queue_id: c.queue.to_string(),
+            enqueued_at: c.enqueued_at(),
             updated_at: now,
             outcome,
             agent_id,
@@ -961,7 +1037,7 @@ impl Floor {
         now: DateTime<Utc>,
     ) -> Result<EventOutcome, LiveError> {
         self.expire(now);
-        let Some(call) = self.calls.get(call_id).map(|c| (**c).clone()) else {
+        let Some(call) = self.calls.get(call_id).cloned() else {
             return Err(LiveError::UnknownCall(call_id.to_owned()));
         };
         let impossible = || LiveError::Impossible {
@@ -971,7 +1047,7 @@ impl Floor {
         };
         match (&call.state, &event) {
             (CallState::Waiting | CallState::Reserved(_), CallEvent::Queued { queue: q })
-                if q.as_deref().is_none_or(|q| q == call.queue) =>
+                if q.as_deref().is_none_or(|q| q == &*call.queue) =>
             {
                 Ok(EventOutcome::Duplicate)
             }
@@ -993,26 +1069,27 @@ impl Floor {
             ) => {
                 let info = queue(q).ok_or_else(|| LiveError::UnknownQueue(q.clone()))?;
                 let transferred = matches!(event, CallEvent::Transferred { .. });
-                let looped = transferred && call.visited.iter().any(|v| v == q);
+                let looped = transferred && call.visited.iter().any(|v| &**v == q);
                 self.leave_line(call_id, &call);
+                let name = self.queue_mut(&info).name.clone();
                 let mut moved = call.clone();
                 if transferred {
                     moved.transfers += 1;
                     moved.transfer_loop |= looped;
                 }
-                moved.queue = q.clone();
-                if moved.visited.last() != Some(q) {
-                    moved.visited.push(q.clone());
+                if !moved.visited.last().is_some_and(|v| same_queue(v, &name)) {
+                    moved.visited.push(name.clone());
                 }
+                moved.queue = name;
                 moved.state = CallState::Waiting;
-                moved.enqueued_at = now;
-                moved.seq = self.seq();
+                moved.place.enqueued_at = now;
+                moved.place.seq = self.seq();
                 moved.last_change = now;
                 let key = moved.key();
                 self.queue_mut(&info).line.insert(key);
                 let rec = transferred
                     .then(|| self.record(call_id, &call, ContactOutcome::Transferred, now));
-                self.calls.insert(call_id.to_owned(), Box::new(moved));
+                self.calls.insert(CallId::from(call_id), moved);
                 Ok(EventOutcome::Applied(rec))
             }
             (
@@ -1029,9 +1106,9 @@ impl Floor {
             }
             (CallState::Waiting | CallState::Reserved(_), CallEvent::Answered { agent }) => {
                 self.leave_line(call_id, &call);
-                let wait = since(now, call.enqueued_at);
+                let wait = since(now, call.enqueued_at());
                 if let Some(predicted) = call.predicted_wait {
-                    if let Some(q) = self.queues.get_mut(&call.queue) {
+                    if let Some(q) = self.queues.get_mut(&*call.queue) {
                         q.ewt_error.record(predicted, wait);
                     }
                 }
@@ -1061,7 +1138,7 @@ impl Floor {
                 self.leave_line(call_id, &call);
                 let c = self.calls.get_mut(call_id).ok_or_else(impossible)?;
                 c.state = CallState::Abandoned;
-                c.wait = Some(since(now, c.enqueued_at));
+                c.wait = Some(since(now, c.enqueued_at()));
                 c.last_change = now;
                 // Remembered only to recognize repeats: its facts are in the record.
                 let facts = c.facts.take();
@@ -1078,7 +1155,7 @@ impl Floor {
                 let handle = handle_time
                     .or_else(|| call.answered_at.map(|t| since(now, t)))
                     .unwrap_or_default();
-                if let Some(q) = self.queues.get_mut(&call.queue) {
+                if let Some(q) = self.queues.get_mut(&*call.queue) {
                     q.aht.record(handle.as_secs_f64());
                 }
                 let mut rec = self.record(call_id, &call, ContactOutcome::Completed, now);
@@ -1096,8 +1173,8 @@ impl Floor {
 
     /// Takes a call out of its line and releases its reservation, if any.
     fn leave_line(&mut self, call_id: &str, call: &CallLive) {
-        if let Some(q) = self.queues.get_mut(&call.queue) {
-            q.line.remove(&call.key());
+        if let Some(q) = self.queues.get_mut(&*call.queue) {
+            q.line.remove(&call.place);
         }
         if let CallState::Reserved(agent) = &call.state {
             let agent = agent.clone();
@@ -1137,8 +1214,8 @@ impl Floor {
         if c.state != CallState::Waiting {
             return None;
         }
-        let q = self.queues.get(&c.queue)?;
-        Some(q.line.rank(&c.key()) as u32 + 1)
+        let q = self.queues.get(&*c.queue)?;
+        Some(q.line.rank(&c.place) as u32 + 1)
     }
 
     /// The agent an item is held for, if any.

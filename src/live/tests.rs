@@ -364,7 +364,7 @@ fn a_call_asked_about_again_where_it_waits_keeps_its_place() {
     assert_eq!(again.estimated_wait, first.estimated_wait);
     assert_eq!(history.visited, vec!["general"]);
     assert_eq!((history.transfers, history.transfer_loop), (0, false));
-    assert_eq!(history.waiting_in.as_deref(), Some("general"));
+    assert_eq!(f.waiting_in("b"), Some("general"));
     assert_eq!(facts, 3, "a call asked about again keeps its first facts");
     // Its place is the one it entered with: a later caller still lines up behind it.
     assert_eq!(ask(&mut f, "d", 0, t(300), &mut facts).0.position, 4);
@@ -395,10 +395,10 @@ fn a_call_asked_about_again_gets_an_agent_that_came_free() {
         t(5),
     );
     // An agent is free: the call asked about gets them and leaves the line.
-    let (p, history) = ask(&mut f, "b", 0, t(6), &mut facts);
+    let (p, _) = ask(&mut f, "b", 0, t(6), &mut facts);
     assert_eq!(p.reserved_agent.as_deref(), Some("a1"));
     assert_eq!(p.position, 0);
-    assert_eq!(history.waiting_in.as_deref(), Some("general"));
+    assert_eq!(f.waiting_in("b"), Some("general"));
     assert_eq!(f.reserved_agent_of("b"), Some("a1"));
     assert_eq!(f.position("a"), Some(1));
     assert_eq!(f.snapshot(q(&support()), t(6)).waiting, 1);
@@ -656,4 +656,38 @@ mod place_in_line {
             let _ = late_priority;
         }
     }
+}
+
+/// Call ids of any length: those kept inside the floor's entry (up to 48 bytes) and
+/// longer ones on the heap line up, keep their place when asked again, and follow a
+/// transfer and a transfer back like any other.
+#[test]
+fn call_ids_short_and_long_keep_their_place_and_history() {
+    let s = support();
+    let lookup = two_queues(&s);
+    let mut f = floor();
+    let ids: Vec<String> = [1usize, 36, 47, 48, 49, 200]
+        .iter()
+        .map(|&n| format!("{n:0>width$}", width = n))
+        .collect();
+    for (i, id) in ids.iter().enumerate() {
+        assert_eq!(route(&mut f, id, 0, t(i as i64)).position, i as u32 + 1);
+    }
+    for (i, id) in ids.iter().enumerate().rev() {
+        assert_eq!(route(&mut f, id, 0, t(100)).position, i as u32 + 1, "{id}");
+        assert_eq!(f.position(id), Some(i as u32 + 1));
+        assert_eq!(f.waiting_in(id), Some("general"));
+    }
+    // The longest id is answered, moved to billing, then back to general: a loop.
+    let long = &ids[5];
+    answer_then_transfer(&mut f, long, "a1", "billing", lookup, t(200));
+    assert_eq!(f.waiting_in(long), Some("billing"));
+    assert!(f.would_loop(long, "general"));
+    assert!(!f.would_loop(long, "billing"), "asked again where it waits");
+    answer_then_transfer(&mut f, long, "a2", "general", lookup, t(300));
+    assert!(f.would_loop(long, "billing"), "flagged once it looped");
+    let (_, history) = ask(&mut f, long, 0, t(400), &mut 0);
+    assert_eq!(history.visited, vec!["general", "billing", "general"]);
+    assert_eq!((history.transfers, history.transfer_loop), (2, true));
+    assert_eq!(f.position(long), Some(6), "behind the five still waiting");
 }
