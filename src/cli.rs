@@ -223,8 +223,10 @@ pub struct BenchArgs {
     #[arg(long, requires = "baseline")]
     pub bare_baseline: bool,
     /// With --baseline: alternate this many rounds of baseline and holdless, so
-    /// background load on a shared machine falls on both alike.
-    #[arg(long, default_value_t = 4)]
+    /// background load on a shared machine falls on both alike. Rounds of about a
+    /// second follow a VM whose speed changes every few seconds; rounds of several
+    /// seconds let one side catch a fast spell the other missed.
+    #[arg(long, default_value_t = 12)]
     pub rounds: u32,
     /// Soak: split the run into this many consecutive windows and print each window's
     /// figures (and, with --embedded, the process's resident memory) as it ends.

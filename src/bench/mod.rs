@@ -8,6 +8,7 @@
 //! (the correction wrk2 makes for coordinated omission).
 
 pub mod baseline;
+pub mod skim;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -138,6 +139,8 @@ fn callback_request(run_seed: u64, _client: usize, n: u64) -> pb::RequestCallbac
 /// One client's connection to every service a scenario uses.
 struct Clients {
     routing: pb::routing_service_client::RoutingServiceClient<Channel>,
+    /// RouteCall for the route scenario, reading what a call router reads of a reply.
+    router: skim::Router,
     callbacks: pb::callback_service_client::CallbackServiceClient<Channel>,
     /// Where the client is in its current call (mixed scenario).
     day: Day,
@@ -360,7 +363,7 @@ async fn one(
 ) -> bool {
     match scenario {
         Scenario::Route => c
-            .routing
+            .router
             .route_call(route_request(calls, client, n))
             .await
             .is_ok(),
@@ -649,6 +652,7 @@ async fn drive(
         let ch = channels[c % channels.len()].clone();
         let mut client = Clients {
             routing: pb::routing_service_client::RoutingServiceClient::new(ch.clone()),
+            router: skim::Router::new(ch.clone()),
             callbacks: pb::callback_service_client::CallbackServiceClient::new(ch),
             day: std::mem::take(&mut days[c]),
         };
