@@ -6,9 +6,10 @@
 //!
 //! The bench client shares the machine with the servers it measures, so what it spends
 //! on a reply is taken from holdless's figure. Decoding every string of a reply it then
-//! drops (about 1 µs per reply on the project's 2-core VM, measured with `perf` on
-//! 2026-12-01) made holdless's throughput look lower than what the server gives a
-//! platform; a no-op server's empty reply costs nothing to decode either way.
+//! drops cost about 1 µs of CPU per reply in a `perf` profile on the project's 2-core
+//! VM (2026-12-01), work a platform does on its own machine; a no-op server's empty
+//! reply costs nothing to decode either way. (In the ratio it was worth about 0.005,
+//! within the run-to-run spread: see docs/PERFORMANCE.md.)
 
 use http::uri::PathAndQuery;
 use tonic::transport::Channel;
