@@ -855,7 +855,9 @@ impl Floor {
             }
             None => (SmallVec::new(), 0, false),
         };
-        let name = self.queue_mut(&queue).name.clone();
+        let live = self.queue_mut(&queue);
+        let name = live.name.clone();
+        let waiting_now = live.line.len() as u32;
         // Asked again while still waiting in the same queue: same place in line.
         let (enqueued_at, seq) = match &previous {
             Some(p) if same_queue(&p.queue, &name) && p.state == CallState::Waiting => {
@@ -866,7 +868,6 @@ impl Floor {
         if !visited.last().is_some_and(|v| same_queue(v, &name)) {
             visited.push(name.clone());
         }
-        let waiting_now = self.queue_mut(&queue).line.len() as u32;
         let queue_full = queue.max_waiting > 0 && waiting_now >= queue.max_waiting;
         let mut call = CallLive {
             place: WaitKey {
@@ -1069,9 +1070,9 @@ impl Floor {
             ) => {
                 let info = queue(q).ok_or_else(|| LiveError::UnknownQueue(q.clone()))?;
                 let transferred = matches!(event, CallEvent::Transferred { .. });
-                let looped = transferred && call.visited.iter().any(|v| &**v == q);
-                self.leave_line(call_id, &call);
                 let name = self.queue_mut(&info).name.clone();
+                let looped = transferred && call.visited.iter().any(|v| same_queue(v, &name));
+                self.leave_line(call_id, &call);
                 let mut moved = call.clone();
                 if transferred {
                     moved.transfers += 1;
