@@ -384,11 +384,7 @@ impl Checker {
                     ),
                 }
             }
-            tz.map(|time_zone| BusinessHours {
-                time_zone,
-                weekly,
-                holidays,
-            })
+            tz.map(|time_zone| BusinessHours::new(time_zone, weekly, holidays))
         });
         let sl = &q.service_level;
         if !(sl.target_percent > 0.0 && sl.target_percent <= 100.0) {

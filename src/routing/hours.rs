@@ -5,10 +5,11 @@
 //! instant. Every instant holdless stores is UTC; local times exist only here.
 
 use std::collections::HashSet;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use chrono::{
-    DateTime, Datelike, LocalResult, NaiveDate, NaiveDateTime, NaiveTime, TimeZone, Timelike, Utc,
-    Weekday,
+    DateTime, Datelike, LocalResult, NaiveDate, NaiveDateTime, NaiveTime, Offset, TimeZone,
+    Timelike, Utc, Weekday,
 };
 use chrono_tz::Tz;
 
@@ -56,19 +57,113 @@ pub fn parse_weekday(s: &str) -> Option<Weekday> {
     }
 }
 
-/// A queue's opening hours in its own zone.
+/// A queue's opening hours in its own zone. Built once with the plan and never
+/// changed (the fields are read-only: [`BusinessHours::is_open`] remembers answers).
 #[derive(Debug, Clone)]
 pub struct BusinessHours {
-    pub time_zone: Tz,
+    time_zone: Tz,
     /// Per weekday (Mon = 0), half-open `[open, close)` intervals in local minutes.
-    pub weekly: [Vec<(ClockTime, ClockTime)>; 7],
-    pub holidays: HashSet<NaiveDate>,
+    weekly: [Vec<(ClockTime, ClockTime)>; 7],
+    holidays: HashSet<NaiveDate>,
+    open_cache: MinuteCache,
+}
+
+/// [`BusinessHours::is_open`]'s answer for the last UTC minute it worked one out for:
+/// `(minute since 1970 + 1) << 1 | open`, 0 for none. One atomic word, so routing
+/// threads share it without a lock; a thread that reads another's minute works the
+/// answer out and stores its own.
+#[derive(Debug, Default)]
+struct MinuteCache(AtomicU64);
+
+impl Clone for MinuteCache {
+    fn clone(&self) -> Self {
+        Self(AtomicU64::new(self.0.load(Ordering::Relaxed)))
+    }
 }
 
 impl BusinessHours {
+    pub fn new(
+        time_zone: Tz,
+        weekly: [Vec<(ClockTime, ClockTime)>; 7],
+        holidays: HashSet<NaiveDate>,
+    ) -> Self {
+        Self {
+            time_zone,
+            weekly,
+            holidays,
+            open_cache: MinuteCache::default(),
+        }
+    }
+
+    pub fn time_zone(&self) -> Tz {
+        self.time_zone
+    }
+
+    /// Per weekday (Mon = 0), the half-open `[open, close)` intervals in local minutes.
+    pub fn weekly(&self) -> &[Vec<(ClockTime, ClockTime)>; 7] {
+        &self.weekly
+    }
+
+    pub fn holidays(&self) -> &HashSet<NaiveDate> {
+        &self.holidays
+    }
+
     /// Whether the queue is open at `now`: inside one of the intervals of
     /// [`open_intervals_on`](Self::open_intervals_on) for the local date.
+    ///
+    /// Routing asks this for every call, and working it out costs two time-zone
+    /// lookups; the answer is the same for a whole UTC minute whenever the zone's
+    /// offset is a whole number of minutes and does not change within that minute
+    /// (then the local minute and date, and every opening or closing instant, are
+    /// fixed for the minute). So the answer is kept for the minute when those hold
+    /// and the minute's first and last instants give the same answer as `now`, and
+    /// worked out afresh otherwise (a minute with an offset change, a zone with a
+    /// seconds offset, instants before 1970).
     pub fn is_open(&self, now: DateTime<Utc>) -> bool {
+        let Ok(minute) = u64::try_from(now.timestamp().div_euclid(60)) else {
+            return self.is_open_at(now);
+        };
+        let tag = (minute + 1) << 1;
+        let cached = self.open_cache.0.load(Ordering::Relaxed);
+        if cached & !1 == tag {
+            return cached & 1 == 1;
+        }
+        let open = self.is_open_at(now);
+        if self.same_all_minute(minute, open) {
+            self.open_cache
+                .0
+                .store(tag | u64::from(open), Ordering::Relaxed);
+        }
+        open
+    }
+
+    /// Whether the answer is `open` for all of UTC minute `minute` (see
+    /// [`BusinessHours::is_open`]).
+    fn same_all_minute(&self, minute: u64, open: bool) -> bool {
+        let Some(first) = i64::try_from(minute)
+            .ok()
+            .and_then(|m| m.checked_mul(60))
+            .and_then(|s| DateTime::from_timestamp(s, 0))
+        else {
+            return false;
+        };
+        let last = first + chrono::Duration::nanoseconds(59_999_999_999);
+        let offset = |t: DateTime<Utc>| {
+            self.time_zone
+                .offset_from_utc_datetime(&t.naive_utc())
+                .fix()
+                .local_minus_utc()
+        };
+        let seconds = offset(first);
+        seconds % 60 == 0
+            && offset(last) == seconds
+            && self.is_open_at(first) == open
+            && self.is_open_at(last) == open
+    }
+
+    /// [`BusinessHours::is_open`] worked out from the zone, without the minute's
+    /// remembered answer.
+    pub fn is_open_at(&self, now: DateTime<Utc>) -> bool {
         let local = now.with_timezone(&self.time_zone).naive_local();
         // Off the repeated hour of a fall-back, comparing wall-clock minutes gives the
         // same answer as comparing resolved instants, and is cheaper (routing asks this
@@ -185,11 +280,11 @@ mod tests {
         for d in weekly.iter_mut().take(5) {
             d.push((nine, five));
         }
-        BusinessHours {
-            time_zone: chrono_tz::America::New_York,
+        BusinessHours::new(
+            chrono_tz::America::New_York,
             weekly,
-            holidays: [NaiveDate::from_ymd_opt(2026, 12, 25).unwrap()].into(),
-        }
+            [NaiveDate::from_ymd_opt(2026, 12, 25).unwrap()].into(),
+        )
     }
 
     fn utc(s: &str) -> DateTime<Utc> {
@@ -275,11 +370,7 @@ mod tests {
         for d in weekly.iter_mut() {
             d.push((midnight, half_past_one));
         }
-        let h = BusinessHours {
-            time_zone: chrono_tz::America::New_York,
-            weekly,
-            holidays: HashSet::new(),
-        };
+        let h = BusinessHours::new(chrono_tz::America::New_York, weekly, HashSet::new());
         // 01:15 EDT (first pass): open.
         assert!(h.is_open(utc("2026-11-01T05:15:00Z")));
         // 01:30 EDT: closed from here on, though the clock shows 01:00-01:29 again.
@@ -291,15 +382,61 @@ mod tests {
         for d in weekly.iter_mut() {
             d.push((half_past_one, ClockTime { minutes: 180 }));
         }
-        let h = BusinessHours {
-            time_zone: chrono_tz::America::New_York,
-            weekly,
-            holidays: HashSet::new(),
-        };
+        let h = BusinessHours::new(chrono_tz::America::New_York, weekly, HashSet::new());
         assert!(!h.is_open(utc("2026-11-01T05:15:00Z")));
         assert!(h.is_open(utc("2026-11-01T05:30:00Z")));
         assert!(h.is_open(utc("2026-11-01T06:15:00Z")));
         assert!(h.is_open(utc("2026-11-01T07:59:00Z")));
         assert!(!h.is_open(utc("2026-11-01T08:00:00Z")));
+    }
+
+    /// The answer kept for a minute is the answer worked out afresh, at every instant
+    /// around clock changes: New York and London (an hour), Lord Howe (half an hour),
+    /// Kathmandu and Chatham (offsets of 45 minutes), Monrovia's change from an offset
+    /// with seconds (1972), and instants before 1970. Hours open and close inside the
+    /// repeated and skipped hours, and on a holiday.
+    #[test]
+    fn the_minute_kept_answer_is_the_worked_out_one_across_clock_changes() {
+        use chrono_tz::{Africa, America, Asia, Australia, Europe, Pacific};
+        let at = |h: u16, m: u16| ClockTime {
+            minutes: h * 60 + m,
+        };
+        let mut weekly: [Vec<(ClockTime, ClockTime)>; 7] = Default::default();
+        for d in weekly.iter_mut() {
+            d.push((at(0, 0), at(0, 1)));
+            d.push((at(1, 30), at(2, 30)));
+            d.push((at(3, 0), at(17, 45)));
+        }
+        let cases: &[(Tz, &[&str])] = &[
+            (America::New_York, &["2026-03-08", "2026-11-01"]),
+            (Europe::London, &["2026-03-29", "2026-10-25"]),
+            (Australia::Lord_Howe, &["2026-04-05", "2026-10-04"]),
+            (Asia::Kathmandu, &["2026-06-01"]),
+            (Pacific::Chatham, &["2026-04-05", "2026-09-27"]),
+            (Africa::Monrovia, &["1972-01-07"]),
+            (America::New_York, &["1969-12-31"]),
+        ];
+        let mut checked = 0;
+        for (tz, days) in cases {
+            for day in *days {
+                let date = NaiveDate::parse_from_str(day, "%Y-%m-%d").unwrap();
+                let holiday = date.succ_opt().unwrap();
+                let h = BusinessHours::new(*tz, weekly.clone(), [holiday].into());
+                let start =
+                    date.and_hms_opt(0, 0, 0).unwrap().and_utc() - chrono::Duration::days(1);
+                // 37-second steps: several instants per minute, never the same second.
+                for k in 0..(3 * 86_400 / 37) {
+                    let t = start + chrono::Duration::seconds(37 * k);
+                    assert_eq!(h.is_open(t), h.is_open_at(t), "{tz} at {t}");
+                    checked += 1;
+                }
+                // Asking about an instant far away and back again.
+                let noon = start + chrono::Duration::hours(36);
+                for t in [noon, noon + chrono::Duration::days(200), noon] {
+                    assert_eq!(h.is_open(t), h.is_open_at(t), "{tz} at {t}");
+                }
+            }
+        }
+        assert!(checked > 50_000);
     }
 }

@@ -271,7 +271,7 @@ fn slot_zone(queue: &Queue, customer_tz: Tz) -> Tz {
     queue
         .business_hours
         .as_ref()
-        .map_or(customer_tz, |h| h.time_zone)
+        .map_or(customer_tz, |h| h.time_zone())
 }
 
 fn midnight() -> ClockTime {
@@ -330,7 +330,7 @@ fn calling_windows(
 /// The queue's openings around `[from, to]`, sorted and merged.
 fn openings(hours: &BusinessHours, from: DateTime<Utc>, to: DateTime<Utc>) -> Vec<Interval> {
     merge(
-        local_dates(hours.time_zone, from, to)
+        local_dates(hours.time_zone(), from, to)
             .flat_map(|d| hours.open_intervals_on(d))
             .collect(),
     )
@@ -437,14 +437,14 @@ mod tests {
         for &d in days {
             weekly[d].push((hm(open), hm(close)));
         }
-        BusinessHours {
-            time_zone: tz,
+        BusinessHours::new(
+            tz,
             weekly,
-            holidays: holidays
+            holidays
                 .iter()
                 .map(|d| NaiveDate::parse_from_str(d, "%Y-%m-%d").expect("test dates"))
                 .collect(),
-        }
+        )
     }
 
     const WEEKDAYS: &[usize] = &[0, 1, 2, 3, 4];
@@ -1201,22 +1201,24 @@ mod tests {
 
     fn arb_queue() -> impl Strategy<Value = Queue> {
         let hours = (zone(), 1u8..128, span(), prop::option::of(0u32..4)).prop_map(
-            |(tz, days, (open, close), holiday)| BusinessHours {
-                time_zone: tz,
-                weekly: std::array::from_fn(|d| {
-                    if days & (1 << d) != 0 {
-                        vec![(open, close)]
-                    } else {
-                        Vec::new()
-                    }
-                }),
-                holidays: holiday
-                    .into_iter()
-                    .map(|k| {
-                        NaiveDate::from_ymd_opt(2026, 3, 8).expect("valid date")
-                            + Duration::days(i64::from(k))
-                    })
-                    .collect::<HashSet<_>>(),
+            |(tz, days, (open, close), holiday)| {
+                BusinessHours::new(
+                    tz,
+                    std::array::from_fn(|d| {
+                        if days & (1 << d) != 0 {
+                            vec![(open, close)]
+                        } else {
+                            Vec::new()
+                        }
+                    }),
+                    holiday
+                        .into_iter()
+                        .map(|k| {
+                            NaiveDate::from_ymd_opt(2026, 3, 8).expect("valid date")
+                                + Duration::days(i64::from(k))
+                        })
+                        .collect::<HashSet<_>>(),
+                )
             },
         );
         (
@@ -1246,7 +1248,7 @@ mod tests {
             .prop_map(|(mut q, other, same_zone, (zone, at))| {
                 let customer = match &mut q.business_hours {
                     Some(h) => {
-                        h.time_zone = zone;
+                        *h = BusinessHours::new(zone, h.weekly().clone(), h.holidays().clone());
                         if same_zone {
                             zone
                         } else {

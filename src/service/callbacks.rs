@@ -143,7 +143,7 @@ impl Holdless {
                 "the customer is on the do-not-call list".into(),
             ));
         }
-        let queue_tz = queue.business_hours.as_ref().map(|h| h.time_zone);
+        let queue_tz = queue.business_hours.as_ref().map(|h| h.time_zone());
         let tz = self.customer_zone(req.time_zone, on_file.as_ref(), &phone, queue_tz);
         if let Some((start, end)) = req.slot {
             policy::validate_slot(queue, tz, start, end, now).map_err(|e| match e {
@@ -326,7 +326,7 @@ impl Holdless {
             )
         })?;
         let tz = tz
-            .or(queue.business_hours.as_ref().map(|h| h.time_zone))
+            .or(queue.business_hours.as_ref().map(|h| h.time_zone()))
             .unwrap_or(chrono_tz::UTC);
         let booked = self.scheduler()?.booked(queue_id.to_owned()).await;
         Ok(policy::list_slots(

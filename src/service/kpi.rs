@@ -199,7 +199,7 @@ impl Holdless {
             .and_then(|id| {
                 self.active_plan()
                     .queue(id)
-                    .and_then(|q| q.business_hours.as_ref().map(|h| h.time_zone))
+                    .and_then(|q| q.business_hours.as_ref().map(|h| h.time_zone()))
             })
             .unwrap_or(chrono_tz::UTC);
         let per_bucket: Vec<_> = per_bucket.into_iter().collect();
