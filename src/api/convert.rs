@@ -359,6 +359,8 @@ pub fn decision_to_pb(decision_id: String, outcome: RouteOutcome) -> pb::Routing
         queue_open,
         agent_context,
         explanation,
+        rule_index: _,
+        queue_index: _,
     } = decision;
     pb::RoutingDecision {
         decision_id,

@@ -94,33 +94,40 @@ pub fn rpc(path: &str) -> &'static RpcHandles {
     table.by_path.get(path).unwrap_or(&table.other)
 }
 
+/// The handle of `holdless_routing_decisions_total{rule, queue}` (`rule="default"` for
+/// the default route). A compiled plan keeps the handles of its rules' decisions
+/// (`CompiledPlan::count_decision`); [`count_decision`] finds others by name.
+pub fn decision_counter(rule: Option<&str>, queue: &str) -> Counter {
+    // Handles made before the recorder exists would count nowhere.
+    let _ = super::prometheus::handle();
+    metrics::counter!(
+        "holdless_routing_decisions_total",
+        "rule" => rule.unwrap_or("default").to_owned(),
+        "queue" => queue.to_owned()
+    )
+}
+
 /// Counts one routing decision in `holdless_routing_decisions_total{rule, queue}`.
 pub fn count_decision(rule: Option<&str>, queue: &str) {
     type Cache = RefCell<hashbrown::HashMap<String, hashbrown::HashMap<String, Counter>>>;
     thread_local! {
         static CACHE: Cache = RefCell::default();
     }
-    let rule = rule.unwrap_or("default");
+    let name = rule.unwrap_or("default");
     let counted = CACHE.with_borrow(|cache| {
-        let counter = cache.get(rule).and_then(|by_queue| by_queue.get(queue));
+        let counter = cache.get(name).and_then(|by_queue| by_queue.get(queue));
         counter.inspect(|c| c.increment(1)).is_some()
     });
     if counted {
         return;
     }
-    // Handles made before the recorder exists would count nowhere.
-    let _ = super::prometheus::handle();
-    let counter = metrics::counter!(
-        "holdless_routing_decisions_total",
-        "rule" => rule.to_owned(),
-        "queue" => queue.to_owned()
-    );
+    let counter = decision_counter(rule, queue);
     counter.increment(1);
     CACHE.with_borrow_mut(|cache| {
         let cached: usize = cache.values().map(hashbrown::HashMap::len).sum();
         if cached < MAX_CACHED {
             cache
-                .entry(rule.to_owned())
+                .entry(name.to_owned())
                 .or_default()
                 .insert(queue.to_owned(), counter);
         }

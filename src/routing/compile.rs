@@ -205,6 +205,9 @@ pub fn compile(doc: PlanDoc, version: u64) -> Result<CompiledPlan, Vec<FieldViol
                 campaigns_by_code,
                 prefixes,
                 longest_prefix,
+                decision_counters: (0..=rules.len())
+                    .map(|_| std::sync::OnceLock::new())
+                    .collect(),
                 rules,
                 index,
                 default_route,

@@ -58,6 +58,10 @@ pub struct Decision {
     pub agent_context: AgentContext,
     /// Filled only when the call asked for an explanation.
     pub explanation: Vec<RuleTrace>,
+    /// The matched rule and the queue as indices in the plan that decided (for
+    /// [`CompiledPlan::count_decision`]).
+    pub rule_index: Option<usize>,
+    pub queue_index: usize,
 }
 
 /// Whether a rule's language tag covers the caller's: equal, or the rule names the
@@ -433,5 +437,7 @@ fn build(
         },
         location: f.location,
         explanation,
+        rule_index: matched,
+        queue_index: queue,
     }
 }

@@ -3,6 +3,7 @@
 //! atomically when a new version is applied, so no call sees half a plan.
 
 use std::collections::HashSet;
+use std::sync::OnceLock;
 
 use chrono::{DateTime, Utc};
 use chrono_tz::Tz;
@@ -31,9 +32,36 @@ pub struct CompiledPlan {
     pub rules: Vec<Rule>,
     pub(crate) index: RuleIndex,
     pub default_route: DefaultRoute,
+    /// Per rule, and last for the default route: the queue of its first decision and
+    /// the `holdless_routing_decisions_total` handle of its decisions to that queue.
+    /// Made on the first decision (a plan only validated or simulated makes none).
+    pub(crate) decision_counters: Box<[OnceLock<(usize, metrics::Counter)>]>,
 }
 
 impl CompiledPlan {
+    /// Counts a decision of rule `rule` (an index in `rules`; `None`: the default
+    /// route) to queue `queue` (an index in `queues`) in
+    /// `holdless_routing_decisions_total`. Each rule keeps the handle of the first
+    /// queue it sent a call to (nearly always its only one), so counting is one atomic
+    /// add; a decision of the same rule to another queue (a campaign rule's other
+    /// campaigns) finds its handle by name.
+    pub fn count_decision(&self, rule: Option<usize>, queue: usize) {
+        let slot = rule.unwrap_or(self.rules.len());
+        let rule_id = rule.and_then(|i| self.rules.get(i)).map(|r| r.id.as_str());
+        let queue_id = self.queues.get(queue).map_or("", |q| q.id.as_str());
+        if let Some(kept) = self.decision_counters.get(slot) {
+            let (first, counter) = kept.get_or_init(|| {
+                let counter = crate::metrics::handles::decision_counter(rule_id, queue_id);
+                (queue, counter)
+            });
+            if *first == queue {
+                counter.increment(1);
+                return;
+            }
+        }
+        crate::metrics::handles::count_decision(rule_id, queue_id);
+    }
+
     pub fn queue(&self, id: &str) -> Option<&Queue> {
         self.queue_by_id.get(id).map(|&i| &self.queues[i])
     }

@@ -527,3 +527,73 @@ proptest! {
         }
     }
 }
+
+/// Decisions count in `holdless_routing_decisions_total` by rule and queue, whether the
+/// rule's kept handle counts them (its first queue) or the one found by name (a
+/// campaign rule's second queue), and the default route's too.
+#[test]
+fn decisions_count_by_rule_and_queue() {
+    let plan = compile_toml(
+        r#"
+[[queues]]
+id = "dc-one"
+[[queues]]
+id = "dc-two"
+
+[[campaigns]]
+id = "dc-camp-a"
+name = "A"
+dialed_numbers = ["+18005550901"]
+starts_at = "2026-01-01T00:00:00Z"
+ends_at = "2027-01-01T00:00:00Z"
+queue = "dc-one"
+
+[[campaigns]]
+id = "dc-camp-b"
+name = "B"
+dialed_numbers = ["+18005550902"]
+starts_at = "2026-01-01T00:00:00Z"
+ends_at = "2027-01-01T00:00:00Z"
+queue = "dc-two"
+
+[[rules]]
+id = "dc-campaigns"
+[rules.match]
+campaigns = ["dc-camp-a", "dc-camp-b"]
+[rules.action]
+priority = 1
+
+[default_route]
+queue = "dc-two"
+"#,
+        1,
+    )
+    .expect("plan compiles");
+    let now = at(WEEKDAY_NOON);
+    for (dialed, times) in [
+        (Some("+18005550901"), 2),
+        (Some("+18005550902"), 3),
+        (None, 4),
+    ] {
+        for _ in 0..times {
+            let mut c = call("+12125550100");
+            c.dialed = dialed.map(str::to_owned);
+            let d = decide(&plan, &c, None, now);
+            plan.count_decision(d.rule_index, d.queue_index);
+        }
+    }
+    let scrape = crate::metrics::prometheus::handle()
+        .expect("recorder installs")
+        .render();
+    let value = |labels: &str| {
+        let series = format!("holdless_routing_decisions_total{{{labels}}} ");
+        scrape
+            .lines()
+            .find_map(|l| l.strip_prefix(&series))
+            .unwrap_or_else(|| panic!("{series} missing from:\n{scrape}"))
+            .to_owned()
+    };
+    assert_eq!(value(r#"rule="dc-campaigns",queue="dc-one""#), "2");
+    assert_eq!(value(r#"rule="dc-campaigns",queue="dc-two""#), "3");
+    assert_eq!(value(r#"rule="default",queue="dc-two""#), "4");
+}

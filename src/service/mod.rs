@@ -319,7 +319,7 @@ impl Holdless {
             placement.reserved_agent.is_some(),
             placement.estimated_wait,
         );
-        crate::metrics::handles::count_decision(decision.rule_id.as_deref(), &decision.queue_id);
+        plan.count_decision(decision.rule_index, decision.queue_index);
         if offer.is_some() {
             // Counted in memory and written by housekeeping (`flush_offers`), so routing
             // never waits for a disk flush; a crash loses at most a second of offers.
