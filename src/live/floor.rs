@@ -163,7 +163,7 @@ impl CallLive {
     fn history(&self) -> CallHistory {
         CallHistory {
             transfers: self.transfers,
-            visited: self.visited.iter().map(|q| q.to_string()).collect(),
+            visited: self.visited.iter().map(|q| String::from(&**q)).collect(),
             transfer_loop: self.transfer_loop,
         }
     }
@@ -555,7 +555,7 @@ impl Floor {
             .iter()
             .take_while(|k| k.callback)
             .take(limit)
-            .map(|k| k.id.to_string())
+            .map(|k| String::from(&*k.id))
             .collect()
     }
 
@@ -619,7 +619,7 @@ impl Floor {
             }
         }
         Ok(TakenCall {
-            queue: call.queue.to_string(),
+            queue: String::from(&*call.queue),
             priority: call.priority(),
             enqueued_at: call.enqueued_at(),
             caller: call.caller.as_deref().map(str::to_owned),
@@ -1016,7 +1016,7 @@ impl Floor {
             call_id: call_id.to_owned(),
             customer_id: c.customer_id.clone(),
             caller: c.caller.as_deref().map(str::to_owned),
-            queue_id: c.queue.to_string(),
+            queue_id: String::from(&*c.queue),
             enqueued_at: c.enqueued_at(),
             updated_at: now,
             outcome,
