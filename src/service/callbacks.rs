@@ -131,12 +131,10 @@ impl Holdless {
             .clone()
             .or_else(|| taken.as_ref().and_then(|t| t.customer_id.clone()));
         let on_file = match &customer_id {
-            Some(id) => {
-                self.store
-                    .customer(&crate::domain::CustomerId::new_checked(id.clone()))
-                    .await?
-            }
-            None => self.store.customer_by_phone(phone.as_str()).await?,
+            Some(id) => self
+                .store
+                .customer(&crate::domain::CustomerId::new_checked(id.clone()))?,
+            None => self.store.customer_by_phone(phone.as_str())?,
         };
         if on_file.as_ref().is_some_and(|c| c.do_not_call) {
             return Err(ServiceError::FailedPrecondition(

@@ -250,8 +250,8 @@ impl Holdless {
     /// An unknown customer id is not an error: the call routes as an unknown caller.
     pub async fn route(&self, call: &Call) -> Result<RouteOutcome, ServiceError> {
         let mut customer = match (&call.customer_id, &call.caller) {
-            (Some(id), _) => self.store.customer(id).await?,
-            (None, Some(caller)) => self.store.customer_by_phone(caller.as_str()).await?,
+            (Some(id), _) => self.store.customer(id)?,
+            (None, Some(caller)) => self.store.customer_by_phone(caller.as_str())?,
             (None, None) => None,
         };
         let now = self.clock.now();
@@ -260,15 +260,12 @@ impl Holdless {
             .map(|c| c.id.as_str())
             .or_else(|| call.customer_id.as_ref().map(|c| c.as_str()));
         let caller: Option<&str> = call.caller.as_ref().map(|c| c.as_str());
-        let mut recent_contacts = self
-            .store
-            .recent_contacts(
-                customer_key,
-                caller,
-                now - chrono::Duration::days(CONTEXT_DAYS),
-                MAX_RECENT_CONTACTS + 1,
-            )
-            .await?;
+        let mut recent_contacts = self.store.recent_contacts(
+            customer_key,
+            caller,
+            now - chrono::Duration::days(CONTEXT_DAYS),
+            MAX_RECENT_CONTACTS + 1,
+        )?;
         recent_contacts.retain(|c| c.call_id != call.call_id.as_str());
         recent_contacts.truncate(MAX_RECENT_CONTACTS);
         let customer_key = customer_key.map(str::to_owned);
@@ -477,15 +474,13 @@ impl Holdless {
 
     pub async fn customer(&self, id: &CustomerId) -> Result<Customer, ServiceError> {
         self.store
-            .customer(id)
-            .await?
+            .customer(id)?
             .ok_or_else(|| ServiceError::NotFound(format!("customer {} not found", id.as_str())))
     }
 
     pub async fn customer_by_phone(&self, e164: &str) -> Result<Customer, ServiceError> {
         self.store
-            .customer_by_phone(e164)
-            .await?
+            .customer_by_phone(e164)?
             .ok_or_else(|| ServiceError::NotFound(format!("no customer has number {e164}")))
     }
 

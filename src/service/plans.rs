@@ -298,12 +298,10 @@ impl Holdless {
                     Some(c) => c.clone(),
                     None => {
                         let c = match (&call.customer_id, &call.caller) {
-                            (Some(id), _) => {
-                                self.store
-                                    .customer(&CustomerId::new_checked(id.as_str().to_owned()))
-                                    .await?
-                            }
-                            (None, Some(p)) => self.store.customer_by_phone(p.as_str()).await?,
+                            (Some(id), _) => self
+                                .store
+                                .customer(&CustomerId::new_checked(id.as_str().to_owned()))?,
+                            (None, Some(p)) => self.store.customer_by_phone(p.as_str())?,
                             (None, None) => None,
                         };
                         customers.insert(k, c.clone());

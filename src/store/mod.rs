@@ -257,10 +257,13 @@ pub trait Store: Send + Sync + 'static {
         customer: Customer,
         audit: AuditEntry,
     ) -> StoreResult<UpsertOutcome>;
-    async fn customer(&self, id: &CustomerId) -> StoreResult<Option<Customer>>;
+    /// Reads of customers and contacts (these three) answer at once from the embedded
+    /// trees and never wait on another task, so RouteCall makes them without an await
+    /// (or the boxed future each async method of this trait costs).
+    fn customer(&self, id: &CustomerId) -> StoreResult<Option<Customer>>;
     /// Every customer, in id order (export).
     async fn all_customers(&self) -> StoreResult<Vec<Customer>>;
-    async fn customer_by_phone(&self, e164: &str) -> StoreResult<Option<Customer>>;
+    fn customer_by_phone(&self, e164: &str) -> StoreResult<Option<Customer>>;
     /// Deletes a customer; `false` when there was none (then nothing is audited).
     /// `audit` is written in the same transaction. Durable when it returns.
     async fn delete_customer(&self, id: &CustomerId, audit: AuditEntry) -> StoreResult<bool>;
@@ -305,7 +308,7 @@ pub trait Store: Send + Sync + 'static {
     ) -> StoreResult<Vec<KpiBucket>>;
     /// Contacts of a customer (by id) and of a number, that entered a queue at or after
     /// `since`, newest first, at most `limit`.
-    async fn recent_contacts(
+    fn recent_contacts(
         &self,
         customer_id: Option<&str>,
         caller: Option<&str>,

@@ -589,7 +589,7 @@ impl Store for SledStore {
         .await
     }
 
-    async fn customer(&self, id: &CustomerId) -> StoreResult<Option<Customer>> {
+    fn customer(&self, id: &CustomerId) -> StoreResult<Option<Customer>> {
         self.customers
             .get(id.as_str().as_bytes())
             .map_err(io)?
@@ -610,7 +610,7 @@ impl Store for SledStore {
         .map_err(|e| io(format!("read task failed: {e}")))?
     }
 
-    async fn customer_by_phone(&self, e164: &str) -> StoreResult<Option<Customer>> {
+    fn customer_by_phone(&self, e164: &str) -> StoreResult<Option<Customer>> {
         if !self.known.may_contain(e164) {
             return Ok(None);
         }
@@ -693,7 +693,7 @@ impl Store for SledStore {
         .map_err(|e| io(format!("read task failed: {e}")))?
     }
 
-    async fn recent_contacts(
+    fn recent_contacts(
         &self,
         customer_id: Option<&str>,
         caller: Option<&str>,
@@ -976,7 +976,6 @@ mod tests {
         );
         let a = s
             .customer(&CustomerId::new_checked("a".into()))
-            .await
             .unwrap()
             .unwrap();
         assert!(a.phones.is_empty());
@@ -987,7 +986,7 @@ mod tests {
                 .unwrap()
                 .created
         );
-        assert_eq!(s.customer_by_phone("+441").await.unwrap(), None);
+        assert_eq!(s.customer_by_phone("+441").unwrap(), None);
         assert!(s
             .delete_customer(
                 &CustomerId::new_checked("b".into()),
@@ -995,7 +994,7 @@ mod tests {
             )
             .await
             .unwrap());
-        assert_eq!(s.customer_by_phone("+442").await.unwrap(), None);
+        assert_eq!(s.customer_by_phone("+442").unwrap(), None);
         assert!(!s
             .delete_customer(
                 &CustomerId::new_checked("b".into()),
@@ -1183,7 +1182,7 @@ mod tests {
 
     /// The id of the customer `phone` belongs to.
     async fn owner(s: &SledStore, phone: &str) -> Option<String> {
-        let c = s.customer_by_phone(phone).await.unwrap()?;
+        let c = s.customer_by_phone(phone).unwrap()?;
         Some(c.id.as_str().to_owned())
     }
 
@@ -1196,7 +1195,6 @@ mod tests {
         limit: usize,
     ) -> Vec<String> {
         s.recent_contacts(customer, caller, utc(since), limit)
-            .await
             .unwrap()
             .into_iter()
             .map(|c| c.call_id)
@@ -1251,7 +1249,6 @@ mod tests {
         assert_eq!(n, 1);
         let all = s
             .recent_contacts(Some("c1"), None, chrono::DateTime::<Utc>::UNIX_EPOCH, 10)
-            .await
             .unwrap();
         assert_eq!(all.len(), 2);
     }
@@ -1269,7 +1266,7 @@ mod tests {
                 .await
                 .unwrap();
             // Found at once, before any restart.
-            assert!(s.customer_by_phone("+441").await.unwrap().is_some());
+            assert!(s.customer_by_phone("+441").unwrap().is_some());
             assert_eq!(
                 recent_ids(&s, None, Some("+442"), "2026-11-01T00:00:00Z", 5).await,
                 ["x"]
@@ -1278,7 +1275,7 @@ mod tests {
         }
         // After a restart the filter is built from what the store holds.
         let s = SledStore::open(dir.path()).unwrap();
-        assert!(s.customer_by_phone("+441").await.unwrap().is_some());
+        assert!(s.customer_by_phone("+441").unwrap().is_some());
         assert_eq!(
             recent_ids(&s, None, Some("+442"), "2026-11-01T00:00:00Z", 5).await,
             ["x"]
@@ -1301,10 +1298,8 @@ mod tests {
         // A number never stored is unknown to the filter (16 bits per number: the
         // odds of a false "maybe" for one number are under 1 in 1,000).
         assert!(!s.known.may_contain("+12125550100"));
-        assert!(s.customer_by_phone("+12125550100").await.unwrap().is_none());
-        let none = s
-            .recent_contacts(None, Some("+12125550100"), since, 5)
-            .await;
+        assert!(s.customer_by_phone("+12125550100").unwrap().is_none());
+        let none = s.recent_contacts(None, Some("+12125550100"), since, 5);
         assert!(none.unwrap().is_empty());
     }
 
@@ -1360,10 +1355,7 @@ mod tests {
         assert_eq!(s.contacts_by_party.len(), 3);
         assert_eq!(marks(&s), 3);
         let since = chrono::DateTime::<Utc>::UNIX_EPOCH;
-        let left = s
-            .recent_contacts(None, Some("+441"), since, 100)
-            .await
-            .unwrap();
+        let left = s.recent_contacts(None, Some("+441"), since, 100).unwrap();
         assert_eq!(left.len(), 3);
         // Nothing left to prune.
         assert_eq!(s.prune_contacts(before).await.unwrap(), 0);
