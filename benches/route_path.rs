@@ -49,7 +49,7 @@ fn bench(c: &mut Criterion) {
     let handle = |n: u64| {
         let req = route_request("path", (n % CLIENTS) as usize, n / CLIENTS);
         let call = Call::try_from(req).expect("the scenario's requests are valid");
-        let outcome = rt.block_on(holdless.route(&call)).expect("routed");
+        let outcome = holdless.route(&call).expect("routed");
         pb::RouteCallResponse {
             decision: Some(decision_to_pb(ulid::Ulid::new().to_string(), outcome)),
         }

@@ -343,6 +343,7 @@ pub fn decision_to_pb(decision_id: String, outcome: RouteOutcome) -> pb::Routing
         transfer_count,
         transfer_loop,
         visited_queues,
+        decided_at: _,
     } = outcome;
     let Decision {
         queue_id,

@@ -12,6 +12,12 @@ pub struct RoutingApi {
     pub ready: Ready,
 }
 
+/// A decision's id: a ULID whose time is the decision's on the injected clock (one
+/// clock reading per call, and ids that sort with the decisions in tests too).
+fn decision_id(outcome: &crate::service::RouteOutcome) -> String {
+    ulid::Ulid::from_datetime(outcome.decided_at.into()).to_string()
+}
+
 #[tonic::async_trait]
 impl RoutingService for RoutingApi {
     /// Not `#[instrument]`ed like the other methods: the span's wrapper moved the whole
@@ -23,7 +29,7 @@ impl RoutingService for RoutingApi {
     ) -> Result<Response<pb::RouteCallResponse>, Status> {
         let holdless = ready(&self.ready)?;
         let call = Call::try_from(request.into_inner())?;
-        let decision = holdless.route(&call).await?;
+        let decision = holdless.route(&call)?;
         tracing::debug!(
             call_id = %call.call_id.as_str(),
             queue = %decision.decision.queue_id,
@@ -32,7 +38,7 @@ impl RoutingService for RoutingApi {
             "routed"
         );
         Ok(Response::new(pb::RouteCallResponse {
-            decision: Some(decision_to_pb(ulid::Ulid::new().to_string(), decision)),
+            decision: Some(decision_to_pb(decision_id(&decision), decision)),
         }))
     }
 

@@ -46,6 +46,8 @@ pub struct RouteOutcome {
     pub transfer_count: u32,
     pub transfer_loop: bool,
     pub visited_queues: Vec<String>,
+    /// The clock's time of the decision (the time part of its id).
+    pub decided_at: chrono::DateTime<chrono::Utc>,
 }
 
 /// The floor's view of a plan queue.
@@ -248,7 +250,9 @@ impl Holdless {
     /// Routes one call: looks up the customer (by id, else by caller number), decides,
     /// places the call in line or reserves an agent, and gathers the agent's context.
     /// An unknown customer id is not an error: the call routes as an unknown caller.
-    pub async fn route(&self, call: &Call) -> Result<RouteOutcome, ServiceError> {
+    /// Nothing here waits (the store's reads answer at once, the floor's lock is held
+    /// for microseconds), so it is a plain function: RouteCall's future stays small.
+    pub fn route(&self, call: &Call) -> Result<RouteOutcome, ServiceError> {
         let mut customer = match (&call.customer_id, &call.caller) {
             (Some(id), _) => self.store.customer(id)?,
             (None, Some(caller)) => self.store.customer_by_phone(caller.as_str())?,
@@ -341,6 +345,7 @@ impl Holdless {
             transfer_count: after.transfers,
             transfer_loop: call.transfer_loop,
             visited_queues: after.visited,
+            decided_at: now,
         })
     }
 
@@ -554,7 +559,7 @@ mod tests {
         for i in 0..5 {
             let mut call = Call::new(&format!("call-{i}"));
             call.caller = Some(PhoneNumber::parse(&format!("+1212555010{i}")).unwrap());
-            let out = hl.route(&call).await.unwrap();
+            let out = hl.route(&call).unwrap();
             if out.offer.is_some() {
                 *offered.entry(out.decision.queue_id).or_default() += 1;
             }

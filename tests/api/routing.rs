@@ -34,7 +34,12 @@ async fn caller_from_plus_44_routes_by_country() {
         ),
         ("GB", "GB-LND", "Europe/London")
     );
-    assert!(!d.decision_id.is_empty());
+    // A ULID stamped with the server's clock (the test's manual one).
+    let id: ulid::Ulid = d.decision_id.parse().expect("decision id is a ULID");
+    assert_eq!(
+        id.timestamp_ms(),
+        holdless::clock::Clock::now(&*app.clock).timestamp_millis() as u64
+    );
 }
 
 #[tokio::test]
