@@ -61,6 +61,10 @@ type Map<K, V> = hashbrown::HashMap<K, V>;
 /// so finding a call reads no other memory; longer ones go to the heap.
 type CallId = smallstr::SmallString<[u8; 48]>;
 
+/// Callback offers made and not yet added to the KPI store: per interval start, per
+/// queue id.
+pub type PendingOffers = hashbrown::HashMap<DateTime<Utc>, hashbrown::HashMap<String, u64>>;
+
 /// A caller's number in E.164 (at most 15 digits and the `+`), kept inside the call's
 /// entry: RouteCall compares it on every call asked about again.
 type Number = smallstr::SmallString<[u8; 16]>;
@@ -340,6 +344,9 @@ pub struct Floor {
     next_seq: u64,
     /// Pending callbacks holding a place in a line: id -> (queue, key).
     callbacks: Map<Arc<str>, (Arc<str>, WaitKey)>,
+    /// Counted under the lock that places the call (RouteCall takes no other lock for
+    /// them); written to the KPI store by housekeeping.
+    offers: PendingOffers,
 }
 
 /// A live call handed over to a callback (the caller accepted the offer).
@@ -370,7 +377,25 @@ impl Floor {
             deadlines: BTreeSet::new(),
             next_seq: 0,
             callbacks: Map::new(),
+            offers: PendingOffers::default(),
         }
+    }
+
+    /// Counts a callback offered to a call routed to `queue` in the KPI interval
+    /// starting at `bucket`.
+    pub fn count_offer(&mut self, bucket: DateTime<Utc>, queue: &str) {
+        let in_bucket = self.offers.entry(bucket).or_default();
+        match in_bucket.get_mut(queue) {
+            Some(n) => *n += 1,
+            None => {
+                in_bucket.insert(queue.to_owned(), 1);
+            }
+        }
+    }
+
+    /// The offers counted since the last call.
+    pub fn take_offers(&mut self) -> PendingOffers {
+        std::mem::take(&mut self.offers)
     }
 
     fn seq(&mut self) -> u64 {

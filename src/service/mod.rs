@@ -140,19 +140,12 @@ pub struct Holdless {
     scheduler: std::sync::OnceLock<crate::scheduler::Scheduler>,
     /// Failed plan reloads (SIGHUP) since start.
     reload_failures: AtomicU64,
-    /// Callback offers not yet added to the KPI store, per interval start and queue
-    /// (keyed so that counting one more offer looks the queue up by its borrowed id).
-    pending_offers: std::sync::Mutex<PendingOffers>,
-    /// Held while offers taken from `pending_offers` are being written, so a KPI
+    /// Held while offers taken from the floor (`Floor::take_offers`) are being
+    /// written, so a KPI
     /// report that flushes first waits for a flush already under way instead of
     /// reading the store before its offers are there.
     offers_flush: tokio::sync::Mutex<()>,
 }
-
-type PendingOffers = std::collections::HashMap<
-    chrono::DateTime<chrono::Utc>,
-    std::collections::HashMap<String, u64>,
->;
 
 impl Holdless {
     /// Loads the active plan from the store; an empty store first imports `plan_text`
@@ -218,7 +211,6 @@ impl Holdless {
             floor: std::sync::Mutex::new(Floor::new(live)),
             scheduler: std::sync::OnceLock::new(),
             reload_failures: AtomicU64::new(0),
-            pending_offers: std::sync::Mutex::new(std::collections::HashMap::new()),
             offers_flush: tokio::sync::Mutex::new(()),
         })
     }
@@ -311,7 +303,6 @@ impl Holdless {
             now,
             || Some(CallFacts::from_call(&call, now)),
         );
-        drop(floor);
         let offer = callback_offer(
             queue,
             decision.offer_callback,
@@ -320,23 +311,14 @@ impl Holdless {
             placement.reserved_agent.is_some(),
             placement.estimated_wait,
         );
-        plan.count_decision(decision.rule_index, decision.queue_index);
         if offer.is_some() {
-            // Counted in memory and written by housekeeping (`flush_offers`), so routing
-            // never waits for a disk flush; a crash loses at most a second of offers.
-            let bucket = crate::metrics::kpi::bucket_start(now);
-            let mut pending = self
-                .pending_offers
-                .lock()
-                .unwrap_or_else(|e| e.into_inner());
-            let in_bucket = pending.entry(bucket).or_default();
-            match in_bucket.get_mut(&decision.queue_id) {
-                Some(n) => *n += 1,
-                None => {
-                    in_bucket.insert(decision.queue_id.clone(), 1);
-                }
-            }
+            // Counted in memory, under the lock already held, and written by
+            // housekeeping (`flush_offers`), so routing never waits for a disk flush; a
+            // crash loses at most a second of offers.
+            floor.count_offer(crate::metrics::kpi::bucket_start(now), &decision.queue_id);
         }
+        drop(floor);
+        plan.count_decision(decision.rule_index, decision.queue_index);
         Ok(RouteOutcome {
             decision,
             placement,
@@ -430,12 +412,7 @@ impl Holdless {
     /// Adds the callback offers counted since the last call to the KPI store.
     pub async fn flush_offers(&self) -> Result<(), ServiceError> {
         let _flushing = self.offers_flush.lock().await;
-        let pending = std::mem::take(
-            &mut *self
-                .pending_offers
-                .lock()
-                .unwrap_or_else(|e| e.into_inner()),
-        );
+        let pending = self.floor().take_offers();
         for (at, queue, n) in pending
             .into_iter()
             .flat_map(|(at, queues)| queues.into_iter().map(move |(q, n)| (at, q, n)))
@@ -566,8 +543,11 @@ mod tests {
             clock.advance(chrono::Duration::milliseconds(250));
         }
         assert!(!offered.is_empty(), "a closed queue offers a callback");
-        let pending = hl.pending_offers.lock().unwrap().clone();
+        let pending = hl.with_floor(|f| f.take_offers());
         let bucket = crate::metrics::kpi::bucket_start(start);
-        assert_eq!(pending, HashMap::from([(bucket, offered)]));
+        let offered: crate::live::PendingOffers = [(bucket, offered.into_iter().collect())]
+            .into_iter()
+            .collect();
+        assert_eq!(pending, offered);
     }
 }
