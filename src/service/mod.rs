@@ -141,9 +141,8 @@ pub struct Holdless {
     /// Failed plan reloads (SIGHUP) since start.
     reload_failures: AtomicU64,
     /// Held while offers taken from the floor (`Floor::take_offers`) are being
-    /// written, so a KPI
-    /// report that flushes first waits for a flush already under way instead of
-    /// reading the store before its offers are there.
+    /// written, so a KPI report that flushes first waits for a flush already under way
+    /// instead of reading the store before its offers are there.
     offers_flush: tokio::sync::Mutex<()>,
 }
 
