@@ -17,8 +17,9 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use smallvec::SmallVec;
 
+use super::agents::{AgentLive, Agents};
 use super::ewt::{estimated_wait, Aht, EwtError};
-use crate::domain::agent::{has_skills, AgentState, Skills};
+use crate::domain::agent::{AgentState, Skills};
 use crate::domain::contact::{CallFacts, ContactOutcome, ContactRecord};
 
 /// Tunables of the live state.
@@ -197,17 +198,6 @@ fn same_queue(a: &Arc<str>, b: &Arc<str>) -> bool {
     Arc::ptr_eq(a, b) || a == b
 }
 
-#[derive(Debug, Clone)]
-struct AgentLive {
-    skills: Skills,
-    state: AgentState,
-    /// Since when in `state` (for `Available`: idle since).
-    since: DateTime<Utc>,
-    last_event: DateTime<Utc>,
-    /// Call (or callback) held for this agent, and until when.
-    reserved_for: Option<(String, DateTime<Utc>)>,
-}
-
 /// A queue's line: an order-statistic B-tree, so a caller's position is a rank
 /// lookup (logarithmic) even with thousands waiting.
 type Line = indexset::BTreeSet<WaitKey>;
@@ -338,7 +328,7 @@ pub struct Floor {
     queues: Map<String, QueueLive>,
     /// Calls by id, each entry inline in the map (one place in memory per call).
     calls: Map<CallId, CallLive>,
-    agents: Map<String, AgentLive>,
+    agents: Agents,
     /// Reservation deadlines, earliest first.
     deadlines: BTreeSet<(DateTime<Utc>, String)>,
     next_seq: u64,
@@ -373,7 +363,7 @@ impl Floor {
             config,
             queues: Map::new(),
             calls: Map::new(),
-            agents: Map::new(),
+            agents: Agents::default(),
             deadlines: BTreeSet::new(),
             next_seq: 0,
             callbacks: Map::new(),
@@ -458,20 +448,20 @@ impl Floor {
                 break;
             }
             self.deadlines.pop_first();
-            let Some(agent) = self.agents.get_mut(&agent_id) else {
-                continue;
-            };
-            let Some((call_id, until)) = agent.reserved_for.clone() else {
-                continue;
-            };
-            if until != deadline {
-                continue;
+            let released = self.agents.update(&agent_id, |agent| {
+                let (call_id, until) = agent.reserved_for.clone()?;
+                if until != deadline {
+                    return None;
+                }
+                agent.reserved_for = None;
+                if agent.state == AgentState::Reserved {
+                    agent.state = AgentState::Available;
+                }
+                Some(call_id)
+            });
+            if let Some(call_id) = released.flatten() {
+                self.requeue(&call_id, now);
             }
-            agent.reserved_for = None;
-            if agent.state == AgentState::Reserved {
-                agent.state = AgentState::Available;
-            }
-            self.requeue(&call_id, now);
         }
     }
 
@@ -591,12 +581,16 @@ impl Floor {
 
     /// Holds an agent for a callback until `until`.
     pub fn reserve_until(&mut self, agent_id: &str, item_id: &str, until: DateTime<Utc>) {
-        if let Some(a) = self.agents.get_mut(agent_id) {
-            if let Some((_, old)) = a.reserved_for.take() {
-                self.deadlines.remove(&(old, agent_id.to_owned()));
-            }
+        let held = self.agents.update(agent_id, |a| {
+            let old = a.reserved_for.take().map(|(_, old)| old);
             a.state = AgentState::Reserved;
             a.reserved_for = Some((item_id.to_owned(), until));
+            old
+        });
+        if let Some(old) = held {
+            if let Some(old) = old {
+                self.deadlines.remove(&(old, agent_id.to_owned()));
+            }
             self.deadlines.insert((until, agent_id.to_owned()));
         }
     }
@@ -606,10 +600,10 @@ impl Floor {
     pub fn end_hold(&mut self, agent_id: &str, item_id: &str, connected: bool, now: DateTime<Utc>) {
         self.release(agent_id, item_id);
         if connected {
-            if let Some(a) = self.agents.get_mut(agent_id) {
+            self.agents.update(agent_id, |a| {
                 a.state = AgentState::Busy;
                 a.since = now;
-            }
+            });
         }
     }
 
@@ -713,95 +707,55 @@ impl Floor {
                 return false;
             }
         }
-        let agent = self
-            .agents
-            .entry(agent_id.to_owned())
-            .or_insert_with(|| AgentLive {
-                skills: Skills::new(),
-                state: AgentState::Offline,
-                since: at,
-                last_event: at,
-                reserved_for: None,
-            });
-        agent.skills = skills;
-        agent.last_event = at;
-        let held = agent.reserved_for.clone();
-        match (state, held) {
-            // The platform does not know about holdless's hold: keep it.
-            (AgentState::Available, Some(_)) => {}
-            (AgentState::Offline, Some((call_id, until))) => {
-                agent.reserved_for = None;
-                agent.state = AgentState::Offline;
-                agent.since = at;
-                self.deadlines.remove(&(until, agent_id.to_owned()));
-                self.requeue(&call_id, now);
-            }
-            (new, _) => {
-                if new != agent.state {
+        self.agents.insert_if_absent(agent_id, || AgentLive {
+            skills: Skills::new(),
+            state: AgentState::Offline,
+            since: at,
+            last_event: at,
+            reserved_for: None,
+        });
+        let dropped_hold = self.agents.update(agent_id, |agent| {
+            agent.skills = skills;
+            agent.last_event = at;
+            let held = agent.reserved_for.clone();
+            match (state, held) {
+                // The platform does not know about holdless's hold: keep it.
+                (AgentState::Available, Some(_)) => None,
+                (AgentState::Offline, Some(hold)) => {
+                    agent.reserved_for = None;
+                    agent.state = AgentState::Offline;
                     agent.since = at;
+                    Some(hold)
                 }
-                agent.state = if agent.reserved_for.is_some() && new == AgentState::Available {
-                    AgentState::Reserved
-                } else {
-                    new
-                };
+                (new, _) => {
+                    if new != agent.state {
+                        agent.since = at;
+                    }
+                    agent.state = if agent.reserved_for.is_some() && new == AgentState::Available {
+                        AgentState::Reserved
+                    } else {
+                        new
+                    };
+                    None
+                }
             }
+        });
+        if let Some(Some((call_id, until))) = dropped_hold {
+            self.deadlines.remove(&(until, agent_id.to_owned()));
+            self.requeue(&call_id, now);
         }
         true
     }
 
-    fn agent_fits(a: &AgentLive, required: &[String]) -> bool {
-        has_skills(&a.skills, required)
-    }
-
     /// Agents able to serve `required`, by state.
     pub fn agent_counts(&self, required: &[String]) -> AgentCounts {
-        Self::counts_among(&self.agents, required)
-    }
-
-    /// [`Floor::agent_counts`] over `agents`, for callers holding other parts of the
-    /// floor mutably.
-    fn counts_among(agents: &Map<String, AgentLive>, required: &[String]) -> AgentCounts {
-        let mut c = AgentCounts::default();
-        for a in agents.values().filter(|a| Self::agent_fits(a, required)) {
-            match a.state {
-                AgentState::Available => c.available += 1,
-                AgentState::Reserved => c.reserved += 1,
-                AgentState::Busy => c.busy += 1,
-                AgentState::WrapUp => c.wrap_up += 1,
-                AgentState::Offline => {}
-            }
-        }
-        c
+        self.agents.counts(required)
     }
 
     /// The free agent for a call: `preferred` when free and able, else the one idle
     /// longest (ties broken by id, so the choice is deterministic).
     fn pick_agent(&self, required: &[String], preferred: Option<&str>) -> Option<String> {
-        Self::pick_among(&self.agents, required, preferred)
-    }
-
-    /// [`Floor::pick_agent`] over `agents`.
-    fn pick_among(
-        agents: &Map<String, AgentLive>,
-        required: &[String],
-        preferred: Option<&str>,
-    ) -> Option<String> {
-        let free = |a: &AgentLive| {
-            a.state == AgentState::Available
-                && a.reserved_for.is_none()
-                && Self::agent_fits(a, required)
-        };
-        if let Some(p) = preferred {
-            if agents.get(p).is_some_and(free) {
-                return Some(p.to_owned());
-            }
-        }
-        agents
-            .iter()
-            .filter(|(_, a)| free(a))
-            .min_by(|(ia, a), (ib, b)| a.since.cmp(&b.since).then(ia.cmp(ib)))
-            .map(|(id, _)| id.clone())
+        self.agents.pick(required, preferred)
     }
 
     /// Reserves `agent_id` for `item_id` until now + the reservation timeout.
@@ -846,6 +800,7 @@ impl Floor {
             }
             std::borrow::Cow::Owned(all)
         };
+        self.agents.ensure_pool(&required);
         let mut facts = Some(facts);
         let mut take_facts = || facts.take().and_then(|f| f());
         if let Some(asked_again) = self.route_waiting(
@@ -982,10 +937,10 @@ impl Floor {
         let same_place = c.state == CallState::Waiting
             && same_queue(&c.queue, &q.name)
             && c.priority() == priority;
-        if !same_place || Self::pick_among(agents, required, preferred_agent).is_some() {
+        if !same_place || agents.pick(required, preferred_agent).is_some() {
             return None;
         }
-        let staffed = Self::counts_among(agents, required).staffed();
+        let staffed = agents.counts(required).staffed();
         let position = q.line.rank(&c.place) as u32 + 1;
         // As the full path counts it: the others waiting, without this call.
         let others = q.line.len().saturating_sub(1) as u32;
@@ -1013,16 +968,19 @@ impl Floor {
     }
 
     fn release(&mut self, agent_id: &str, item_id: &str) {
-        if let Some(a) = self.agents.get_mut(agent_id) {
-            if let Some((held, until)) = a.reserved_for.clone() {
-                if held == item_id {
-                    a.reserved_for = None;
-                    if a.state == AgentState::Reserved {
-                        a.state = AgentState::Available;
-                    }
-                    self.deadlines.remove(&(until, agent_id.to_owned()));
-                }
+        let released = self.agents.update(agent_id, |a| {
+            let (held, until) = a.reserved_for.clone()?;
+            if held != item_id {
+                return None;
             }
+            a.reserved_for = None;
+            if a.state == AgentState::Reserved {
+                a.state = AgentState::Available;
+            }
+            Some(until)
+        });
+        if let Some(Some(until)) = released {
+            self.deadlines.remove(&(until, agent_id.to_owned()));
         }
     }
 
@@ -1138,12 +1096,12 @@ impl Floor {
                         q.ewt_error.record(predicted, wait);
                     }
                 }
-                if let Some(a) = self.agents.get_mut(agent) {
+                self.agents.update(agent, |a| {
                     if a.state != AgentState::Busy {
                         a.state = AgentState::Busy;
                         a.since = now;
                     }
-                }
+                });
                 let c = self.calls.get_mut(call_id).ok_or_else(impossible)?;
                 c.state = CallState::Connected(agent.clone());
                 c.answered_at = Some(now);
@@ -1211,6 +1169,7 @@ impl Floor {
     /// Live figures of a queue.
     pub fn snapshot(&mut self, queue: QueueInfo<'_>, now: DateTime<Utc>) -> QueueSnapshot {
         self.expire(now);
+        self.agents.ensure_pool(queue.skills);
         let agents = self.agent_counts(queue.skills);
         let free = agents.available;
         let q = self.queue_mut(&queue);

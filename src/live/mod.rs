@@ -3,6 +3,7 @@
 //! again as events arrive; events for calls it no longer knows get FAILED_PRECONDITION).
 //! Pure and clock-free: every operation takes `now`.
 
+mod agents;
 pub mod ewt;
 pub mod floor;
 
