@@ -208,6 +208,10 @@ pub struct BenchArgs {
     /// Seconds of warm-up before measuring (not counted).
     #[arg(long, default_value_t = 2.0)]
     pub warmup: f64,
+    /// Before measuring, tell each server of this many agents, busy, able to serve
+    /// every queue of the example plan (a staffed center's live state).
+    #[arg(long, default_value_t = 0)]
+    pub agents: usize,
     /// Start holdless inside the bench process on a temporary store instead of
     /// using --server (configured like `serve`: ./holdless.toml and HOLDLESS__*, but
     /// on loopback port 0, without principals or callback abuse limits).
@@ -1099,6 +1103,7 @@ async fn bench(a: BenchArgs) -> Result<String, Failure> {
         requests: a.requests,
         rate: a.rate,
         warmup: secs(a.warmup, "warmup")?,
+        agents: a.agents,
     };
     let fail = |message: String| Failure {
         code: EXIT_UNAVAILABLE,

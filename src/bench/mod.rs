@@ -45,6 +45,9 @@ pub struct BenchOptions {
     /// Open loop at this many requests per second.
     pub rate: Option<f64>,
     pub warmup: Duration,
+    /// Agents each target is told of before the run (busy, able to serve every queue
+    /// of the example plan): the live state of a staffed center.
+    pub agents: usize,
 }
 
 /// Latency percentiles in microseconds.
@@ -193,6 +196,25 @@ fn agent_report(agent: &str, state: pb::AgentState) -> pb::ReportAgentStateReque
         state: state as i32,
         event_time: Some(crate::api::convert::timestamp(chrono::Utc::now())),
     }
+}
+
+/// Tells the server behind `channels` of `n` busy agents (`bench-agent-0` ...), with
+/// the skills of every queue of the example plan.
+async fn staff(channels: &[Channel], n: usize) -> Result<(), String> {
+    let Some(channel) = channels.first() else {
+        return Ok(());
+    };
+    let mut client = pb::routing_service_client::RoutingServiceClient::new(channel.clone());
+    for i in 0..n {
+        client
+            .report_agent_state(agent_report(
+                &format!("bench-agent-{i}"),
+                pb::AgentState::Busy,
+            ))
+            .await
+            .map_err(|e| format!("reporting agent {i}: {}", e.message()))?;
+    }
+    Ok(())
 }
 
 fn call_event(call_id: &str, kind: pb::CallEventType, agent: &str) -> pb::ReportCallEventRequest {
@@ -449,6 +471,7 @@ pub async fn soak(
 ) -> Result<(), String> {
     let windows = windows.max(1);
     let channels = connect(target, opts.connections).await?;
+    staff(&channels, opts.agents).await?;
     let calls = ulid::Ulid::new().to_string();
     // The clients' calls carry on from one window to the next: a window ending
     // mid-call must not leave the call unfinished on the server (it would be
@@ -536,7 +559,9 @@ pub async fn compare(
     let rounds = rounds.max(1);
     let mut conns = Vec::new();
     for (_, url) in targets {
-        conns.push(connect(url, opts.connections).await?);
+        let channels = connect(url, opts.connections).await?;
+        staff(&channels, opts.agents).await?;
+        conns.push(channels);
     }
     let per_round = BenchOptions {
         duration: opts.duration / rounds,

@@ -178,6 +178,8 @@ fn bench_tool_runs_a_tiny_comparison_with_the_baseline() {
         "0",
         "--rounds",
         "2",
+        "--agents",
+        "3",
         "--json",
     ]);
     let v: serde_json::Value = serde_json::from_str(&stdout).unwrap();
