@@ -16,6 +16,7 @@ use std::time::Duration;
 
 use tokio::net::TcpListener;
 use tokio::sync::OnceCell;
+use tokio_stream::StreamExt;
 use tonic::transport::Server;
 use tonic_health::ServingStatus;
 
@@ -229,15 +230,22 @@ impl Application {
         > = match &tls {
             Some(tls) => {
                 sighup = Some(tokio::spawn(reload_tls_on_sighup(tls.clone())));
-                Box::pin(router.serve_with_incoming_shutdown(
-                    crate::auth::tls::incoming(listener, tls.clone()),
-                    stopped,
-                ))
+                Box::pin(
+                    router.serve_with_incoming_shutdown(
+                        crate::auth::tls::incoming(listener, tls.clone())
+                            .map(|c| c.map(crate::net::Batched)),
+                        stopped,
+                    ),
+                )
             }
-            None => Box::pin(router.serve_with_incoming_shutdown(
-                tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)),
-                stopped,
-            )),
+            None => Box::pin(
+                router.serve_with_incoming_shutdown(
+                    tonic::transport::server::TcpIncoming::from(listener)
+                        .with_nodelay(Some(true))
+                        .map(|c| c.map(crate::net::Batched)),
+                    stopped,
+                ),
+            ),
         };
         let _sighup = sighup.map(AbortOnDrop);
         let mut server = tokio::spawn(server);

@@ -41,6 +41,7 @@ pub mod domain;
 pub mod export;
 pub mod live;
 pub mod metrics;
+pub mod net;
 pub mod routing;
 pub mod scheduler;
 pub mod service;

@@ -107,6 +107,8 @@ pub async fn start(
         .max_decoding_message_size(server.max_message_bytes);
     let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
     if layers {
+        // holdless's connections, as its server makes them (`crate::net`).
+        let incoming = tokio_stream::StreamExt::map(incoming, |c| c.map(crate::net::Batched));
         let access = Access::from_settings(&[]).map_err(std::io::Error::other)?;
         let gate = GateLayer::for_server(Arc::new(access), server);
         tokio::spawn(
