@@ -5,9 +5,9 @@
 //! says it can write several buffers at once (`is_write_vectored`, true for a
 //! `TcpStream`). Then the payload is kept aside to go out with a vectored write, and
 //! no further frame is buffered until that write is done: each such reply costs a
-//! write of its own. RouteCall's replies are 190-270 bytes (the agent's context and
-//! the wait estimate), right at that line, so under load replies that would have
-//! gone out together in one write went out one write each.
+//! write of its own. RouteCall's replies run from about 120 to 270 bytes (the agent's
+//! context and the wait estimate), across that line, so under load replies that would
+//! have gone out together in one write went out one write each.
 //!
 //! [`Batched`] is the connection with `is_write_vectored` false: h2 then copies
 //! payloads below 1 KiB into its buffer like smaller ones and chains only larger
