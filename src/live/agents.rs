@@ -44,6 +44,23 @@ impl AgentLive {
     fn free(&self) -> bool {
         self.state == AgentState::Available && self.reserved_for.is_none()
     }
+
+    /// Ends the agent's hold when `ends` accepts it (by the held item and its
+    /// deadline): the agent holds nothing, and is available again if the hold had made
+    /// them reserved. Returns the hold that ended.
+    pub fn end_hold_if(
+        &mut self,
+        ends: impl FnOnce(&str, DateTime<Utc>) -> bool,
+    ) -> Option<(String, DateTime<Utc>)> {
+        let (item, until) = self.reserved_for.as_ref()?;
+        if !ends(item, *until) {
+            return None;
+        }
+        if self.state == AgentState::Reserved {
+            self.state = AgentState::Available;
+        }
+        self.reserved_for.take()
+    }
 }
 
 /// The agents able to serve one set of required skills.
@@ -166,6 +183,28 @@ impl Agents {
     /// not), so [`Agents::counts`] and [`Agents::pick`] read it instead of scanning.
     pub fn ensure_pool(&mut self, required: &[String]) {
         let key = SkillSet::of(required, &self.hasher);
+        self.ensure_pool_of(&key);
+    }
+
+    /// For a call needing `required`: the free agent to reserve (`preferred` when free
+    /// and able, else the one idle longest), or, when none is free, the counts by
+    /// state of the agents able to serve it. What routing a call asks, with one lookup
+    /// of the skill set's pool (made first when missing).
+    pub fn choose(
+        &mut self,
+        required: &[String],
+        preferred: Option<&str>,
+    ) -> Result<String, AgentCounts> {
+        let key = SkillSet::of(required, &self.hasher);
+        self.ensure_pool_of(&key);
+        let pool = self.pools.get(&key.hash).filter(|p| key.is(p));
+        match self.pick_in(pool, required, preferred) {
+            Some(agent) => Ok(agent),
+            None => Err(self.counts_in(pool, required)),
+        }
+    }
+
+    fn ensure_pool_of(&mut self, key: &SkillSet<'_>) {
         // A pool under this hash is this set's, or (rarely) another set's: that one
         // keeps it, and this one is answered by scans.
         if self.pools.contains_key(&key.hash) {
@@ -191,7 +230,12 @@ impl Agents {
 
     /// Agents able to serve `required`, by state.
     pub fn counts(&self, required: &[String]) -> AgentCounts {
-        if let Some(pool) = self.pool(required) {
+        self.counts_in(self.pool(required), required)
+    }
+
+    /// [`Agents::counts`] from `pool` (the pool of `required`), else by a scan.
+    fn counts_in(&self, pool: Option<&Pool>, required: &[String]) -> AgentCounts {
+        if let Some(pool) = pool {
             return pool.counts;
         }
         let mut c = AgentCounts::default();
@@ -210,13 +254,23 @@ impl Agents {
     /// The free agent for a call needing `required`: `preferred` when free and able,
     /// else the one idle longest (ties broken by id, so the choice is deterministic).
     pub fn pick(&self, required: &[String], preferred: Option<&str>) -> Option<String> {
+        self.pick_in(self.pool(required), required, preferred)
+    }
+
+    /// [`Agents::pick`] from `pool` (the pool of `required`), else by a scan.
+    fn pick_in(
+        &self,
+        pool: Option<&Pool>,
+        required: &[String],
+        preferred: Option<&str>,
+    ) -> Option<String> {
         let able = |a: &AgentLive| a.free() && has_skills(&a.skills, required);
         if let Some(p) = preferred {
             if self.agents.get(p).is_some_and(able) {
                 return Some(p.to_owned());
             }
         }
-        if let Some(pool) = self.pool(required) {
+        if let Some(pool) = pool {
             return pool.free.first().map(|(_, id)| id.clone());
         }
         self.agents
@@ -327,6 +381,10 @@ mod tests {
                         prop_assert_eq!(pooled, scanned(&a, &req, preferred));
                     }
                 }
+                // What routing asks (making the pool when missing): the pick, or the
+                // counts when nobody is free.
+                let (counts, pick) = scanned(&a, &req, Some("agent-3"));
+                prop_assert_eq!(a.choose(&req, Some("agent-3")), pick.ok_or(counts));
             }
         }
     }

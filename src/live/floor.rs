@@ -448,18 +448,10 @@ impl Floor {
                 break;
             }
             self.deadlines.pop_first();
-            let released = self.agents.update(&agent_id, |agent| {
-                let (call_id, until) = agent.reserved_for.clone()?;
-                if until != deadline {
-                    return None;
-                }
-                agent.reserved_for = None;
-                if agent.state == AgentState::Reserved {
-                    agent.state = AgentState::Available;
-                }
-                Some(call_id)
+            let ended = self.agents.update(&agent_id, |agent| {
+                agent.end_hold_if(|_, until| until == deadline)
             });
-            if let Some(call_id) = released.flatten() {
+            if let Some(Some((call_id, _))) = ended {
                 self.requeue(&call_id, now);
             }
         }
@@ -576,7 +568,7 @@ impl Floor {
 
     /// The free agent able to serve `required` that has been idle longest.
     pub fn free_agent(&self, required: &[String]) -> Option<String> {
-        self.pick_agent(required, None)
+        self.agents.pick(required, None)
     }
 
     /// Holds an agent for a callback until `until`.
@@ -752,12 +744,6 @@ impl Floor {
         self.agents.counts(required)
     }
 
-    /// The free agent for a call: `preferred` when free and able, else the one idle
-    /// longest (ties broken by id, so the choice is deterministic).
-    fn pick_agent(&self, required: &[String], preferred: Option<&str>) -> Option<String> {
-        self.agents.pick(required, preferred)
-    }
-
     /// Reserves `agent_id` for `item_id` until now + the reservation timeout.
     pub fn reserve(&mut self, agent_id: &str, item_id: &str, now: DateTime<Utc>) {
         self.reserve_until(agent_id, item_id, now + self.config.reservation_timeout);
@@ -800,7 +786,6 @@ impl Floor {
             }
             std::borrow::Cow::Owned(all)
         };
-        self.agents.ensure_pool(&required);
         let mut facts = Some(facts);
         let mut take_facts = || facts.take().and_then(|f| f());
         if let Some(asked_again) = self.route_waiting(
@@ -873,8 +858,8 @@ impl Floor {
             last_change: now,
             facts: previous.as_mut().and_then(|p| p.facts.take()),
         };
-        let placement = match self.pick_agent(&required, preferred_agent) {
-            Some(agent) => {
+        let placement = match self.agents.choose(&required, preferred_agent) {
+            Ok(agent) => {
                 self.reserve(&agent, call_id, now);
                 call.state = CallState::Reserved(agent.clone());
                 call.predicted_wait = Some(Duration::ZERO);
@@ -885,9 +870,9 @@ impl Floor {
                     queue_full,
                 }
             }
-            None => {
+            Err(able) => {
                 let key = call.key();
-                let staffed = self.agent_counts(&required).staffed();
+                let staffed = able.staffed();
                 let q = self.queue_mut(&queue);
                 q.line.insert(key.clone());
                 let position = q.line.rank(&key) as u32 + 1;
@@ -937,10 +922,13 @@ impl Floor {
         let same_place = c.state == CallState::Waiting
             && same_queue(&c.queue, &q.name)
             && c.priority() == priority;
-        if !same_place || agents.pick(required, preferred_agent).is_some() {
+        if !same_place {
             return None;
         }
-        let staffed = agents.counts(required).staffed();
+        let staffed = match agents.choose(required, preferred_agent) {
+            Ok(_) => return None,
+            Err(able) => able.staffed(),
+        };
         let position = q.line.rank(&c.place) as u32 + 1;
         // As the full path counts it: the others waiting, without this call.
         let others = q.line.len().saturating_sub(1) as u32;
@@ -968,18 +956,10 @@ impl Floor {
     }
 
     fn release(&mut self, agent_id: &str, item_id: &str) {
-        let released = self.agents.update(agent_id, |a| {
-            let (held, until) = a.reserved_for.clone()?;
-            if held != item_id {
-                return None;
-            }
-            a.reserved_for = None;
-            if a.state == AgentState::Reserved {
-                a.state = AgentState::Available;
-            }
-            Some(until)
-        });
-        if let Some(Some(until)) = released {
+        let ended = self
+            .agents
+            .update(agent_id, |a| a.end_hold_if(|held, _| held == item_id));
+        if let Some(Some((_, until))) = ended {
             self.deadlines.remove(&(until, agent_id.to_owned()));
         }
     }
