@@ -509,7 +509,9 @@ async fn start_core(settings: &Settings, clock: Arc<dyn Clock>) -> Result<Arc<Ho
         finished_call_memory: chrono::Duration::seconds(
             i64::try_from(settings.live.finished_call_memory_secs).unwrap_or(i64::MAX / 1000),
         ),
-        ..LiveConfig::default()
+        stale_call_after: chrono::Duration::seconds(
+            i64::try_from(settings.live.stale_call_after_secs).unwrap_or(i64::MAX / 1000),
+        ),
     };
     let holdless = Holdless::start(store, clock, &plan_text, live)
         .await

@@ -304,6 +304,11 @@ pub struct RouteArgs {
     /// Show every rule checked and why it did not match.
     #[arg(long)]
     pub explain: bool,
+    /// Route a real call: place it in line and reserve an agent, as the telephony
+    /// platform's RouteCall does. Without it the question is what-if: the server
+    /// answers where the call would go and changes nothing.
+    #[arg(long)]
+    pub live: bool,
     #[command(flatten)]
     pub server: ServerArg,
 }
@@ -671,6 +676,7 @@ async fn route(a: RouteArgs) -> Result<String, Failure> {
             location: None,
             received_time: None,
             explain: a.explain,
+            dry_run: !a.live,
         })
         .await?
         .into_inner();
@@ -698,6 +704,8 @@ fn decision_json(d: &pb::RoutingDecision) -> serde_json::Value {
         "position": d.position,
         "estimated_wait_secs": d.estimated_wait.map(|w| w.seconds),
         "reserved_agent_id": d.reserved_agent_id,
+        "preferred_agent_timeout_secs": d.preferred_agent_timeout_seconds,
+        "dry_run": d.dry_run,
         "offer_callback": d.offer_callback,
         "offer_reason": pb::OfferReason::try_from(d.offer_reason).map(|r| r.as_str_name()).unwrap_or(""),
         "transfer_count": ctx.transfer_count,
@@ -787,6 +795,13 @@ pub fn render_decision(d: &pb::RoutingDecision) -> String {
     if !d.reserved_agent_id.is_empty() {
         let _ = writeln!(s, "reserved   agent {}", d.reserved_agent_id);
     } else {
+        if !d.preferred_agent_id.is_empty() {
+            let _ = writeln!(
+                s,
+                "preferred  waits up to {} s for agent {}",
+                d.preferred_agent_timeout_seconds, d.preferred_agent_id
+            );
+        }
         let wait = d
             .estimated_wait
             .map(|w| format!("{} s", w.seconds))
@@ -795,6 +810,12 @@ pub fn render_decision(d: &pb::RoutingDecision) -> String {
             s,
             "line       position {}, estimated wait {wait}",
             d.position
+        );
+    }
+    if d.dry_run {
+        let _ = writeln!(
+            s,
+            "what-if    nothing was placed, reserved or recorded (--live routes a real call)"
         );
     }
     if d.offer_callback {
@@ -1568,6 +1589,7 @@ fn read_calls(path: &PathBuf) -> Result<Vec<pb::RouteCallRequest>, Failure> {
                 location: None,
                 received_time,
                 explain: false,
+                dry_run: false,
             })
         })
         .collect()

@@ -12,6 +12,8 @@ pub const DEFAULT_LISTEN: &str = "127.0.0.1:50051";
 pub const DEFAULT_METRICS_LISTEN: &str = "127.0.0.1:9464";
 pub const DEFAULT_STORE_PATH: &str = "./holdless-data";
 pub const DEFAULT_SHUTDOWN_GRACE_SECS: u64 = 10;
+/// A waiting call unreported for 4 hours is stale: far past any real wait.
+pub const DEFAULT_STALE_CALL_AFTER_SECS: u64 = 4 * 3600;
 pub const DEFAULT_RESERVATION_TIMEOUT_SECS: u64 = 15;
 pub const DEFAULT_CONTACT_RETENTION_DAYS: u32 = 30;
 pub const DEFAULT_CONFIG_FILE: &str = "holdless.toml";
@@ -101,6 +103,10 @@ pub struct LiveSettings {
     /// A finished call (ended, abandoned) stays in live state this many seconds, so a
     /// late or repeated event about it is recognized instead of refused as unknown.
     pub finished_call_memory_secs: u64,
+    /// A waiting call the platform reported nothing about for this many seconds is
+    /// dropped from its line as stale (a lost `abandoned` or `answered`), so it stops
+    /// counting in positions and wait estimates.
+    pub stale_call_after_secs: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -183,6 +189,7 @@ impl Default for Settings {
                 reservation_timeout_secs: DEFAULT_RESERVATION_TIMEOUT_SECS,
                 contact_retention_days: DEFAULT_CONTACT_RETENTION_DAYS,
                 finished_call_memory_secs: 3600,
+                stale_call_after_secs: DEFAULT_STALE_CALL_AFTER_SECS,
             },
             auth: AuthSettings::default(),
             limits: LimitSettings {
@@ -238,6 +245,11 @@ impl Settings {
         }
         if self.callbacks.lease_secs == 0 {
             return Err(ConfigError("callbacks.lease_secs must be positive".into()));
+        }
+        if self.live.stale_call_after_secs == 0 {
+            return Err(ConfigError(
+                "live.stale_call_after_secs must be positive".into(),
+            ));
         }
         if self.live.reservation_timeout_secs == 0 {
             return Err(ConfigError(

@@ -14,6 +14,8 @@
 //! - [`metrics`]: KPI definitions and interval counters, Erlang B/C/A staffing.
 //! - [`scheduler`]: the callback scheduler actor and the pure callback policy
 //!   (calling windows, retries, slots).
+//! - [`sim`]: deterministic simulations on the real floor and a manual clock (the
+//!   line-fairness check run by `cargo test`).
 //! - [`store`]: persistence behind the async [`store::Store`] trait; the sled
 //!   implementation with group commit is the only code that touches sled.
 //! - [`export`]: the export file (JSON Lines) of a stopped store: writing it, and
@@ -45,5 +47,6 @@ pub mod net;
 pub mod routing;
 pub mod scheduler;
 pub mod service;
+pub mod sim;
 pub mod store;
 pub mod torture;

@@ -126,6 +126,8 @@ pub fn call_from_pb(req: pb::RouteCallRequest) -> Result<Call, Vec<FieldViolatio
             location: explicit_location,
             received_time: _,
             explain,
+            // A mode of the request, not part of the call: read by the handler.
+            dry_run: _,
         } = req;
         let mut v = Vec::new();
         let call_id = check_id("call_id", &call_id, &mut v);
@@ -344,6 +346,7 @@ pub fn decision_to_pb(decision_id: String, outcome: RouteOutcome) -> pb::Routing
         transfer_loop,
         visited_queues,
         decided_at: _,
+        dry_run,
     } = outcome;
     let Decision {
         queue_id,
@@ -406,6 +409,7 @@ pub fn decision_to_pb(decision_id: String, outcome: RouteOutcome) -> pb::Routing
         offer_callback: offer.is_some(),
         offer_reason: offer.map_or(pb::OfferReason::Unspecified, offer_reason) as i32,
         queue_contact_uri,
+        dry_run,
     }
 }
 
@@ -603,7 +607,7 @@ mod tests {
                 intent, language, tracking_code: code,
                 attributes: attrs.into_iter().collect(),
                 location: Some(pb::Location { country, region: String::new(), time_zone: tz }),
-                received_time: None, explain: false,
+                received_time: None, explain: false, dry_run: false,
             };
             if let Ok(call) = Call::try_from(req) {
                 prop_assert!(!call.call_id.as_str().is_empty());

@@ -28,8 +28,14 @@ impl RoutingService for RoutingApi {
         request: Request<pb::RouteCallRequest>,
     ) -> Result<Response<pb::RouteCallResponse>, Status> {
         let holdless = ready(&self.ready)?;
-        let call = Call::try_from(request.into_inner())?;
-        let decision = holdless.route(&call)?;
+        let request = request.into_inner();
+        let dry_run = request.dry_run;
+        let call = Call::try_from(request)?;
+        let decision = if dry_run {
+            holdless.what_if(&call)?
+        } else {
+            holdless.route(&call)?
+        };
         tracing::debug!(
             call_id = %call.call_id.as_str(),
             queue = %decision.decision.queue_id,

@@ -41,7 +41,7 @@ pub(super) struct AgentLive {
 
 impl AgentLive {
     /// Free to take a call: available and holding nothing.
-    fn free(&self) -> bool {
+    pub(super) fn free(&self) -> bool {
         self.state == AgentState::Available && self.reserved_for.is_none()
     }
 
@@ -255,6 +255,26 @@ impl Agents {
     /// else the one idle longest (ties broken by id, so the choice is deterministic).
     pub fn pick(&self, required: &[String], preferred: Option<&str>) -> Option<String> {
         self.pick_in(self.pool(required), required, preferred)
+    }
+
+    /// Whether agent `id` is logged in and able to serve `required` but not free now:
+    /// a call that prefers them waits for them rather than taking someone else.
+    pub fn busy_but_able(&self, id: &str, required: &[String]) -> bool {
+        self.agents.get(id).is_some_and(|a| {
+            a.state != AgentState::Offline && !a.free() && has_skills(&a.skills, required)
+        })
+    }
+
+    /// Every free agent, longest idle first (ties by id).
+    pub fn free_agents(&self) -> Vec<String> {
+        let mut free: Vec<(DateTime<Utc>, &String)> = self
+            .agents
+            .iter()
+            .filter(|(_, a)| a.free())
+            .map(|(id, a)| (a.since, id))
+            .collect();
+        free.sort();
+        free.into_iter().map(|(_, id)| id.clone()).collect()
     }
 
     /// [`Agents::pick`] from `pool` (the pool of `required`), else by a scan.

@@ -17,6 +17,10 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use smallvec::SmallVec;
 
+mod matching;
+
+use matching::{required_skills, CallbackLine, LinedCallback};
+
 use super::agents::{AgentLive, Agents};
 use super::ewt::{estimated_wait, Aht, EwtError};
 use crate::domain::agent::{AgentState, Skills};
@@ -162,6 +166,12 @@ struct CallLive {
     last_change: DateTime<Utc>,
     /// What routing looked at when the call was first routed (for plan replays).
     facts: Option<Box<CallFacts>>,
+    /// Skills the call's rule adds to its queue's (`None`: none); they go with the
+    /// call when it is transferred.
+    extra_skills: Option<Box<[String]>>,
+    /// The preferred agent the call waits for (busy when it was routed), and until
+    /// when; only that agent may take it before then.
+    prefers: Option<(String, DateTime<Utc>)>,
 }
 
 impl CallLive {
@@ -213,7 +223,17 @@ const LINE_NODE_SIZE: usize = 256;
 struct QueueLive {
     /// The queue id, shared by the callbacks waiting in it.
     name: Arc<str>,
+    /// Skills an agent needs for the queue (as the plan last named them).
+    skills: Box<[String]>,
+    /// Everyone waiting, in order: what positions and wait estimates count.
     line: Line,
+    /// The waiting calls a free agent may be given now (all but those holding out for
+    /// a preferred agent), in line order.
+    ready_calls: BTreeSet<WaitKey>,
+    /// The callbacks a free agent may be given now (due, not kept back by a calling
+    /// window, not yet matched), in line order; matched only while a dialer is
+    /// connected.
+    ready_callbacks: BTreeSet<WaitKey>,
     aht: Aht,
     ewt_error: EwtError,
 }
@@ -225,6 +245,9 @@ pub struct Placement {
     pub position: u32,
     pub estimated_wait: Option<Duration>,
     pub reserved_agent: Option<String>,
+    /// How much longer the call waits for its preferred agent (logged in but busy),
+    /// who alone may take it until then; nobody else is reserved meanwhile.
+    pub preferred_wait: Option<Duration>,
     /// The queue already held its maximum of waiting calls.
     pub queue_full: bool,
 }
@@ -246,8 +269,10 @@ pub struct RoutedCall<'a> {
     pub priority: i32,
     /// Skills the decision adds to the queue's own.
     pub extra_skills: &'a [String],
-    /// The agent the decision prefers (the customer's last agent), when free.
+    /// The agent the decision prefers (the customer's last agent): reserved when
+    /// free, waited for up to `preferred_wait_secs` when logged in but busy.
     pub preferred_agent: Option<&'a str>,
+    pub preferred_wait_secs: u32,
 }
 
 /// A platform event about a call.
@@ -332,8 +357,20 @@ pub struct Floor {
     /// Reservation deadlines, earliest first.
     deadlines: BTreeSet<(DateTime<Utc>, String)>,
     next_seq: u64,
-    /// Pending callbacks holding a place in a line: id -> (queue, key).
-    callbacks: Map<Arc<str>, (Arc<str>, WaitKey)>,
+    /// Pending callbacks holding a place in a line.
+    callbacks: Map<Arc<str>, LinedCallback>,
+    /// Whether a dialer is connected: callbacks are matched to agents only then.
+    dispatching: bool,
+    /// Callbacks matched to an agent (held for them), not yet taken by the scheduler.
+    matches: Vec<(Arc<str>, String)>,
+    /// Agents freed during the operation in hand, and entries that became ready for an
+    /// agent: [`Floor::settle`] matches them before the operation returns.
+    freed: Vec<String>,
+    fresh: Vec<(Arc<str>, WaitKey)>,
+    /// Calls holding out for a preferred agent, by the end of their wait.
+    preferred_deadlines: BTreeSet<(DateTime<Utc>, Arc<str>)>,
+    /// The calls holding out for each preferred agent.
+    held_for: Map<String, SmallVec<[Arc<str>; 2]>>,
     /// Counted under the lock that places the call (RouteCall takes no other lock for
     /// them); written to the KPI store by housekeeping.
     offers: PendingOffers,
@@ -367,6 +404,12 @@ impl Floor {
             deadlines: BTreeSet::new(),
             next_seq: 0,
             callbacks: Map::new(),
+            dispatching: false,
+            matches: Vec::new(),
+            freed: Vec::new(),
+            fresh: Vec::new(),
+            preferred_deadlines: BTreeSet::new(),
+            held_for: Map::new(),
             offers: PendingOffers::default(),
         }
     }
@@ -400,15 +443,23 @@ impl Floor {
                 q.id.to_owned(),
                 QueueLive {
                     name: Arc::from(q.id),
+                    skills: q.skills.into(),
                     line: Line::with_maximum_node_size(LINE_NODE_SIZE),
+                    ready_calls: BTreeSet::new(),
+                    ready_callbacks: BTreeSet::new(),
                     aht: Aht::seeded(q.default_aht_secs),
                     ewt_error: EwtError::default(),
                 },
             );
         }
-        self.queues
+        let live = self
+            .queues
             .get_mut(q.id)
-            .expect("the queue was inserted just above")
+            .expect("the queue was inserted just above");
+        if *live.skills != *q.skills {
+            live.skills = q.skills.into();
+        }
+        live
     }
 
     /// Transfer history of a call seen before (None for a new call).
@@ -443,6 +494,13 @@ impl Floor {
     /// Releases reservations whose time is up: the agent is free again and the call
     /// goes back to its place in line.
     pub fn expire(&mut self, now: DateTime<Utc>) {
+        self.lapse(now);
+        self.settle(now);
+    }
+
+    /// [`Floor::expire`] without matching what it freed (the caller settles): lapsed
+    /// holds, and calls whose wait for a preferred agent is over.
+    fn lapse(&mut self, now: DateTime<Utc>) {
         while let Some((deadline, agent_id)) = self.deadlines.first().cloned() {
             if deadline > now {
                 break;
@@ -451,15 +509,24 @@ impl Floor {
             let ended = self.agents.update(&agent_id, |agent| {
                 agent.end_hold_if(|_, until| until == deadline)
             });
-            if let Some(Some((call_id, _))) = ended {
-                self.requeue(&call_id, now);
+            if let Some(Some((item, _))) = ended {
+                self.requeue(&item, now);
+                self.freed.push(agent_id);
             }
+        }
+        while let Some((until, call_id)) = self.preferred_deadlines.first().cloned() {
+            if until > now {
+                break;
+            }
+            self.preferred_deadlines.pop_first();
+            self.stop_preferring(&call_id, true);
         }
     }
 
     /// Puts a pending callback in its queue's line at its virtual enqueue time (a
     /// callback keeps the place of the call it came from: pass that call's `seq`).
-    /// Returns its position.
+    /// Returns its position. While a dialer is connected, a free agent able to serve
+    /// it is held for it at once when nobody waits ahead for that agent.
     pub fn enqueue_callback(
         &mut self,
         id: &str,
@@ -467,16 +534,20 @@ impl Floor {
         priority: i32,
         virtual_enqueued_at: DateTime<Utc>,
         seq: Option<u64>,
+        now: DateTime<Utc>,
     ) -> u32 {
-        self.remove_callback(id);
+        self.remove_callback(id, now);
         let key = self.line_up_callback(Arc::from(id), &queue, priority, virtual_enqueued_at, seq);
+        let name = self.queue_mut(&queue).name.clone();
+        self.fresh.push((name, key.clone()));
+        self.settle(now);
         self.queue_mut(&queue).line.rank(&key) as u32 + 1
     }
 
     /// Puts every given pending callback in its line at once (start-up): room is made
     /// for all of them first and no positions are computed. `callbacks` need not be
     /// sorted; each line is filled in its own order, which keeps the inserts at the
-    /// ends of the tree's nodes.
+    /// ends of the tree's nodes. Agents are matched to them when dispatching starts.
     pub fn enqueue_callbacks<'q>(
         &mut self,
         mut callbacks: Vec<(Arc<str>, QueueInfo<'q>, i32, DateTime<Utc>)>,
@@ -484,7 +555,7 @@ impl Floor {
         callbacks.sort_by(|a, b| (a.1.id, Reverse(a.2), a.3).cmp(&(b.1.id, Reverse(b.2), b.3)));
         self.callbacks.reserve(callbacks.len());
         for (id, queue, priority, at) in callbacks {
-            self.remove_callback(&id);
+            self.unline_callback(&id);
             self.line_up_callback(id, &queue, priority, at, None);
         }
     }
@@ -510,18 +581,126 @@ impl Floor {
         };
         let live = self.queue_mut(queue);
         live.line.insert(key.clone());
-        let name = live.name.clone();
-        self.callbacks.insert(id, (name, key.clone()));
+        live.ready_callbacks.insert(key.clone());
+        let queue = live.name.clone();
+        self.callbacks.insert(
+            id,
+            LinedCallback {
+                queue,
+                key: key.clone(),
+                state: CallbackLine::Ready,
+            },
+        );
         key
     }
 
-    /// Takes a callback out of its line (dispatched, cancelled, done).
-    pub fn remove_callback(&mut self, id: &str) {
-        if let Some((queue, key)) = self.callbacks.remove(id) {
-            if let Some(q) = self.queues.get_mut(&*queue) {
-                q.line.remove(&key);
+    /// Takes a callback out of its line and the floor; the agent held for it, if any,
+    /// is handed back (the caller settles).
+    fn unline_callback(&mut self, id: &str) -> Option<String> {
+        let lined = self.callbacks.remove(id)?;
+        if let Some(q) = self.queues.get_mut(&*lined.queue) {
+            q.line.remove(&lined.key);
+            q.ready_callbacks.remove(&lined.key);
+        }
+        match lined.state {
+            CallbackLine::Matched(agent) => {
+                self.matches.retain(|(m, _)| &**m != id);
+                Some(agent)
+            }
+            _ => None,
+        }
+    }
+
+    /// Takes a callback out of its line (cancelled, expired, rescheduled, done): an
+    /// agent held for it is free again.
+    pub fn remove_callback(&mut self, id: &str, now: DateTime<Utc>) {
+        if let Some(agent) = self.unline_callback(id) {
+            self.release(&agent, id);
+            self.settle(now);
+        }
+    }
+
+    /// A matched callback went to a dialer: it leaves the line, and `agent` stays held
+    /// for it until `until` (the dispatch's lease).
+    pub fn dispatched(&mut self, id: &str, agent: &str, until: DateTime<Utc>) {
+        self.unline_callback(id);
+        self.reserve_until(agent, id, until);
+    }
+
+    /// Keeps a callback in its place but out of matching (its calling window is
+    /// closed): the agent held for it, if any, is free for the next in line.
+    pub fn park_callback(&mut self, id: &str, now: DateTime<Utc>) {
+        let Some(lined) = self.callbacks.get_mut(id) else {
+            return;
+        };
+        let was = std::mem::replace(&mut lined.state, CallbackLine::Parked);
+        let (queue, key) = (lined.queue.clone(), lined.key.clone());
+        if let Some(q) = self.queues.get_mut(&*queue) {
+            q.ready_callbacks.remove(&key);
+        }
+        if let CallbackLine::Matched(agent) = was {
+            self.matches.retain(|(m, _)| &**m != id);
+            self.release(&agent, id);
+        }
+        self.settle(now);
+    }
+
+    /// A parked callback may be dialed again: it is matched from its place in line.
+    pub fn unpark_callback(&mut self, id: &str, now: DateTime<Utc>) {
+        let Some(lined) = self.callbacks.get_mut(id) else {
+            return;
+        };
+        if lined.state != CallbackLine::Parked {
+            return;
+        }
+        lined.state = CallbackLine::Ready;
+        let (queue, key) = (lined.queue.clone(), lined.key.clone());
+        if let Some(q) = self.queues.get_mut(&*queue) {
+            q.ready_callbacks.insert(key.clone());
+        }
+        self.fresh.push((queue, key));
+        self.settle(now);
+    }
+
+    /// Whether a dialer is connected. Callbacks are matched to agents only while one
+    /// is: without one, a callback at the head would hold agents nobody can use, so
+    /// live calls behind it take them instead. Turning it off hands back the agents
+    /// held for matches the scheduler has not taken.
+    pub fn set_dispatching(&mut self, on: bool, now: DateTime<Utc>) {
+        if self.dispatching == on {
+            return;
+        }
+        self.dispatching = on;
+        if on {
+            let free = self.agents.free_agents();
+            self.freed.extend(free);
+        } else {
+            for (id, agent) in std::mem::take(&mut self.matches) {
+                if let Some(lined) = self.callbacks.get_mut(&id) {
+                    lined.state = CallbackLine::Ready;
+                    if let Some(q) = self.queues.get_mut(&*lined.queue) {
+                        q.ready_callbacks.insert(lined.key.clone());
+                    }
+                }
+                self.release(&agent, &id);
             }
         }
+        self.settle(now);
+    }
+
+    /// Up to `limit` callbacks matched to an agent (held for them), in the order they
+    /// were matched: the scheduler dispatches each, or parks it.
+    pub fn take_matches(&mut self, limit: usize) -> Vec<(String, String)> {
+        let n = self.matches.len().min(limit);
+        self.matches
+            .drain(..n)
+            .map(|(id, agent)| (String::from(&*id), agent))
+            .collect()
+    }
+
+    /// Whether callbacks matched to an agent wait for the scheduler.
+    pub fn has_matches(&self) -> bool {
+        !self.matches.is_empty()
     }
 
     /// How many calls the floor remembers (waiting, answered, and finished ones kept
@@ -542,9 +721,9 @@ impl Floor {
         id: &str,
         skills: &[String],
     ) -> Option<(u32, Option<Duration>)> {
-        let (queue, key) = self.callbacks.get(id)?;
-        let q = self.queues.get(&**queue)?;
-        let position = q.line.rank(key) as u32 + 1;
+        let lined = self.callbacks.get(id)?;
+        let q = self.queues.get(&*lined.queue)?;
+        let position = q.line.rank(&lined.key) as u32 + 1;
         let agents = self.agent_counts(skills);
         Some((
             position,
@@ -552,43 +731,39 @@ impl Floor {
         ))
     }
 
-    /// Callbacks at the head of a queue's line, in order, up to the first live call
-    /// (which the platform serves with its next free agent).
-    pub fn callbacks_before_first_call(&self, queue: &str, limit: usize) -> Vec<String> {
-        let Some(q) = self.queues.get(queue) else {
-            return Vec::new();
-        };
-        q.line
-            .iter()
-            .take_while(|k| k.callback)
-            .take(limit)
-            .map(|k| String::from(&*k.id))
-            .collect()
-    }
-
     /// The free agent able to serve `required` that has been idle longest.
     pub fn free_agent(&self, required: &[String]) -> Option<String> {
         self.agents.pick(required, None)
     }
 
-    /// Holds an agent for a callback until `until`.
-    pub fn reserve_until(&mut self, agent_id: &str, item_id: &str, until: DateTime<Utc>) {
+    /// Holds an agent for `item_id` until `until`: a free agent, or one holding it
+    /// already (the hold is extended). `false` when the agent holds something else or
+    /// is unknown, which changes nothing.
+    pub fn reserve_until(&mut self, agent_id: &str, item_id: &str, until: DateTime<Utc>) -> bool {
         let held = self.agents.update(agent_id, |a| {
+            match &a.reserved_for {
+                Some((held, _)) if held != item_id => return None,
+                _ => {}
+            }
             let old = a.reserved_for.take().map(|(_, old)| old);
             a.state = AgentState::Reserved;
             a.reserved_for = Some((item_id.to_owned(), until));
-            old
+            Some(old)
         });
-        if let Some(old) = held {
-            if let Some(old) = old {
-                self.deadlines.remove(&(old, agent_id.to_owned()));
+        match held {
+            Some(Some(old)) => {
+                if let Some(old) = old {
+                    self.deadlines.remove(&(old, agent_id.to_owned()));
+                }
+                self.deadlines.insert((until, agent_id.to_owned()));
+                true
             }
-            self.deadlines.insert((until, agent_id.to_owned()));
+            _ => false,
         }
     }
 
-    /// Ends an agent's hold for `item_id` (the agent is free again), or marks them busy
-    /// when the held call connected.
+    /// Ends an agent's hold for `item_id` (the agent is free again, for the head of
+    /// the line), or marks them busy when the held call connected.
     pub fn end_hold(&mut self, agent_id: &str, item_id: &str, connected: bool, now: DateTime<Utc>) {
         self.release(agent_id, item_id);
         if connected {
@@ -597,6 +772,7 @@ impl Floor {
                 a.since = now;
             });
         }
+        self.settle(now);
     }
 
     /// Hands a waiting call over to a callback: it leaves the line (not abandoned) and
@@ -608,8 +784,10 @@ impl Floor {
         }
         if let Some(c) = self.calls.get_mut(call_id) {
             c.state = CallState::CallbackAccepted;
+            c.prefers = None;
             c.last_change = now;
         }
+        self.settle(now);
         Ok(taken)
     }
 
@@ -641,7 +819,21 @@ impl Floor {
     }
 
     /// Puts a call whose reservation fell through back in line at its original place.
+    /// A callback whose matched agent was handed back goes back to matching the same
+    /// way.
     fn requeue(&mut self, call_id: &str, now: DateTime<Utc>) {
+        if let Some(lined) = self.callbacks.get_mut(call_id) {
+            if matches!(lined.state, CallbackLine::Matched(_)) {
+                lined.state = CallbackLine::Ready;
+                let (queue, key) = (lined.queue.clone(), lined.key.clone());
+                self.matches.retain(|(m, _)| &**m != call_id);
+                if let Some(q) = self.queues.get_mut(&*queue) {
+                    q.ready_callbacks.insert(key.clone());
+                }
+                self.fresh.push((queue, key));
+            }
+            return;
+        }
         let Some(call) = self.calls.get_mut(call_id) else {
             return;
         };
@@ -651,14 +843,17 @@ impl Floor {
         call.state = CallState::Waiting;
         call.last_change = now;
         let key = call.key();
-        if let Some(q) = self.queues.get_mut(&*call.queue) {
-            q.line.insert(key);
+        let queue = call.queue.clone();
+        if let Some(q) = self.queues.get_mut(&*queue) {
+            q.line.insert(key.clone());
+            q.ready_calls.insert(key.clone());
+            self.fresh.push((queue, key));
         }
     }
 
     /// Drops stale waiting calls and forgets finished ones (periodic housekeeping).
     pub fn sweep(&mut self, now: DateTime<Utc>) {
-        self.expire(now);
+        self.lapse(now);
         let stale = self.config.stale_call_after;
         let memory = self.config.finished_call_memory;
         let mut drop_from_line = Vec::new();
@@ -672,15 +867,14 @@ impl Floor {
                 CallState::Connected(_) => now - c.last_change < stale,
             };
             if !keep && c.state == CallState::Waiting {
-                drop_from_line.push((c.queue.clone(), c.key()));
+                drop_from_line.push(c.clone());
             }
             keep
         });
-        for (q, key) in drop_from_line {
-            if let Some(q) = self.queues.get_mut(&*q) {
-                q.line.remove(&key);
-            }
+        for c in drop_from_line {
+            self.unline(&c);
         }
+        self.settle(now);
     }
 
     /// Applies an agent state report. Returns `false` when it is not newer than the last
@@ -693,9 +887,10 @@ impl Floor {
         at: DateTime<Utc>,
         now: DateTime<Utc>,
     ) -> bool {
-        self.expire(now);
+        self.lapse(now);
         if let Some(a) = self.agents.get(agent_id) {
             if at <= a.last_event {
+                self.settle(now);
                 return false;
             }
         }
@@ -732,10 +927,14 @@ impl Floor {
                 }
             }
         });
-        if let Some(Some((call_id, until))) = dropped_hold {
+        if let Some(Some((item, until))) = dropped_hold {
             self.deadlines.remove(&(until, agent_id.to_owned()));
-            self.requeue(&call_id, now);
+            self.requeue(&item, now);
         }
+        if self.agents.get(agent_id).is_some_and(|a| a.free()) {
+            self.freed.push(agent_id.to_owned());
+        }
+        self.settle(now);
         true
     }
 
@@ -749,16 +948,24 @@ impl Floor {
         self.reserve_until(agent_id, item_id, now + self.config.reservation_timeout);
     }
 
-    /// Places a routed call: reserves an agent when one is free, else puts the call in
-    /// line and estimates its wait. In the same pass over the call, what routing looked
-    /// at (`facts`, kept with the call's contact record) is remembered, and the call's
-    /// history after this routing is returned (what RouteCall's reply needs). The first
-    /// routing of a call wins: `facts` is called only for a call that has none yet, so a
-    /// re-route after a transfer keeps the original.
+    /// Places a routed call: reserves an agent when one is free for it, else puts the
+    /// call in line and estimates its wait. In the same pass over the call, what
+    /// routing looked at (`facts`, kept with the call's contact record) is remembered,
+    /// and the call's history after this routing is returned (what RouteCall's reply
+    /// needs). The first routing of a call wins: `facts` is called only for a call that
+    /// has none yet, so a re-route after a transfer keeps the original.
+    ///
+    /// A free agent is never owed to anyone waiting: the floor matches every agent
+    /// that frees up to the head of the line it serves (see the `matching` module), so
+    /// an agent still free when a call arrives is one nobody ahead of it can take.
+    ///
+    /// A preferred agent who is logged in but busy is waited for, up to the rule's
+    /// timeout, and nobody else is reserved meanwhile; after it the call is an
+    /// ordinary member of the line, at its place.
     ///
     /// A call asked about again while it waits in the same queue at the same priority
     /// (an IVR announcing the place in line) keeps its entry in the line untouched:
-    /// only its position and wait are worked out afresh.
+    /// only its position and wait are worked out afresh (or its reserved agent named).
     pub fn route_call(
         &mut self,
         routed: RoutedCall<'_>,
@@ -766,6 +973,8 @@ impl Floor {
         now: DateTime<Utc>,
         facts: impl FnOnce() -> Option<CallFacts>,
     ) -> (Placement, CallHistory) {
+        self.lapse(now);
+        self.settle(now);
         let RoutedCall {
             call_id,
             caller,
@@ -773,19 +982,10 @@ impl Floor {
             priority,
             extra_skills,
             preferred_agent,
+            preferred_wait_secs,
         } = routed;
-        self.expire(now);
-        let required: std::borrow::Cow<'_, [String]> = if extra_skills.is_empty() {
-            std::borrow::Cow::Borrowed(queue.skills)
-        } else {
-            let mut all = queue.skills.to_vec();
-            for s in extra_skills {
-                if !all.contains(s) {
-                    all.push(s.clone());
-                }
-            }
-            std::borrow::Cow::Owned(all)
-        };
+        let required = required_skills(queue.skills, extra_skills);
+        let preferred_agent = preferred_agent.filter(|_| preferred_wait_secs > 0);
         let mut facts = Some(facts);
         let mut take_facts = || facts.take().and_then(|f| f());
         if let Some(asked_again) = self.route_waiting(
@@ -805,11 +1005,10 @@ impl Floor {
         let mut previous = self.calls.remove(call_id);
         let (mut visited, transfers, transfer_loop) = match &mut previous {
             Some(p) => {
-                if let Some(q) = self.queues.get_mut(&*p.queue) {
-                    q.line.remove(&p.place);
-                }
+                self.unline(p);
                 if let CallState::Reserved(agent) = &p.state {
-                    self.release(agent, call_id);
+                    let agent = agent.clone();
+                    self.release(&agent, call_id);
                 }
                 let moved = matches!(p.state, CallState::Connected(_));
                 (
@@ -823,13 +1022,16 @@ impl Floor {
         let live = self.queue_mut(&queue);
         let name = live.name.clone();
         let waiting_now = live.line.len() as u32;
-        // Asked again while still waiting in the same queue: same place in line.
-        let (enqueued_at, seq) = match &previous {
-            Some(p) if same_queue(&p.queue, &name) && p.state == CallState::Waiting => {
-                (p.enqueued_at(), p.place.seq)
-            }
-            _ => (now, self.seq()),
+        // Asked again while still waiting in the same queue: same place in line, and
+        // the same wait for the same preferred agent.
+        let same_place = previous
+            .as_ref()
+            .filter(|p| same_queue(&p.queue, &name) && p.state == CallState::Waiting);
+        let (enqueued_at, seq) = match same_place {
+            Some(p) => (p.enqueued_at(), p.place.seq),
+            None => (now, self.seq()),
         };
+        let kept_preference = same_place.and_then(|p| p.prefers.clone());
         if !visited.last().is_some_and(|v| same_queue(v, &name)) {
             visited.push(name.clone());
         }
@@ -857,8 +1059,27 @@ impl Floor {
             transfer_loop,
             last_change: now,
             facts: previous.as_mut().and_then(|p| p.facts.take()),
+            extra_skills: (!extra_skills.is_empty()).then(|| extra_skills.into()),
+            prefers: None,
         };
-        let placement = match self.agents.choose(&required, preferred_agent) {
+        let wait_for = preferred_agent
+            .filter(|p| self.agents.busy_but_able(p, &required))
+            .map(|p| {
+                let until = kept_preference.filter(|(kept, _)| kept == p).map_or(
+                    now + chrono::Duration::seconds(preferred_wait_secs.into()),
+                    |k| k.1,
+                );
+                (p.to_owned(), until)
+            })
+            .filter(|(_, until)| *until > now);
+        let choice = match &wait_for {
+            Some(_) => {
+                self.agents.ensure_pool(&required);
+                Err(self.agents.counts(&required))
+            }
+            None => self.agents.choose(&required, preferred_agent),
+        };
+        let placement = match choice {
             Ok(agent) => {
                 self.reserve(&agent, call_id, now);
                 call.state = CallState::Reserved(agent.clone());
@@ -867,6 +1088,7 @@ impl Floor {
                     position: 0,
                     estimated_wait: Some(Duration::ZERO),
                     reserved_agent: Some(agent),
+                    preferred_wait: None,
                     queue_full,
                 }
             }
@@ -875,13 +1097,24 @@ impl Floor {
                 let staffed = able.staffed();
                 let q = self.queue_mut(&queue);
                 q.line.insert(key.clone());
+                if wait_for.is_none() {
+                    q.ready_calls.insert(key.clone());
+                }
                 let position = q.line.rank(&key) as u32 + 1;
                 let wait = estimated_wait(position, 0, staffed, q.aht.secs());
                 call.predicted_wait = wait;
+                let preferred_wait = wait_for
+                    .as_ref()
+                    .map(|(_, until)| since(until.to_owned(), now));
+                if let Some((agent, until)) = wait_for {
+                    self.prefer(&key.id, agent.clone(), until);
+                    call.prefers = Some((agent, until));
+                }
                 Placement {
                     position,
                     estimated_wait: wait,
                     reserved_agent: None,
+                    preferred_wait,
                     queue_full,
                 }
             }
@@ -891,12 +1124,64 @@ impl Floor {
         }
         let history = call.history();
         self.calls.insert(CallId::from(call_id), call);
+        self.settle(now);
         (placement, history)
     }
 
+    /// Where a call would go if routed now, changing nothing: RouteCall's what-if
+    /// mode. The same answer as [`Floor::route_call`] (the agent it would reserve, or
+    /// its place and wait) as of the last change to the floor.
+    pub fn what_if(&self, routed: RoutedCall<'_>, queue: QueueInfo<'_>) -> Placement {
+        let required = required_skills(queue.skills, routed.extra_skills);
+        let preferred = routed
+            .preferred_agent
+            .filter(|_| routed.preferred_wait_secs > 0);
+        let live = self.queues.get(queue.id);
+        let waiting = live.map_or(0, |q| q.line.len() as u32);
+        let queue_full = queue.max_waiting > 0 && waiting >= queue.max_waiting;
+        let aht = live.map_or(f64::from(queue.default_aht_secs), |q| q.aht.secs());
+        let known = self.calls.get(routed.call_id).filter(|c| {
+            live.is_some_and(|q| same_queue(&c.queue, &q.name)) && c.priority() == routed.priority
+        });
+        if let Some(CallState::Reserved(agent)) = known.map(|c| &c.state) {
+            return Placement {
+                position: 0,
+                estimated_wait: Some(Duration::ZERO),
+                reserved_agent: Some(agent.clone()),
+                preferred_wait: None,
+                queue_full,
+            };
+        }
+        let waits_for = preferred.filter(|p| self.agents.busy_but_able(p, &required));
+        if waits_for.is_none() && known.is_none_or(|c| c.prefers.is_none()) {
+            if let Some(agent) = self.agents.pick(&required, preferred) {
+                return Placement {
+                    position: 0,
+                    estimated_wait: Some(Duration::ZERO),
+                    reserved_agent: Some(agent),
+                    preferred_wait: None,
+                    queue_full,
+                };
+            }
+        }
+        let position = match (known, live) {
+            (Some(c), Some(q)) if c.state == CallState::Waiting => q.line.rank(&c.place) as u32 + 1,
+            _ => waiting + 1,
+        };
+        let staffed = self.agents.counts(&required).staffed();
+        Placement {
+            position,
+            estimated_wait: estimated_wait(position, 0, staffed, aht),
+            reserved_agent: None,
+            preferred_wait: waits_for
+                .map(|_| Duration::from_secs(routed.preferred_wait_secs.into())),
+            queue_full,
+        }
+    }
+
     /// The fast path of [`Floor::route_call`]: `call_id` waits in `queue` already, at
-    /// `priority`, and no agent is free for it. Its place in line stays as it is.
-    /// `None` when the call needs the full routing.
+    /// `priority`, and no agent is free for it (or it holds one already). Its place in
+    /// line stays as it is. `None` when the call needs the full routing.
     #[allow(clippy::too_many_arguments)]
     fn route_waiting(
         &mut self,
@@ -919,27 +1204,45 @@ impl Floor {
         } = self;
         let c = calls.get_mut(call_id)?;
         let q = queues.get(queue.id)?;
-        let same_place = c.state == CallState::Waiting
-            && same_queue(&c.queue, &q.name)
-            && c.priority() == priority;
-        if !same_place {
+        if !same_queue(&c.queue, &q.name) || c.priority() != priority {
             return None;
         }
-        let staffed = match agents.choose(required, preferred_agent) {
-            Ok(_) => return None,
-            Err(able) => able.staffed(),
-        };
-        let position = q.line.rank(&c.place) as u32 + 1;
         // As the full path counts it: the others waiting, without this call.
         let others = q.line.len().saturating_sub(1) as u32;
-        let wait = estimated_wait(position, 0, staffed, q.aht.secs());
+        let queue_full = queue.max_waiting > 0 && others >= queue.max_waiting;
+        let (position, wait, reserved_agent, preferred_wait) = match (&c.state, &c.prefers) {
+            (CallState::Reserved(agent), _) => (0, Some(Duration::ZERO), Some(agent.clone()), None),
+            (CallState::Waiting, Some((agent, until))) if preferred_agent == Some(agent) => {
+                agents.ensure_pool(required);
+                let staffed = agents.counts(required).staffed();
+                let position = q.line.rank(&c.place) as u32 + 1;
+                let wait = estimated_wait(position, 0, staffed, q.aht.secs());
+                (position, wait, None, Some(since(*until, now)))
+            }
+            (CallState::Waiting, None) => {
+                let staffed = match agents.choose(required, preferred_agent) {
+                    Ok(_) => return None,
+                    Err(able) => able.staffed(),
+                };
+                let position = q.line.rank(&c.place) as u32 + 1;
+                (
+                    position,
+                    estimated_wait(position, 0, staffed, q.aht.secs()),
+                    None,
+                    None,
+                )
+            }
+            _ => return None,
+        };
         if c.customer_id.as_deref() != customer_id {
             c.customer_id = customer_id.map(str::to_owned);
         }
         if c.caller.as_deref() != caller {
             c.caller = caller.map(Number::from);
         }
-        c.predicted_wait = wait;
+        if reserved_agent.is_none() {
+            c.predicted_wait = wait;
+        }
         c.last_change = now;
         if c.facts.is_none() {
             c.facts = facts().map(Box::new);
@@ -948,19 +1251,23 @@ impl Floor {
             Placement {
                 position,
                 estimated_wait: wait,
-                reserved_agent: None,
-                queue_full: queue.max_waiting > 0 && others >= queue.max_waiting,
+                reserved_agent,
+                preferred_wait,
+                queue_full,
             },
             c.history(),
         ))
     }
 
+    /// Ends an agent's hold for `item_id`; the agent, free again, is matched when the
+    /// operation settles.
     fn release(&mut self, agent_id: &str, item_id: &str) {
         let ended = self
             .agents
             .update(agent_id, |a| a.end_hold_if(|held, _| held == item_id));
         if let Some(Some((_, until))) = ended {
             self.deadlines.remove(&(until, agent_id.to_owned()));
+            self.freed.push(agent_id.to_owned());
         }
     }
 
@@ -1000,7 +1307,19 @@ impl Floor {
         queue: impl Fn(&str) -> Option<QueueInfo<'q>>,
         now: DateTime<Utc>,
     ) -> Result<EventOutcome, LiveError> {
-        self.expire(now);
+        self.lapse(now);
+        let outcome = self.apply_call_event(call_id, event, queue, now);
+        self.settle(now);
+        outcome
+    }
+
+    fn apply_call_event<'q>(
+        &mut self,
+        call_id: &str,
+        event: CallEvent,
+        queue: impl Fn(&str) -> Option<QueueInfo<'q>>,
+        now: DateTime<Utc>,
+    ) -> Result<EventOutcome, LiveError> {
         let Some(call) = self.calls.get(call_id).cloned() else {
             return Err(LiveError::UnknownCall(call_id.to_owned()));
         };
@@ -1044,13 +1363,17 @@ impl Floor {
                 if !moved.visited.last().is_some_and(|v| same_queue(v, &name)) {
                     moved.visited.push(name.clone());
                 }
-                moved.queue = name;
+                moved.queue = name.clone();
                 moved.state = CallState::Waiting;
+                moved.prefers = None;
                 moved.place.enqueued_at = now;
                 moved.place.seq = self.seq();
                 moved.last_change = now;
                 let key = moved.key();
-                self.queue_mut(&info).line.insert(key);
+                let q = self.queue_mut(&info);
+                q.line.insert(key.clone());
+                q.ready_calls.insert(key.clone());
+                self.fresh.push((name, key));
                 let rec = transferred
                     .then(|| self.record(call_id, &call, ContactOutcome::Transferred, now));
                 self.calls.insert(CallId::from(call_id), moved);
@@ -1137,9 +1460,7 @@ impl Floor {
 
     /// Takes a call out of its line and releases its reservation, if any.
     fn leave_line(&mut self, call_id: &str, call: &CallLive) {
-        if let Some(q) = self.queues.get_mut(&*call.queue) {
-            q.line.remove(&call.place);
-        }
+        self.unline(call);
         if let CallState::Reserved(agent) = &call.state {
             let agent = agent.clone();
             self.release(&agent, call_id);
@@ -1181,6 +1502,20 @@ impl Floor {
         }
         let q = self.queues.get(&*c.queue)?;
         Some(q.line.rank(&c.place) as u32 + 1)
+    }
+
+    /// Whether agent `id` is free: available and holding nothing.
+    pub fn agent_free(&self, id: &str) -> bool {
+        self.agents.get(id).is_some_and(|a| a.free())
+    }
+
+    /// What agent `id` is held for (a call or callback id), if anything.
+    pub fn hold_of(&self, id: &str) -> Option<&str> {
+        self.agents
+            .get(id)?
+            .reserved_for
+            .as_ref()
+            .map(|(item, _)| item.as_str())
     }
 
     /// The agent an item is held for, if any.

@@ -58,6 +58,7 @@ fn place(
         priority,
         extra_skills: &[],
         preferred_agent,
+        preferred_wait_secs: 20,
     };
     f.route_call(routed, queue, now, || None).0
 }
@@ -178,7 +179,7 @@ fn preferred_agent_wins_when_free() {
 }
 
 #[test]
-fn reservation_lapses_and_the_call_keeps_its_place() {
+fn a_lapsed_reservation_goes_back_to_the_head_of_the_line() {
     let mut f = floor();
     f.report_agent(
         "a1",
@@ -192,18 +193,26 @@ fn reservation_lapses_and_the_call_keeps_its_place() {
         Some("a1")
     );
     assert_eq!(route(&mut f, "second", 0, t(2)).position, 1);
-    // Reservation timeout is 15 s: at t(15) it still holds, at t(16) it lapses.
+    // Reservation timeout is 15 s: at t(15) it still holds, at t(16) it lapses. The
+    // call goes back to its place, which is the head, and the agent, free again,
+    // belongs to the head: the same call, not whoever is routed next.
     f.expire(t(15));
     assert_eq!(f.reserved_agent_of("first"), Some("a1"));
     f.expire(t(16));
-    assert_eq!(f.reserved_agent_of("first"), None);
-    assert_eq!(f.position("first"), Some(1), "back at its original place");
-    assert_eq!(f.position("second"), Some(2));
-    // The agent is free again: the next routed call gets them.
     assert_eq!(
-        route(&mut f, "third", 0, t(17)).reserved_agent.as_deref(),
-        Some("a1")
+        f.reserved_agent_of("first"),
+        Some("a1"),
+        "held for the head again"
     );
+    assert_eq!(f.position("second"), Some(1));
+    let third = route(&mut f, "third", 0, t(17));
+    assert_eq!(third.reserved_agent, None, "no agent jumps the line");
+    assert_eq!(third.position, 2);
+    // The first call leaves (abandons): the agent goes to the next in line.
+    f.call_event("first", CallEvent::Abandoned, |_| None, t(18))
+        .unwrap();
+    assert_eq!(f.reserved_agent_of("second"), Some("a1"));
+    assert_eq!(f.position("third"), Some(1));
 }
 
 #[test]
@@ -332,6 +341,7 @@ fn ask(
             priority: prio,
             extra_skills: &[],
             preferred_agent: None,
+            preferred_wait_secs: 0,
         },
         q(&s),
         now,
@@ -382,7 +392,7 @@ fn a_call_asked_about_again_where_it_waits_keeps_its_place() {
 }
 
 #[test]
-fn a_call_asked_about_again_gets_an_agent_that_came_free() {
+fn an_agent_who_frees_up_goes_to_the_head_not_to_whoever_asks_first() {
     let mut f = floor();
     let mut facts = 0;
     ask(&mut f, "a", 0, t(0), &mut facts);
@@ -394,14 +404,18 @@ fn a_call_asked_about_again_gets_an_agent_that_came_free() {
         t(5),
         t(5),
     );
-    // An agent is free: the call asked about gets them and leaves the line.
+    // The agent went to the head of the line the moment they were free.
+    assert_eq!(f.reserved_agent_of("a"), Some("a1"));
+    // The second call asked about first gets its honest place, not the agent.
     let (p, _) = ask(&mut f, "b", 0, t(6), &mut facts);
+    assert_eq!(p.reserved_agent, None);
+    assert_eq!(p.position, 1);
+    // The head asked again is told its agent.
+    let (p, _) = ask(&mut f, "a", 0, t(7), &mut facts);
     assert_eq!(p.reserved_agent.as_deref(), Some("a1"));
     assert_eq!(p.position, 0);
-    assert_eq!(f.waiting_in("b"), Some("general"));
-    assert_eq!(f.reserved_agent_of("b"), Some("a1"));
-    assert_eq!(f.position("a"), Some(1));
-    assert_eq!(f.snapshot(q(&support()), t(6)).waiting, 1);
+    assert_eq!(f.waiting_in("a"), Some("general"));
+    assert_eq!(f.snapshot(q(&support()), t(7)).waiting, 1);
 }
 
 /// The general queue, full once two calls wait.
@@ -642,7 +656,7 @@ mod place_in_line {
                 .map(|o| (o.clone(), f.position(o).unwrap() < my_pos))
                 .collect();
             let taken = f.take_call(me, t(100)).unwrap();
-            f.enqueue_callback("cb", q(&s), taken.priority, taken.enqueued_at, Some(taken.seq));
+            f.enqueue_callback("cb", q(&s), taken.priority, taken.enqueued_at, Some(taken.seq), t(100));
             let cb_pos = f.callback_position("cb", &s).unwrap().0;
             prop_assert_eq!(cb_pos, my_pos, "same position as the call had");
             for (o, was_ahead) in before {

@@ -29,7 +29,7 @@ use chrono_tz::Tz;
 use tokio::sync::{mpsc, oneshot, Notify};
 
 use crate::domain::callback::{Callback, CallbackKind, CallbackState, DispatchOutcome};
-use crate::routing::plan::{CompiledPlan, Dialing, Queue};
+use crate::routing::plan::{CompiledPlan, Dialing};
 use crate::service::{Holdless, ServiceError};
 
 /// Commands waiting for the actor before senders feel back-pressure.
@@ -142,8 +142,6 @@ impl Scheduler {
             waiting_window: HashMap::new(),
             timers: Default::default(),
             timer_of: HashMap::with_capacity(n),
-            dirty: HashSet::new(),
-            lined: HashSet::new(),
             orphaned: HashSet::new(),
             by_number: numbers::NumberIndex::with_capacity(n),
             booked: HashMap::new(),
@@ -165,12 +163,6 @@ impl Scheduler {
                 Some((id.clone(), q, cb.priority, cb.virtual_enqueued_at))
             })
             .collect();
-        for (_, q, _, _) in &due {
-            if !actor.lined.contains(q.id) {
-                actor.lined.insert(q.id.to_owned());
-                actor.dirty.insert(q.id.to_owned());
-            }
-        }
         // The lines on one thread while this one builds the lookups: they share nothing
         // but the ids (a second core halves a large start-up).
         let mut timers = Vec::with_capacity(n);
@@ -347,10 +339,6 @@ struct Actor {
     /// window), earliest first; `timer_of` finds an entry to move it.
     timers: std::collections::BTreeSet<(DateTime<Utc>, Id)>,
     timer_of: HashMap<Id, DateTime<Utc>>,
-    /// Queues whose line may have a dispatchable callback at its head.
-    dirty: HashSet<String>,
-    /// Queues where callbacks wait in line.
-    lined: HashSet<String>,
     /// Dispatched callbacks whose lease ran out while no dialer was connected.
     orphaned: HashSet<String>,
     /// (phone, queue) -> open callback id: the dedupe and auto-cancel lookup.
@@ -366,9 +354,13 @@ struct Actor {
 /// them (a million open callbacks at start-up).
 type Id = Arc<str>;
 
-/// Callbacks looked at from the head of a line per pass (a line of callbacks all
-/// outside their calling window cannot make a pass scan forever).
-const HEAD_SCAN: usize = 256;
+/// Matched callbacks taken from the floor per pass (a line of callbacks all outside
+/// their calling window, parked one by one, leaves room for commands between passes).
+const MATCHES_PER_PASS: usize = 256;
+
+/// Seconds a matched callback that could not be dialed (no dialer took it, the store
+/// refused the dispatch) waits parked before it is matched again.
+const RETRY_SECS: i64 = 5;
 
 fn customer_tz(cb: &Callback) -> Tz {
     cb.time_zone.parse().unwrap_or(chrono_tz::UTC)
@@ -421,9 +413,7 @@ impl Actor {
                     }
                     None => return,
                 },
-                _ = self.kick.notified() => {
-                    self.dirty.extend(self.lined.iter().cloned());
-                }
+                _ = self.kick.notified() => {}
                 _ = sleep => {}
             }
         }
@@ -456,31 +446,27 @@ impl Actor {
     fn track(&mut self, cb: Callback, now: DateTime<Utc>) {
         if cb.state == CallbackState::Pending && cb.not_before <= now {
             let plan = self.hl.active_plan();
-            let hl = self.hl.clone();
-            hl.with_floor(|f| self.line_up(f, &plan, &cb));
+            if let Some(q) = plan.queue(&cb.queue_id) {
+                let parked = self.waiting_window.get(&cb.id).is_some_and(|w| *w > now);
+                self.hl.with_floor(|f| {
+                    // Put in its line once; one its window keeps back stays parked.
+                    if !f.has_callback(&cb.id) {
+                        f.enqueue_callback(
+                            &cb.id,
+                            crate::service::queue_info(q),
+                            cb.priority,
+                            cb.virtual_enqueued_at,
+                            None,
+                            now,
+                        );
+                    }
+                    if parked {
+                        f.park_callback(&cb.id, now);
+                    }
+                });
+            }
         }
         self.index(cb, now);
-    }
-
-    /// Puts a due pending callback in its queue's line (once).
-    fn line_up(&mut self, floor: &mut crate::live::Floor, plan: &CompiledPlan, cb: &Callback) {
-        if let Some(q) = plan.queue(&cb.queue_id) {
-            if !floor.has_callback(&cb.id) {
-                floor.enqueue_callback(
-                    &cb.id,
-                    crate::service::queue_info(q),
-                    cb.priority,
-                    cb.virtual_enqueued_at,
-                    None,
-                );
-            }
-            if !self.lined.contains(&cb.queue_id) {
-                self.lined.insert(cb.queue_id.clone());
-            }
-            if !self.dirty.contains(&cb.queue_id) {
-                self.dirty.insert(cb.queue_id.clone());
-            }
-        }
     }
 
     /// The in-memory indexes of an open callback (everything but its place in line).
@@ -556,7 +542,8 @@ impl Actor {
         if let Some((id, t)) = self.timer_of.remove_entry(id) {
             self.timers.remove(&(t, id));
         }
-        self.hl.with_floor(|f| f.remove_callback(id));
+        self.hl
+            .with_floor(|f| f.remove_callback(id, self.hl.clock().now()));
     }
 
     async fn handle(&mut self, cmd: Command) {
@@ -576,7 +563,7 @@ impl Actor {
                     .change(&id, now, |cb| cb.reschedule(start, end, now))
                     .await;
                 if r.is_ok() {
-                    self.hl.with_floor(|f| f.remove_callback(&id));
+                    self.hl.with_floor(|f| f.remove_callback(&id, now));
                 }
                 let _ = reply.send(r);
             }
@@ -595,7 +582,6 @@ impl Actor {
                 tracing::info!(dialer = %dialer_id, "dialer connected");
                 self.dialers.push(Dialer { id: dialer_id, tx });
                 let _ = reply.send(());
-                self.dirty.extend(self.lined.iter().cloned());
                 let plan = self.hl.active_plan();
                 for id in std::mem::take(&mut self.orphaned) {
                     self.redispatch(&id, &plan, now).await;
@@ -779,13 +765,19 @@ impl Actor {
             self.timer_of.remove(&id);
             self.fire(&id, &plan, now).await;
         }
-        if self.dialers.is_empty() {
+        // Callbacks are matched to agents only while somebody can dial them.
+        let dialing = !self.dialers.is_empty();
+        self.hl.with_floor(|f| f.set_dispatching(dialing, now));
+        if !dialing {
             return;
         }
-        for queue_id in std::mem::take(&mut self.dirty) {
-            if let Some(queue) = plan.queue(&queue_id) {
-                self.dispatch_queue(queue, now).await;
-            }
+        let matched = self.hl.with_floor(|f| f.take_matches(MATCHES_PER_PASS));
+        for (id, agent) in matched {
+            self.dispatch_matched(&id, agent, &plan, now).await;
+        }
+        if self.hl.with_floor(|f| f.has_matches()) {
+            // More than a pass takes: the next pass goes on after any commands.
+            self.kick.notify_one();
         }
     }
 
@@ -809,50 +801,59 @@ impl Actor {
             _ => {
                 if self.waiting_window.get(id).is_some_and(|w| *w <= now) {
                     self.waiting_window.remove(id);
-                    self.dirty.insert(cb.queue_id.clone());
+                    self.hl.with_floor(|f| f.unpark_callback(id, now));
                 }
                 self.track(cb, now);
             }
         }
     }
 
-    /// Dispatches callbacks from the head of a queue's line while agents are free.
-    async fn dispatch_queue(&mut self, queue: &Queue, now: DateTime<Utc>) {
-        let heads = self
-            .hl
-            .with_floor(|f| f.callbacks_before_first_call(&queue.id, HEAD_SCAN));
-        for id in heads {
-            if self.dialers.is_empty() {
-                // Looked at again once a dialer connects.
-                self.dirty.insert(queue.id.clone());
-                return;
+    /// A callback at the head of its line was matched to a free agent (held for it):
+    /// dial it, or, when its calling window or the queue's hours keep it from being
+    /// dialed now, park it in its place (the agent goes to the next in line) until
+    /// the window opens.
+    async fn dispatch_matched(
+        &mut self,
+        id: &str,
+        agent: String,
+        plan: &CompiledPlan,
+        now: DateTime<Utc>,
+    ) {
+        let queue = self
+            .open
+            .get(id)
+            .filter(|cb| cb.state == CallbackState::Pending)
+            .and_then(|cb| plan.queue(&cb.queue_id).map(|q| (q, customer_tz(cb))));
+        let Some((queue, tz)) = queue else {
+            // Settled or gone meanwhile: the agent is free again.
+            self.hl.with_floor(|f| {
+                f.remove_callback(id, now);
+                f.end_hold(&agent, id, false, now);
+            });
+            return;
+        };
+        let kept_back = self.waiting_window.get(id).is_some_and(|w| *w > now);
+        if kept_back || !policy::can_dial(queue, tz, now) {
+            let at = policy::next_dial_opportunity(queue, tz, now)
+                .unwrap_or(now + chrono::Duration::hours(1));
+            self.waiting_window.insert(id.to_owned(), at);
+            self.hl.with_floor(|f| f.park_callback(id, now));
+            if let Some(cb) = self.open_copy(id) {
+                self.index(cb, now);
             }
-            let Some(cb) = self.open.get(id.as_str()) else {
-                continue;
-            };
-            if self.waiting_window.get(&id).is_some_and(|w| *w > now) {
-                continue;
-            }
-            let tz = customer_tz(cb);
-            if !policy::can_dial(queue, tz, now) {
-                // Outside the customer's window or the queue's hours: it keeps its place
-                // but does not hold up the callbacks behind it.
-                let at = policy::next_dial_opportunity(queue, tz, now)
-                    .unwrap_or(now + chrono::Duration::hours(1));
-                self.waiting_window.insert(id.clone(), at);
-                let cb = Callback::clone(cb);
-                self.track(cb, now);
-                continue;
-            }
-            let agent = match queue.callback.dialing {
-                Dialing::AgentFirst => match self.hl.with_floor(|f| f.free_agent(&queue.skills)) {
-                    Some(a) => Some(a),
-                    // No agent: this queue waits for the next one to free up.
-                    None => return,
-                },
-                Dialing::CustomerFirst => None,
-            };
-            self.dispatch(&id, agent, now).await;
+            return;
+        }
+        self.dispatch(id, agent, queue.callback.dialing, now).await;
+    }
+
+    /// A matched callback that could not be dialed this time keeps its place, parked
+    /// for a few seconds (its agent goes to the next in line meanwhile).
+    fn retry_later(&mut self, id: &str, now: DateTime<Utc>) {
+        self.waiting_window
+            .insert(id.to_owned(), now + chrono::Duration::seconds(RETRY_SECS));
+        self.hl.with_floor(|f| f.park_callback(id, now));
+        if let Some(cb) = self.open_copy(id) {
+            self.index(cb, now);
         }
     }
 
@@ -872,8 +873,13 @@ impl Actor {
         None
     }
 
-    async fn dispatch(&mut self, id: &str, agent: Option<String>, now: DateTime<Utc>) {
+    /// Dials a callback with `agent` held for it: an agent-first dispatch names the
+    /// agent; a customer-first one names none (the platform connects the customer to
+    /// the next free agent once they answer), and the held agent only counts, so no
+    /// more customers are dialed than agents can take them.
+    async fn dispatch(&mut self, id: &str, agent: String, dialing: Dialing, now: DateTime<Utc>) {
         let Some(d) = self.pick_dialer(None) else {
+            self.retry_later(id, now);
             return;
         };
         let dialer_id = self.dialers[d].id.clone();
@@ -886,30 +892,29 @@ impl Actor {
             .dispatch(
                 attempt_id.clone(),
                 dialer_id.clone(),
-                agent.clone(),
+                Some(agent.clone()),
                 until,
                 now,
             )
             .is_err()
         {
+            self.hl.with_floor(|f| f.remove_callback(id, now));
             return;
         }
         // Durable before the dialer hears of it: a crash never dials twice unknowingly.
         if let Err(e) = self.persist(&cb).await {
             tracing::error!(callback_id = %id, error = %e, "could not persist dispatch; not dialing");
+            self.retry_later(id, now);
             return;
         }
-        if let Some(a) = &agent {
-            self.hl.with_floor(|f| f.reserve_until(a, id, until));
-        }
-        self.hl.with_floor(|f| f.remove_callback(id));
+        self.hl.with_floor(|f| f.dispatched(id, &agent, until));
         self.track(cb.clone(), now);
         self.send(
             d,
             DispatchMsg {
                 callback: cb,
                 attempt_id,
-                agent_id: agent,
+                agent_id: (dialing == Dialing::AgentFirst).then_some(agent),
                 lease_until: until,
             },
         );
@@ -935,10 +940,16 @@ impl Actor {
             tracing::error!(callback_id = %id, error = %e, "could not persist re-lease");
             return;
         }
-        let agent = cb.lease.as_ref().and_then(|l| l.agent_id.clone());
-        if let (Some(a), Some(_)) = (&agent, plan.queue(&cb.queue_id)) {
+        let held = cb.lease.as_ref().and_then(|l| l.agent_id.clone());
+        // The agent held for the attempt, again if still free for it (the floor may
+        // have given them to the next in line when the lease ran out).
+        if let Some(a) = &held {
             self.hl.with_floor(|f| f.reserve_until(a, id, until));
         }
+        let agent = match plan.queue(&cb.queue_id).map(|q| q.callback.dialing) {
+            Some(Dialing::CustomerFirst) => None,
+            _ => held,
+        };
         let attempt_id = cb
             .lease
             .as_ref()

@@ -211,6 +211,7 @@ impl Holdless {
                             c.priority,
                             c.virtual_enqueued_at,
                             taken.as_ref().map(|t| t.seq),
+                            now,
                         )
                     });
                     scheduler.added(c.clone()).await;

@@ -48,6 +48,8 @@ pub struct RouteOutcome {
     pub visited_queues: Vec<String>,
     /// The clock's time of the decision (the time part of its id).
     pub decided_at: chrono::DateTime<chrono::Utc>,
+    /// A what-if answer: nothing was placed, reserved or recorded.
+    pub dry_run: bool,
 }
 
 /// The floor's view of a plan queue.
@@ -219,8 +221,24 @@ impl Holdless {
     }
 
     /// Runs `f` with the live floor locked (never across an `.await`).
+    /// When the change matched callbacks to agents, the scheduler is woken to dial
+    /// them.
     pub fn with_floor<T>(&self, f: impl FnOnce(&mut Floor) -> T) -> T {
-        f(&mut self.floor())
+        let (out, matched) = {
+            let mut floor = self.floor();
+            let out = f(&mut floor);
+            (out, floor.has_matches())
+        };
+        if matched {
+            self.kick_scheduler();
+        }
+        out
+    }
+
+    fn kick_scheduler(&self) {
+        if let Some(s) = self.scheduler.get() {
+            s.kick();
+        }
     }
 
     fn floor(&self) -> std::sync::MutexGuard<'_, Floor> {
@@ -244,6 +262,18 @@ impl Holdless {
     /// Nothing here waits (the store's reads answer at once, the floor's lock is held
     /// for microseconds), so it is a plain function: RouteCall's future stays small.
     pub fn route(&self, call: &Call) -> Result<RouteOutcome, ServiceError> {
+        self.route_as(call, false)
+    }
+
+    /// Where a call would go, placing, reserving and recording nothing (RouteCall's
+    /// `dry_run`, `holdless route`): the same decision, agent and place in line as
+    /// routing it now would give, with the floor, the KPI counters and the decision
+    /// metrics untouched.
+    pub fn what_if(&self, call: &Call) -> Result<RouteOutcome, ServiceError> {
+        self.route_as(call, true)
+    }
+
+    fn route_as(&self, call: &Call, dry_run: bool) -> Result<RouteOutcome, ServiceError> {
         let mut customer = match (&call.customer_id, &call.caller) {
             (Some(id), _) => self.store.customer(id)?,
             (None, Some(caller)) => self.store.customer_by_phone(caller.as_str())?,
@@ -289,19 +319,37 @@ impl Holdless {
         let queue = plan.queue(&decision.queue_id).ok_or_else(|| {
             ServiceError::Internal("decision names a queue not in its plan".into())
         })?;
-        let (placement, after) = floor.route_call(
-            RoutedCall {
-                call_id: call.call_id.as_str(),
-                caller,
-                customer_id: customer_key.as_deref(),
-                priority: decision.priority,
-                extra_skills: &decision.extra_skills,
-                preferred_agent: decision.preferred_agent_id.as_deref(),
-            },
-            queue_info(queue),
-            now,
-            || Some(CallFacts::from_call(&call, now)),
-        );
+        let routed = RoutedCall {
+            call_id: call.call_id.as_str(),
+            caller,
+            customer_id: customer_key.as_deref(),
+            priority: decision.priority,
+            extra_skills: &decision.extra_skills,
+            preferred_agent: decision.preferred_agent_id.as_deref(),
+            preferred_wait_secs: decision.preferred_agent_timeout_secs,
+        };
+        let (placement, after) = if dry_run {
+            let mut after = floor.history(call.call_id.as_str()).unwrap_or_default();
+            if after.visited.last() != Some(&decision.queue_id) {
+                after.visited.push(decision.queue_id.clone());
+            }
+            (floor.what_if(routed, queue_info(queue)), after)
+        } else {
+            floor.route_call(routed, queue_info(queue), now, || {
+                Some(CallFacts::from_call(&call, now))
+            })
+        };
+        // One answer about the preferred agent: reserved, or waited for (and nobody
+        // else reserved); when neither (logged out, unable, no wait), none is named.
+        let preferred_stands = placement.preferred_wait.is_some()
+            || placement.reserved_agent.is_some()
+                && placement.reserved_agent == decision.preferred_agent_id;
+        if !preferred_stands {
+            decision.preferred_agent_id = None;
+            decision.preferred_agent_timeout_secs = 0;
+        } else if let Some(left) = placement.preferred_wait {
+            decision.preferred_agent_timeout_secs = left.as_secs_f64().ceil() as u32;
+        }
         let offer = callback_offer(
             queue,
             decision.offer_callback,
@@ -310,14 +358,20 @@ impl Holdless {
             placement.reserved_agent.is_some(),
             placement.estimated_wait,
         );
-        if offer.is_some() {
+        if offer.is_some() && !dry_run {
             // Counted in memory, under the lock already held, and written by
             // housekeeping (`flush_offers`), so routing never waits for a disk flush; a
             // crash loses at most a second of offers.
             floor.count_offer(crate::metrics::kpi::bucket_start(now), &decision.queue_id);
         }
+        let matched = floor.has_matches();
         drop(floor);
-        plan.count_decision(decision.rule_index, decision.queue_index);
+        if matched {
+            self.kick_scheduler();
+        }
+        if !dry_run {
+            plan.count_decision(decision.rule_index, decision.queue_index);
+        }
         Ok(RouteOutcome {
             decision,
             placement,
@@ -327,6 +381,7 @@ impl Holdless {
             transfer_loop: call.transfer_loop,
             visited_queues: after.visited,
             decided_at: now,
+            dry_run,
         })
     }
 
@@ -339,13 +394,7 @@ impl Holdless {
         at: chrono::DateTime<chrono::Utc>,
     ) -> bool {
         let now = self.clock.now();
-        let applied = self.floor().report_agent(agent_id, skills, state, at, now);
-        if applied && state == AgentState::Available {
-            if let Some(s) = self.scheduler.get() {
-                s.kick();
-            }
-        }
-        applied
+        self.with_floor(|f| f.report_agent(agent_id, skills, state, at, now))
     }
 
     /// Applies a call event; persists the call's contact record before answering.
@@ -357,9 +406,8 @@ impl Holdless {
     ) -> Result<bool, ServiceError> {
         let plan = self.plan.load_full();
         let now = self.clock.now();
-        let outcome =
-            self.floor()
-                .call_event(call_id, event, |q| plan.queue(q).map(queue_info), now)?;
+        let outcome = self
+            .with_floor(|f| f.call_event(call_id, event, |q| plan.queue(q).map(queue_info), now))?;
         match outcome {
             EventOutcome::Duplicate => Ok(true),
             EventOutcome::Applied(record) => {

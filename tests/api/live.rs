@@ -144,9 +144,139 @@ async fn gold_customers_last_agent_is_preferred_when_available() {
     let d = app.route(call("g1", NY)).await;
     assert_eq!(d.queue_id, "priority");
     assert_eq!(d.reserved_agent_id, "favourite");
-    // With the favourite now reserved, the next gold call gets the longest idle.
+    assert_eq!(d.preferred_agent_id, "favourite");
+}
+
+#[tokio::test]
+async fn a_busy_preferred_agent_is_waited_for_and_nobody_else_is_reserved() {
+    let app = spawn_app().await;
+    app.customers()
+        .upsert_customer(pb::UpsertCustomerRequest {
+            customer: Some(pb::Customer {
+                customer_id: "gold-1".into(),
+                phone_numbers: vec![NY.into()],
+                status: "gold".into(),
+                last_agent_id: "favourite".into(),
+                ..Default::default()
+            }),
+        })
+        .await
+        .unwrap();
+    agent(
+        &app,
+        "idle",
+        &["support", "priority"],
+        pb::AgentState::Available,
+        0,
+    )
+    .await;
+    agent(
+        &app,
+        "favourite",
+        &["support", "priority"],
+        pb::AgentState::Busy,
+        1,
+    )
+    .await;
+    // One answer: wait for the favourite, reserve nobody else.
+    let d = app.route(call("g1", NY)).await;
+    assert_eq!(d.queue_id, "priority");
+    assert_eq!(d.preferred_agent_id, "favourite");
+    assert!(d.preferred_agent_timeout_seconds > 0);
+    assert_eq!(
+        d.reserved_agent_id, "",
+        "nobody else while waiting for them"
+    );
+    assert_eq!(d.position, 1);
+    // The favourite frees up within the wait: the call is theirs.
+    agent(
+        &app,
+        "favourite",
+        &["support", "priority"],
+        pb::AgentState::Available,
+        5,
+    )
+    .await;
+    let d = app.route(call("g1", NY)).await;
+    assert_eq!(d.reserved_agent_id, "favourite");
+    assert_eq!(d.position, 0);
+
+    // Another gold call while the favourite is held: it waits for them, and after the
+    // rule's timeout it is an ordinary member of the line, so the free agent takes it.
+    let d = app.route(call("g2", NY)).await;
+    assert_eq!(d.reserved_agent_id, "");
+    let wait = d.preferred_agent_timeout_seconds;
+    assert!(wait > 0);
+    app.clock
+        .advance(chrono::Duration::seconds(i64::from(wait) + 1));
     let d = app.route(call("g2", NY)).await;
     assert_eq!(d.reserved_agent_id, "idle");
+    assert_eq!(d.preferred_agent_id, "", "the wait for them is over");
+}
+
+#[tokio::test]
+async fn a_new_call_never_takes_the_agent_of_calls_already_waiting() {
+    let app = spawn_app().await;
+    agent(&app, "a1", &["support"], pb::AgentState::Busy, 0).await;
+    for id in ["w1", "w2", "w3"] {
+        let d = app.route(call(id, NY)).await;
+        assert_eq!(d.reserved_agent_id, "");
+    }
+    // An agent frees up: the head of the line gets them, at once.
+    agent(&app, "a2", &["support"], pb::AgentState::Available, 1).await;
+    // A new call is placed behind the three, with an honest wait.
+    let d = app.route(call("new", NY)).await;
+    assert_eq!(d.reserved_agent_id, "", "no jumping the line");
+    assert_eq!(d.position, 3);
+    assert!(d.estimated_wait.is_some_and(|w| w.seconds > 0));
+    // The head asked again is told its agent; the others moved up one.
+    let d = app.route(call("w1", NY)).await;
+    assert_eq!(d.reserved_agent_id, "a2");
+    assert_eq!(d.position, 0);
+    assert_eq!(app.route(call("w2", NY)).await.position, 1);
+    // Asking about w3 first does not take anything either.
+    let d = app.route(call("w3", NY)).await;
+    assert_eq!((d.position, d.reserved_agent_id.as_str()), (2, ""));
+    // The reservation lapses (15 s): the agent stays with the head, and the queue never
+    // shows free agents beside waiting calls.
+    app.clock.advance(chrono::Duration::seconds(16));
+    let stats = pb::stats_service_client::StatsServiceClient::new(app.channel.clone())
+        .get_queue_stats(pb::GetQueueStatsRequest {
+            queue_id: "general".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let q = &stats.queues[0];
+    assert_eq!(q.agents_available, 0, "{q:?}");
+    assert_eq!(q.waiting, 3, "{q:?}");
+    assert_eq!(app.route(call("w1", NY)).await.reserved_agent_id, "a2");
+}
+
+#[tokio::test]
+async fn a_what_if_route_places_reserves_and_records_nothing() {
+    let app = spawn_app().await;
+    agent(&app, "a1", &["support"], pb::AgentState::Available, 0).await;
+    let mut req = call("probe", NY);
+    req.dry_run = true;
+    for _ in 0..3 {
+        let d = app.route(req.clone()).await;
+        assert!(d.dry_run);
+        assert_eq!(d.reserved_agent_id, "a1", "the agent routing would reserve");
+    }
+    // Nothing changed: a real call still gets the agent, and the probe is unknown.
+    let d = app.route(call("real", NY)).await;
+    assert!(!d.dry_run);
+    assert_eq!(d.reserved_agent_id, "a1");
+    let err = event(&app, "probe", pb::CallEventType::Abandoned, "", "")
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::FailedPrecondition);
+    // With the agent taken, a what-if tells the place a call would get.
+    let d = app.route(req.clone()).await;
+    assert_eq!((d.position, d.reserved_agent_id.as_str()), (1, ""));
+    let d = app.route(call("second", NY)).await;
+    assert_eq!(d.position, 1, "the probe holds no place");
 }
 
 #[tokio::test]
@@ -233,12 +363,17 @@ async fn long_wait_offers_a_callback_with_the_reason() {
     assert!(d.offer_callback);
     assert_eq!(d.offer_reason, pb::OfferReason::NoAgents as i32);
 
-    // A free agent: no offer.
+    // An agent frees up: the caller waiting in billing gets them.
     agent(&app, "b1", &["billing"], pb::AgentState::Available, 1).await;
+    let mut req = call("nobody", NY);
+    req.intent = "billing".into();
+    assert_eq!(app.route(req).await.reserved_agent_id, "b1");
+    // A free agent for a new caller: no offer.
+    agent(&app, "b2", &["billing"], pb::AgentState::Available, 2).await;
     let mut req = call("quick", NY);
     req.intent = "billing".into();
     let d = app.route(req).await;
-    assert_eq!(d.reserved_agent_id, "b1");
+    assert_eq!(d.reserved_agent_id, "b2");
     assert!(!d.offer_callback);
 }
 

@@ -52,7 +52,10 @@ async fn gold_customer_with_the_same_number_routes_to_the_priority_queue() {
     let d = app.route(call("call-2", "+442079460958")).await;
     assert_eq!(d.queue_id, "priority");
     assert_eq!(d.rule_id, "vip");
-    assert_eq!(d.preferred_agent_id, "agent-7");
+    // The customer's last agent is not logged in: the call routes as usual and names
+    // no preferred agent (nobody should wait for an agent who is not there).
+    assert_eq!(d.preferred_agent_id, "");
+    assert_eq!(d.preferred_agent_timeout_seconds, 0);
     let ctx = d.agent_context.unwrap();
     assert_eq!(ctx.customer_id, "cust-42");
     assert_eq!(ctx.customer_status, "gold");
