@@ -44,6 +44,27 @@ fn check_owner(p: &Principal, cb: &pb::Callback) -> Result<(), Status> {
     }
 }
 
+/// Who may ask for a callback, and how: turning a live call into a callback
+/// (`call_id`) is the telephony platform's IVR or a supervisor, since a customer
+/// channel that could name any call id could take a stranger's call out of the line;
+/// web and app channels (customer role) ask by phone number. A telephony principal asks
+/// only from a live call. Checked after the fields, so a malformed request gets
+/// INVALID_ARGUMENT whoever sends it.
+fn check_requester(p: &Principal, from_call: bool) -> Result<(), Status> {
+    if from_call && !p.has_any(&[Role::Telephony, Role::Supervisor]) {
+        return Err(Status::permission_denied(
+            "call_id: requests from a live call come from the telephony platform's IVR; \
+             customer channels request a callback by phone_number",
+        ));
+    }
+    if !from_call && !p.has_any(&[Role::Customer, Role::Supervisor]) {
+        return Err(Status::permission_denied(
+            "the telephony role requests callbacks from a live call only: give call_id",
+        ));
+    }
+    Ok(())
+}
+
 pub struct DispatchApi {
     pub ready: Ready,
 }
@@ -226,6 +247,7 @@ impl CallbackService for CallbackApi {
         let Some(notes) = notes.filter(|_| v.is_empty()) else {
             return Err(invalid_argument(&v));
         };
+        check_requester(&who, call_id.is_some())?;
         // Abuse limits count every request naming a number (a web form hammered with
         // one victim's number gets RESOURCE_EXHAUSTED, and nothing is stored).
         if let Some(p) = &phone {

@@ -629,3 +629,83 @@ async fn unallocated_premium_rate_and_do_not_call_numbers_are_refused() {
         .into_inner();
     assert!(all.callbacks.is_empty());
 }
+
+/// Principals `web` (customer), `ivr` (telephony) and `desk` (supervisor); each one's
+/// token is its name with `-token`.
+async fn spawn_app_with_channels() -> TestApp {
+    use holdless::auth::{token_sha256, Role};
+    use holdless::config::PrincipalSettings;
+    let principal = |name: &str, role: Role| PrincipalSettings {
+        name: name.into(),
+        token_sha256: token_sha256(&format!("{name}-token")),
+        roles: vec![role],
+    };
+    spawn_app_with(|s| {
+        s.auth.principals = vec![
+            principal("web", Role::Customer),
+            principal("app", Role::Customer),
+            principal("ivr", Role::Telephony),
+            principal("desk", Role::Supervisor),
+        ]
+    })
+    .await
+}
+
+#[tokio::test]
+async fn a_live_call_becomes_a_callback_only_through_the_ivr_or_a_supervisor() {
+    let app = spawn_app_with_channels().await;
+    let mut routing = app.routing();
+    for id in ["call-1", "call-2"] {
+        routing
+            .route_call(with_token(call(id, NY), "ivr-token"))
+            .await
+            .unwrap();
+    }
+    let from_call = |id: &str| pb::RequestCallbackRequest {
+        call_id: id.into(),
+        ..Default::default()
+    };
+    let mut c = callbacks(&app);
+    let e = c
+        .request_callback(with_token(from_call("call-1"), "web-token"))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), tonic::Code::PermissionDenied, "{e:?}");
+    assert!(e.message().contains("IVR"), "{e:?}");
+    let e = c
+        .request_callback(with_token(asap("general", NY), "ivr-token"))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), tonic::Code::PermissionDenied, "{e:?}");
+    let listed = c
+        .list_callbacks(with_token(
+            pb::ListCallbacksRequest::default(),
+            "desk-token",
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(
+        listed.callbacks.is_empty(),
+        "a refused request stores nothing"
+    );
+
+    // The call is still in line: the IVR turns it into a callback that keeps its place.
+    let ivr = c
+        .request_callback(with_token(from_call("call-1"), "ivr-token"))
+        .await
+        .unwrap()
+        .into_inner();
+    let cb = ivr.callback.unwrap();
+    assert!(ivr.created);
+    assert_eq!((cb.origin_call_id.as_str(), cb.position), ("call-1", 1));
+    let mut other = from_call("call-2");
+    other.phone_number = "+13125550101".into();
+    let desk = c
+        .request_callback(with_token(other, "desk-token"))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(desk.created);
+    assert_eq!(desk.callback.unwrap().origin_call_id, "call-2");
+}
