@@ -65,6 +65,26 @@ fn check_requester(p: &Principal, from_call: bool) -> Result<(), Status> {
     Ok(())
 }
 
+/// What a request that merged into another principal's open callback (one open
+/// callback per number and queue) learns of it: that there is one, its state and kind,
+/// its place in line and estimated wait, the slot for a scheduled one. Never the notes,
+/// the creator or the customer fields (customer id, time zone, origin call): a web
+/// form that types someone's number must not read what another channel stored.
+fn merged_view(cb: pb::Callback) -> pb::Callback {
+    pb::Callback {
+        callback_id: cb.callback_id,
+        state: cb.state,
+        kind: cb.kind,
+        phone_number: cb.phone_number,
+        queue_id: cb.queue_id,
+        slot_start: cb.slot_start,
+        slot_end: cb.slot_end,
+        position: cb.position,
+        estimated_wait: cb.estimated_wait,
+        ..Default::default()
+    }
+}
+
 pub struct DispatchApi {
     pub ready: Ready,
 }
@@ -266,8 +286,14 @@ impl CallbackService for CallbackApi {
                 principal: who.name().to_owned(),
             })
             .await?;
+        let cb = callback_to_pb(view);
+        let cb = if sees_all(&who) || cb.created_by == who.name() {
+            cb
+        } else {
+            merged_view(cb)
+        };
         Ok(Response::new(pb::RequestCallbackResponse {
-            callback: Some(callback_to_pb(view)),
+            callback: Some(cb),
             created,
         }))
     }

@@ -98,7 +98,7 @@ enum Command {
     /// Creates a scheduled callback after checking capacity (serialized here).
     CreateScheduled {
         callback: Box<Callback>,
-        request_id: Option<String>,
+        request: Option<crate::store::RequestKey>,
         capacity: u32,
         reply: Reply<crate::store::CallbackCreate>,
     },
@@ -263,12 +263,12 @@ impl Scheduler {
     pub async fn create_scheduled(
         &self,
         callback: Callback,
-        request_id: Option<String>,
+        request: Option<crate::store::RequestKey>,
         capacity: u32,
     ) -> Result<crate::store::CallbackCreate, ServiceError> {
         self.ask(|reply| Command::CreateScheduled {
             callback: Box::new(callback),
-            request_id,
+            request,
             capacity,
             reply,
         })
@@ -627,12 +627,12 @@ impl Actor {
             }
             Command::CreateScheduled {
                 callback,
-                request_id,
+                request,
                 capacity,
                 reply,
             } => {
                 let r = self
-                    .create_scheduled(*callback, request_id, capacity, now)
+                    .create_scheduled(*callback, request, capacity, now)
                     .await;
                 let _ = reply.send(r);
             }
@@ -653,27 +653,34 @@ impl Actor {
     async fn create_scheduled(
         &mut self,
         cb: Callback,
-        request_id: Option<String>,
+        request: Option<crate::store::RequestKey>,
         capacity: u32,
         now: DateTime<Utc>,
     ) -> Result<crate::store::CallbackCreate, ServiceError> {
         if let CallbackKind::Scheduled { start, .. } = cb.kind {
-            // One open callback per number and queue: a twin request gets the first.
-            if let Some(existing) = self
+            // One open callback per number and queue: a twin request gets the first,
+            // whatever the slot's capacity. A keyed twin still goes to the store, which
+            // checks the key against its first use and remembers it.
+            let twin = self
                 .by_number
                 .get(&self.open, &cb.phone, &cb.queue_id)
-                .and_then(|id| self.open.get(id))
-            {
-                return Ok(crate::store::CallbackCreate::Existing((**existing).clone()));
-            }
-            let taken = self.booked(&cb.queue_id).get(&start).copied().unwrap_or(0);
-            if taken >= capacity {
-                return Err(ServiceError::FailedPrecondition(format!(
-                    "the slot starting {start} is full ({capacity} callbacks)"
-                )));
+                .and_then(|id| self.open.get(id));
+            match twin {
+                Some(existing) if request.is_none() => {
+                    return Ok(crate::store::CallbackCreate::Existing((**existing).clone()));
+                }
+                Some(_) => {}
+                None => {
+                    let taken = self.booked(&cb.queue_id).get(&start).copied().unwrap_or(0);
+                    if taken >= capacity {
+                        return Err(ServiceError::FailedPrecondition(format!(
+                            "the slot starting {start} is full ({capacity} callbacks)"
+                        )));
+                    }
+                }
             }
         }
-        let out = self.hl.store().create_callback(cb, request_id).await?;
+        let out = self.hl.store().create_callback(cb, request).await?;
         if let crate::store::CallbackCreate::Created(c) = &out {
             self.track(c.clone(), now);
         }

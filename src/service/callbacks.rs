@@ -13,7 +13,7 @@ use crate::domain::phone::LineType;
 use crate::domain::{FieldViolation, PhoneNumber};
 use crate::scheduler::policy::{self, Slot};
 use crate::scheduler::DispatchMsg;
-use crate::store::{CallbackCreate, CallbackFilter};
+use crate::store::{CallbackCreate, CallbackFilter, RequestKey};
 
 /// A validated callback request.
 #[derive(Debug, Clone)]
@@ -28,6 +28,49 @@ pub struct CallbackRequest {
     pub notes: String,
     /// Who asks (customer tokens see only their own callbacks).
     pub principal: String,
+}
+
+impl CallbackRequest {
+    /// The request's idempotency key: its `request_id` in the principal's own space,
+    /// with a fingerprint of everything else it asks for.
+    fn key(&self) -> Option<RequestKey> {
+        let request_id = self.request_id.clone()?;
+        Some(RequestKey {
+            principal: self.principal.clone(),
+            request_id,
+            fingerprint: self.fingerprint(),
+        })
+    }
+
+    /// Hex SHA-256 over a canonical encoding of the request's fields (each one tagged,
+    /// absent or length-prefixed), so a retry of the same request matches and a reused
+    /// key with any field changed does not.
+    fn fingerprint(&self) -> String {
+        use sha2::{Digest, Sha256};
+        let mut h = Sha256::new();
+        let mut field = |tag: u8, v: Option<&str>| {
+            h.update([tag]);
+            match v {
+                None => h.update([0]),
+                Some(v) => {
+                    h.update([1]);
+                    h.update((v.len() as u64).to_be_bytes());
+                    h.update(v.as_bytes());
+                }
+            }
+        };
+        let instant = |t: DateTime<Utc>| t.to_rfc3339_opts(chrono::SecondsFormat::Nanos, true);
+        field(1, self.call_id.as_deref());
+        field(2, self.queue_id.as_deref());
+        field(3, self.phone.as_ref().map(PhoneNumber::as_str));
+        field(4, self.customer_id.as_deref());
+        let slot = self.slot.map(|(s, e)| (instant(s), instant(e)));
+        field(5, slot.as_ref().map(|(s, _)| s.as_str()));
+        field(6, slot.as_ref().map(|(_, e)| e.as_str()));
+        field(7, self.time_zone.map(|tz| tz.name()));
+        field(8, Some(&self.notes));
+        hex::encode(h.finalize())
+    }
 }
 
 /// A callback with its live place in line (pending ASAP callbacks only).
@@ -76,6 +119,14 @@ impl Holdless {
         req: CallbackRequest,
     ) -> Result<(CallbackView, bool), ServiceError> {
         let now = self.clock.now();
+        // A retry gets the first answer before anything else is looked at: the call it
+        // named has left the line by now, and the slot may be full.
+        let key = req.key();
+        if let Some(k) = &key {
+            if let Some(first) = self.store.requested_callback(k).await? {
+                return Ok((self.view(first), false));
+            }
+        }
         let plan = self.active_plan();
         // From an offered call: its queue, priority, place in line and number.
         let taken = match &req.call_id {
@@ -194,14 +245,11 @@ impl Holdless {
         let out = match req.slot {
             Some(_) => {
                 scheduler
-                    .create_scheduled(cb, req.request_id.clone(), queue.callback.slot_capacity)
+                    .create_scheduled(cb, key.clone(), queue.callback.slot_capacity)
                     .await?
             }
             None => {
-                let out = self
-                    .store
-                    .create_callback(cb, req.request_id.clone())
-                    .await?;
+                let out = self.store.create_callback(cb, key.clone()).await?;
                 if let CallbackCreate::Created(c) = &out {
                     // Take its place in line now, so the next caller counts it.
                     self.with_floor(|f| {

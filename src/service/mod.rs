@@ -115,6 +115,13 @@ impl From<StoreError> for ServiceError {
                 ServiceError::FailedPrecondition(e.to_string())
             }
             StoreError::Stale { .. } => ServiceError::Aborted(e.to_string()),
+            StoreError::RequestIdReused { .. } => {
+                ServiceError::InvalidArgument(vec![FieldViolation::new(
+                    "request_id",
+                    "was already used for a different request (another number, queue, slot, \
+                     customer or notes); use a new request_id for a new request",
+                )])
+            }
             StoreError::Io(_) | StoreError::Corrupt(_) => ServiceError::Internal(e.to_string()),
         }
     }

@@ -630,8 +630,8 @@ async fn unallocated_premium_rate_and_do_not_call_numbers_are_refused() {
     assert!(all.callbacks.is_empty());
 }
 
-/// Principals `web` (customer), `ivr` (telephony) and `desk` (supervisor); each one's
-/// token is its name with `-token`.
+/// Principals `web` and `app` (customer), `ivr` (telephony) and `desk` (supervisor);
+/// each one's token is its name with `-token`. No per-number request limit.
 async fn spawn_app_with_channels() -> TestApp {
     use holdless::auth::{token_sha256, Role};
     use holdless::config::PrincipalSettings;
@@ -646,7 +646,9 @@ async fn spawn_app_with_channels() -> TestApp {
             principal("app", Role::Customer),
             principal("ivr", Role::Telephony),
             principal("desk", Role::Supervisor),
-        ]
+        ];
+        // These tests repeat requests for one number on purpose.
+        s.limits.callback_requests_per_phone_per_hour = 0;
     })
     .await
 }
@@ -708,4 +710,139 @@ async fn a_live_call_becomes_a_callback_only_through_the_ivr_or_a_supervisor() {
         .into_inner();
     assert!(desk.created);
     assert_eq!(desk.callback.unwrap().origin_call_id, "call-2");
+}
+
+async fn request_as(
+    app: &TestApp,
+    token: &str,
+    req: pb::RequestCallbackRequest,
+) -> Result<pb::RequestCallbackResponse, tonic::Status> {
+    callbacks(app)
+        .request_callback(with_token(req, token))
+        .await
+        .map(tonic::Response::into_inner)
+}
+
+async fn all_callbacks(app: &TestApp) -> Vec<pb::Callback> {
+    callbacks(app)
+        .list_callbacks(with_token(
+            pb::ListCallbacksRequest::default(),
+            "desk-token",
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .callbacks
+}
+
+#[tokio::test]
+async fn request_ids_belong_to_their_principal_and_a_reused_one_with_another_body_is_refused() {
+    let app = spawn_app_with_channels().await;
+    let keyed = |phone: &str, notes: &str| pb::RequestCallbackRequest {
+        request_id: "1".into(),
+        notes: notes.into(),
+        ..asap("general", phone)
+    };
+    let web = request_as(&app, "web-token", keyed(NY, "web: billing dispute"))
+        .await
+        .unwrap();
+    assert!(web.created);
+    let web_cb = web.callback.unwrap();
+    // The app channel numbers its requests too: its "1" is its own request.
+    let app_first = request_as(&app, "app-token", keyed("+13125550101", ""))
+        .await
+        .unwrap();
+    assert!(app_first.created, "{app_first:?}");
+    let app_cb = app_first.callback.unwrap();
+    assert_ne!(app_cb.callback_id, web_cb.callback_id);
+    assert_eq!(app_cb.phone_number, "+13125550101");
+    // A retry with the same body gets the first answer, notes included.
+    let again = request_as(&app, "web-token", keyed(NY, "web: billing dispute"))
+        .await
+        .unwrap();
+    assert!(!again.created);
+    let again = again.callback.unwrap();
+    assert_eq!(
+        (again.callback_id.as_str(), again.notes.as_str()),
+        (web_cb.callback_id.as_str(), "web: billing dispute")
+    );
+    // The same key with another number, other notes, or a slot is another request.
+    for changed in [
+        keyed("+13125550102", "web: billing dispute"),
+        keyed(NY, "web: other notes"),
+        pb::RequestCallbackRequest {
+            slot_start: Some(prost_types::Timestamp {
+                seconds: at("2026-11-26T15:00:00Z").timestamp(),
+                nanos: 0,
+            }),
+            slot_end: Some(prost_types::Timestamp {
+                seconds: at("2026-11-26T15:30:00Z").timestamp(),
+                nanos: 0,
+            }),
+            ..keyed(NY, "web: billing dispute")
+        },
+    ] {
+        let e = request_as(&app, "web-token", changed).await.unwrap_err();
+        assert_eq!(violations(&e), vec!["request_id"], "{e:?}");
+    }
+    assert_eq!(all_callbacks(&app).await.len(), 2, "nothing else stored");
+}
+
+#[tokio::test]
+async fn a_retry_from_a_live_call_gets_its_first_answer_after_the_call_left_the_line() {
+    let app = spawn_app_with_channels().await;
+    app.routing()
+        .route_call(with_token(call("call-1", NY), "ivr-token"))
+        .await
+        .unwrap();
+    let req = pb::RequestCallbackRequest {
+        call_id: "call-1".into(),
+        request_id: "ivr-7".into(),
+        ..Default::default()
+    };
+    let first = request_as(&app, "ivr-token", req.clone()).await.unwrap();
+    let again = request_as(&app, "ivr-token", req).await.unwrap();
+    assert!(first.created && !again.created);
+    assert_eq!(
+        first.callback.unwrap().callback_id,
+        again.callback.unwrap().callback_id
+    );
+}
+
+#[tokio::test]
+async fn a_request_that_merges_into_another_channels_callback_learns_only_its_place() {
+    let app = spawn_app_with_channels().await;
+    let mut req = asap("general", NY);
+    req.notes = "Ada: disputes the March invoice".into();
+    let web = request_as(&app, "web-token", req.clone()).await.unwrap();
+    let web_cb = web.callback.unwrap();
+    assert_eq!(web_cb.created_by, "web");
+
+    let merged = request_as(&app, "app-token", asap("general", NY))
+        .await
+        .unwrap();
+    assert!(!merged.created);
+    let cb = merged.callback.unwrap();
+    assert_eq!(cb.callback_id, web_cb.callback_id);
+    assert_eq!(cb.state, pb::CallbackState::Pending as i32);
+    assert_eq!(cb.position, 1);
+    assert_eq!(
+        (
+            cb.notes.as_str(),
+            cb.created_by.as_str(),
+            cb.customer_id.as_str(),
+            cb.time_zone.as_str(),
+        ),
+        ("", "", "", ""),
+        "{cb:?}"
+    );
+    // The owner and supervisors still see it whole.
+    for token in ["web-token", "desk-token"] {
+        let cb = request_as(&app, token, req.clone())
+            .await
+            .unwrap()
+            .callback
+            .unwrap();
+        assert_eq!(cb.notes, "Ada: disputes the March invoice", "{token}");
+    }
 }
