@@ -86,8 +86,9 @@ enum Command {
         tx: mpsc::Sender<DispatchMsg>,
         reply: oneshot::Sender<()>,
     },
+    /// A customer was answered inbound in `queue`; `phones` are every number of theirs.
     AnsweredInbound {
-        phone: String,
+        phones: Vec<String>,
         queue: String,
     },
     /// Scheduled callbacks per slot start in a queue (slot capacity).
@@ -294,10 +295,12 @@ impl Scheduler {
         Ok(rx)
     }
 
-    pub async fn answered_inbound(&self, phone: String, queue: String) {
+    /// Cancels (`answered_inbound`) the pending callback in `queue` of any of
+    /// `phones`: the numbers of a customer who was just answered there.
+    pub async fn answered_inbound(&self, phones: Vec<String>, queue: String) {
         let _ = self
             .tx
-            .send(Command::AnsweredInbound { phone, queue })
+            .send(Command::AnsweredInbound { phones, queue })
             .await;
     }
 
@@ -601,17 +604,18 @@ impl Actor {
                     self.redispatch(&id, &plan, now).await;
                 }
             }
-            Command::AnsweredInbound { phone, queue } => {
-                let id = self
-                    .by_number
-                    .get(&self.open, &phone, &queue)
+            Command::AnsweredInbound { phones, queue } => {
+                let ids: Vec<Id> = phones
+                    .iter()
+                    .filter_map(|phone| self.by_number.get(&self.open, phone, &queue))
                     .filter(|id| {
                         self.open
                             .get(*id)
                             .is_some_and(|c| c.state == CallbackState::Pending)
                     })
-                    .cloned();
-                if let Some(id) = id {
+                    .cloned()
+                    .collect();
+                for id in ids {
                     match self.cancel(&id, "answered_inbound".into(), now).await {
                         Ok(_) => {
                             tracing::info!(callback_id = %id, "callback cancelled: customer answered inbound")

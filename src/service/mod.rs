@@ -373,6 +373,7 @@ impl Holdless {
                 if let Some(r) = record {
                     let answered = r.outcome == crate::domain::contact::ContactOutcome::Answered;
                     let (caller, queue) = (r.caller.clone(), r.queue_id.clone());
+                    let customer_id = r.customer_id.clone();
                     let target = plan
                         .queue(&queue)
                         .map_or(f64::from(DEFAULT_SERVICE_LEVEL_SECS), |q| {
@@ -380,14 +381,46 @@ impl Holdless {
                         });
                     self.store.record_call(r, target).await?;
                     // The customer reached us inbound: their pending callback in that
-                    // queue is no longer owed.
-                    if let (true, Some(phone), Some(s)) = (answered, caller, self.scheduler.get()) {
-                        s.answered_inbound(phone, queue).await;
+                    // queue is no longer owed, whichever of their numbers it is for.
+                    if let (true, Some(s)) = (answered, self.scheduler.get()) {
+                        let numbers = self.customer_numbers(customer_id.as_deref(), caller);
+                        if !numbers.is_empty() {
+                            s.answered_inbound(numbers, queue).await;
+                        }
                     }
                 }
                 Ok(false)
             }
         }
+    }
+
+    /// The numbers that reach the customer of an answered call: the caller's, and
+    /// every number on the record of the customer RouteCall identified (by the
+    /// platform's customer id or the caller's number). A callback to any of them is
+    /// the same customer's. A customer record that cannot be read leaves the caller's
+    /// number alone (logged): the call is answered either way.
+    fn customer_numbers(&self, customer_id: Option<&str>, caller: Option<String>) -> Vec<String> {
+        let mut numbers: Vec<String> = caller.into_iter().collect();
+        let Some(id) = customer_id else {
+            return numbers;
+        };
+        match self
+            .store
+            .customer(&crate::domain::CustomerId::new_checked(id.to_owned()))
+        {
+            Ok(Some(c)) => {
+                for p in &c.phones {
+                    if !numbers.iter().any(|n| n == p.as_str()) {
+                        numbers.push(p.as_str().to_owned());
+                    }
+                }
+            }
+            Ok(None) => {}
+            Err(e) => {
+                tracing::warn!(customer_id = %id, error = %e, "customer unreadable; auto-cancel by the caller's number only")
+            }
+        }
+        numbers
     }
 
     /// Open callbacks the scheduler holds in memory (None before it has started).

@@ -846,3 +846,57 @@ async fn a_request_that_merges_into_another_channels_callback_learns_only_its_pl
         assert_eq!(cb.notes, "Ada: disputes the March invoice", "{token}");
     }
 }
+
+/// The callback's state once the scheduler has handled what was sent before (a bounded
+/// poll: auto-cancel runs on the scheduler after the event's reply).
+async fn settled_state(app: &TestApp, id: &str, want: pb::CallbackState) -> pb::Callback {
+    let mut cb = get(app, id).await;
+    for _ in 0..50 {
+        if cb.state == want as i32 {
+            break;
+        }
+        tokio::task::yield_now().await;
+        cb = get(app, id).await;
+    }
+    cb
+}
+
+#[tokio::test]
+async fn a_customer_answered_from_another_of_their_numbers_gets_their_callback_cancelled() {
+    let app = spawn_app().await;
+    const MOBILE: &str = "+13125550101";
+    app.customers()
+        .upsert_customer(pb::UpsertCustomerRequest {
+            customer: Some(pb::Customer {
+                customer_id: "cust-2num".into(),
+                phone_numbers: vec![NY.into(), MOBILE.into()],
+                ..Default::default()
+            }),
+        })
+        .await
+        .unwrap();
+    // Asked from the mobile; a stranger's callback waits in the same queue.
+    let mine = request(&app, asap("general", MOBILE))
+        .await
+        .callback
+        .unwrap();
+    let stranger = request(&app, asap("general", "+13125550199"))
+        .await
+        .callback
+        .unwrap();
+    // They call from the landline and are answered in that queue.
+    let decision = app.route(call("inbound", NY)).await;
+    assert_eq!(decision.queue_id, "general");
+    event(&app, "inbound", pb::CallEventType::Answered, "a9", "")
+        .await
+        .unwrap();
+    let cb = settled_state(&app, &mine.callback_id, pb::CallbackState::Cancelled).await;
+    assert_eq!(
+        (cb.state, cb.cancel_reason.as_str()),
+        (pb::CallbackState::Cancelled as i32, "answered_inbound")
+    );
+    assert_eq!(
+        get(&app, &stranger.callback_id).await.state,
+        pb::CallbackState::Pending as i32
+    );
+}
