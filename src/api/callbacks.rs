@@ -7,7 +7,7 @@ use tonic::{Request, Response, Status};
 use tracing::instrument;
 
 use super::convert::{duration, instant, timestamp};
-use super::error::invalid_argument;
+use super::error::{invalid_argument, unknown_enum_value};
 use super::pb::{
     self, callback_service_server::CallbackService, dispatch_service_server::DispatchService,
 };
@@ -18,6 +18,9 @@ use crate::domain::{check_id, check_text, FieldViolation, PhoneNumber};
 use crate::scheduler::DispatchMsg;
 use crate::service::callbacks::{CallbackRequest, CallbackView};
 use crate::store::CallbackFilter;
+
+/// Days `ListSlots` covers when the request leaves `days` unset.
+const DEFAULT_SLOT_DAYS: u32 = 7;
 
 pub struct CallbackApi {
     pub ready: Ready,
@@ -337,7 +340,7 @@ impl CallbackService for CallbackApi {
             Ok(pb::CallbackState::Cancelled) => Some(CallbackState::Cancelled),
             Ok(pb::CallbackState::Expired) => Some(CallbackState::Expired),
             Err(_) => {
-                v.push(FieldViolation::new("state", "unknown state"));
+                v.push(unknown_enum_value("state", state));
                 None
             }
         };
@@ -352,10 +355,19 @@ impl CallbackService for CallbackApi {
                 .ok()
                 .map(|p| p.as_str().to_owned())
         };
+        // A page token is the last callback id of the previous page: anything that is
+        // not a callback id did not come from this API, and answering it with an empty
+        // page would look like the end of the list.
         let token = if page_token.is_empty() {
             None
+        } else if ulid::Ulid::from_string(&page_token).is_ok() {
+            Some(page_token)
         } else {
-            check_id("page_token", &page_token, &mut v)
+            v.push(FieldViolation::new(
+                "page_token",
+                "is not a next_page_token from a ListCallbacks reply",
+            ));
+            None
         };
         if !v.is_empty() {
             return Err(invalid_argument(&v));
@@ -468,13 +480,23 @@ impl CallbackService for CallbackApi {
                 .map_err(|_| v.push(FieldViolation::new("time_zone", "is not an IANA time zone")))
                 .ok()
         };
-        if days > 14 {
-            v.push(FieldViolation::new("days", "at most 14"));
+        // One horizon for listing and booking (callbacks.slot_horizon_days): a slot
+        // this lists can be booked, and nothing further out can.
+        let horizon = holdless.slot_horizon_days();
+        if days > horizon {
+            v.push(FieldViolation::new(
+                "days",
+                format!("at most {horizon} (slots are booked at most {horizon} days ahead)"),
+            ));
         }
         let (Some(queue), true) = (queue, v.is_empty()) else {
             return Err(invalid_argument(&v));
         };
-        let days = if days == 0 { 7 } else { days };
+        let days = if days == 0 {
+            DEFAULT_SLOT_DAYS.min(horizon)
+        } else {
+            days
+        };
         let slots = holdless.list_slots(&queue, tz, days).await?;
         Ok(Response::new(pb::ListSlotsResponse {
             slots: slots
@@ -539,8 +561,12 @@ impl DispatchService for DispatchApi {
             Ok(pb::DispatchOutcome::Voicemail) => Some(DispatchOutcome::Voicemail),
             Ok(pb::DispatchOutcome::Failed) => Some(DispatchOutcome::Failed),
             Ok(pb::DispatchOutcome::InvalidNumber) => Some(DispatchOutcome::InvalidNumber),
-            Ok(pb::DispatchOutcome::Unspecified) | Err(_) => {
+            Ok(pb::DispatchOutcome::Unspecified) => {
                 v.push(FieldViolation::new("outcome", "is required"));
+                None
+            }
+            Err(_) => {
+                v.push(unknown_enum_value("outcome", outcome));
                 None
             }
         };

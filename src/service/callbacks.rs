@@ -181,10 +181,23 @@ impl Holdless {
             .customer_id
             .clone()
             .or_else(|| taken.as_ref().and_then(|t| t.customer_id.clone()));
+        // A customer id the request names must be on file: a typo or a customer the
+        // CRM has not synced would otherwise be stored on the callback unnoticed (and
+        // carry none of the customer's time zone or do-not-call flag). The id a routed
+        // call carries is the platform's, and kept as it came, as RouteCall does.
         let on_file = match &customer_id {
-            Some(id) => self
-                .store
-                .customer(&crate::domain::CustomerId::new_checked(id.clone()))?,
+            Some(id) => {
+                let found = self
+                    .store
+                    .customer(&crate::domain::CustomerId::new_checked(id.clone()))?;
+                if found.is_none() && req.customer_id.is_some() {
+                    return Err(ServiceError::NotFound(format!(
+                        "customer {id} not found (customer_id); upsert it first, or leave \
+                         customer_id empty to request by phone number"
+                    )));
+                }
+                found
+            }
             None => self.store.customer_by_phone(phone.as_str())?,
         };
         if on_file.as_ref().is_some_and(|c| c.do_not_call) {
@@ -195,15 +208,17 @@ impl Holdless {
         let queue_tz = queue.business_hours.as_ref().map(|h| h.time_zone());
         let tz = self.customer_zone(req.time_zone, on_file.as_ref(), &phone, queue_tz);
         if let Some((start, end)) = req.slot {
-            policy::validate_slot(queue, tz, start, end, now).map_err(|e| match e {
-                policy::SlotError::InPast
-                | policy::SlotError::WrongLength { .. }
-                | policy::SlotError::TooFarAhead { .. }
-                | policy::SlotError::Misaligned { .. } => invalid("slot_start", e.to_string()),
-                policy::SlotError::OutsideHours | policy::SlotError::OutsideWindow => {
-                    ServiceError::FailedPrecondition(e.to_string())
-                }
-            })?;
+            policy::validate_slot(queue, tz, start, end, now, self.slot_horizon_days).map_err(
+                |e| match e {
+                    policy::SlotError::InPast
+                    | policy::SlotError::WrongLength { .. }
+                    | policy::SlotError::TooFarAhead { .. }
+                    | policy::SlotError::Misaligned { .. } => invalid("slot_start", e.to_string()),
+                    policy::SlotError::OutsideHours | policy::SlotError::OutsideWindow => {
+                        ServiceError::FailedPrecondition(e.to_string())
+                    }
+                },
+            )?;
         }
         let (kind, not_before, virtual_at) = match req.slot {
             Some((start, end)) => (CallbackKind::Scheduled { start, end }, start, start),
@@ -240,7 +255,8 @@ impl Holdless {
             created_at: now,
             updated_at: now,
             version: 1,
-        };
+        }
+        .at_stored_precision();
         let scheduler = self.scheduler()?;
         let out = match req.slot {
             Some(_) => {
@@ -345,7 +361,7 @@ impl Holdless {
             ServiceError::FailedPrecondition("the callback's queue left the plan".into())
         })?;
         let tz: Tz = current.time_zone.parse().unwrap_or(chrono_tz::UTC);
-        policy::validate_slot(queue, tz, start, end, now)
+        policy::validate_slot(queue, tz, start, end, now, self.slot_horizon_days)
             .map_err(|e| invalid("slot_start", e.to_string()))?;
         let booked = self.scheduler()?.booked(current.queue_id.clone()).await;
         if booked.get(&start).copied().unwrap_or(0) >= queue.callback.slot_capacity {
@@ -379,7 +395,7 @@ impl Holdless {
             queue,
             tz,
             self.clock.now(),
-            days,
+            days.min(self.slot_horizon_days),
             &|s| booked.get(&s).copied().unwrap_or(0),
         ))
     }

@@ -151,6 +151,9 @@ pub struct Holdless {
     /// written, so a KPI report that flushes first waits for a flush already under way
     /// instead of reading the store before its offers are there.
     offers_flush: tokio::sync::Mutex<()>,
+    /// How many local days ahead scheduled slots are listed and booked
+    /// (`callbacks.slot_horizon_days`).
+    slot_horizon_days: u32,
 }
 
 impl Holdless {
@@ -218,6 +221,7 @@ impl Holdless {
             scheduler: std::sync::OnceLock::new(),
             reload_failures: AtomicU64::new(0),
             offers_flush: tokio::sync::Mutex::new(()),
+            slot_horizon_days: crate::scheduler::policy::DEFAULT_SLOT_HORIZON_DAYS,
         })
     }
 
@@ -421,6 +425,18 @@ impl Holdless {
             }
         }
         numbers
+    }
+
+    /// Sets the scheduled-slot horizon (`callbacks.slot_horizon_days`, checked by the
+    /// config) before the service is shared.
+    pub fn with_slot_horizon_days(mut self, days: u32) -> Self {
+        self.slot_horizon_days = days;
+        self
+    }
+
+    /// How many local days ahead slots are listed and booked.
+    pub fn slot_horizon_days(&self) -> u32 {
+        self.slot_horizon_days
     }
 
     /// Open callbacks the scheduler holds in memory (None before it has started).

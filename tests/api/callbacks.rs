@@ -900,3 +900,199 @@ async fn a_customer_answered_from_another_of_their_numbers_gets_their_callback_c
         pb::CallbackState::Pending as i32
     );
 }
+
+/// `field`'s description in an INVALID_ARGUMENT status's BadRequest detail.
+fn violation_text(status: &tonic::Status, field: &str) -> String {
+    use tonic_types::StatusExt;
+    assert_eq!(status.code(), tonic::Code::InvalidArgument, "{status:?}");
+    status
+        .get_details_bad_request()
+        .expect("BadRequest detail")
+        .field_violations
+        .into_iter()
+        .find(|v| v.field == field)
+        .unwrap_or_else(|| panic!("no violation of {field}: {status:?}"))
+        .description
+}
+
+#[tokio::test]
+async fn a_page_token_that_no_reply_gave_is_invalid_argument() {
+    let app = spawn_app().await;
+    request(&app, asap("general", NY)).await;
+    request(&app, asap("billing", NY)).await;
+    let mut c = callbacks(&app);
+    let page = |token: &str| pb::ListCallbacksRequest {
+        page_size: 1,
+        page_token: token.into(),
+        ..Default::default()
+    };
+    for garbage in ["garbage", "page-2", "01ZZZZZZZZZZZZZZZZZZZZZZZZZZ"] {
+        let e = c.list_callbacks(page(garbage)).await.unwrap_err();
+        assert_eq!(violations(&e), vec!["page_token"], "{garbage}");
+    }
+    let first = c.list_callbacks(page("")).await.unwrap().into_inner();
+    assert_eq!(first.callbacks.len(), 1);
+    let second = c
+        .list_callbacks(page(&first.next_page_token))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(second.callbacks.len(), 1);
+    assert_ne!(
+        second.callbacks[0].callback_id,
+        first.callbacks[0].callback_id
+    );
+}
+
+#[tokio::test]
+async fn a_callback_reads_back_exactly_as_the_request_answered() {
+    let app = spawn_app().await;
+    app.clock.set(at("2026-11-25T15:00:00.123456789Z"));
+    let created = request(&app, asap("general", NY)).await.callback.unwrap();
+    assert_eq!(created.create_time.unwrap().nanos, 123_000_000);
+    assert_eq!(get(&app, &created.callback_id).await, created);
+    app.clock.set(at("2026-11-25T15:00:01.987654321Z"));
+    let cancelled = callbacks(&app)
+        .cancel_callback(pb::CancelCallbackRequest {
+            callback_id: created.callback_id.clone(),
+            reason: "customer".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .callback
+        .unwrap();
+    assert_eq!(get(&app, &created.callback_id).await, cancelled);
+}
+
+#[tokio::test]
+async fn slots_are_listed_and_booked_over_one_horizon() {
+    let app = spawn_app().await;
+    let mut c = callbacks(&app);
+    let list = |days: u32| pb::ListSlotsRequest {
+        queue_id: "general".into(),
+        time_zone: "America/New_York".into(),
+        days,
+    };
+    let e = c.list_slots(list(15)).await.unwrap_err();
+    assert_eq!(violations(&e), vec!["days"]);
+    let slots = c.list_slots(list(14)).await.unwrap().into_inner().slots;
+    let last = *slots.last().expect("slots within two weeks");
+    // 2026-12-08 is the horizon's last day (today, 11-25, is the first).
+    assert!(last.start.unwrap().seconds < at("2026-12-09T05:00:00Z").timestamp());
+    let mut req = asap("general", NY);
+    req.slot_start = last.start;
+    req.slot_end = last.end;
+    assert!(request(&app, req).await.created);
+    // A grid slot inside business hours, 27 days out: beyond what is listed.
+    let mut far = asap("general", "+13125550101");
+    far.slot_start = Some(prost_types::Timestamp {
+        seconds: at("2026-12-22T15:00:00Z").timestamp(),
+        nanos: 0,
+    });
+    far.slot_end = Some(prost_types::Timestamp {
+        seconds: at("2026-12-22T15:30:00Z").timestamp(),
+        nanos: 0,
+    });
+    let e = c.request_callback(far.clone()).await.unwrap_err();
+    assert!(
+        violation_text(&e, "slot_start").contains("14 days"),
+        "{e:?}"
+    );
+
+    // One key moves both.
+    let app = spawn_app_with(|s| s.callbacks.slot_horizon_days = 30).await;
+    let mut c = callbacks(&app);
+    assert!(c.list_slots(list(30)).await.is_ok());
+    assert!(c.request_callback(far).await.is_ok());
+}
+
+#[tokio::test]
+async fn errors_name_states_and_unknown_values_as_the_api_does() {
+    let app = spawn_app().await;
+    let mut c = callbacks(&app);
+    let cb = request(&app, asap("general", NY)).await.callback.unwrap();
+    let cancel = pb::CancelCallbackRequest {
+        callback_id: cb.callback_id.clone(),
+        reason: String::new(),
+    };
+    c.cancel_callback(cancel.clone()).await.unwrap();
+    let e = c.cancel_callback(cancel).await.unwrap_err();
+    assert_eq!(e.code(), tonic::Code::FailedPrecondition);
+    assert!(e.message().contains("CALLBACK_STATE_CANCELLED"), "{e:?}");
+    assert!(!e.message().contains("Cancelled"), "{e:?}");
+
+    let e = c
+        .list_callbacks(pb::ListCallbacksRequest {
+            state: 99,
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(violation_text(&e, "state"), "unknown value 99");
+    let e = dispatch(&app)
+        .report_dispatch_outcome(pb::ReportDispatchOutcomeRequest {
+            attempt_id: "01ZZZZZZZZZZZZZZZZZZZZZZZZ".into(),
+            outcome: 99,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(violation_text(&e, "outcome"), "unknown value 99");
+    let e = dispatch(&app)
+        .report_dispatch_outcome(pb::ReportDispatchOutcomeRequest {
+            attempt_id: "01ZZZZZZZZZZZZZZZZZZZZZZZZ".into(),
+            outcome: 0,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(violation_text(&e, "outcome"), "is required");
+    let e = app
+        .routing()
+        .report_agent_state(pb::ReportAgentStateRequest {
+            agent_id: "a1".into(),
+            state: 99,
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(violation_text(&e, "state"), "unknown value 99");
+    let e = app
+        .routing()
+        .report_call_event(pb::ReportCallEventRequest {
+            call_id: "c1".into(),
+            r#type: 99,
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(violation_text(&e, "type"), "unknown value 99");
+}
+
+#[tokio::test]
+async fn a_customer_id_that_is_not_on_file_is_not_found_and_stores_nothing() {
+    let app = spawn_app().await;
+    let mut c = callbacks(&app);
+    let mut req = asap("general", NY);
+    req.customer_id = "cust-typo".into();
+    let e = c.request_callback(req.clone()).await.unwrap_err();
+    assert_eq!(e.code(), tonic::Code::NotFound, "{e:?}");
+    assert!(e.message().contains("cust-typo"), "{e:?}");
+    let all = c
+        .list_callbacks(pb::ListCallbacksRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(all.callbacks.is_empty());
+    app.customers()
+        .upsert_customer(pb::UpsertCustomerRequest {
+            customer: Some(pb::Customer {
+                customer_id: "cust-typo".into(),
+                phone_numbers: vec![NY.into()],
+                ..Default::default()
+            }),
+        })
+        .await
+        .unwrap();
+    let cb = request(&app, req).await.callback.unwrap();
+    assert_eq!(cb.customer_id, "cust-typo");
+}
