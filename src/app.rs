@@ -531,7 +531,7 @@ async fn start_core(settings: &Settings, clock: Arc<dyn Clock>) -> Result<Arc<Ho
             )),
             other => AppError::Start(other.to_string()),
         })?;
-    let holdless = Arc::new(holdless);
+    let holdless = Arc::new(holdless.with_slot_horizon_days(settings.callbacks.slot_horizon_days));
     let scheduler = SchedulerConfig {
         lease: chrono::Duration::seconds(
             i64::try_from(settings.callbacks.lease_secs).unwrap_or(i64::MAX / 1000),

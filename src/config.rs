@@ -24,6 +24,7 @@ pub const DEFAULT_MAX_CONCURRENT_REQUESTS: usize = 1024;
 /// A call still without a response after this many seconds gets DEADLINE_EXCEEDED.
 pub const DEFAULT_REQUEST_TIMEOUT_SECS: u64 = 30;
 pub const DEFAULT_CALLBACK_REQUESTS_PER_PHONE_PER_HOUR: u32 = 3;
+pub use crate::scheduler::policy::DEFAULT_SLOT_HORIZON_DAYS;
 pub const DEFAULT_CALLBACK_REQUESTS_PER_PRINCIPAL_PER_HOUR: u32 = 600;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -58,6 +59,10 @@ pub struct CallbackSettings {
     /// Idempotency keys of RequestCallback, and dispatch attempts whose outcome is
     /// stored (a repeated report is answered duplicate), are remembered this many hours.
     pub request_id_retention_hours: u32,
+    /// How many local days ahead (today included) `ListSlots` lists and
+    /// `RequestCallback`/`RescheduleCallback` book scheduled slots: one horizon for
+    /// both, 1 to 31.
+    pub slot_horizon_days: u32,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -184,6 +189,7 @@ impl Default for Settings {
             callbacks: CallbackSettings {
                 lease_secs: 60,
                 request_id_retention_hours: 24,
+                slot_horizon_days: DEFAULT_SLOT_HORIZON_DAYS,
             },
             live: LiveSettings {
                 reservation_timeout_secs: DEFAULT_RESERVATION_TIMEOUT_SECS,
@@ -250,6 +256,12 @@ impl Settings {
             return Err(ConfigError(
                 "live.stale_call_after_secs must be positive".into(),
             ));
+        }
+        let max_horizon = crate::scheduler::policy::MAX_SLOT_DAYS;
+        if !(1..=max_horizon).contains(&self.callbacks.slot_horizon_days) {
+            return Err(ConfigError(format!(
+                "callbacks.slot_horizon_days must be 1 to {max_horizon}"
+            )));
         }
         if self.live.reservation_timeout_secs == 0 {
             return Err(ConfigError(

@@ -7,7 +7,7 @@ use tonic::{Request, Response, Status};
 use tracing::instrument;
 
 use super::convert::{duration, instant, timestamp};
-use super::error::invalid_argument;
+use super::error::{invalid_argument, unknown_enum_value};
 use super::pb::{
     self, callback_service_server::CallbackService, dispatch_service_server::DispatchService,
 };
@@ -18,6 +18,9 @@ use crate::domain::{check_id, check_text, FieldViolation, PhoneNumber};
 use crate::scheduler::DispatchMsg;
 use crate::service::callbacks::{CallbackRequest, CallbackView};
 use crate::store::CallbackFilter;
+
+/// Days `ListSlots` covers when the request leaves `days` unset.
+const DEFAULT_SLOT_DAYS: u32 = 7;
 
 pub struct CallbackApi {
     pub ready: Ready,
@@ -41,6 +44,47 @@ fn check_owner(p: &Principal, cb: &pb::Callback) -> Result<(), Status> {
             "callback {} not found",
             cb.callback_id
         )))
+    }
+}
+
+/// Who may ask for a callback, and how: turning a live call into a callback
+/// (`call_id`) is the telephony platform's IVR or a supervisor, since a customer
+/// channel that could name any call id could take a stranger's call out of the line;
+/// web and app channels (customer role) ask by phone number. A telephony principal asks
+/// only from a live call. Checked after the fields, so a malformed request gets
+/// INVALID_ARGUMENT whoever sends it.
+fn check_requester(p: &Principal, from_call: bool) -> Result<(), Status> {
+    if from_call && !p.has_any(&[Role::Telephony, Role::Supervisor]) {
+        return Err(Status::permission_denied(
+            "call_id: requests from a live call come from the telephony platform's IVR; \
+             customer channels request a callback by phone_number",
+        ));
+    }
+    if !from_call && !p.has_any(&[Role::Customer, Role::Supervisor]) {
+        return Err(Status::permission_denied(
+            "the telephony role requests callbacks from a live call only: give call_id",
+        ));
+    }
+    Ok(())
+}
+
+/// What a request that merged into another principal's open callback (one open
+/// callback per number and queue) learns of it: that there is one, its state and kind,
+/// its place in line and estimated wait, the slot for a scheduled one. Never the notes,
+/// the creator or the customer fields (customer id, time zone, origin call): a web
+/// form that types someone's number must not read what another channel stored.
+fn merged_view(cb: pb::Callback) -> pb::Callback {
+    pb::Callback {
+        callback_id: cb.callback_id,
+        state: cb.state,
+        kind: cb.kind,
+        phone_number: cb.phone_number,
+        queue_id: cb.queue_id,
+        slot_start: cb.slot_start,
+        slot_end: cb.slot_end,
+        position: cb.position,
+        estimated_wait: cb.estimated_wait,
+        ..Default::default()
     }
 }
 
@@ -226,6 +270,7 @@ impl CallbackService for CallbackApi {
         let Some(notes) = notes.filter(|_| v.is_empty()) else {
             return Err(invalid_argument(&v));
         };
+        check_requester(&who, call_id.is_some())?;
         // Abuse limits count every request naming a number (a web form hammered with
         // one victim's number gets RESOURCE_EXHAUSTED, and nothing is stored).
         if let Some(p) = &phone {
@@ -244,8 +289,14 @@ impl CallbackService for CallbackApi {
                 principal: who.name().to_owned(),
             })
             .await?;
+        let cb = callback_to_pb(view);
+        let cb = if sees_all(&who) || cb.created_by == who.name() {
+            cb
+        } else {
+            merged_view(cb)
+        };
         Ok(Response::new(pb::RequestCallbackResponse {
-            callback: Some(callback_to_pb(view)),
+            callback: Some(cb),
             created,
         }))
     }
@@ -289,7 +340,7 @@ impl CallbackService for CallbackApi {
             Ok(pb::CallbackState::Cancelled) => Some(CallbackState::Cancelled),
             Ok(pb::CallbackState::Expired) => Some(CallbackState::Expired),
             Err(_) => {
-                v.push(FieldViolation::new("state", "unknown state"));
+                v.push(unknown_enum_value("state", state));
                 None
             }
         };
@@ -304,10 +355,19 @@ impl CallbackService for CallbackApi {
                 .ok()
                 .map(|p| p.as_str().to_owned())
         };
+        // A page token is the last callback id of the previous page: anything that is
+        // not a callback id did not come from this API, and answering it with an empty
+        // page would look like the end of the list.
         let token = if page_token.is_empty() {
             None
+        } else if ulid::Ulid::from_string(&page_token).is_ok() {
+            Some(page_token)
         } else {
-            check_id("page_token", &page_token, &mut v)
+            v.push(FieldViolation::new(
+                "page_token",
+                "is not a next_page_token from a ListCallbacks reply",
+            ));
+            None
         };
         if !v.is_empty() {
             return Err(invalid_argument(&v));
@@ -420,13 +480,23 @@ impl CallbackService for CallbackApi {
                 .map_err(|_| v.push(FieldViolation::new("time_zone", "is not an IANA time zone")))
                 .ok()
         };
-        if days > 14 {
-            v.push(FieldViolation::new("days", "at most 14"));
+        // One horizon for listing and booking (callbacks.slot_horizon_days): a slot
+        // this lists can be booked, and nothing further out can.
+        let horizon = holdless.slot_horizon_days();
+        if days > horizon {
+            v.push(FieldViolation::new(
+                "days",
+                format!("at most {horizon} (slots are booked at most {horizon} days ahead)"),
+            ));
         }
         let (Some(queue), true) = (queue, v.is_empty()) else {
             return Err(invalid_argument(&v));
         };
-        let days = if days == 0 { 7 } else { days };
+        let days = if days == 0 {
+            DEFAULT_SLOT_DAYS.min(horizon)
+        } else {
+            days
+        };
         let slots = holdless.list_slots(&queue, tz, days).await?;
         Ok(Response::new(pb::ListSlotsResponse {
             slots: slots
@@ -491,8 +561,12 @@ impl DispatchService for DispatchApi {
             Ok(pb::DispatchOutcome::Voicemail) => Some(DispatchOutcome::Voicemail),
             Ok(pb::DispatchOutcome::Failed) => Some(DispatchOutcome::Failed),
             Ok(pb::DispatchOutcome::InvalidNumber) => Some(DispatchOutcome::InvalidNumber),
-            Ok(pb::DispatchOutcome::Unspecified) | Err(_) => {
+            Ok(pb::DispatchOutcome::Unspecified) => {
                 v.push(FieldViolation::new("outcome", "is required"));
+                None
+            }
+            Err(_) => {
+                v.push(unknown_enum_value("outcome", outcome));
                 None
             }
         };

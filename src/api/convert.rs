@@ -433,12 +433,17 @@ pub fn agent_report_from_pb(
         Ok(pb::AgentState::Reserved) => {
             v.push(FieldViolation::new(
                 "state",
-                "RESERVED is holdless's own state; report AVAILABLE, BUSY, WRAP_UP or OFFLINE",
+                "AGENT_STATE_RESERVED is holdless's own state; report AGENT_STATE_AVAILABLE, \
+                 AGENT_STATE_BUSY, AGENT_STATE_WRAP_UP or AGENT_STATE_OFFLINE",
             ));
             None
         }
-        Ok(pb::AgentState::Unspecified) | Err(_) => {
+        Ok(pb::AgentState::Unspecified) => {
             v.push(FieldViolation::new("state", "is required"));
+            None
+        }
+        Err(_) => {
+            v.push(super::error::unknown_enum_value("state", state));
             None
         }
     };
@@ -521,8 +526,12 @@ pub fn call_event_from_pb(r: pb::ReportCallEventRequest) -> Result<(String, Call
                 handle_time: handle,
             })
         }
-        Ok(pb::CallEventType::Unspecified) | Err(_) => {
+        Ok(pb::CallEventType::Unspecified) => {
             v.push(FieldViolation::new("type", "is required"));
+            None
+        }
+        Err(_) => {
+            v.push(super::error::unknown_enum_value("type", r#type));
             None
         }
     };

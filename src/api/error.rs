@@ -19,6 +19,12 @@ pub fn invalid_argument(violations: &[FieldViolation]) -> Status {
     Status::with_error_details(Code::InvalidArgument, summary, details)
 }
 
+/// The violation for an enum field whose number the API does not define (a client
+/// built against a newer proto, or a bad value): named as such, never as missing.
+pub fn unknown_enum_value(field: &str, value: i32) -> FieldViolation {
+    FieldViolation::new(field, format!("unknown value {value}"))
+}
+
 impl From<ServiceError> for Status {
     fn from(e: ServiceError) -> Self {
         match e {

@@ -11,6 +11,11 @@ const TELEPHONY: &[Role] = &[Role::Telephony];
 const SUPERVISOR: &[Role] = &[Role::Supervisor];
 const CUSTOMER: &[Role] = &[Role::Customer];
 const CUSTOMER_OR_SUPERVISOR: &[Role] = &[Role::Customer, Role::Supervisor];
+/// `RequestCallback`: customer channels ask by number, the telephony platform's IVR
+/// turns a live call into a callback. A method-level table cannot tell the two apart,
+/// so the handler refuses `call_id` from a customer-only principal and a request
+/// without `call_id` from a telephony-only one.
+const CALLBACK_REQUESTERS: &[Role] = &[Role::Customer, Role::Telephony, Role::Supervisor];
 
 /// gRPC services open to anyone, without a token: health (probes and load balancers
 /// must reach it) and server reflection (it only describes the public protos).
@@ -32,10 +37,11 @@ pub const METHOD_ROLES: &[(&str, &[Role])] = &[
         "/holdless.v1.DispatchService/ReportDispatchOutcome",
         TELEPHONY,
     ),
-    // Customers (web page, app, IVR) manage their callback; supervisors too.
+    // Customers (web page, app) manage their callback; supervisors too. The IVR
+    // (telephony) requests one from a live call.
     (
         "/holdless.v1.CallbackService/RequestCallback",
-        CUSTOMER_OR_SUPERVISOR,
+        CALLBACK_REQUESTERS,
     ),
     (
         "/holdless.v1.CallbackService/GetCallback",
@@ -129,6 +135,9 @@ mod tests {
             let expected: &[Role] = match service {
                 "holdless.v1.RoutingService" | "holdless.v1.DispatchService" => TELEPHONY,
                 "holdless.v1.PlanService" | "holdless.v1.CustomerService" => SUPERVISOR,
+                "holdless.v1.CallbackService" if path.ends_with("/RequestCallback") => {
+                    CALLBACK_REQUESTERS
+                }
                 "holdless.v1.CallbackService" => CUSTOMER_OR_SUPERVISOR,
                 "holdless.v1.StatsService" if path.ends_with("/SubmitSurvey") => CUSTOMER,
                 "holdless.v1.StatsService" => SUPERVISOR,
@@ -147,6 +156,14 @@ mod tests {
         assert_eq!(
             roles_for("/holdless.v1.StatsService/SubmitSurvey"),
             Some(CUSTOMER)
+        );
+        assert_eq!(
+            roles_for("/holdless.v1.CallbackService/RequestCallback"),
+            Some(&[Role::Customer, Role::Telephony, Role::Supervisor][..])
+        );
+        assert_eq!(
+            roles_for("/holdless.v1.CallbackService/CancelCallback"),
+            Some(CUSTOMER_OR_SUPERVISOR)
         );
         assert_eq!(roles_for("/holdless.v1.RoutingService/Nope"), None);
     }

@@ -31,6 +31,26 @@ impl CallbackState {
     pub fn is_open(self) -> bool {
         matches!(self, CallbackState::Pending | CallbackState::Dispatched)
     }
+
+    /// The state's name as clients see it in the API (`holdless.v1.CallbackState`),
+    /// so messages about a state use the words of the reply that carries it.
+    pub fn api_name(self) -> &'static str {
+        match self {
+            CallbackState::Pending => "CALLBACK_STATE_PENDING",
+            CallbackState::Dispatched => "CALLBACK_STATE_DISPATCHED",
+            CallbackState::Completed => "CALLBACK_STATE_COMPLETED",
+            CallbackState::Failed => "CALLBACK_STATE_FAILED",
+            CallbackState::Cancelled => "CALLBACK_STATE_CANCELLED",
+            CallbackState::Expired => "CALLBACK_STATE_EXPIRED",
+        }
+    }
+}
+
+/// `t` at the precision callbacks are stored with (whole milliseconds, see
+/// [`Callback`]). Every instant a callback holds goes through it when it is set, so a
+/// reply built from the callback in memory equals what a later read returns.
+pub fn stored_instant(t: DateTime<Utc>) -> DateTime<Utc> {
+    DateTime::<Utc>::from_timestamp_millis(t.timestamp_millis()).unwrap_or(t)
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -67,6 +87,9 @@ pub struct Lease {
     pub agent_id: Option<String>,
 }
 
+/// A callback. Its instants are stored as epoch milliseconds, and kept at that
+/// precision in memory too ([`stored_instant`]): one value everywhere, whether a reply
+/// is built at creation, after a transition or from a read.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Callback {
     /// ULID.
@@ -111,7 +134,7 @@ pub struct Callback {
 /// Why a transition was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum TransitionError {
-    #[error("callback is {0:?}, not open")]
+    #[error("callback is {}; only a CALLBACK_STATE_PENDING or CALLBACK_STATE_DISPATCHED callback changes", .0.api_name())]
     NotOpen(CallbackState),
     #[error("callback is being dialed; it can be changed once the attempt ends")]
     Dispatched,
@@ -125,9 +148,36 @@ impl Callback {
         (self.not_before > now).then_some(self.not_before)
     }
 
+    /// Every instant at the stored precision ([`stored_instant`]): a new callback is
+    /// made so before it is stored, and each transition leaves it so.
+    pub fn at_stored_precision(mut self) -> Self {
+        self.truncate_instants();
+        self
+    }
+
+    fn truncate_instants(&mut self) {
+        if let CallbackKind::Scheduled { start, end } = &mut self.kind {
+            *start = stored_instant(*start);
+            *end = stored_instant(*end);
+        }
+        if let Some(lease) = &mut self.lease {
+            lease.until = stored_instant(lease.until);
+        }
+        for t in [
+            &mut self.virtual_enqueued_at,
+            &mut self.not_before,
+            &mut self.expires_at,
+            &mut self.created_at,
+            &mut self.updated_at,
+        ] {
+            *t = stored_instant(*t);
+        }
+    }
+
     fn touch(&mut self, now: DateTime<Utc>) {
         self.updated_at = now;
         self.version += 1;
+        self.truncate_instants();
     }
 
     /// PENDING -> DISPATCHED under a new lease (a new attempt).
@@ -354,6 +404,41 @@ mod tests {
             ),
             ("a1", "d2", 1)
         );
+    }
+
+    #[test]
+    fn instants_keep_the_stored_precision_through_transitions() {
+        let fine = t(0) + chrono::Duration::nanoseconds(123_456_789);
+        let c = Callback {
+            created_at: fine,
+            updated_at: fine,
+            not_before: fine,
+            ..pending()
+        }
+        .at_stored_precision();
+        assert_eq!(c.created_at.timestamp_subsec_nanos(), 123_000_000);
+        assert_eq!(c.not_before, c.created_at);
+        let mut c = c;
+        c.dispatch(
+            "a1".into(),
+            "d1".into(),
+            None,
+            fine + chrono::Duration::seconds(60),
+            fine,
+        )
+        .unwrap();
+        let lease = c.lease.clone().unwrap();
+        assert_eq!(lease.until.timestamp_subsec_nanos(), 123_000_000);
+        assert_eq!(c.updated_at.timestamp_subsec_nanos(), 123_000_000);
+    }
+
+    #[test]
+    fn a_refused_transition_names_the_state_as_the_api_does() {
+        let mut c = pending();
+        c.cancel("customer".into(), t(1)).unwrap();
+        let e = c.cancel("again".into(), t(2)).unwrap_err().to_string();
+        assert!(e.contains("CALLBACK_STATE_CANCELLED"), "{e}");
+        assert!(!e.contains("Cancelled"), "{e}");
     }
 
     #[test]

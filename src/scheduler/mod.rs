@@ -86,8 +86,9 @@ enum Command {
         tx: mpsc::Sender<DispatchMsg>,
         reply: oneshot::Sender<()>,
     },
+    /// A customer was answered inbound in `queue`; `phones` are every number of theirs.
     AnsweredInbound {
-        phone: String,
+        phones: Vec<String>,
         queue: String,
     },
     /// Scheduled callbacks per slot start in a queue (slot capacity).
@@ -98,7 +99,7 @@ enum Command {
     /// Creates a scheduled callback after checking capacity (serialized here).
     CreateScheduled {
         callback: Box<Callback>,
-        request_id: Option<String>,
+        request: Option<crate::store::RequestKey>,
         capacity: u32,
         reply: Reply<crate::store::CallbackCreate>,
     },
@@ -255,12 +256,12 @@ impl Scheduler {
     pub async fn create_scheduled(
         &self,
         callback: Callback,
-        request_id: Option<String>,
+        request: Option<crate::store::RequestKey>,
         capacity: u32,
     ) -> Result<crate::store::CallbackCreate, ServiceError> {
         self.ask(|reply| Command::CreateScheduled {
             callback: Box::new(callback),
-            request_id,
+            request,
             capacity,
             reply,
         })
@@ -286,10 +287,12 @@ impl Scheduler {
         Ok(rx)
     }
 
-    pub async fn answered_inbound(&self, phone: String, queue: String) {
+    /// Cancels (`answered_inbound`) the pending callback in `queue` of any of
+    /// `phones`: the numbers of a customer who was just answered there.
+    pub async fn answered_inbound(&self, phones: Vec<String>, queue: String) {
         let _ = self
             .tx
-            .send(Command::AnsweredInbound { phone, queue })
+            .send(Command::AnsweredInbound { phones, queue })
             .await;
     }
 
@@ -587,17 +590,18 @@ impl Actor {
                     self.redispatch(&id, &plan, now).await;
                 }
             }
-            Command::AnsweredInbound { phone, queue } => {
-                let id = self
-                    .by_number
-                    .get(&self.open, &phone, &queue)
+            Command::AnsweredInbound { phones, queue } => {
+                let ids: Vec<Id> = phones
+                    .iter()
+                    .filter_map(|phone| self.by_number.get(&self.open, phone, &queue))
                     .filter(|id| {
                         self.open
                             .get(*id)
                             .is_some_and(|c| c.state == CallbackState::Pending)
                     })
-                    .cloned();
-                if let Some(id) = id {
+                    .cloned()
+                    .collect();
+                for id in ids {
                     match self.cancel(&id, "answered_inbound".into(), now).await {
                         Ok(_) => {
                             tracing::info!(callback_id = %id, "callback cancelled: customer answered inbound")
@@ -613,12 +617,12 @@ impl Actor {
             }
             Command::CreateScheduled {
                 callback,
-                request_id,
+                request,
                 capacity,
                 reply,
             } => {
                 let r = self
-                    .create_scheduled(*callback, request_id, capacity, now)
+                    .create_scheduled(*callback, request, capacity, now)
                     .await;
                 let _ = reply.send(r);
             }
@@ -639,27 +643,34 @@ impl Actor {
     async fn create_scheduled(
         &mut self,
         cb: Callback,
-        request_id: Option<String>,
+        request: Option<crate::store::RequestKey>,
         capacity: u32,
         now: DateTime<Utc>,
     ) -> Result<crate::store::CallbackCreate, ServiceError> {
         if let CallbackKind::Scheduled { start, .. } = cb.kind {
-            // One open callback per number and queue: a twin request gets the first.
-            if let Some(existing) = self
+            // One open callback per number and queue: a twin request gets the first,
+            // whatever the slot's capacity. A keyed twin still goes to the store, which
+            // checks the key against its first use and remembers it.
+            let twin = self
                 .by_number
                 .get(&self.open, &cb.phone, &cb.queue_id)
-                .and_then(|id| self.open.get(id))
-            {
-                return Ok(crate::store::CallbackCreate::Existing((**existing).clone()));
-            }
-            let taken = self.booked(&cb.queue_id).get(&start).copied().unwrap_or(0);
-            if taken >= capacity {
-                return Err(ServiceError::FailedPrecondition(format!(
-                    "the slot starting {start} is full ({capacity} callbacks)"
-                )));
+                .and_then(|id| self.open.get(id));
+            match twin {
+                Some(existing) if request.is_none() => {
+                    return Ok(crate::store::CallbackCreate::Existing((**existing).clone()));
+                }
+                Some(_) => {}
+                None => {
+                    let taken = self.booked(&cb.queue_id).get(&start).copied().unwrap_or(0);
+                    if taken >= capacity {
+                        return Err(ServiceError::FailedPrecondition(format!(
+                            "the slot starting {start} is full ({capacity} callbacks)"
+                        )));
+                    }
+                }
             }
         }
-        let out = self.hl.store().create_callback(cb, request_id).await?;
+        let out = self.hl.store().create_callback(cb, request).await?;
         if let crate::store::CallbackCreate::Created(c) = &out {
             self.track(c.clone(), now);
         }

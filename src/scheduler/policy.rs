@@ -49,6 +49,11 @@ pub const DIAL_SEARCH_DAYS: i64 = 14;
 /// clock) [`validate_slot`] accepts a slot.
 pub const MAX_SLOT_DAYS: u32 = 31;
 
+/// Scheduled callbacks are listed and booked this many local days ahead (today
+/// included) unless `callbacks.slot_horizon_days` says otherwise: two weeks cover
+/// "next Tuesday" without bookings piling up for staffing nobody has planned yet.
+pub const DEFAULT_SLOT_HORIZON_DAYS: u32 = 14;
+
 const MINUTES_PER_DAY: u32 = 24 * 60;
 
 /// A half-open interval of instants, `[start, end)`.
@@ -208,15 +213,18 @@ pub fn list_slots(
     slots
 }
 
-/// Checks that `[start, end)` is a slot [`list_slots`] could offer at `now`, capacity
-/// aside (the caller counts bookings inside its store transaction). The checks run in
-/// the order of the variants of [`SlotError`], and the first failing one is reported.
+/// Checks that `[start, end)` is a slot [`list_slots`] could offer at `now` when asked
+/// for `horizon_days` days (capped at [`MAX_SLOT_DAYS`]), capacity aside (the caller
+/// counts bookings inside its store transaction): listing and booking share one
+/// horizon, so nothing can be booked that could not be listed. The checks run in the
+/// order of the variants of [`SlotError`], and the first failing one is reported.
 pub fn validate_slot(
     queue: &Queue,
     customer_tz: Tz,
     start: DateTime<Utc>,
     end: DateTime<Utc>,
     now: DateTime<Utc>,
+    horizon_days: u32,
 ) -> Result<(), SlotError> {
     if start <= now {
         return Err(SlotError::InPast);
@@ -224,9 +232,10 @@ pub fn validate_slot(
     let zone = slot_zone(queue, customer_tz);
     let date = start.with_timezone(&zone).date_naive();
     let days_ahead = (date - now.with_timezone(&zone).date_naive()).num_days();
-    if days_ahead >= i64::from(MAX_SLOT_DAYS) {
+    let horizon_days = horizon_days.min(MAX_SLOT_DAYS);
+    if days_ahead >= i64::from(horizon_days) {
         return Err(SlotError::TooFarAhead {
-            max_days: MAX_SLOT_DAYS,
+            max_days: horizon_days,
         });
     }
     // The slot must be one of the grid's, exactly as listed: comparing against the
@@ -918,7 +927,8 @@ mod tests {
                 ny,
                 utc("2026-03-08T06:30:00Z"),
                 utc("2026-03-08T07:00:00Z"),
-                now
+                now,
+                MAX_SLOT_DAYS
             ),
             Ok(())
         );
@@ -929,7 +939,8 @@ mod tests {
                 ny,
                 utc("2026-03-08T07:00:00Z"),
                 utc("2026-03-08T07:30:00Z"),
-                now
+                now,
+                MAX_SLOT_DAYS
             ),
             Ok(())
         );
@@ -939,7 +950,8 @@ mod tests {
                 ny,
                 utc("2026-03-08T06:30:00Z"),
                 utc("2026-03-08T07:30:00Z"),
-                now
+                now,
+                MAX_SLOT_DAYS
             ),
             Err(SlotError::WrongLength { slot_minutes: 30 })
         );
@@ -954,14 +966,18 @@ mod tests {
             .find(|s| s.start > utc("2026-03-08T05:00:00Z"))
             .expect("slots on 03-08");
         assert_eq!(first.start, utc("2026-03-08T12:00:00Z"));
-        assert_eq!(validate_slot(&q, ny, first.start, first.end, now), Ok(()));
+        assert_eq!(
+            validate_slot(&q, ny, first.start, first.end, now, MAX_SLOT_DAYS),
+            Ok(())
+        );
         assert_eq!(
             validate_slot(
                 &q,
                 ny,
                 utc("2026-03-08T11:30:00Z"),
                 utc("2026-03-08T12:00:00Z"),
-                now
+                now,
+                MAX_SLOT_DAYS
             ),
             Err(SlotError::OutsideWindow)
         );
@@ -990,7 +1006,10 @@ mod tests {
             ]
         );
         for (start, end) in around {
-            assert_eq!(validate_slot(&q, ny, start, end, now), Ok(()));
+            assert_eq!(
+                validate_slot(&q, ny, start, end, now, MAX_SLOT_DAYS),
+                Ok(())
+            );
         }
     }
 
@@ -1005,6 +1024,7 @@ mod tests {
                 utc("2026-11-01T06:00:00Z"),
                 utc("2026-11-01T06:30:00Z"),
                 utc("2026-10-31T12:00:00Z"),
+                MAX_SLOT_DAYS,
             ),
             Err(SlotError::Misaligned { slot_minutes: 30 })
         );
@@ -1015,7 +1035,7 @@ mod tests {
         let q = new_york_office(policy("08:00", "21:00"));
         let la = America::Los_Angeles;
         let now = utc("2026-11-25T12:00:00Z"); // Wed
-        let check = |s: &str, e: &str| validate_slot(&q, la, utc(s), utc(e), now);
+        let check = |s: &str, e: &str| validate_slot(&q, la, utc(s), utc(e), now, MAX_SLOT_DAYS);
         // 11:00-11:30 ET = 08:00-08:30 PT.
         assert_eq!(
             check("2026-11-25T16:00:00Z", "2026-11-25T16:30:00Z"),
@@ -1032,6 +1052,16 @@ mod tests {
         assert_eq!(
             check("2027-01-04T16:00:00Z", "2027-01-04T16:30:00Z"),
             Err(SlotError::TooFarAhead { max_days: 31 })
+        );
+        // A shorter horizon: its last local day is bookable, the day after is not.
+        let within = |s: &str, e: &str| validate_slot(&q, la, utc(s), utc(e), now, 14);
+        assert_eq!(
+            within("2026-12-08T16:00:00Z", "2026-12-08T16:30:00Z"),
+            Ok(())
+        );
+        assert_eq!(
+            within("2026-12-09T16:00:00Z", "2026-12-09T16:30:00Z"),
+            Err(SlotError::TooFarAhead { max_days: 14 })
         );
         assert_eq!(
             check("2026-11-25T16:10:00Z", "2026-11-25T16:40:00Z"),
@@ -1314,7 +1344,7 @@ mod tests {
             prop_assert_eq!(&listed, &expected);
             for s in &slots {
                 prop_assert_eq!(s.free, q.callback.slot_capacity);
-                prop_assert_eq!(validate_slot(&q, tz, s.start, s.end, from), Ok(()));
+                prop_assert_eq!(validate_slot(&q, tz, s.start, s.end, from, MAX_SLOT_DAYS), Ok(()));
             }
         }
 

@@ -13,7 +13,7 @@ use crate::domain::phone::LineType;
 use crate::domain::{FieldViolation, PhoneNumber};
 use crate::scheduler::policy::{self, Slot};
 use crate::scheduler::DispatchMsg;
-use crate::store::{CallbackCreate, CallbackFilter};
+use crate::store::{CallbackCreate, CallbackFilter, RequestKey};
 
 /// A validated callback request.
 #[derive(Debug, Clone)]
@@ -28,6 +28,49 @@ pub struct CallbackRequest {
     pub notes: String,
     /// Who asks (customer tokens see only their own callbacks).
     pub principal: String,
+}
+
+impl CallbackRequest {
+    /// The request's idempotency key: its `request_id` in the principal's own space,
+    /// with a fingerprint of everything else it asks for.
+    fn key(&self) -> Option<RequestKey> {
+        let request_id = self.request_id.clone()?;
+        Some(RequestKey {
+            principal: self.principal.clone(),
+            request_id,
+            fingerprint: self.fingerprint(),
+        })
+    }
+
+    /// Hex SHA-256 over a canonical encoding of the request's fields (each one tagged,
+    /// absent or length-prefixed), so a retry of the same request matches and a reused
+    /// key with any field changed does not.
+    fn fingerprint(&self) -> String {
+        use sha2::{Digest, Sha256};
+        let mut h = Sha256::new();
+        let mut field = |tag: u8, v: Option<&str>| {
+            h.update([tag]);
+            match v {
+                None => h.update([0]),
+                Some(v) => {
+                    h.update([1]);
+                    h.update((v.len() as u64).to_be_bytes());
+                    h.update(v.as_bytes());
+                }
+            }
+        };
+        let instant = |t: DateTime<Utc>| t.to_rfc3339_opts(chrono::SecondsFormat::Nanos, true);
+        field(1, self.call_id.as_deref());
+        field(2, self.queue_id.as_deref());
+        field(3, self.phone.as_ref().map(PhoneNumber::as_str));
+        field(4, self.customer_id.as_deref());
+        let slot = self.slot.map(|(s, e)| (instant(s), instant(e)));
+        field(5, slot.as_ref().map(|(s, _)| s.as_str()));
+        field(6, slot.as_ref().map(|(_, e)| e.as_str()));
+        field(7, self.time_zone.map(|tz| tz.name()));
+        field(8, Some(&self.notes));
+        hex::encode(h.finalize())
+    }
 }
 
 /// A callback with its live place in line (pending ASAP callbacks only).
@@ -76,6 +119,14 @@ impl Holdless {
         req: CallbackRequest,
     ) -> Result<(CallbackView, bool), ServiceError> {
         let now = self.clock.now();
+        // A retry gets the first answer before anything else is looked at: the call it
+        // named has left the line by now, and the slot may be full.
+        let key = req.key();
+        if let Some(k) = &key {
+            if let Some(first) = self.store.requested_callback(k).await? {
+                return Ok((self.view(first), false));
+            }
+        }
         let plan = self.active_plan();
         // From an offered call: its queue, priority, place in line and number.
         let taken = match &req.call_id {
@@ -130,10 +181,23 @@ impl Holdless {
             .customer_id
             .clone()
             .or_else(|| taken.as_ref().and_then(|t| t.customer_id.clone()));
+        // A customer id the request names must be on file: a typo or a customer the
+        // CRM has not synced would otherwise be stored on the callback unnoticed (and
+        // carry none of the customer's time zone or do-not-call flag). The id a routed
+        // call carries is the platform's, and kept as it came, as RouteCall does.
         let on_file = match &customer_id {
-            Some(id) => self
-                .store
-                .customer(&crate::domain::CustomerId::new_checked(id.clone()))?,
+            Some(id) => {
+                let found = self
+                    .store
+                    .customer(&crate::domain::CustomerId::new_checked(id.clone()))?;
+                if found.is_none() && req.customer_id.is_some() {
+                    return Err(ServiceError::NotFound(format!(
+                        "customer {id} not found (customer_id); upsert it first, or leave \
+                         customer_id empty to request by phone number"
+                    )));
+                }
+                found
+            }
             None => self.store.customer_by_phone(phone.as_str())?,
         };
         if on_file.as_ref().is_some_and(|c| c.do_not_call) {
@@ -144,15 +208,17 @@ impl Holdless {
         let queue_tz = queue.business_hours.as_ref().map(|h| h.time_zone());
         let tz = self.customer_zone(req.time_zone, on_file.as_ref(), &phone, queue_tz);
         if let Some((start, end)) = req.slot {
-            policy::validate_slot(queue, tz, start, end, now).map_err(|e| match e {
-                policy::SlotError::InPast
-                | policy::SlotError::WrongLength { .. }
-                | policy::SlotError::TooFarAhead { .. }
-                | policy::SlotError::Misaligned { .. } => invalid("slot_start", e.to_string()),
-                policy::SlotError::OutsideHours | policy::SlotError::OutsideWindow => {
-                    ServiceError::FailedPrecondition(e.to_string())
-                }
-            })?;
+            policy::validate_slot(queue, tz, start, end, now, self.slot_horizon_days).map_err(
+                |e| match e {
+                    policy::SlotError::InPast
+                    | policy::SlotError::WrongLength { .. }
+                    | policy::SlotError::TooFarAhead { .. }
+                    | policy::SlotError::Misaligned { .. } => invalid("slot_start", e.to_string()),
+                    policy::SlotError::OutsideHours | policy::SlotError::OutsideWindow => {
+                        ServiceError::FailedPrecondition(e.to_string())
+                    }
+                },
+            )?;
         }
         let (kind, not_before, virtual_at) = match req.slot {
             Some((start, end)) => (CallbackKind::Scheduled { start, end }, start, start),
@@ -189,19 +255,17 @@ impl Holdless {
             created_at: now,
             updated_at: now,
             version: 1,
-        };
+        }
+        .at_stored_precision();
         let scheduler = self.scheduler()?;
         let out = match req.slot {
             Some(_) => {
                 scheduler
-                    .create_scheduled(cb, req.request_id.clone(), queue.callback.slot_capacity)
+                    .create_scheduled(cb, key.clone(), queue.callback.slot_capacity)
                     .await?
             }
             None => {
-                let out = self
-                    .store
-                    .create_callback(cb, req.request_id.clone())
-                    .await?;
+                let out = self.store.create_callback(cb, key.clone()).await?;
                 if let CallbackCreate::Created(c) = &out {
                     // Take its place in line now, so the next caller counts it.
                     self.with_floor(|f| {
@@ -298,7 +362,7 @@ impl Holdless {
             ServiceError::FailedPrecondition("the callback's queue left the plan".into())
         })?;
         let tz: Tz = current.time_zone.parse().unwrap_or(chrono_tz::UTC);
-        policy::validate_slot(queue, tz, start, end, now)
+        policy::validate_slot(queue, tz, start, end, now, self.slot_horizon_days)
             .map_err(|e| invalid("slot_start", e.to_string()))?;
         let booked = self.scheduler()?.booked(current.queue_id.clone()).await;
         if booked.get(&start).copied().unwrap_or(0) >= queue.callback.slot_capacity {
@@ -332,7 +396,7 @@ impl Holdless {
             queue,
             tz,
             self.clock.now(),
-            days,
+            days.min(self.slot_horizon_days),
             &|s| booked.get(&s).copied().unwrap_or(0),
         ))
     }

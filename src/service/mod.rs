@@ -117,6 +117,13 @@ impl From<StoreError> for ServiceError {
                 ServiceError::FailedPrecondition(e.to_string())
             }
             StoreError::Stale { .. } => ServiceError::Aborted(e.to_string()),
+            StoreError::RequestIdReused { .. } => {
+                ServiceError::InvalidArgument(vec![FieldViolation::new(
+                    "request_id",
+                    "was already used for a different request (another number, queue, slot, \
+                     customer or notes); use a new request_id for a new request",
+                )])
+            }
             StoreError::Io(_) | StoreError::Corrupt(_) => ServiceError::Internal(e.to_string()),
         }
     }
@@ -146,6 +153,9 @@ pub struct Holdless {
     /// written, so a KPI report that flushes first waits for a flush already under way
     /// instead of reading the store before its offers are there.
     offers_flush: tokio::sync::Mutex<()>,
+    /// How many local days ahead scheduled slots are listed and booked
+    /// (`callbacks.slot_horizon_days`).
+    slot_horizon_days: u32,
 }
 
 impl Holdless {
@@ -213,6 +223,7 @@ impl Holdless {
             scheduler: std::sync::OnceLock::new(),
             reload_failures: AtomicU64::new(0),
             offers_flush: tokio::sync::Mutex::new(()),
+            slot_horizon_days: crate::scheduler::policy::DEFAULT_SLOT_HORIZON_DAYS,
         })
     }
 
@@ -414,6 +425,7 @@ impl Holdless {
                 if let Some(r) = record {
                     let answered = r.outcome == crate::domain::contact::ContactOutcome::Answered;
                     let (caller, queue) = (r.caller.clone(), r.queue_id.clone());
+                    let customer_id = r.customer_id.clone();
                     let target = plan
                         .queue(&queue)
                         .map_or(f64::from(DEFAULT_SERVICE_LEVEL_SECS), |q| {
@@ -421,14 +433,58 @@ impl Holdless {
                         });
                     self.store.record_call(r, target).await?;
                     // The customer reached us inbound: their pending callback in that
-                    // queue is no longer owed.
-                    if let (true, Some(phone), Some(s)) = (answered, caller, self.scheduler.get()) {
-                        s.answered_inbound(phone, queue).await;
+                    // queue is no longer owed, whichever of their numbers it is for.
+                    if let (true, Some(s)) = (answered, self.scheduler.get()) {
+                        let numbers = self.customer_numbers(customer_id.as_deref(), caller);
+                        if !numbers.is_empty() {
+                            s.answered_inbound(numbers, queue).await;
+                        }
                     }
                 }
                 Ok(false)
             }
         }
+    }
+
+    /// The numbers that reach the customer of an answered call: the caller's, and
+    /// every number on the record of the customer RouteCall identified (by the
+    /// platform's customer id or the caller's number). A callback to any of them is
+    /// the same customer's. A customer record that cannot be read leaves the caller's
+    /// number alone (logged): the call is answered either way.
+    fn customer_numbers(&self, customer_id: Option<&str>, caller: Option<String>) -> Vec<String> {
+        let mut numbers: Vec<String> = caller.into_iter().collect();
+        let Some(id) = customer_id else {
+            return numbers;
+        };
+        match self
+            .store
+            .customer(&crate::domain::CustomerId::new_checked(id.to_owned()))
+        {
+            Ok(Some(c)) => {
+                for p in &c.phones {
+                    if !numbers.iter().any(|n| n == p.as_str()) {
+                        numbers.push(p.as_str().to_owned());
+                    }
+                }
+            }
+            Ok(None) => {}
+            Err(e) => {
+                tracing::warn!(customer_id = %id, error = %e, "customer unreadable; auto-cancel by the caller's number only")
+            }
+        }
+        numbers
+    }
+
+    /// Sets the scheduled-slot horizon (`callbacks.slot_horizon_days`, checked by the
+    /// config) before the service is shared.
+    pub fn with_slot_horizon_days(mut self, days: u32) -> Self {
+        self.slot_horizon_days = days;
+        self
+    }
+
+    /// How many local days ahead slots are listed and booked.
+    pub fn slot_horizon_days(&self) -> u32 {
+        self.slot_horizon_days
     }
 
     /// Open callbacks the scheduler holds in memory (None before it has started).

@@ -4,7 +4,8 @@
 //! - `d` + not-before time (i64 ms, sign flipped, big-endian) + id -> empty, for every
 //!   PENDING callback (the due index)
 //! - `o` + phone + 0x00 + queue -> id, for every open callback (dedupe)
-//! - `r` + request id -> [`RequestRecord`] (idempotency, pruned)
+//! - `r` + principal length (u16, big-endian) + principal + request id ->
+//!   [`RequestRecord`] (idempotency per principal, pruned)
 //!
 //! Every change of a callback and its index entries goes into one `apply_batch` on that
 //! one tree, which sled applies atomically. Changes only ever run on the store's single
@@ -32,7 +33,7 @@ fn encode_cb(c: &Callback) -> Vec<u8> {
 fn decode_cb(bytes: &[u8]) -> StoreResult<Callback> {
     postcard::from_bytes(bytes).map_err(corrupt)
 }
-use super::{CallbackCreate, CallbackFilter, StoreError, StoreResult};
+use super::{CallbackCreate, CallbackFilter, RequestKey, StoreError, StoreResult};
 use crate::domain::callback::{Callback, CallbackState};
 
 const RECORD: u8 = b'c';
@@ -47,6 +48,9 @@ const SETTLED: u8 = b's';
 pub(crate) struct RequestRecord {
     pub callback_id: String,
     pub at: DateTime<Utc>,
+    /// The first request's [`RequestKey::fingerprint`]; a retry must match it.
+    #[serde(default)]
+    pub fingerprint: String,
 }
 
 /// The callback an attempt belonged to, and when its outcome was stored.
@@ -82,8 +86,17 @@ pub(crate) fn open_key(phone: &str, queue: &str) -> Vec<u8> {
     k
 }
 
-fn request_key(request_id: &str) -> Vec<u8> {
-    key(REQUEST, request_id.as_bytes())
+/// The principal's name is length-prefixed, so no pair of principal and request id
+/// can spell another pair's key.
+fn request_key(r: &RequestKey) -> Vec<u8> {
+    let principal = r.principal.as_bytes();
+    let len = u16::try_from(principal.len()).unwrap_or(u16::MAX);
+    let mut k = Vec::with_capacity(3 + principal.len() + r.request_id.len());
+    k.push(REQUEST);
+    k.extend_from_slice(&len.to_be_bytes());
+    k.extend_from_slice(&principal[..usize::from(len)]);
+    k.extend_from_slice(r.request_id.as_bytes());
+    k
 }
 
 /// Changes to the callback tree, key -> new value (`None`: removed); the last change
@@ -204,16 +217,21 @@ impl SledStore {
     pub(crate) fn create_callback_blocking(
         &self,
         cb: Callback,
-        request_id: Option<String>,
+        request: Option<RequestKey>,
     ) -> StoreResult<CallbackCreate> {
-        if let Some(rid) = &request_id {
-            if let Some(v) = self.writer_get(&request_key(rid))? {
+        if let Some(r) = &request {
+            if let Some(v) = self.writer_get(&request_key(r))? {
                 let rec: RequestRecord = decode(&v)?;
+                if rec.fingerprint != r.fingerprint {
+                    return Err(StoreError::RequestIdReused {
+                        request_id: r.request_id.clone(),
+                    });
+                }
                 return match self.writer_read_callback(rec.callback_id.as_bytes())? {
                     Some(c) => Ok(CallbackCreate::Replayed(c)),
                     None => Err(corrupt(format!(
-                        "request {rid} names missing callback {}",
-                        rec.callback_id
+                        "request {} names missing callback {}",
+                        r.request_id, rec.callback_id
                     ))),
                 };
             }
@@ -233,12 +251,13 @@ impl SledStore {
                 cb.id.clone(),
             ),
         };
-        if let Some(rid) = &request_id {
+        if let Some(r) = &request {
             let rec = RequestRecord {
                 callback_id: id,
                 at: cb.created_at,
+                fingerprint: r.fingerprint.clone(),
             };
-            batch.insert(request_key(rid), encode(&rec));
+            batch.insert(request_key(r), encode(&rec));
         }
         self.stage(batch);
         if let CallbackCreate::Created(c) = &outcome {
@@ -292,6 +311,30 @@ impl SledStore {
             .map_err(io)?
             .map(|v| decode::<SettledRecord>(&v).map(|r| r.callback_id))
             .transpose()
+    }
+
+    /// See [`super::Store::requested_callback`] (a read of what is applied; the writer
+    /// checks the key again, atomically, when it creates).
+    pub(crate) fn requested_callback_blocking(
+        &self,
+        r: &RequestKey,
+    ) -> StoreResult<Option<Callback>> {
+        let Some(v) = self.trees.callbacks.get(request_key(r)).map_err(io)? else {
+            return Ok(None);
+        };
+        let rec: RequestRecord = decode(&v)?;
+        if rec.fingerprint != r.fingerprint {
+            return Err(StoreError::RequestIdReused {
+                request_id: r.request_id.clone(),
+            });
+        }
+        match self.read_callback(rec.callback_id.as_bytes())? {
+            Some(c) => Ok(Some(c)),
+            None => Err(corrupt(format!(
+                "request {} names missing callback {}",
+                r.request_id, rec.callback_id
+            ))),
+        }
     }
 
     pub(crate) fn get_callback(&self, id: &str) -> StoreResult<Option<Callback>> {

@@ -37,6 +37,9 @@ pub enum StoreError {
     Closed,
     #[error("callback {id} changed meanwhile (stale write refused)")]
     Stale { id: String },
+    /// The principal used this request id before for a request with another body.
+    #[error("request_id {request_id} was already used for a different request")]
+    RequestIdReused { request_id: String },
     /// Another process holds the store's lock (sled allows one at a time).
     #[error("store {path} is in use by another process (a running holdless server?)")]
     InUse { path: String },
@@ -93,6 +96,19 @@ pub enum CallbackCreate {
     Existing(Callback),
     /// The request id was seen before: the first answer.
     Replayed(Callback),
+}
+
+/// A callback request's idempotency key (AIP-155): scoped to the principal that sent
+/// it, so two channels that both number their requests 1, 2, 3 never meet, and bound to
+/// a fingerprint of the request's body, so a reused key with another body is refused
+/// rather than answered with the first callback.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RequestKey {
+    pub principal: String,
+    pub request_id: String,
+    /// Hex SHA-256 of the request's fields (`service::callbacks`); equal bodies, equal
+    /// fingerprints.
+    pub fingerprint: String,
 }
 
 /// Filters of `list_callbacks`; `None` matches all.
@@ -327,13 +343,14 @@ pub trait Store: Send + Sync + 'static {
     /// it returns.
     async fn prune_contacts(&self, before: DateTime<Utc>) -> StoreResult<usize>;
 
-    /// Creates a callback unless `request_id` was seen before (returns the first
-    /// answer) or an open callback exists for the same phone and queue (returns it).
-    /// Atomic across the three checks; durable when it returns.
+    /// Creates a callback unless the principal's `request` key was seen before
+    /// (returns the first answer, or [`StoreError::RequestIdReused`] when the
+    /// fingerprint differs) or an open callback exists for the same phone and queue
+    /// (returns it). Atomic across the three checks; durable when it returns.
     async fn create_callback(
         &self,
         callback: Callback,
-        request_id: Option<String>,
+        request: Option<RequestKey>,
     ) -> StoreResult<CallbackCreate>;
     /// Stores a changed callback (and counts its KPIs: `metrics::kpi::callback_delta`).
     /// Refused with [`StoreError::Stale`] unless the stored
@@ -345,6 +362,11 @@ pub trait Store: Send + Sync + 'static {
     /// The callback id of a settled attempt, while it is remembered.
     async fn settled_attempt(&self, attempt_id: &str) -> StoreResult<Option<String>>;
     async fn callback(&self, id: &str) -> StoreResult<Option<Callback>>;
+    /// The callback a principal's earlier request with this key answered with, if the
+    /// key is remembered; [`StoreError::RequestIdReused`] when its fingerprint differs.
+    /// Lets a retry get its first answer even when what the request named is gone
+    /// (the offered call already left the line).
+    async fn requested_callback(&self, request: &RequestKey) -> StoreResult<Option<Callback>>;
     /// Every pending or dispatched callback (start-up rebuild), each boxed.
     async fn open_callbacks(&self) -> StoreResult<Vec<Box<Callback>>>;
     /// Callbacks in id (creation) order after `after`, at most `limit`.

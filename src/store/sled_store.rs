@@ -823,10 +823,10 @@ impl Store for SledStore {
     async fn create_callback(
         &self,
         callback: Callback,
-        request_id: Option<String>,
+        request: Option<RequestKey>,
     ) -> StoreResult<CallbackCreate> {
         self.committer
-            .write_staged(move |s| s.create_callback_blocking(callback, request_id))
+            .write_staged(move |s| s.create_callback_blocking(callback, request))
             .await
     }
 
@@ -848,6 +848,10 @@ impl Store for SledStore {
 
     async fn callback(&self, id: &str) -> StoreResult<Option<Callback>> {
         self.get_callback(id)
+    }
+
+    async fn requested_callback(&self, request: &RequestKey) -> StoreResult<Option<Callback>> {
+        self.requested_callback_blocking(request)
     }
 
     async fn open_callbacks(&self) -> StoreResult<Vec<Box<Callback>>> {
@@ -1062,7 +1066,7 @@ mod tests {
                 let (phone, rid) = if i < 64 {
                     ("+441", None)
                 } else {
-                    ("+442", Some("req-x".to_string()))
+                    ("+442", Some(request_key("web", "req-x")))
                 };
                 let id = format!("01J{i:023}");
                 s.create_callback(open_callback(&id, phone, CallbackState::Pending), rid)
@@ -1478,6 +1482,48 @@ mod tests {
         }
     }
 
+    fn request_key(principal: &str, request_id: &str) -> RequestKey {
+        RequestKey {
+            principal: principal.into(),
+            request_id: request_id.into(),
+            fingerprint: "same-body".into(),
+        }
+    }
+
+    #[tokio::test]
+    async fn request_ids_are_per_principal_and_a_reused_key_with_another_body_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = SledStore::open(dir.path()).unwrap();
+        let a = open_callback("01J0000000000000000000000A", "+441", CallbackState::Pending);
+        let b = open_callback("01J0000000000000000000000B", "+442", CallbackState::Pending);
+        let created = |o: StoreResult<CallbackCreate>| matches!(o, Ok(CallbackCreate::Created(_)));
+        assert!(created(
+            s.create_callback(a.clone(), Some(request_key("web", "1")))
+                .await
+        ));
+        // Another principal's "1" is another request.
+        assert!(created(
+            s.create_callback(b.clone(), Some(request_key("app", "1")))
+                .await
+        ));
+        let mut other = request_key("web", "1");
+        other.fingerprint = "other-body".into();
+        assert!(matches!(
+            s.create_callback(a.clone(), Some(other)).await,
+            Err(StoreError::RequestIdReused { .. })
+        ));
+        assert_eq!(
+            s.create_callback(a.clone(), Some(request_key("web", "1")))
+                .await,
+            Ok(CallbackCreate::Replayed(a.clone()))
+        );
+        // A principal named like another's key prefix cannot reach it.
+        let c = open_callback("01J0000000000000000000000C", "+443", CallbackState::Pending);
+        assert!(created(
+            s.create_callback(c, Some(request_key("we", "b1"))).await
+        ));
+    }
+
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn settled_attempts_and_request_ids_are_remembered_until_pruned() {
         let dir = tempfile::tempdir().unwrap();
@@ -1487,7 +1533,7 @@ mod tests {
             "+441",
             CallbackState::Dispatched,
         );
-        s.create_callback(cb.clone(), Some("req-1".into()))
+        s.create_callback(cb.clone(), Some(request_key("web", "req-1")))
             .await
             .unwrap();
         let mut done = cb.clone();

@@ -748,7 +748,14 @@ mod tests {
             let s = SledStore::open(dir.path()).expect("opens");
             for c in cbs {
                 let out = s
-                    .create_callback(c.clone(), Some(format!("r-{}", c.id)))
+                    .create_callback(
+                        c.clone(),
+                        Some(crate::store::RequestKey {
+                            principal: "torture".into(),
+                            request_id: format!("r-{}", c.id),
+                            fingerprint: c.id.clone(),
+                        }),
+                    )
                     .await
                     .expect("created");
                 assert!(matches!(out, CallbackCreate::Created(_)));

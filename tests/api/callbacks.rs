@@ -629,3 +629,470 @@ async fn unallocated_premium_rate_and_do_not_call_numbers_are_refused() {
         .into_inner();
     assert!(all.callbacks.is_empty());
 }
+
+/// Principals `web` and `app` (customer), `ivr` (telephony) and `desk` (supervisor);
+/// each one's token is its name with `-token`. No per-number request limit.
+async fn spawn_app_with_channels() -> TestApp {
+    use holdless::auth::{token_sha256, Role};
+    use holdless::config::PrincipalSettings;
+    let principal = |name: &str, role: Role| PrincipalSettings {
+        name: name.into(),
+        token_sha256: token_sha256(&format!("{name}-token")),
+        roles: vec![role],
+    };
+    spawn_app_with(|s| {
+        s.auth.principals = vec![
+            principal("web", Role::Customer),
+            principal("app", Role::Customer),
+            principal("ivr", Role::Telephony),
+            principal("desk", Role::Supervisor),
+        ];
+        // These tests repeat requests for one number on purpose.
+        s.limits.callback_requests_per_phone_per_hour = 0;
+    })
+    .await
+}
+
+#[tokio::test]
+async fn a_live_call_becomes_a_callback_only_through_the_ivr_or_a_supervisor() {
+    let app = spawn_app_with_channels().await;
+    let mut routing = app.routing();
+    for id in ["call-1", "call-2"] {
+        routing
+            .route_call(with_token(call(id, NY), "ivr-token"))
+            .await
+            .unwrap();
+    }
+    let from_call = |id: &str| pb::RequestCallbackRequest {
+        call_id: id.into(),
+        ..Default::default()
+    };
+    let mut c = callbacks(&app);
+    let e = c
+        .request_callback(with_token(from_call("call-1"), "web-token"))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), tonic::Code::PermissionDenied, "{e:?}");
+    assert!(e.message().contains("IVR"), "{e:?}");
+    let e = c
+        .request_callback(with_token(asap("general", NY), "ivr-token"))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), tonic::Code::PermissionDenied, "{e:?}");
+    let listed = c
+        .list_callbacks(with_token(
+            pb::ListCallbacksRequest::default(),
+            "desk-token",
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(
+        listed.callbacks.is_empty(),
+        "a refused request stores nothing"
+    );
+
+    // The call is still in line: the IVR turns it into a callback that keeps its place.
+    let ivr = c
+        .request_callback(with_token(from_call("call-1"), "ivr-token"))
+        .await
+        .unwrap()
+        .into_inner();
+    let cb = ivr.callback.unwrap();
+    assert!(ivr.created);
+    assert_eq!((cb.origin_call_id.as_str(), cb.position), ("call-1", 1));
+    let mut other = from_call("call-2");
+    other.phone_number = "+13125550101".into();
+    let desk = c
+        .request_callback(with_token(other, "desk-token"))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(desk.created);
+    assert_eq!(desk.callback.unwrap().origin_call_id, "call-2");
+}
+
+async fn request_as(
+    app: &TestApp,
+    token: &str,
+    req: pb::RequestCallbackRequest,
+) -> Result<pb::RequestCallbackResponse, tonic::Status> {
+    callbacks(app)
+        .request_callback(with_token(req, token))
+        .await
+        .map(tonic::Response::into_inner)
+}
+
+async fn all_callbacks(app: &TestApp) -> Vec<pb::Callback> {
+    callbacks(app)
+        .list_callbacks(with_token(
+            pb::ListCallbacksRequest::default(),
+            "desk-token",
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .callbacks
+}
+
+#[tokio::test]
+async fn request_ids_belong_to_their_principal_and_a_reused_one_with_another_body_is_refused() {
+    let app = spawn_app_with_channels().await;
+    let keyed = |phone: &str, notes: &str| pb::RequestCallbackRequest {
+        request_id: "1".into(),
+        notes: notes.into(),
+        ..asap("general", phone)
+    };
+    let web = request_as(&app, "web-token", keyed(NY, "web: billing dispute"))
+        .await
+        .unwrap();
+    assert!(web.created);
+    let web_cb = web.callback.unwrap();
+    // The app channel numbers its requests too: its "1" is its own request.
+    let app_first = request_as(&app, "app-token", keyed("+13125550101", ""))
+        .await
+        .unwrap();
+    assert!(app_first.created, "{app_first:?}");
+    let app_cb = app_first.callback.unwrap();
+    assert_ne!(app_cb.callback_id, web_cb.callback_id);
+    assert_eq!(app_cb.phone_number, "+13125550101");
+    // A retry with the same body gets the first answer, notes included.
+    let again = request_as(&app, "web-token", keyed(NY, "web: billing dispute"))
+        .await
+        .unwrap();
+    assert!(!again.created);
+    let again = again.callback.unwrap();
+    assert_eq!(
+        (again.callback_id.as_str(), again.notes.as_str()),
+        (web_cb.callback_id.as_str(), "web: billing dispute")
+    );
+    // The same key with another number, other notes, or a slot is another request.
+    for changed in [
+        keyed("+13125550102", "web: billing dispute"),
+        keyed(NY, "web: other notes"),
+        pb::RequestCallbackRequest {
+            slot_start: Some(prost_types::Timestamp {
+                seconds: at("2026-11-26T15:00:00Z").timestamp(),
+                nanos: 0,
+            }),
+            slot_end: Some(prost_types::Timestamp {
+                seconds: at("2026-11-26T15:30:00Z").timestamp(),
+                nanos: 0,
+            }),
+            ..keyed(NY, "web: billing dispute")
+        },
+    ] {
+        let e = request_as(&app, "web-token", changed).await.unwrap_err();
+        assert_eq!(violations(&e), vec!["request_id"], "{e:?}");
+    }
+    assert_eq!(all_callbacks(&app).await.len(), 2, "nothing else stored");
+}
+
+#[tokio::test]
+async fn a_retry_from_a_live_call_gets_its_first_answer_after_the_call_left_the_line() {
+    let app = spawn_app_with_channels().await;
+    app.routing()
+        .route_call(with_token(call("call-1", NY), "ivr-token"))
+        .await
+        .unwrap();
+    let req = pb::RequestCallbackRequest {
+        call_id: "call-1".into(),
+        request_id: "ivr-7".into(),
+        ..Default::default()
+    };
+    let first = request_as(&app, "ivr-token", req.clone()).await.unwrap();
+    let again = request_as(&app, "ivr-token", req).await.unwrap();
+    assert!(first.created && !again.created);
+    assert_eq!(
+        first.callback.unwrap().callback_id,
+        again.callback.unwrap().callback_id
+    );
+}
+
+#[tokio::test]
+async fn a_request_that_merges_into_another_channels_callback_learns_only_its_place() {
+    let app = spawn_app_with_channels().await;
+    let mut req = asap("general", NY);
+    req.notes = "Ada: disputes the March invoice".into();
+    let web = request_as(&app, "web-token", req.clone()).await.unwrap();
+    let web_cb = web.callback.unwrap();
+    assert_eq!(web_cb.created_by, "web");
+
+    let merged = request_as(&app, "app-token", asap("general", NY))
+        .await
+        .unwrap();
+    assert!(!merged.created);
+    let cb = merged.callback.unwrap();
+    assert_eq!(cb.callback_id, web_cb.callback_id);
+    assert_eq!(cb.state, pb::CallbackState::Pending as i32);
+    assert_eq!(cb.position, 1);
+    assert_eq!(
+        (
+            cb.notes.as_str(),
+            cb.created_by.as_str(),
+            cb.customer_id.as_str(),
+            cb.time_zone.as_str(),
+        ),
+        ("", "", "", ""),
+        "{cb:?}"
+    );
+    // The owner and supervisors still see it whole.
+    for token in ["web-token", "desk-token"] {
+        let cb = request_as(&app, token, req.clone())
+            .await
+            .unwrap()
+            .callback
+            .unwrap();
+        assert_eq!(cb.notes, "Ada: disputes the March invoice", "{token}");
+    }
+}
+
+/// The callback's state once the scheduler has handled what was sent before (a bounded
+/// poll: auto-cancel runs on the scheduler after the event's reply).
+async fn settled_state(app: &TestApp, id: &str, want: pb::CallbackState) -> pb::Callback {
+    let mut cb = get(app, id).await;
+    for _ in 0..50 {
+        if cb.state == want as i32 {
+            break;
+        }
+        tokio::task::yield_now().await;
+        cb = get(app, id).await;
+    }
+    cb
+}
+
+#[tokio::test]
+async fn a_customer_answered_from_another_of_their_numbers_gets_their_callback_cancelled() {
+    let app = spawn_app().await;
+    const MOBILE: &str = "+13125550101";
+    app.customers()
+        .upsert_customer(pb::UpsertCustomerRequest {
+            customer: Some(pb::Customer {
+                customer_id: "cust-2num".into(),
+                phone_numbers: vec![NY.into(), MOBILE.into()],
+                ..Default::default()
+            }),
+        })
+        .await
+        .unwrap();
+    // Asked from the mobile; a stranger's callback waits in the same queue.
+    let mine = request(&app, asap("general", MOBILE))
+        .await
+        .callback
+        .unwrap();
+    let stranger = request(&app, asap("general", "+13125550199"))
+        .await
+        .callback
+        .unwrap();
+    // They call from the landline and are answered in that queue.
+    let decision = app.route(call("inbound", NY)).await;
+    assert_eq!(decision.queue_id, "general");
+    event(&app, "inbound", pb::CallEventType::Answered, "a9", "")
+        .await
+        .unwrap();
+    let cb = settled_state(&app, &mine.callback_id, pb::CallbackState::Cancelled).await;
+    assert_eq!(
+        (cb.state, cb.cancel_reason.as_str()),
+        (pb::CallbackState::Cancelled as i32, "answered_inbound")
+    );
+    assert_eq!(
+        get(&app, &stranger.callback_id).await.state,
+        pb::CallbackState::Pending as i32
+    );
+}
+
+/// `field`'s description in an INVALID_ARGUMENT status's BadRequest detail.
+fn violation_text(status: &tonic::Status, field: &str) -> String {
+    use tonic_types::StatusExt;
+    assert_eq!(status.code(), tonic::Code::InvalidArgument, "{status:?}");
+    status
+        .get_details_bad_request()
+        .expect("BadRequest detail")
+        .field_violations
+        .into_iter()
+        .find(|v| v.field == field)
+        .unwrap_or_else(|| panic!("no violation of {field}: {status:?}"))
+        .description
+}
+
+#[tokio::test]
+async fn a_page_token_that_no_reply_gave_is_invalid_argument() {
+    let app = spawn_app().await;
+    request(&app, asap("general", NY)).await;
+    request(&app, asap("billing", NY)).await;
+    let mut c = callbacks(&app);
+    let page = |token: &str| pb::ListCallbacksRequest {
+        page_size: 1,
+        page_token: token.into(),
+        ..Default::default()
+    };
+    for garbage in ["garbage", "page-2", "01ZZZZZZZZZZZZZZZZZZZZZZZZZZ"] {
+        let e = c.list_callbacks(page(garbage)).await.unwrap_err();
+        assert_eq!(violations(&e), vec!["page_token"], "{garbage}");
+    }
+    let first = c.list_callbacks(page("")).await.unwrap().into_inner();
+    assert_eq!(first.callbacks.len(), 1);
+    let second = c
+        .list_callbacks(page(&first.next_page_token))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(second.callbacks.len(), 1);
+    assert_ne!(
+        second.callbacks[0].callback_id,
+        first.callbacks[0].callback_id
+    );
+}
+
+#[tokio::test]
+async fn a_callback_reads_back_exactly_as_the_request_answered() {
+    let app = spawn_app().await;
+    app.clock.set(at("2026-11-25T15:00:00.123456789Z"));
+    let created = request(&app, asap("general", NY)).await.callback.unwrap();
+    assert_eq!(created.create_time.unwrap().nanos, 123_000_000);
+    assert_eq!(get(&app, &created.callback_id).await, created);
+    app.clock.set(at("2026-11-25T15:00:01.987654321Z"));
+    let cancelled = callbacks(&app)
+        .cancel_callback(pb::CancelCallbackRequest {
+            callback_id: created.callback_id.clone(),
+            reason: "customer".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .callback
+        .unwrap();
+    assert_eq!(get(&app, &created.callback_id).await, cancelled);
+}
+
+#[tokio::test]
+async fn slots_are_listed_and_booked_over_one_horizon() {
+    let app = spawn_app().await;
+    let mut c = callbacks(&app);
+    let list = |days: u32| pb::ListSlotsRequest {
+        queue_id: "general".into(),
+        time_zone: "America/New_York".into(),
+        days,
+    };
+    let e = c.list_slots(list(15)).await.unwrap_err();
+    assert_eq!(violations(&e), vec!["days"]);
+    let slots = c.list_slots(list(14)).await.unwrap().into_inner().slots;
+    let last = *slots.last().expect("slots within two weeks");
+    // 2026-12-08 is the horizon's last day (today, 11-25, is the first).
+    assert!(last.start.unwrap().seconds < at("2026-12-09T05:00:00Z").timestamp());
+    let mut req = asap("general", NY);
+    req.slot_start = last.start;
+    req.slot_end = last.end;
+    assert!(request(&app, req).await.created);
+    // A grid slot inside business hours, 27 days out: beyond what is listed.
+    let mut far = asap("general", "+13125550101");
+    far.slot_start = Some(prost_types::Timestamp {
+        seconds: at("2026-12-22T15:00:00Z").timestamp(),
+        nanos: 0,
+    });
+    far.slot_end = Some(prost_types::Timestamp {
+        seconds: at("2026-12-22T15:30:00Z").timestamp(),
+        nanos: 0,
+    });
+    let e = c.request_callback(far.clone()).await.unwrap_err();
+    assert!(
+        violation_text(&e, "slot_start").contains("14 days"),
+        "{e:?}"
+    );
+
+    // One key moves both.
+    let app = spawn_app_with(|s| s.callbacks.slot_horizon_days = 30).await;
+    let mut c = callbacks(&app);
+    assert!(c.list_slots(list(30)).await.is_ok());
+    assert!(c.request_callback(far).await.is_ok());
+}
+
+#[tokio::test]
+async fn errors_name_states_and_unknown_values_as_the_api_does() {
+    let app = spawn_app().await;
+    let mut c = callbacks(&app);
+    let cb = request(&app, asap("general", NY)).await.callback.unwrap();
+    let cancel = pb::CancelCallbackRequest {
+        callback_id: cb.callback_id.clone(),
+        reason: String::new(),
+    };
+    c.cancel_callback(cancel.clone()).await.unwrap();
+    let e = c.cancel_callback(cancel).await.unwrap_err();
+    assert_eq!(e.code(), tonic::Code::FailedPrecondition);
+    assert!(e.message().contains("CALLBACK_STATE_CANCELLED"), "{e:?}");
+    assert!(!e.message().contains("Cancelled"), "{e:?}");
+
+    let e = c
+        .list_callbacks(pb::ListCallbacksRequest {
+            state: 99,
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(violation_text(&e, "state"), "unknown value 99");
+    let e = dispatch(&app)
+        .report_dispatch_outcome(pb::ReportDispatchOutcomeRequest {
+            attempt_id: "01ZZZZZZZZZZZZZZZZZZZZZZZZ".into(),
+            outcome: 99,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(violation_text(&e, "outcome"), "unknown value 99");
+    let e = dispatch(&app)
+        .report_dispatch_outcome(pb::ReportDispatchOutcomeRequest {
+            attempt_id: "01ZZZZZZZZZZZZZZZZZZZZZZZZ".into(),
+            outcome: 0,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(violation_text(&e, "outcome"), "is required");
+    let e = app
+        .routing()
+        .report_agent_state(pb::ReportAgentStateRequest {
+            agent_id: "a1".into(),
+            state: 99,
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(violation_text(&e, "state"), "unknown value 99");
+    let e = app
+        .routing()
+        .report_call_event(pb::ReportCallEventRequest {
+            call_id: "c1".into(),
+            r#type: 99,
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(violation_text(&e, "type"), "unknown value 99");
+}
+
+#[tokio::test]
+async fn a_customer_id_that_is_not_on_file_is_not_found_and_stores_nothing() {
+    let app = spawn_app().await;
+    let mut c = callbacks(&app);
+    let mut req = asap("general", NY);
+    req.customer_id = "cust-typo".into();
+    let e = c.request_callback(req.clone()).await.unwrap_err();
+    assert_eq!(e.code(), tonic::Code::NotFound, "{e:?}");
+    assert!(e.message().contains("cust-typo"), "{e:?}");
+    let all = c
+        .list_callbacks(pb::ListCallbacksRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(all.callbacks.is_empty());
+    app.customers()
+        .upsert_customer(pb::UpsertCustomerRequest {
+            customer: Some(pb::Customer {
+                customer_id: "cust-typo".into(),
+                phone_numbers: vec![NY.into()],
+                ..Default::default()
+            }),
+        })
+        .await
+        .unwrap();
+    let cb = request(&app, req).await.callback.unwrap();
+    assert_eq!(cb.customer_id, "cust-typo");
+}
