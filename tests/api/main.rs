@@ -9,6 +9,7 @@ mod callbacks;
 mod cli;
 mod crash;
 mod customers;
+mod deploy;
 mod export;
 mod health;
 mod kpi;
