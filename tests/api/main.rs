@@ -16,6 +16,7 @@ mod kpi;
 mod live;
 mod metrics;
 mod plans;
+mod readme;
 mod reload;
 mod routing;
 mod tls;
