@@ -1,7 +1,12 @@
 //! Typed settings: defaults < `holdless.toml` (or `--config FILE`) < `HOLDLESS__SECTION__KEY`
 //! environment variables. Unknown keys are an error, so a typo never silently falls
 //! back to a default. `deploy/holdless.toml` documents every key (a test parses it).
+//!
+//! Principals can come from the environment too ([`PRINCIPALS_ENV`], a TOML array of
+//! inline tables), so a container started with nothing but `docker run -e ...` can
+//! listen on all interfaces with authentication on, without a config file mounted.
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
@@ -26,6 +31,12 @@ pub const DEFAULT_REQUEST_TIMEOUT_SECS: u64 = 30;
 pub const DEFAULT_CALLBACK_REQUESTS_PER_PHONE_PER_HOUR: u32 = 3;
 pub use crate::scheduler::policy::DEFAULT_SLOT_HORIZON_DAYS;
 pub const DEFAULT_CALLBACK_REQUESTS_PER_PRINCIPAL_PER_HOUR: u32 = 600;
+
+/// Environment variable holding `auth.principals` as a TOML array of inline tables:
+/// `[{name = 'pbx', token_sha256 = '<hex>', roles = ['telephony']}]`. The config crate
+/// reads `HOLDLESS__SECTION__KEY` variables as scalars only, so holdless parses this one
+/// itself. Set, it replaces the file's principals (the environment wins, as for every key).
+pub const PRINCIPALS_ENV: &str = "HOLDLESS__AUTH__PRINCIPALS";
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -215,10 +226,33 @@ impl Settings {
     /// Loads settings. With `file`, that file must exist; without, `holdless.toml` in the
     /// working directory is read if present.
     pub fn load(file: Option<&Path>) -> Result<Self, ConfigError> {
-        Self::load_with_env(file, Environment::with_prefix("HOLDLESS"))
+        let mut vars = HashMap::new();
+        for (key, value) in std::env::vars_os() {
+            let Some(key) = key.to_str().filter(|k| k.starts_with("HOLDLESS")) else {
+                continue;
+            };
+            let value = value.into_string().map_err(|_| {
+                ConfigError(format!("environment variable {key} is not valid UTF-8"))
+            })?;
+            vars.insert(key.to_owned(), value);
+        }
+        Self::load_with_env(file, vars)
     }
 
-    fn load_with_env(file: Option<&Path>, env: Environment) -> Result<Self, ConfigError> {
+    /// `vars`: the process's `HOLDLESS*` environment variables (tests pass their own).
+    fn load_with_env(
+        file: Option<&Path>,
+        mut vars: HashMap<String, String>,
+    ) -> Result<Self, ConfigError> {
+        let principals_key = vars
+            .keys()
+            .find(|k| k.eq_ignore_ascii_case(PRINCIPALS_ENV))
+            .cloned();
+        let env_principals = principals_key
+            .and_then(|k| vars.remove(&k))
+            .map(|v| parse_env_principals(&v))
+            .transpose()?;
+        let env = Environment::with_prefix("HOLDLESS").source(Some(vars));
         let defaults =
             Config::try_from(&Settings::default()).map_err(|e| ConfigError(e.to_string()))?;
         let mut builder = Config::builder().add_source(defaults);
@@ -237,10 +271,13 @@ impl Settings {
             }
         };
         builder = builder.add_source(env.prefix_separator("__").separator("__").try_parsing(true));
-        let settings: Settings = builder
+        let mut settings: Settings = builder
             .build()
             .and_then(|c| c.try_deserialize())
             .map_err(|e| ConfigError(e.to_string()))?;
+        if let Some(principals) = env_principals {
+            settings.auth.principals = principals;
+        }
         settings.check()?;
         Ok(settings)
     }
@@ -298,17 +335,33 @@ impl Settings {
     }
 }
 
+/// Parses [`PRINCIPALS_ENV`]. The message names the variable and the problem in one
+/// line (exit 64 prints one line); it never echoes the value.
+fn parse_env_principals(value: &str) -> Result<Vec<PrincipalSettings>, ConfigError> {
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Principals {
+        principals: Vec<PrincipalSettings>,
+    }
+    toml::from_str::<Principals>(&format!("principals = {value}"))
+        .map(|p| p.principals)
+        .map_err(|e| {
+            let why = e.message().split_whitespace().collect::<Vec<_>>().join(" ");
+            ConfigError(format!(
+                "{PRINCIPALS_ENV} must be a TOML array of principals \
+                 ([{{name = '...', token_sha256 = '...', roles = ['...']}}]): {why}"
+            ))
+        })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::collections::HashMap;
 
-    fn env(vars: &[(&str, &str)]) -> Environment {
-        let map: HashMap<String, String> = vars
-            .iter()
+    fn env(vars: &[(&str, &str)]) -> HashMap<String, String> {
+        vars.iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
-        Environment::with_prefix("HOLDLESS").source(Some(map))
+            .collect()
     }
 
     #[test]
@@ -406,6 +459,49 @@ mod tests {
         )
         .unwrap_err();
         assert!(e.to_string().contains("max_concurrent_requests"), "{e}");
+    }
+
+    #[test]
+    fn principals_from_the_environment_replace_the_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("h.toml");
+        let (a, b) = (
+            crate::auth::token_sha256("a"),
+            crate::auth::token_sha256("b"),
+        );
+        std::fs::write(
+            &f,
+            format!("[[auth.principals]]\nname = \"file\"\ntoken_sha256 = \"{a}\"\nroles = [\"customer\"]\n"),
+        )
+        .unwrap();
+        let value = format!(
+            "[{{name = 'pbx', token_sha256 = '{a}', roles = ['telephony']}}, \
+             {{name = 'ops', token_sha256 = '{b}', roles = ['supervisor', 'customer']}}]"
+        );
+        let s = Settings::load_with_env(Some(&f), env(&[(PRINCIPALS_ENV, &value)])).unwrap();
+        let names: Vec<&str> = s.auth.principals.iter().map(|p| p.name.as_str()).collect();
+        assert_eq!(names, ["pbx", "ops"]);
+        assert_eq!(
+            s.auth.principals[1].roles,
+            vec![crate::auth::Role::Supervisor, crate::auth::Role::Customer]
+        );
+        let s = Settings::load_with_env(Some(&f), env(&[])).unwrap();
+        assert_eq!(s.auth.principals[0].name, "file");
+
+        // Not TOML, an unknown field, a bad hash: one line naming the variable.
+        for bad in [
+            "pbx:telephony".to_owned(),
+            format!("[{{name = 'x', token_sha256 = '{a}', roles = ['telephony'], extra = 1}}]"),
+            "[{name = 'x', token_sha256 = 'abc', roles = ['telephony']}]".to_owned(),
+        ] {
+            let e = Settings::load_with_env(None, env(&[(PRINCIPALS_ENV, &bad)])).unwrap_err();
+            let e = e.to_string();
+            assert!(
+                e.contains("PRINCIPALS") || e.contains("token_sha256"),
+                "{e}"
+            );
+            assert_eq!(e.lines().count(), 1, "{e}");
+        }
     }
 
     #[test]

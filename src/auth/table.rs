@@ -2,7 +2,7 @@
 //! gate refuses a method that is missing (default deny), and a black-box test derives
 //! every method from the proto descriptors and fails if one has no entry.
 //!
-//! Entries for methods that do not exist yet (planned in DESIGN.md section 5) are
+//! Entries for methods that do not exist yet (planned in docs/ARCHITECTURE.md, "Roles") are
 //! harmless: the router answers UNIMPLEMENTED once the caller has passed the gate.
 
 use super::Role;
@@ -127,7 +127,7 @@ mod tests {
         assert!(!is_open("grpc.health.v1.Health"));
     }
 
-    /// DESIGN.md sections 1 and 5, service by service.
+    /// The roles of docs/ARCHITECTURE.md ("Roles"), service by service.
     #[test]
     fn every_entry_follows_the_design_roles() {
         for (path, roles) in METHOD_ROLES {

@@ -1,4 +1,4 @@
-//! Callbacks and their state machine (DESIGN.md section 3):
+//! Callbacks and their state machine (docs/ARCHITECTURE.md, "A callback"):
 //!
 //! ```text
 //! PENDING --due, window open, agent reserved--> DISPATCHED --CONNECTED--> COMPLETED

@@ -10,8 +10,8 @@
 //! ```
 //!
 //! This is exact in expectation when handle times are exponential (the k-th departure
-//! among n busy agents) and is the formula of DESIGN.md section 4 with the free agents
-//! taken off the position. With no agent staffed the wait is unknown: holdless says so
+//! among n busy agents) and is the README's EWT formula ("Live queue state") with the
+//! free agents taken off the position. With no agent staffed the wait is unknown: holdless says so
 //! instead of inventing a number.
 //!
 //! AHT is a running mean that starts from the plan's `default_aht_secs` (counted as one

@@ -1,5 +1,5 @@
 //! KPI counters per queue and 15-minute interval, and the figures derived from them
-//! (DESIGN.md section 6). Pure: the store applies the deltas computed here in the same
+//! (defined in the README, "KPIs"). Pure: the store applies the deltas computed here in the same
 //! durable write that records the event, so a counter never runs ahead of (or behind)
 //! what was acknowledged.
 //!

@@ -1,5 +1,5 @@
 //! Contact-center figures: the Erlang formulas for staffing (pure), and the KPI
-//! counters aggregated per queue and 15-minute interval (DESIGN.md section 6), and the
+//! counters aggregated per queue and 15-minute interval (defined in the README, "KPIs"), and the
 //! Prometheus exporter.
 
 pub mod erlang;

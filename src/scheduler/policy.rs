@@ -1,7 +1,7 @@
 //! Callback policy: when a callback may be dialed, when its next attempt is due, when it
 //! expires, which scheduled slots are offered, and where an ASAP callback stands in its
 //! queue's line. Pure functions of the compiled [`Queue`], the customer's time zone and
-//! an explicit instant: no I/O, no clock, no store (DESIGN.md section 3).
+//! an explicit instant: no I/O, no clock, no store (docs/ARCHITECTURE.md, "A callback").
 //!
 //! # Local time
 //!

@@ -2,7 +2,7 @@
 //! the store holds after a crash. [`check`] is pure (records and index findings in, a
 //! [`Report`] out); [`check_store`] reads a store that no server has open.
 //!
-//! What an OK reply promises (DESIGN.md section 3, "an OK reply to any write means the
+//! What an OK reply promises (docs/ARCHITECTURE.md, "Durability": "an OK reply to any write means the
 //! record is on disk"), and so what is checked:
 //!
 //! - **lost**: a callback the server acknowledged, by an OK `RequestCallback` or by
@@ -26,7 +26,7 @@
 //! lease deadline the server set (`now + lease`), so the lease *start* is
 //! `deadline - lease`. For each callback the dispatches are ordered by deadline, and each
 //! one must begin after the one before it ended: the same attempt id only once the
-//! previous lease had run out (DESIGN: re-dispatch after expiry, possibly to another
+//! previous lease had run out (docs/ARCHITECTURE.md: re-dispatch after expiry, possibly to another
 //! dialer), a new attempt only with a higher number and only after some dialer had sent
 //! an outcome for the previous attempt (before the new dispatch arrived, in the
 //! torture's own clock). Stored instants have millisecond precision, so a lease read
@@ -174,7 +174,7 @@ pub fn check(records: &[Callback], index_problems: &[String], ledger: &Ledger) -
         r.push(Kind::Inconsistent, format!("index:{p}"), p.clone());
     }
 
-    // DESIGN: one open callback per (phone, queue).
+    // docs/ARCHITECTURE.md: one open callback per (phone, queue).
     for ((phone, queue), cbs) in &by_number {
         let open: Vec<&str> = cbs
             .iter()
