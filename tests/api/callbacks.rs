@@ -1096,3 +1096,53 @@ async fn a_customer_id_that_is_not_on_file_is_not_found_and_stores_nothing() {
     let cb = request(&app, req).await.callback.unwrap();
     assert_eq!(cb.customer_id, "cust-typo");
 }
+
+/// The example plan with `general` dialing customer-first.
+fn general_customer_first() -> String {
+    let plan = crate::plans::uk_to_sales().replace(
+        "[queues.callback]\noffer_after_ewt_secs = 120\n",
+        "[queues.callback]\noffer_after_ewt_secs = 120\ndialing = \"customer_first\"\n",
+    );
+    assert!(
+        plan.contains("customer_first"),
+        "the example plan changed shape"
+    );
+    plan
+}
+
+#[tokio::test]
+async fn customer_first_dials_no_more_customers_than_agents_free_to_take_them() {
+    let app = spawn_app().await;
+    app.plans()
+        .apply_plan(crate::plans::apply(&general_customer_first(), 1))
+        .await
+        .unwrap();
+    let mut d = dialer(&app, "d1").await;
+    for i in 0..5 {
+        request(&app, asap("general", &format!("+1212555010{i}"))).await;
+    }
+    // No agent staffed: nobody is dialed into an empty queue.
+    nothing(&mut d).await;
+    // Agents free one at a time: one customer dialed for each, and the dispatch
+    // names no agent (the platform connects the customer to the next free one).
+    agent(&app, "a1", &["support"], pb::AgentState::Available, 1).await;
+    let first = next(&mut d).await;
+    assert_eq!(first.agent_id, "");
+    nothing(&mut d).await;
+    agent(&app, "a2", &["support"], pb::AgentState::Available, 2).await;
+    next(&mut d).await;
+    nothing(&mut d).await;
+    // A new caller does not take an agent counted for a customer being dialed.
+    let c = app.route(call("live-1", NY)).await;
+    assert_eq!(c.reserved_agent_id, "");
+    // Two agents free at once: two more customers dialed, not three.
+    agent(&app, "a3", &["support"], pb::AgentState::Available, 3).await;
+    agent(&app, "a4", &["support"], pb::AgentState::Available, 4).await;
+    next(&mut d).await;
+    next(&mut d).await;
+    nothing(&mut d).await;
+    // The first customer answered: their agent is busy, not handed on.
+    let r = report(&app, &first.attempt_id, pb::DispatchOutcome::Connected).await;
+    assert!(!r.duplicate);
+    nothing(&mut d).await;
+}
