@@ -151,6 +151,66 @@ fn serve_stops_cleanly_on_sigterm() {
     );
 }
 
+/// Starts `holdless serve` in `dir` (ports 0, info logs on stderr), waits for SERVING,
+/// sends SIGTERM and returns the exit code with every log line.
+fn serve_once(dir: &std::path::Path, envs: &[(&str, &std::ffi::OsStr)]) -> (i32, Vec<String>) {
+    use std::io::{BufRead, BufReader};
+    let mut cmd = holdless();
+    cmd.arg("serve")
+        .current_dir(dir)
+        .env("HOLDLESS__SERVER__LISTEN", "127.0.0.1:0")
+        .env("HOLDLESS__METRICS__LISTEN", "127.0.0.1:0")
+        .env("HOLDLESS_LOG", "info")
+        .stderr(Stdio::piped());
+    for (k, v) in envs {
+        cmd.env(k, v);
+    }
+    let mut child = cmd.spawn().unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let mut lines = BufReader::new(stderr).lines();
+    let mut seen = Vec::new();
+    for line in lines.by_ref() {
+        let line = line.unwrap();
+        let serving = line.contains("SERVING");
+        seen.push(line);
+        if serving {
+            break;
+        }
+    }
+    if seen.iter().any(|l| l.contains("SERVING")) {
+        assert!(Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status()
+            .unwrap()
+            .success());
+    }
+    seen.extend(lines.map_while(Result::ok));
+    let code = child.wait().unwrap().code().unwrap_or(-1);
+    (code, seen)
+}
+
+#[test]
+fn the_default_store_is_private_to_the_service_user() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let (code, log) = serve_once(dir.path(), &[]);
+    assert_eq!(code, 0, "{log:#?}");
+    let data = dir.path().join("holdless-data");
+    let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&data), 0o700, "{}", data.display());
+    let mut files = 0;
+    for entry in std::fs::read_dir(&data).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_file() {
+            files += 1;
+            assert_eq!(mode(&path), 0o600, "{}", path.display());
+        } else {
+            assert_eq!(mode(&path), 0o700, "{}", path.display());
+        }
+    }
+    assert!(files >= 2, "sled's conf and db");
+}
+
 /// Runs `holdless bench` with `args`; it must succeed. Returns what it printed.
 fn bench(args: &[&str]) -> String {
     let out = holdless().arg("bench").args(args).output().unwrap();
