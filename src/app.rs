@@ -180,6 +180,7 @@ impl Application {
         let ready: Ready = Arc::new(OnceCell::new());
         let max = settings.server.max_message_bytes;
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let (draining, draining_rx) = tokio::sync::watch::channel(false);
         let router = grpc_server(gate)
             .add_service(health_service)
             .add_service(reflection_v1)
@@ -206,6 +207,7 @@ impl Application {
             .add_service(
                 DispatchServiceServer::new(DispatchApi {
                     ready: ready.clone(),
+                    draining: draining_rx,
                 })
                 .max_decoding_message_size(max),
             )
@@ -317,6 +319,9 @@ impl Application {
                 .set_service_status(name, ServingStatus::NotServing)
                 .await;
         }
+        // Open streams end now (dialers get UNAVAILABLE "draining"); only unary calls
+        // in flight use the grace period.
+        let _ = draining.send(true);
         let _ = stop_tx.send(());
         let grace = Duration::from_secs(settings.server.shutdown_grace_secs);
         match tokio::time::timeout(grace, &mut server).await {
