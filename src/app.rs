@@ -65,6 +65,9 @@ pub enum AppError {
         path: PathBuf,
         source: std::io::Error,
     },
+    /// Every issue on a line of its own (a TOML syntax error keeps its caret lines).
+    #[error("plan file {path} is invalid:\n{issues}")]
+    BadPlan { path: PathBuf, issues: String },
     #[error("cannot open store at {path}: {message}")]
     Store { path: PathBuf, message: String },
     #[error("cannot start: {0}")]
@@ -86,12 +89,16 @@ pub struct Application {
     clock: Arc<dyn Clock>,
     access: Arc<Access>,
     tls: Option<Arc<TlsReloader>>,
+    /// The plan an empty store starts with, read and validated in `build`.
+    plan_text: String,
 }
 
 impl Application {
-    /// Loads principals and TLS files, then binds the gRPC listener (port 0 picks a
-    /// free port).
+    /// Reads and validates the plan file, loads principals and TLS files, then binds
+    /// the gRPC listener (port 0 picks a free port). Nothing is created on disk here:
+    /// a bad plan file or TLS file is reported before the store directory exists.
     pub async fn build(settings: Settings, clock: Arc<dyn Clock>) -> Result<Self, AppError> {
+        let plan_text = read_plan_file(&settings).await?;
         let access =
             Arc::new(Access::from_settings(&settings.auth.principals).map_err(AppError::Auth)?);
         let tls = match &settings.server.tls {
@@ -121,6 +128,7 @@ impl Application {
             clock,
             access,
             tls,
+            plan_text,
         })
     }
 
@@ -152,6 +160,7 @@ impl Application {
             clock,
             access,
             tls,
+            plan_text,
         } = self;
         if !access.enforced() {
             tracing::warn!(
@@ -261,7 +270,7 @@ impl Application {
         ));
         tracing::info!(%addr, %metrics_addr, tls = tls.is_some(), "gRPC and /metrics listening; starting up");
 
-        let holdless = match start_core(&settings, clock).await {
+        let holdless = match start_core(&settings, clock, &plan_text).await {
             Ok(h) => h,
             Err(e) => {
                 let _ = stop_tx.send(());
@@ -416,13 +425,52 @@ async fn housekeeping(
     }
 }
 
-/// The plan file SIGHUP re-imports: `plan.file`, or the built-in example when empty.
+/// The plan file SIGHUP may re-import: `plan.file`, none when empty.
 pub fn configured_plan_file(settings: &Settings) -> Option<PathBuf> {
     (!settings.plan.file.is_empty()).then(|| PathBuf::from(&settings.plan.file))
 }
 
-/// On each SIGHUP, re-imports the configured plan file (validated first; a failure
-/// keeps the active plan, is logged and counted). Runs until `stop` changes.
+/// The plan text an empty store is seeded with: `plan.file`, read and validated now
+/// (so a bad file stops start-up before anything is created), or the built-in example.
+async fn read_plan_file(settings: &Settings) -> Result<String, AppError> {
+    let Some(path) = configured_plan_file(settings) else {
+        return Ok(EXAMPLE_PLAN.to_owned());
+    };
+    let text = tokio::fs::read_to_string(&path)
+        .await
+        .map_err(|source| AppError::PlanFile {
+            path: path.clone(),
+            source,
+        })?;
+    let indent = |lines: &str| {
+        lines
+            .lines()
+            .map(|l| format!("  {l}"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    // Parsed here first for the TOML error as the toml crate writes it, caret lines
+    // included (validation flattens it to one line for gRPC replies).
+    if let Err(e) = toml::from_str::<crate::domain::plan::PlanDoc>(&text) {
+        return Err(AppError::BadPlan {
+            path,
+            issues: indent(e.to_string().trim_end()),
+        });
+    }
+    if let Err(issues) = crate::routing::compile_toml(&text, 0) {
+        let issues: Vec<String> = issues.iter().map(ToString::to_string).collect();
+        return Err(AppError::BadPlan {
+            path,
+            issues: indent(&issues.join("\n")),
+        });
+    }
+    Ok(text)
+}
+
+/// On each SIGHUP, applies the plan-file rule of [`Holdless::reload_plan_file`]
+/// (`plan.source` decides whether the file may replace a version applied through the
+/// API). Independent of the TLS reload the same signal triggers. Runs until `stop`
+/// changes.
 fn spawn_reload_on_sighup(
     holdless: Arc<Holdless>,
     settings: &Settings,
@@ -432,6 +480,7 @@ fn spawn_reload_on_sighup(
     {
         use tokio::signal::unix::{signal, SignalKind};
         let file = configured_plan_file(settings);
+        let source = settings.plan.source;
         let mut hangup = match signal(SignalKind::hangup()) {
             Ok(s) => s,
             Err(e) => {
@@ -447,9 +496,8 @@ fn spawn_reload_on_sighup(
                         if got.is_none() {
                             return;
                         }
-                        tracing::info!("SIGHUP received: reloading the plan file");
-                        // Errors are logged and counted inside.
-                        let _ = holdless.reload_plan_file(file.as_deref()).await;
+                        // Every outcome is logged and counted inside.
+                        let _ = holdless.reload_plan_file(file.as_deref(), source).await;
                     }
                 }
             }
@@ -481,15 +529,11 @@ pub fn grpc_server(gate: GateLayer) -> GrpcServer {
 }
 
 /// Opens the store, loads (or imports) the plan and warms the number parser.
-async fn start_core(settings: &Settings, clock: Arc<dyn Clock>) -> Result<Arc<Holdless>, AppError> {
-    let plan_text = if settings.plan.file.is_empty() {
-        EXAMPLE_PLAN.to_owned()
-    } else {
-        let path = PathBuf::from(&settings.plan.file);
-        tokio::fs::read_to_string(&path)
-            .await
-            .map_err(|source| AppError::PlanFile { path, source })?
-    };
+async fn start_core(
+    settings: &Settings,
+    clock: Arc<dyn Clock>,
+    plan_text: &str,
+) -> Result<Arc<Holdless>, AppError> {
     let path = settings.store.path.clone();
     let cache_bytes = settings.store.cache_mb.saturating_mul(1024 * 1024);
     let store = tokio::task::spawn_blocking({
@@ -516,7 +560,8 @@ async fn start_core(settings: &Settings, clock: Arc<dyn Clock>) -> Result<Arc<Ho
         ),
         ..LiveConfig::default()
     };
-    let holdless = Holdless::start(store, clock, &plan_text, live)
+    let plan_file = configured_plan_file(settings);
+    let holdless = Holdless::start_from(store, clock, plan_text, plan_file.as_deref(), live)
         .await
         .map_err(|e| match e {
             ServiceError::InvalidArgument(issues) => AppError::Start(format!(

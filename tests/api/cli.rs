@@ -95,6 +95,48 @@ fn serve_with_bad_config_exits_64_with_one_line() {
 }
 
 #[test]
+fn serve_with_a_bad_plan_file_exits_64_with_one_message_and_creates_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let plan = dir.path().join("plan.toml");
+    std::fs::write(&plan, "this is not a plan\n").unwrap();
+    let out = holdless()
+        .arg("serve")
+        .current_dir(dir.path())
+        .env("HOLDLESS__SERVER__LISTEN", "127.0.0.1:0")
+        .env("HOLDLESS__METRICS__LISTEN", "127.0.0.1:0")
+        .env("HOLDLESS__PLAN__FILE", &plan)
+        .env("HOLDLESS_LOG", "info")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(64), "{stderr}");
+    // One message: a first line naming the file, then the TOML error with its caret
+    // lines intact, and nothing else (no log lines, no second copy).
+    assert!(
+        stderr.starts_with(&format!(
+            "holdless: plan file {} is invalid:\n",
+            plan.display()
+        )),
+        "{stderr}"
+    );
+    assert_eq!(stderr.matches("holdless").count(), 1, "{stderr}");
+    assert!(stderr.contains("TOML parse error at line 1"), "{stderr}");
+    assert!(stderr.contains("1 | this is not a plan"), "{stderr}");
+    assert!(
+        stderr
+            .lines()
+            .any(|l| l.trim_start().starts_with("|") && l.contains('^')),
+        "{stderr}"
+    );
+    // Nothing was created: no store directory beside the plan.
+    let left: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(left, vec![std::ffi::OsString::from("plan.toml")]);
+}
+
+#[test]
 fn unreachable_server_exits_69() {
     let out = holdless()
         .args([
