@@ -375,11 +375,19 @@ fn reload_tls_on_sighup(tls: Arc<TlsReloader>) -> impl Future<Output = ()> + Sen
             };
             while hup.recv().await.is_some() {
                 match tls.reload() {
-                    Ok(()) => tracing::info!("SIGHUP: TLS certificates reloaded"),
-                    Err(e) => tracing::warn!(
-                        error = %e,
-                        "SIGHUP: TLS reload failed; keeping the old certificates"
-                    ),
+                    Ok(()) => {
+                        metrics::counter!("holdless_tls_reloads_total", "result" => "ok")
+                            .increment(1);
+                        tracing::info!("SIGHUP: TLS certificates reloaded");
+                    }
+                    Err(e) => {
+                        metrics::counter!("holdless_tls_reloads_total", "result" => "failed")
+                            .increment(1);
+                        tracing::warn!(
+                            error = %e,
+                            "SIGHUP: TLS reload failed; keeping the old certificates"
+                        );
+                    }
                 }
             }
         }
