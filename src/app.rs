@@ -65,6 +65,9 @@ pub enum AppError {
         path: PathBuf,
         source: std::io::Error,
     },
+    /// Every issue on a line of its own (a TOML syntax error keeps its caret lines).
+    #[error("plan file {path} is invalid:\n{issues}")]
+    BadPlan { path: PathBuf, issues: String },
     #[error("cannot open store at {path}: {message}")]
     Store { path: PathBuf, message: String },
     #[error("cannot start: {0}")]
@@ -86,12 +89,16 @@ pub struct Application {
     clock: Arc<dyn Clock>,
     access: Arc<Access>,
     tls: Option<Arc<TlsReloader>>,
+    /// The plan an empty store starts with, read and validated in `build`.
+    plan_text: String,
 }
 
 impl Application {
-    /// Loads principals and TLS files, then binds the gRPC listener (port 0 picks a
-    /// free port).
+    /// Reads and validates the plan file, loads principals and TLS files, then binds
+    /// the gRPC listener (port 0 picks a free port). Nothing is created on disk here:
+    /// a bad plan file or TLS file is reported before the store directory exists.
     pub async fn build(settings: Settings, clock: Arc<dyn Clock>) -> Result<Self, AppError> {
+        let plan_text = read_plan_file(&settings).await?;
         let access =
             Arc::new(Access::from_settings(&settings.auth.principals).map_err(AppError::Auth)?);
         let tls = match &settings.server.tls {
@@ -121,6 +128,7 @@ impl Application {
             clock,
             access,
             tls,
+            plan_text,
         })
     }
 
@@ -152,6 +160,7 @@ impl Application {
             clock,
             access,
             tls,
+            plan_text,
         } = self;
         if !access.enforced() {
             tracing::warn!(
@@ -180,6 +189,7 @@ impl Application {
         let ready: Ready = Arc::new(OnceCell::new());
         let max = settings.server.max_message_bytes;
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let (draining, draining_rx) = tokio::sync::watch::channel(false);
         let router = grpc_server(gate)
             .add_service(health_service)
             .add_service(reflection_v1)
@@ -206,6 +216,7 @@ impl Application {
             .add_service(
                 DispatchServiceServer::new(DispatchApi {
                     ready: ready.clone(),
+                    draining: draining_rx,
                 })
                 .max_decoding_message_size(max),
             )
@@ -259,7 +270,7 @@ impl Application {
         ));
         tracing::info!(%addr, %metrics_addr, tls = tls.is_some(), "gRPC and /metrics listening; starting up");
 
-        let holdless = match start_core(&settings, clock).await {
+        let holdless = match start_core(&settings, clock, &plan_text).await {
             Ok(h) => h,
             Err(e) => {
                 let _ = stop_tx.send(());
@@ -317,6 +328,9 @@ impl Application {
                 .set_service_status(name, ServingStatus::NotServing)
                 .await;
         }
+        // Open streams end now (dialers get UNAVAILABLE "draining"); only unary calls
+        // in flight use the grace period.
+        let _ = draining.send(true);
         let _ = stop_tx.send(());
         let grace = Duration::from_secs(settings.server.shutdown_grace_secs);
         match tokio::time::timeout(grace, &mut server).await {
@@ -361,11 +375,19 @@ fn reload_tls_on_sighup(tls: Arc<TlsReloader>) -> impl Future<Output = ()> + Sen
             };
             while hup.recv().await.is_some() {
                 match tls.reload() {
-                    Ok(()) => tracing::info!("SIGHUP: TLS certificates reloaded"),
-                    Err(e) => tracing::warn!(
-                        error = %e,
-                        "SIGHUP: TLS reload failed; keeping the old certificates"
-                    ),
+                    Ok(()) => {
+                        metrics::counter!("holdless_tls_reloads_total", "result" => "ok")
+                            .increment(1);
+                        tracing::info!("SIGHUP: TLS certificates reloaded");
+                    }
+                    Err(e) => {
+                        metrics::counter!("holdless_tls_reloads_total", "result" => "failed")
+                            .increment(1);
+                        tracing::warn!(
+                            error = %e,
+                            "SIGHUP: TLS reload failed; keeping the old certificates"
+                        );
+                    }
                 }
             }
         }
@@ -411,13 +433,52 @@ async fn housekeeping(
     }
 }
 
-/// The plan file SIGHUP re-imports: `plan.file`, or the built-in example when empty.
+/// The plan file SIGHUP may re-import: `plan.file`, none when empty.
 pub fn configured_plan_file(settings: &Settings) -> Option<PathBuf> {
     (!settings.plan.file.is_empty()).then(|| PathBuf::from(&settings.plan.file))
 }
 
-/// On each SIGHUP, re-imports the configured plan file (validated first; a failure
-/// keeps the active plan, is logged and counted). Runs until `stop` changes.
+/// The plan text an empty store is seeded with: `plan.file`, read and validated now
+/// (so a bad file stops start-up before anything is created), or the built-in example.
+async fn read_plan_file(settings: &Settings) -> Result<String, AppError> {
+    let Some(path) = configured_plan_file(settings) else {
+        return Ok(EXAMPLE_PLAN.to_owned());
+    };
+    let text = tokio::fs::read_to_string(&path)
+        .await
+        .map_err(|source| AppError::PlanFile {
+            path: path.clone(),
+            source,
+        })?;
+    let indent = |lines: &str| {
+        lines
+            .lines()
+            .map(|l| format!("  {l}"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    // Parsed here first for the TOML error as the toml crate writes it, caret lines
+    // included (validation flattens it to one line for gRPC replies).
+    if let Err(e) = toml::from_str::<crate::domain::plan::PlanDoc>(&text) {
+        return Err(AppError::BadPlan {
+            path,
+            issues: indent(e.to_string().trim_end()),
+        });
+    }
+    if let Err(issues) = crate::routing::compile_toml(&text, 0) {
+        let issues: Vec<String> = issues.iter().map(ToString::to_string).collect();
+        return Err(AppError::BadPlan {
+            path,
+            issues: indent(&issues.join("\n")),
+        });
+    }
+    Ok(text)
+}
+
+/// On each SIGHUP, applies the plan-file rule of [`Holdless::reload_plan_file`]
+/// (`plan.source` decides whether the file may replace a version applied through the
+/// API). Independent of the TLS reload the same signal triggers. Runs until `stop`
+/// changes.
 fn spawn_reload_on_sighup(
     holdless: Arc<Holdless>,
     settings: &Settings,
@@ -427,6 +488,7 @@ fn spawn_reload_on_sighup(
     {
         use tokio::signal::unix::{signal, SignalKind};
         let file = configured_plan_file(settings);
+        let source = settings.plan.source;
         let mut hangup = match signal(SignalKind::hangup()) {
             Ok(s) => s,
             Err(e) => {
@@ -442,9 +504,8 @@ fn spawn_reload_on_sighup(
                         if got.is_none() {
                             return;
                         }
-                        tracing::info!("SIGHUP received: reloading the plan file");
-                        // Errors are logged and counted inside.
-                        let _ = holdless.reload_plan_file(file.as_deref()).await;
+                        // Every outcome is logged and counted inside.
+                        let _ = holdless.reload_plan_file(file.as_deref(), source).await;
                     }
                 }
             }
@@ -476,15 +537,11 @@ pub fn grpc_server(gate: GateLayer) -> GrpcServer {
 }
 
 /// Opens the store, loads (or imports) the plan and warms the number parser.
-async fn start_core(settings: &Settings, clock: Arc<dyn Clock>) -> Result<Arc<Holdless>, AppError> {
-    let plan_text = if settings.plan.file.is_empty() {
-        EXAMPLE_PLAN.to_owned()
-    } else {
-        let path = PathBuf::from(&settings.plan.file);
-        tokio::fs::read_to_string(&path)
-            .await
-            .map_err(|source| AppError::PlanFile { path, source })?
-    };
+async fn start_core(
+    settings: &Settings,
+    clock: Arc<dyn Clock>,
+    plan_text: &str,
+) -> Result<Arc<Holdless>, AppError> {
     let path = settings.store.path.clone();
     let cache_bytes = settings.store.cache_mb.saturating_mul(1024 * 1024);
     let store = tokio::task::spawn_blocking({
@@ -513,7 +570,8 @@ async fn start_core(settings: &Settings, clock: Arc<dyn Clock>) -> Result<Arc<Ho
             i64::try_from(settings.live.stale_call_after_secs).unwrap_or(i64::MAX / 1000),
         ),
     };
-    let holdless = Holdless::start(store, clock, &plan_text, live)
+    let plan_file = configured_plan_file(settings);
+    let holdless = Holdless::start_from(store, clock, plan_text, plan_file.as_deref(), live)
         .await
         .map_err(|e| match e {
             ServiceError::InvalidArgument(issues) => AppError::Start(format!(

@@ -459,15 +459,37 @@ pub fn run(cli: Cli) -> ExitCode {
     }
 }
 
-fn init_tracing() {
+fn init_tracing(format: crate::config::LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("HOLDLESS_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     use std::io::IsTerminal;
-    let _ = tracing_subscriber::fmt()
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_ansi(std::io::stderr().is_terminal())
-        .with_writer(std::io::stderr)
-        .try_init();
+        .with_writer(std::io::stderr);
+    let _ = match format {
+        crate::config::LogFormat::Text => builder
+            .with_ansi(std::io::stderr().is_terminal())
+            .try_init(),
+        // Fields at the top level next to `message`, so a shipper indexes them as they
+        // are; the span stack is left out (handlers' spans carry ids, not context).
+        crate::config::LogFormat::Json => builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(false)
+            .with_span_list(false)
+            .try_init(),
+    };
+}
+
+/// The config file `Settings::load` read, for the start-up log line.
+fn config_file_used(config: Option<&std::path::Path>) -> String {
+    match config {
+        Some(f) => f.display().to_string(),
+        None if std::path::Path::new(crate::config::DEFAULT_CONFIG_FILE).is_file() => {
+            crate::config::DEFAULT_CONFIG_FILE.to_owned()
+        }
+        None => "none (defaults and environment)".to_owned(),
+    }
 }
 
 async fn serve(config: Option<PathBuf>, insecure: bool) -> ExitCode {
@@ -482,7 +504,12 @@ async fn serve(config: Option<PathBuf>, insecure: bool) -> ExitCode {
         eprintln!("holdless: {e}");
         return ExitCode::from(EXIT_CONFIG);
     }
-    init_tracing();
+    init_tracing(settings.log.format);
+    let config_file = config_file_used(config.as_deref());
+    let store = settings.store.path.clone();
+    let plan_file = settings.plan.file.clone();
+    // Everything `build` refuses is configuration (a bad plan or TLS file, a port in
+    // use): one message, exit 64, and nothing created yet.
     let app = match Application::build(settings, Arc::new(SystemClock)).await {
         Ok(a) => a,
         Err(e) => {
@@ -490,11 +517,20 @@ async fn serve(config: Option<PathBuf>, insecure: bool) -> ExitCode {
             return ExitCode::from(EXIT_CONFIG);
         }
     };
+    tracing::info!(
+        version = env!("CARGO_PKG_VERSION"),
+        config = %config_file,
+        store = %store.display(),
+        plan_file = %plan_file,
+        addr = %app.local_addr(),
+        metrics_addr = %app.metrics_addr(),
+        "holdless starting"
+    );
     match app.run(shutdown_signal()).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
+            // Once, through the log (stderr), not a second time by hand.
             tracing::error!(error = %e, "holdless stopped");
-            eprintln!("holdless: {e}");
             ExitCode::FAILURE
         }
     }
@@ -634,11 +670,11 @@ async fn admin(command: Command) -> ExitCode {
         Command::Stats(args) => kpi::stats(args).await,
         Command::Staffing(args) => kpi::staffing(args).await,
         Command::Export { out, config } => {
-            init_tracing();
+            init_tracing(crate::config::LogFormat::Text);
             backup::export(config, out).await
         }
         Command::Import { file, config } => {
-            init_tracing();
+            init_tracing(crate::config::LogFormat::Text);
             backup::import(config, file).await
         }
     };

@@ -51,6 +51,25 @@ pub struct Settings {
     #[serde(default)]
     pub auth: AuthSettings,
     pub limits: LimitSettings,
+    pub log: LogSettings,
+}
+
+/// How `holdless serve` writes its log (to stderr; the level comes from `HOLDLESS_LOG`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogSettings {
+    pub format: LogFormat,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// One human-readable line per event.
+    #[default]
+    Text,
+    /// One JSON object per line (timestamp, level, target, message and fields), for log
+    /// shippers that parse rather than grep.
+    Json,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -167,9 +186,16 @@ pub struct StoreSettings {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PlanSettings {
-    /// Plan imported into an empty store (and re-imported on SIGHUP). Empty: the
-    /// example plan built into the binary (`deploy/plan.example.toml`).
+    /// Plan imported into an empty store; empty: the example plan built into the
+    /// binary (`deploy/plan.example.toml`). On SIGHUP a set file is re-imported when
+    /// its content changed since its last import (see `source`); the built-in example
+    /// never is.
     pub file: String,
+    /// `api` (default): supervisors own the plan; a changed file does not replace a
+    /// version applied through the API since its last import (SIGHUP refuses with a
+    /// warning). `file`: the file is the source of truth and a changed file always
+    /// becomes the active version.
+    pub source: crate::service::PlanSource,
 }
 
 impl Default for Settings {
@@ -196,6 +222,7 @@ impl Default for Settings {
             },
             plan: PlanSettings {
                 file: String::new(),
+                source: crate::service::PlanSource::Api,
             },
             callbacks: CallbackSettings {
                 lease_secs: 60,
@@ -213,6 +240,9 @@ impl Default for Settings {
                 callback_requests_per_phone_per_hour: DEFAULT_CALLBACK_REQUESTS_PER_PHONE_PER_HOUR,
                 callback_requests_per_principal_per_hour:
                     DEFAULT_CALLBACK_REQUESTS_PER_PRINCIPAL_PER_HOUR,
+            },
+            log: LogSettings {
+                format: LogFormat::Text,
             },
         }
     }

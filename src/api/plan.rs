@@ -60,6 +60,15 @@ fn author_comment(
     let (Some(author), Some(comment)) = (author, comment) else {
         return None;
     };
+    // Versions holdless makes itself (first-start import, plan file reloads) are
+    // recognized by their author; a client may not claim one.
+    if author.starts_with("holdless (") {
+        v.push(FieldViolation::new(
+            "author",
+            "names starting with 'holdless (' are reserved for versions holdless makes itself",
+        ));
+        return None;
+    }
     let author = if author.is_empty() {
         principal.to_owned()
     } else {

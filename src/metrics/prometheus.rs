@@ -18,6 +18,20 @@
 //! - `store_flush_seconds`: group-commit flush (`flush` + `fdatasync`) latency, and
 //!   `store_sync_seconds`: its `fdatasync` alone (the disk's part: when the two track
 //!   each other, a slow flush is the disk's doing)
+//! - `plan_reloads_total{result}` (SIGHUP's plan step: `applied`, `unchanged`,
+//!   `no_file`, `refused`, `failed`), `tls_reloads_total{result}` (`ok`, `failed`)
+//! - `build_info{version}`: always 1, to join other series with the version running
+//!
+//! Counters with a fixed set of labels (transitions, outcomes, reloads) are exported
+//! at 0 from start, so `rate()` and alerts see the series before the first event;
+//! the per-method and per-rule ones appear with their first call. Also exported:
+//! the standard `process_*` families (CPU seconds, resident and virtual memory, open
+//! and maximum file descriptors, threads, start time) from `metrics-process`.
+//!
+//! The live gauges (queues, EWT, calls and callbacks held) are written at scrape time
+//! from the floor of the serving `Application`, not through the recorder: a queue that
+//! left the plan leaves the output, and a queue whose wait is unknown (nobody staffed)
+//! has no `queue_ewt_seconds` series rather than a NaN that breaks averages and alerts.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -102,33 +116,6 @@ fn describe() {
         "holdless_routing_decisions_total",
         "routing decisions by matching rule and queue"
     );
-    describe_gauge!("holdless_queue_waiting", "calls waiting now");
-    describe_gauge!(
-        "holdless_queue_agents",
-        "agents able to serve the queue, by state"
-    );
-    describe_gauge!(
-        "holdless_queue_ewt_seconds",
-        Unit::Seconds,
-        "estimated wait for a call arriving now"
-    );
-    describe_gauge!(
-        "holdless_ewt_mean_absolute_error_seconds",
-        Unit::Seconds,
-        "mean absolute error of the waits told against the waits had"
-    );
-    describe_gauge!(
-        "holdless_live_calls",
-        "calls the live floor remembers: waiting, answered, and recently finished"
-    );
-    describe_gauge!(
-        "holdless_callbacks_in_line",
-        "due callbacks holding a place in a queue's line"
-    );
-    describe_gauge!(
-        "holdless_callbacks_open",
-        "pending and dispatched callbacks the scheduler holds in memory"
-    );
     describe_counter!(
         "holdless_callback_transitions_total",
         "callbacks entering each state"
@@ -147,41 +134,137 @@ fn describe() {
         Unit::Seconds,
         "fdatasync latency of a group-commit flush (the disk's part)"
     );
+    describe_counter!(
+        "holdless_plan_reloads_total",
+        "SIGHUP plan reloads by result (applied, unchanged, no_file, refused, failed)"
+    );
+    describe_counter!(
+        "holdless_tls_reloads_total",
+        "SIGHUP TLS certificate reloads by result (ok, failed)"
+    );
+    describe_gauge!(
+        "holdless_build_info",
+        "always 1; the version label says which holdless is running"
+    );
+    metrics::gauge!("holdless_build_info", "version" => env!("CARGO_PKG_VERSION")).set(1.0);
+    for state in [
+        "pending",
+        "dispatched",
+        "completed",
+        "failed",
+        "cancelled",
+        "expired",
+    ] {
+        metrics::counter!("holdless_callback_transitions_total", "state" => state).increment(0);
+    }
+    for outcome in [
+        "connected",
+        "no_answer",
+        "busy",
+        "voicemail",
+        "failed",
+        "invalid_number",
+    ] {
+        metrics::counter!("holdless_dispatch_outcomes_total", "outcome" => outcome).increment(0);
+    }
+    for result in ["applied", "unchanged", "no_file", "refused", "failed"] {
+        metrics::counter!("holdless_plan_reloads_total", "result" => result).increment(0);
+    }
+    for result in ["ok", "failed"] {
+        metrics::counter!("holdless_tls_reloads_total", "result" => result).increment(0);
+    }
+    process_collector().describe();
 }
 
-/// Sets the live queue gauges from the floor.
-fn refresh_live(ready: &Ready) {
+/// The `process_*` collector, read at each scrape.
+fn process_collector() -> &'static metrics_process::Collector {
+    static COLLECTOR: OnceLock<metrics_process::Collector> = OnceLock::new();
+    COLLECTOR.get_or_init(metrics_process::Collector::default)
+}
+
+/// The live gauges of the serving instance, in the text format, appended to the
+/// recorder's output at each scrape.
+fn render_live(ready: &Ready) -> String {
+    use std::fmt::Write;
+    let mut out = String::new();
     let Some(holdless) = ready.get() else {
-        return;
+        return out;
+    };
+    let mut family = |name: &str, help: &str, rows: &[(String, f64)]| {
+        if rows.is_empty() {
+            return;
+        }
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge");
+        for (labels, value) in rows {
+            let _ = writeln!(out, "{name}{labels} {value}");
+        }
     };
     // What the process's memory grows with, next to its RSS.
     let (calls, in_line) = holdless.with_floor(|f| f.tracked());
-    metrics::gauge!("holdless_live_calls").set(calls as f64);
-    metrics::gauge!("holdless_callbacks_in_line").set(in_line as f64);
+    family(
+        "holdless_live_calls",
+        "calls the live floor remembers: waiting, answered, and recently finished",
+        &[(String::new(), calls as f64)],
+    );
+    family(
+        "holdless_callbacks_in_line",
+        "due callbacks holding a place in a queue's line",
+        &[(String::new(), in_line as f64)],
+    );
     if let Some(open) = holdless.open_callbacks_in_memory() {
-        metrics::gauge!("holdless_callbacks_open").set(open as f64);
+        family(
+            "holdless_callbacks_open",
+            "pending and dispatched callbacks the scheduler holds in memory",
+            &[(String::new(), open as f64)],
+        );
     }
     let Ok(queues) = holdless.queue_stats(None) else {
-        return;
+        return out;
     };
+    let (mut waiting, mut agents, mut ewt, mut mae) = (vec![], vec![], vec![], vec![]);
     for (queue, s) in queues {
-        metrics::gauge!("holdless_queue_waiting", "queue" => queue.clone()).set(s.waiting);
+        let q = escape_label(&queue);
+        waiting.push((format!("{{queue=\"{q}\"}}"), f64::from(s.waiting)));
         for (state, n) in [
             ("available", s.agents.available),
             ("reserved", s.agents.reserved),
             ("busy", s.agents.busy),
             ("wrap_up", s.agents.wrap_up),
         ] {
-            metrics::gauge!("holdless_queue_agents", "queue" => queue.clone(), "state" => state)
-                .set(n);
+            agents.push((format!("{{queue=\"{q}\",state=\"{state}\"}}"), f64::from(n)));
         }
-        let ewt = s.estimated_wait.map_or(f64::NAN, |d| d.as_secs_f64());
-        metrics::gauge!("holdless_queue_ewt_seconds", "queue" => queue.clone()).set(ewt);
-        if let Some(mae) = s.ewt_mae {
-            metrics::gauge!("holdless_ewt_mean_absolute_error_seconds", "queue" => queue)
-                .set(mae.as_secs_f64());
+        // Unknown (nobody staffed): no series, never NaN.
+        if let Some(d) = s.estimated_wait {
+            ewt.push((format!("{{queue=\"{q}\"}}"), d.as_secs_f64()));
+        }
+        if let Some(m) = s.ewt_mae {
+            mae.push((format!("{{queue=\"{q}\"}}"), m.as_secs_f64()));
         }
     }
+    family("holdless_queue_waiting", "calls waiting now", &waiting);
+    family(
+        "holdless_queue_agents",
+        "agents able to serve the queue, by state",
+        &agents,
+    );
+    family(
+        "holdless_queue_ewt_seconds",
+        "estimated wait for a call arriving now, in seconds; absent while unknown",
+        &ewt,
+    );
+    family(
+        "holdless_ewt_mean_absolute_error_seconds",
+        "mean absolute error of the waits told against the waits had, in seconds",
+        &mae,
+    );
+    out
+}
+
+/// A label value in the text format: backslash, double quote and newline escaped.
+fn escape_label(v: &str) -> String {
+    v.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
 }
 
 /// Serves `GET /metrics` on `listener` until `shutdown` completes.
@@ -196,8 +279,9 @@ pub async fn serve(
         axum::routing::get(move || {
             let ready = ready.clone();
             async move {
-                refresh_live(&ready);
-                let body = handle.map(|h| h.render()).unwrap_or_default();
+                process_collector().collect();
+                let mut body = handle.map(|h| h.render()).unwrap_or_default();
+                body.push_str(&render_live(&ready));
                 (
                     [(
                         http::header::CONTENT_TYPE,

@@ -754,7 +754,7 @@ impl Actor {
                 .with_floor(|f| f.end_hold(&agent, &cb.id, connected, now));
             self.kick.notify_one();
         }
-        tracing::info!(callback_id = %cb.id, attempt_id, ?outcome, state = ?cb.state, "dispatch outcome");
+        tracing::debug!(callback_id = %cb.id, attempt_id, ?outcome, state = ?cb.state, "dispatch outcome");
         if cb.state.is_open() {
             self.track(cb.clone(), now);
         } else {

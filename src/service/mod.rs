@@ -25,8 +25,8 @@ use crate::routing::{self, CompiledPlan, Decision};
 use crate::store::{NewPlan, Store, StoreError, UpsertOutcome};
 
 pub use plans::{
-    ReloadOutcome, ReplaySource, SimulationOutcome, DEFAULT_SIMULATION_DAYS, MAX_SIMULATED_CALLS,
-    MAX_SIMULATION_DAYS, PLAN_REQUEST_RETENTION_HOURS,
+    PlanSource, ReloadOutcome, ReplaySource, SimulationOutcome, DEFAULT_SIMULATION_DAYS,
+    MAX_SIMULATED_CALLS, MAX_SIMULATION_DAYS, PLAN_FILE_AUTHOR, PLAN_REQUEST_RETENTION_HOURS,
 };
 
 /// How far back the agent's context looks for earlier contacts.
@@ -82,6 +82,9 @@ pub mod kpi;
 /// The example plan shipped in `deploy/plan.example.toml`, used when no plan file is
 /// configured and the store is empty.
 pub const EXAMPLE_PLAN: &str = include_str!("../../deploy/plan.example.toml");
+
+/// Author of the version imported into an empty store from the built-in example plan.
+pub const IMPORT_AUTHOR: &str = "holdless (import)";
 
 /// What can go wrong in an operation; mapped to a gRPC status in `api::error` only.
 #[derive(Debug, thiserror::Error)]
@@ -167,16 +170,36 @@ impl Holdless {
         plan_text: &str,
         live: LiveConfig,
     ) -> Result<Self, ServiceError> {
+        Self::start_from(store, clock, plan_text, None, live).await
+    }
+
+    /// [`Holdless::start`] where `plan_text` was read from `plan_file`: a version
+    /// imported from it is authored [`PLAN_FILE_AUTHOR`], so a SIGHUP can tell
+    /// whether the active version is still the file's.
+    pub async fn start_from(
+        store: Arc<dyn Store>,
+        clock: Arc<dyn Clock>,
+        plan_text: &str,
+        plan_file: Option<&std::path::Path>,
+        live: LiveConfig,
+    ) -> Result<Self, ServiceError> {
         let record = match store.active_plan().await? {
             Some(r) => r,
             None => {
                 routing::compile_toml(plan_text, 0).map_err(ServiceError::InvalidArgument)?;
                 let now = clock.now();
+                let (author, comment) = match plan_file {
+                    Some(f) => (
+                        PLAN_FILE_AUTHOR,
+                        format!("imported from {} at first start", f.display()),
+                    ),
+                    None => (IMPORT_AUTHOR, "imported at first start".to_owned()),
+                };
                 let r = store
                     .apply_plan(
                         NewPlan {
-                            author: "holdless (import)".into(),
-                            comment: "imported at first start".into(),
+                            author: author.into(),
+                            comment: comment.clone(),
                             created_at: now,
                             toml: plan_text.to_owned(),
                             request_id: None,
@@ -184,7 +207,7 @@ impl Holdless {
                                 now,
                                 AuditAction::PlanApply,
                                 "",
-                                "imported at first start",
+                                comment,
                             ),
                         },
                         Some(0),
@@ -193,6 +216,7 @@ impl Holdless {
                     .record;
                 tracing::info!(
                     version = r.version,
+                    author,
                     "imported routing plan into empty store"
                 );
                 r

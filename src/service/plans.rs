@@ -13,8 +13,10 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
 
-use super::{Holdless, PlanSummary, ServiceError, EXAMPLE_PLAN};
+use super::{Holdless, PlanSummary, ServiceError, IMPORT_AUTHOR};
 use crate::domain::audit::{Actor, AuditAction, AuditEntry, SYSTEM};
 use crate::domain::{Call, Customer, CustomerId};
 use crate::routing::simulate::{simulate, ReplayCall, SimulationReport};
@@ -54,12 +56,70 @@ pub struct SimulationOutcome {
     pub without_facts: usize,
 }
 
+/// Author of every plan version imported from `plan.file` (at first start and by
+/// SIGHUP): how a reload recognizes what the file produced last. The API refuses it
+/// as an author, so a supervisor's version cannot pass for the file's.
+pub const PLAN_FILE_AUTHOR: &str = "holdless (plan.file)";
+
+/// Who owns the routing plan when `plan.file` is set (`plan.source`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PlanSource {
+    /// Supervisors own it through the API; the file seeds an empty store, and a changed
+    /// file is imported on SIGHUP only while the active version is the file's own.
+    #[default]
+    Api,
+    /// The file is the source of truth: a changed file is imported on SIGHUP even over
+    /// a version applied through the API (logged and audited).
+    File,
+}
+
+/// What a SIGHUP did to the plan.
 #[derive(Debug, Clone, PartialEq)]
 pub enum ReloadOutcome {
-    /// The file differed from the active plan and is now a new version.
+    /// No `plan.file` is configured: the plan was left alone.
+    NoFile { active: u64 },
+    /// The file changed since its last import and is now a new version.
     Applied(PlanRecord),
-    /// The file is the active plan already; nothing changed.
-    Unchanged(u64),
+    /// The file has not changed since it was last imported (as version `imported`),
+    /// or it is the active plan already: nothing changed.
+    Unchanged { active: u64, imported: Option<u64> },
+    /// The file changed, but the active version was applied through the API after the
+    /// file's last import (`imported`, none if it never was): kept, with a warning.
+    Refused { active: u64, imported: Option<u64> },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ReloadDecision {
+    Unchanged,
+    Import,
+    Refuse,
+}
+
+/// The reload rule, given the file's hash, the active version and the version the
+/// file last produced.
+fn reload_decision(
+    file_hash: &str,
+    active: &PlanRecord,
+    imported: Option<&PlanRecord>,
+    source: PlanSource,
+) -> ReloadDecision {
+    if active.content_hash == file_hash || imported.is_some_and(|r| r.content_hash == file_hash) {
+        return ReloadDecision::Unchanged;
+    }
+    let active_is_the_files = imported.is_some_and(|r| r.version == active.version);
+    // A store seeded with the built-in example (or by an older holdless) has no
+    // version from the file; its first-start import is not a supervisor's change.
+    let seeded_at_start = active.author == IMPORT_AUTHOR;
+    if source == PlanSource::File || active_is_the_files || seeded_at_start {
+        ReloadDecision::Import
+    } else {
+        ReloadDecision::Refuse
+    }
+}
+
+fn count_reload(result: &'static str) {
+    metrics::counter!("holdless_plan_reloads_total", "result" => result).increment(1);
 }
 
 fn compile_stored(record: &PlanRecord) -> Result<CompiledPlan, ServiceError> {
@@ -325,27 +385,49 @@ impl Holdless {
         })
     }
 
-    /// Re-imports the configured plan file (`None`: the built-in example plan):
-    /// validated first; on any error the active plan stays, the error is logged and
-    /// counted ([`Holdless::plan_reload_failures`]). A file equal to the active plan
-    /// creates no version.
+    /// SIGHUP's plan step: re-imports `plan.file` only when its content changed since
+    /// it was last imported, and never replaces a version applied through the API
+    /// since then unless `source` is [`PlanSource::File`]. Without a file (`None`)
+    /// the plan is left alone: the built-in example is never imported by a reload.
+    ///
+    /// Every outcome is logged and counted in `holdless_plan_reloads_total{result}`;
+    /// an applied file is audited (`plan_reload`). A file that cannot be read or does
+    /// not validate keeps the active plan and is counted as `failed`.
     pub async fn reload_plan_file(
         &self,
         path: Option<&Path>,
+        source: PlanSource,
     ) -> Result<ReloadOutcome, ServiceError> {
-        let source = path.map_or_else(
-            || "(built-in example)".to_owned(),
-            |p| p.display().to_string(),
-        );
-        let result = self.reload_inner(path, &source).await;
+        let Some(path) = path else {
+            let active = self.plan.load().version;
+            tracing::info!(version = active, "SIGHUP: no plan.file; plan unchanged");
+            count_reload("no_file");
+            return Ok(ReloadOutcome::NoFile { active });
+        };
+        let file = path.display().to_string();
+        let result = self.reload_inner(path, &file, source).await;
         match &result {
             Ok(ReloadOutcome::Applied(r)) => {
-                tracing::info!(version = r.version, file = %source, "plan reloaded")
+                count_reload("applied");
+                tracing::info!(version = r.version, %file, "SIGHUP: plan file changed; imported as a new version");
             }
-            Ok(ReloadOutcome::Unchanged(v)) => {
-                tracing::info!(version = v, file = %source, "plan reloaded: unchanged")
+            Ok(ReloadOutcome::Unchanged { active, imported }) => {
+                count_reload("unchanged");
+                tracing::info!(version = active, imported_as = ?imported, %file, "SIGHUP: plan file unchanged since it was last imported; plan unchanged");
             }
+            Ok(ReloadOutcome::Refused { active, imported }) => {
+                count_reload("refused");
+                tracing::warn!(
+                    version = active,
+                    file_imported_as = ?imported,
+                    %file,
+                    "SIGHUP: plan file changed, but the active version was applied through the API since; \
+                     keeping it (apply the file with `holdless plan apply`, or set plan.source = \"file\")"
+                );
+            }
+            Ok(ReloadOutcome::NoFile { .. }) => {}
             Err(e) => {
+                count_reload("failed");
                 self.reload_failures.fetch_add(1, Ordering::Relaxed);
                 let detail = match e {
                     ServiceError::InvalidArgument(v) => v
@@ -355,7 +437,7 @@ impl Holdless {
                         .join("; "),
                     other => other.to_string(),
                 };
-                tracing::warn!(file = %source, error = %detail, "plan reload failed; the active plan stays");
+                tracing::warn!(%file, error = %detail, "SIGHUP: plan reload failed; the active plan stays");
             }
         }
         result
@@ -363,27 +445,43 @@ impl Holdless {
 
     async fn reload_inner(
         &self,
-        path: Option<&Path>,
-        source: &str,
+        path: &Path,
+        file: &str,
+        source: PlanSource,
     ) -> Result<ReloadOutcome, ServiceError> {
-        let text = match path {
-            None => EXAMPLE_PLAN.to_owned(),
-            Some(p) => tokio::fs::read_to_string(p).await.map_err(|e| {
-                ServiceError::FailedPrecondition(format!("cannot read plan file {source}: {e}"))
-            })?,
-        };
+        let text = tokio::fs::read_to_string(path).await.map_err(|e| {
+            ServiceError::FailedPrecondition(format!("cannot read plan file {file}: {e}"))
+        })?;
         let compiled = routing::compile_toml(&text, 0).map_err(ServiceError::InvalidArgument)?;
+        // Under the writer lock, so an API apply cannot slip in between the decision
+        // and the import.
+        let writer = self.plan_writer.lock().await;
         let active = self.plan_record(0).await?;
-        if active.toml == text {
-            return Ok(ReloadOutcome::Unchanged(active.version));
+        let imported = self.last_file_import().await?;
+        let hash = hex::encode(Sha256::digest(text.as_bytes()));
+        match reload_decision(&hash, &active, imported.as_ref(), source) {
+            ReloadDecision::Unchanged => {
+                return Ok(ReloadOutcome::Unchanged {
+                    active: active.version,
+                    imported: imported.map(|r| r.version),
+                })
+            }
+            ReloadDecision::Refuse => {
+                return Ok(ReloadOutcome::Refused {
+                    active: active.version,
+                    imported: imported.map(|r| r.version),
+                })
+            }
+            ReloadDecision::Import => {}
         }
+        drop(writer);
         let actor = Actor::new(SYSTEM, "");
-        let comment = format!("reloaded from {source}");
+        let comment = format!("reloaded from {file} (was v{})", active.version);
         self.activate(
             compiled,
             text,
-            0,
-            "holdless (SIGHUP)".into(),
+            active.version,
+            PLAN_FILE_AUTHOR.into(),
             comment.clone(),
             &actor,
             AuditAction::PlanReload,
@@ -393,7 +491,22 @@ impl Holdless {
         .map(ReloadOutcome::Applied)
     }
 
-    /// Plan reloads that failed since start (a metric until Prometheus lands).
+    /// The newest version imported from `plan.file` (at first start or by a reload).
+    async fn last_file_import(&self) -> Result<Option<PlanRecord>, ServiceError> {
+        let mut before = None;
+        loop {
+            let page = self.store.list_plans(before, 256).await?;
+            let Some(last) = page.last() else {
+                return Ok(None);
+            };
+            before = Some(last.version);
+            if let Some(r) = page.iter().find(|r| r.author == PLAN_FILE_AUTHOR) {
+                return Ok(Some(r.clone()));
+            }
+        }
+    }
+
+    /// Plan reloads that failed since start.
     pub fn plan_reload_failures(&self) -> u64 {
         self.reload_failures.load(Ordering::Relaxed)
     }

@@ -138,6 +138,67 @@ pub(crate) fn abort<T>(e: StoreError) -> Result<T, ConflictableTransactionError<
     Err(ConflictableTransactionError::Abort(e))
 }
 
+/// Creates the store directory (and missing parents) readable by the owner only: the
+/// store holds customer names, numbers and notes, and sled creates its files with the
+/// process umask (0644 under the usual 022), so the directory is what keeps them private.
+/// An existing directory keeps the mode the operator gave it (a backup group, a
+/// systemd `StateDirectoryMode`); one that others may enter gets a warning.
+fn private_dir(path: &Path) -> std::io::Result<()> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+        if !path.exists() {
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(path)?;
+        }
+        let mode = std::fs::metadata(path)?.permissions().mode();
+        if mode & 0o007 != 0 {
+            tracing::warn!(
+                path = %path.display(),
+                mode = format!("{:o}", mode & 0o777),
+                "the store directory is open to other users; customer data should be 0700"
+            );
+        }
+        Ok(())
+    }
+    #[cfg(not(unix))]
+    std::fs::create_dir_all(path)
+}
+
+/// Makes the files sled created (and its `blobs` directory) owner-only: 0600 and
+/// 0700. Files sled creates later (snapshots) get the umask's mode but sit inside
+/// the directory [`private_dir`] made unreachable to others.
+fn private_files(path: &Path) -> std::io::Result<()> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        fn walk(dir: &Path, depth: u8) -> std::io::Result<()> {
+            for entry in std::fs::read_dir(dir)? {
+                let entry = entry?;
+                let kind = entry.file_type()?;
+                if kind.is_dir() {
+                    std::fs::set_permissions(entry.path(), std::fs::Permissions::from_mode(0o700))?;
+                    if depth > 0 {
+                        walk(&entry.path(), depth - 1)?;
+                    }
+                } else if kind.is_file() {
+                    std::fs::set_permissions(entry.path(), std::fs::Permissions::from_mode(0o600))?;
+                }
+            }
+            Ok(())
+        }
+        // sled's layout is flat: conf, db, snapshots, and blobs/ one level down.
+        walk(path, 1)
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = path;
+        Ok(())
+    }
+}
+
 impl SledStore {
     /// Opens (or creates) the store in `path` and starts its writer threads. Blocking,
     /// so call it from `spawn_blocking` on a busy runtime. Call [`Store::close`] before
@@ -148,7 +209,7 @@ impl SledStore {
 
     /// [`SledStore::open`] with a page cache of `cache_bytes`.
     pub fn open_with_cache(path: &Path, cache_bytes: u64) -> StoreResult<Self> {
-        std::fs::create_dir_all(path).map_err(io)?;
+        private_dir(path).map_err(io)?;
         let db = sled::Config::new()
             .path(path)
             .cache_capacity(cache_bytes)
@@ -169,6 +230,7 @@ impl SledStore {
             .write(true)
             .open(path.join("db"))
             .map_err(io)?;
+        private_files(path).map_err(io)?;
         let phones = db.open_tree("customer_phones").map_err(io)?;
         let contacts_by_party = db.open_tree("contacts_by_party").map_err(io)?;
         let known = Arc::new(known_numbers(&phones, &contacts_by_party)?);

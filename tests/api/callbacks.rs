@@ -1146,3 +1146,29 @@ async fn customer_first_dials_no_more_customers_than_agents_free_to_take_them() 
     assert!(!r.duplicate);
     nothing(&mut d).await;
 }
+
+#[tokio::test]
+async fn shutdown_ends_open_dispatch_streams_at_once_and_keeps_their_leases() {
+    let app = spawn_app_with(|s| s.server.shutdown_grace_secs = 30).await;
+    let (mut d, cb, dispatched) = one_dispatched(&app, "d").await;
+    let started = std::time::Instant::now();
+    // Restart, not stop: `restart` brings up the next server on the same store.
+    let app = app.restart().await;
+    let took = started.elapsed();
+    // A stream that stayed open held shutdown for the whole grace period (30 s here).
+    assert!(took < Duration::from_secs(5), "shutdown took {took:?}");
+    let ended = tokio::time::timeout(Duration::from_secs(5), d.message())
+        .await
+        .expect("the stream ends");
+    let status = ended.expect_err("the stream ends with a status");
+    assert_eq!(status.code(), tonic::Code::Unavailable, "{status:?}");
+    assert!(status.message().contains("draining"), "{status:?}");
+    // The lease was kept: after it runs out the same attempt goes out again.
+    assert_eq!(
+        get(&app, &cb.callback_id).await.state,
+        pb::CallbackState::Dispatched as i32
+    );
+    app.clock.advance(chrono::Duration::seconds(120));
+    let mut d = dialer(&app, "d-after").await;
+    assert_eq!(next(&mut d).await.attempt_id, dispatched.attempt_id);
+}

@@ -95,6 +95,48 @@ fn serve_with_bad_config_exits_64_with_one_line() {
 }
 
 #[test]
+fn serve_with_a_bad_plan_file_exits_64_with_one_message_and_creates_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let plan = dir.path().join("plan.toml");
+    std::fs::write(&plan, "this is not a plan\n").unwrap();
+    let out = holdless()
+        .arg("serve")
+        .current_dir(dir.path())
+        .env("HOLDLESS__SERVER__LISTEN", "127.0.0.1:0")
+        .env("HOLDLESS__METRICS__LISTEN", "127.0.0.1:0")
+        .env("HOLDLESS__PLAN__FILE", &plan)
+        .env("HOLDLESS_LOG", "info")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(64), "{stderr}");
+    // One message: a first line naming the file, then the TOML error with its caret
+    // lines intact, and nothing else (no log lines, no second copy).
+    assert!(
+        stderr.starts_with(&format!(
+            "holdless: plan file {} is invalid:\n",
+            plan.display()
+        )),
+        "{stderr}"
+    );
+    assert_eq!(stderr.matches("holdless").count(), 1, "{stderr}");
+    assert!(stderr.contains("TOML parse error at line 1"), "{stderr}");
+    assert!(stderr.contains("1 | this is not a plan"), "{stderr}");
+    assert!(
+        stderr
+            .lines()
+            .any(|l| l.trim_start().starts_with("|") && l.contains('^')),
+        "{stderr}"
+    );
+    // Nothing was created: no store directory beside the plan.
+    let left: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(left, vec![std::ffi::OsString::from("plan.toml")]);
+}
+
+#[test]
 fn unreachable_server_exits_69() {
     let out = holdless()
         .args([
@@ -149,6 +191,66 @@ fn serve_stops_cleanly_on_sigterm() {
         rest.iter().any(|l| l.contains("store flushed")),
         "{rest:#?}"
     );
+}
+
+/// Starts `holdless serve` in `dir` (ports 0, info logs on stderr), waits for SERVING,
+/// sends SIGTERM and returns the exit code with every log line.
+fn serve_once(dir: &std::path::Path, envs: &[(&str, &std::ffi::OsStr)]) -> (i32, Vec<String>) {
+    use std::io::{BufRead, BufReader};
+    let mut cmd = holdless();
+    cmd.arg("serve")
+        .current_dir(dir)
+        .env("HOLDLESS__SERVER__LISTEN", "127.0.0.1:0")
+        .env("HOLDLESS__METRICS__LISTEN", "127.0.0.1:0")
+        .env("HOLDLESS_LOG", "info")
+        .stderr(Stdio::piped());
+    for (k, v) in envs {
+        cmd.env(k, v);
+    }
+    let mut child = cmd.spawn().unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let mut lines = BufReader::new(stderr).lines();
+    let mut seen = Vec::new();
+    for line in lines.by_ref() {
+        let line = line.unwrap();
+        let serving = line.contains("SERVING");
+        seen.push(line);
+        if serving {
+            break;
+        }
+    }
+    if seen.iter().any(|l| l.contains("SERVING")) {
+        assert!(Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status()
+            .unwrap()
+            .success());
+    }
+    seen.extend(lines.map_while(Result::ok));
+    let code = child.wait().unwrap().code().unwrap_or(-1);
+    (code, seen)
+}
+
+#[test]
+fn the_default_store_is_private_to_the_service_user() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let (code, log) = serve_once(dir.path(), &[]);
+    assert_eq!(code, 0, "{log:#?}");
+    let data = dir.path().join("holdless-data");
+    let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&data), 0o700, "{}", data.display());
+    let mut files = 0;
+    for entry in std::fs::read_dir(&data).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_file() {
+            files += 1;
+            assert_eq!(mode(&path), 0o600, "{}", path.display());
+        } else {
+            assert_eq!(mode(&path), 0o700, "{}", path.display());
+        }
+    }
+    assert!(files >= 2, "sled's conf and db");
 }
 
 /// Runs `holdless bench` with `args`; it must succeed. Returns what it printed.

@@ -101,3 +101,41 @@ async fn latency_samples_are_folded_without_a_scrape() {
         "{threads:?}"
     );
 }
+
+/// The day-one families: process figures, the build, reload results and every fixed
+/// counter at 0 before anything happened; an unknown wait is absent, never NaN.
+#[tokio::test]
+async fn metrics_export_process_build_and_reload_families_and_no_nan() {
+    let app = spawn_app().await;
+    // Nobody staffed: every queue's wait is unknown.
+    let body = scrape(&app).await;
+    assert!(!body.contains("NaN"), "{body}");
+    assert!(
+        !body.contains(r#"holdless_queue_ewt_seconds{queue="general"}"#),
+        "{body}"
+    );
+    assert!(
+        body.contains(r#"holdless_queue_waiting{queue="general"} 0"#),
+        "{body}"
+    );
+    for series in [
+        r#"holdless_plan_reloads_total{result="failed"}"#,
+        r#"holdless_plan_reloads_total{result="refused"}"#,
+        r#"holdless_tls_reloads_total{result="failed"}"#,
+        r#"holdless_callback_transitions_total{state="expired"}"#,
+        r#"holdless_dispatch_outcomes_total{outcome="invalid_number"}"#,
+        "holdless_build_info{version=",
+        "process_resident_memory_bytes",
+        "process_cpu_seconds_total",
+        "process_open_fds",
+    ] {
+        assert!(body.contains(series), "{series} missing from:\n{body}");
+    }
+    // With an agent staffed the wait is known and exported.
+    agent(&app, "a1", &["support"], pb::AgentState::Available, 0).await;
+    let body = scrape(&app).await;
+    assert!(
+        body.contains(r#"holdless_queue_ewt_seconds{queue="general"} 0"#),
+        "{body}"
+    );
+}
