@@ -561,6 +561,7 @@ impl From<AuditEntry> for pb::AuditEntry {
             target,
             request_id,
             detail,
+            author,
         } = e;
         pb::AuditEntry {
             sequence: seq,
@@ -570,6 +571,7 @@ impl From<AuditEntry> for pb::AuditEntry {
             target,
             request_id,
             detail,
+            author,
         }
     }
 }

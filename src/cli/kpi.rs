@@ -29,6 +29,7 @@ pub struct StatsArgs {
 
 #[derive(Debug, Args)]
 pub struct StaffingArgs {
+    /// Queue id to plan for.
     #[arg(long)]
     pub queue: String,
     /// The UTC date to plan (measured from that day's counters unless overridden).

@@ -173,6 +173,18 @@ impl Holdless {
             .store
             .kpi_buckets(q.queue_id.as_deref(), from, to)
             .await?;
+        // A mistyped queue would otherwise read as a quiet queue (all zeros). A queue
+        // dropped from the plan still reports the range it has counters for.
+        if let Some(id) = &q.queue_id {
+            if buckets.is_empty() && self.active_plan().queue(id).is_none() {
+                return Err(ServiceError::InvalidArgument(vec![FieldViolation::new(
+                    "queue_id",
+                    format!(
+                        "queue '{id}' is not in the active plan and has no counters in the range"
+                    ),
+                )]));
+            }
+        }
         let mut intervals = Vec::new();
         let mut start = from;
         while start < to {
