@@ -246,6 +246,11 @@ pub struct BenchArgs {
     /// Not with --baseline.
     #[arg(long, conflicts_with = "baseline")]
     pub windows: Option<u32>,
+    /// Write callbacks (the callback and mixed scenarios) into a --server store that
+    /// already holds callbacks. Without it the bench refuses: its thousands of test
+    /// callbacks would be dialed like real ones.
+    #[arg(long)]
+    pub yes: bool,
     #[command(flatten)]
     pub server: ServerArg,
 }
@@ -1301,12 +1306,23 @@ async fn bench(a: BenchArgs) -> Result<String, Failure> {
         wait_until_serving(&target).await.map_err(fail)?;
         target
     } else {
-        a.server.server.clone()
+        let target = server_url(&a.server.server, false);
+        if a.scenario != bench::Scenario::Route && !a.yes {
+            refuse_a_store_with_callbacks(&target).await?;
+        }
+        target
+    };
+    let mut failed = bench::Errors::new();
+    let mut count_failures = |r: &bench::Report| {
+        for (code, n) in &r.error_codes {
+            *failed.entry(code).or_default() += n;
+        }
     };
     if let Some(windows) = a.windows {
         let embedded = a.embedded;
         let json = a.server.json;
         bench::soak(&target, &opts, windows, |w, r| {
+            count_failures(&r);
             let rss = if embedded {
                 bench::resident_bytes().map(|b| b / (1024 * 1024))
             } else {
@@ -1332,13 +1348,14 @@ async fn bench(a: BenchArgs) -> Result<String, Failure> {
         .await
         .map_err(fail)?;
         let _ = stop_tx.send(true);
-        return Ok(String::new());
+        return failures(failed, String::new());
     }
     targets.push(("holdless", target));
     let named: Vec<(&str, &str)> = targets.iter().map(|(n, u)| (*n, u.as_str())).collect();
     let rounds = if a.baseline { a.rounds } else { 1 };
     let reports = bench::compare(&named, &opts, rounds).await.map_err(fail)?;
     let _ = stop_tx.send(true);
+    reports.iter().for_each(&mut count_failures);
 
     let ratio = match reports.as_slice() {
         [base, hl] if base.throughput_per_sec > 0.0 => {
@@ -1354,11 +1371,12 @@ async fn bench(a: BenchArgs) -> Result<String, Failure> {
         .flatten()
         .filter(|f| f.flushes > 0);
     if a.server.json {
-        return Ok(to_json(&serde_json::json!({
+        let out = to_json(&serde_json::json!({
             "reports": reports,
             "throughput_ratio": ratio,
             "store_flushes": flushes,
-        })));
+        }));
+        return failures(failed, out);
     }
     let mut out: String = reports.iter().map(bench::render).collect();
     if let Some(r) = ratio {
@@ -1367,7 +1385,61 @@ async fn bench(a: BenchArgs) -> Result<String, Failure> {
     if let Some(f) = flushes {
         out.push_str(&f.render());
     }
-    Ok(out)
+    failures(failed, out)
+}
+
+/// A bench run with failed requests is not a measurement of the server's speed: the
+/// report still goes to standard output, and the run exits 1 with the failures by
+/// status code (a limit the server enforces shows as RESOURCE_EXHAUSTED, say).
+fn failures(failed: crate::bench::Errors, out: String) -> Result<String, Failure> {
+    if failed.is_empty() {
+        return Ok(out);
+    }
+    print!("{out}");
+    let total: u64 = failed.values().sum();
+    let by_code: Vec<String> = failed.iter().map(|(c, n)| format!("{c}: {n}")).collect();
+    Err(Failure {
+        code: 1,
+        message: format!("{total} request(s) failed: {}", by_code.join(", ")),
+    })
+}
+
+/// Refuses to bench the callback and mixed scenarios against a server whose store
+/// already holds callbacks (one ListCallbacks of one entry): those are a contact
+/// center's real customers, and the bench's callbacks would queue among them and be
+/// dialed. `--yes` overrides; a check that cannot be made refuses too.
+async fn refuse_a_store_with_callbacks(target: &str) -> Result<(), Failure> {
+    let unreachable = |message: String| Failure {
+        code: EXIT_UNAVAILABLE,
+        message,
+    };
+    let channel = crate::bench::connect(target, 1)
+        .await
+        .map_err(unreachable)?
+        .remove(0);
+    let mut c = pb::callback_service_client::CallbackServiceClient::new(channel);
+    let listed = c
+        .list_callbacks(pb::ListCallbacksRequest {
+            page_size: 1,
+            ..Default::default()
+        })
+        .await;
+    let why = match listed {
+        Ok(r) if r.get_ref().callbacks.is_empty() => return Ok(()),
+        Ok(_) => format!("{target} already holds callbacks"),
+        Err(s) => format!(
+            "cannot tell whether {target} holds callbacks ({:?}: {})",
+            s.code(),
+            s.message()
+        ),
+    };
+    Err(Failure {
+        code: EXIT_CONFIG,
+        message: format!(
+            "{why}: this scenario writes test callbacks that would be dialed like real ones; \
+             pass --yes to write them anyway"
+        ),
+    })
 }
 
 /// One gRPC health check, answered within 5 s.

@@ -772,3 +772,97 @@ async fn plan_apply_and_rollback_never_overwrite_a_change_they_did_not_see() {
     let v: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert_eq!(v["versions"].as_array().unwrap().len(), 3);
 }
+
+/// Runs `holdless bench` with `args`; returns (exit code, stdout, stderr).
+fn bench_status(args: Vec<String>) -> (Option<i32>, String, String) {
+    let out = holdless().arg("bench").args(args).output().unwrap();
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn args(s: &str, server: &str) -> Vec<String> {
+    s.split_whitespace()
+        .map(str::to_owned)
+        .chain(["--server".to_owned(), server.to_owned()])
+        .collect()
+}
+
+/// An operator benching callbacks against a server with a per-principal callback
+/// limit: the requests past the limit fail, and the run says so and how.
+#[tokio::test]
+async fn bench_exits_1_and_counts_failures_by_status_code() {
+    let app = spawn_app_with(|s| {
+        s.limits.callback_requests_per_phone_per_hour = 0;
+        s.limits.callback_requests_per_principal_per_hour = 5;
+    })
+    .await;
+    let server = app.addr.to_string();
+    let (code, out, err) = tokio::task::spawn_blocking(move || {
+        bench_status(args(
+            "--scenario callback --clients 1 --connections 1 --requests 20 --warmup 0",
+            &server,
+        ))
+    })
+    .await
+    .unwrap();
+    assert_eq!(code, Some(1), "{out} {err}");
+    assert!(out.contains("5 ok, 15 errors"), "{out}");
+    assert!(out.contains("RESOURCE_EXHAUSTED: 15"), "{out}");
+    assert!(
+        err.contains("15 request(s) failed: RESOURCE_EXHAUSTED: 15"),
+        "{err}"
+    );
+}
+
+#[tokio::test]
+async fn bench_refuses_to_write_callbacks_into_a_store_that_holds_some_unless_told_yes() {
+    let app = spawn_app_with(|s| {
+        s.limits.callback_requests_per_phone_per_hour = 0;
+        s.limits.callback_requests_per_principal_per_hour = 0;
+    })
+    .await;
+    let mut c =
+        holdless::api::pb::callback_service_client::CallbackServiceClient::new(app.channel.clone());
+    c.request_callback(holdless::api::pb::RequestCallbackRequest {
+        queue_id: "general".into(),
+        phone_number: "+12125550142".into(),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let server = format!("http://{}", app.addr);
+    let run = "--scenario callback --clients 1 --connections 1 --requests 3 --warmup 0";
+    let (refused, allowed, route) = tokio::task::spawn_blocking(move || {
+        (
+            bench_status(args(run, &server)),
+            bench_status(args(&format!("{run} --yes"), &server)),
+            bench_status(args(
+                "--scenario route --clients 1 --connections 1 --requests 3 --warmup 0",
+                &server,
+            )),
+        )
+    })
+    .await
+    .unwrap();
+    assert_eq!(refused.0, Some(64), "{refused:?}");
+    assert!(
+        refused.2.contains("already holds callbacks") && refused.2.contains("--yes"),
+        "{refused:?}"
+    );
+    assert_eq!(allowed.0, Some(0), "{allowed:?}");
+    assert!(allowed.1.contains("3 ok, 0 errors"), "{allowed:?}");
+    // RouteCall writes no callbacks: no question asked.
+    assert_eq!(route.0, Some(0), "{route:?}");
+    let listed = c
+        .list_callbacks(holdless::api::pb::ListCallbacksRequest {
+            page_size: 10,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(listed.callbacks.len(), 4, "the refused run wrote nothing");
+}
