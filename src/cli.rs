@@ -474,7 +474,11 @@ pub enum CustomerCommand {
     /// Create or replace a customer (fields left out are cleared).
     Upsert {
         /// Customer id (the CRM's), given like `customer get ID` and `customer delete ID`.
-        id: String,
+        #[arg(required_unless_present = "id_option")]
+        id: Option<String>,
+        /// The id as an option: the earlier form, kept so existing scripts still run.
+        #[arg(long = "id", id = "id_option", hide = true, conflicts_with = "id")]
+        id_option: Option<String>,
         /// Display name shown to the agent.
         #[arg(long, default_value = "")]
         name: String,
@@ -1191,6 +1195,7 @@ async fn customer(cmd: CustomerCommand) -> Result<String, Failure> {
         }
         CustomerCommand::Upsert {
             id,
+            id_option,
             name,
             phones,
             status,
@@ -1203,7 +1208,7 @@ async fn customer(cmd: CustomerCommand) -> Result<String, Failure> {
             let r = c
                 .upsert_customer(pb::UpsertCustomerRequest {
                     customer: Some(pb::Customer {
-                        customer_id: id,
+                        customer_id: id.or(id_option).unwrap_or_default(),
                         display_name: name,
                         phone_numbers: phones,
                         status,

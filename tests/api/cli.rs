@@ -699,6 +699,12 @@ async fn customer_commands_take_the_id_the_same_way() {
     assert!(out.starts_with("cust-9 Ada"), "{out}");
     let (code, _, err) = run_cli(&app, &["customer", "delete", "cust-9"]).await;
     assert_eq!(code, Some(0), "{err}");
+    // Scripts written for the earlier `--id` form still run.
+    let (code, out, err) = run_cli(&app, &["customer", "upsert", "--id", "cust-8"]).await;
+    assert_eq!(code, Some(0), "{err}");
+    assert!(out.starts_with("created: cust-8"), "{out}");
+    let (code, _, _) = run_cli(&app, &["customer", "upsert"]).await;
+    assert_eq!(code, Some(2), "an id is required");
 }
 
 #[tokio::test]
