@@ -2099,6 +2099,55 @@ mod tests {
         assert!(missing.is_empty(), "arguments without help: {missing:#?}");
     }
 
+    /// Without --based-on or --force, a plan change is based on the version active
+    /// when the command starts, never sent blind (expected_version 0).
+    #[tokio::test]
+    async fn a_plan_change_is_based_on_the_active_version_by_default() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let mut settings = Settings::default();
+        settings.server.listen = "127.0.0.1:0".parse().expect("address");
+        settings.metrics.listen = "127.0.0.1:0".parse().expect("address");
+        settings.store.path = dir.path().join("store");
+        let clock = Arc::new(crate::clock::ManualClock::new(chrono::Utc::now()));
+        let app = Application::build(settings, clock)
+            .await
+            .expect("app builds");
+        let server = ServerArg {
+            server: app.local_addr().to_string(),
+            json: false,
+            token: None,
+            ca_cert: None,
+            client_cert: None,
+            client_key: None,
+        };
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let running = tokio::spawn(app.run(async {
+            let _ = stopped.await;
+        }));
+        wait_until_serving(&server_url(&server.server, false))
+            .await
+            .expect("SERVING");
+        let c = match connect(&server).await {
+            Ok(conn) => pb::plan_service_client::PlanServiceClient::new(conn),
+            Err(f) => panic!("connect: {}", f.message),
+        };
+        let base = |based_on, force| BaseVersion { based_on, force };
+        let expected = |b: BaseVersion| {
+            let mut c = c.clone();
+            async move {
+                match b.expected(&mut c).await {
+                    Ok(v) => v,
+                    Err(f) => panic!("{}", f.message),
+                }
+            }
+        };
+        assert_eq!(expected(base(None, false)).await, 1, "the active version");
+        assert_eq!(expected(base(Some(7), false)).await, 7);
+        assert_eq!(expected(base(None, true)).await, 0, "--force: no check");
+        let _ = stop.send(());
+        running.await.expect("app task").expect("clean stop");
+    }
+
     #[test]
     fn a_server_without_a_scheme_gets_one() {
         assert_eq!(
