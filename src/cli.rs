@@ -61,8 +61,9 @@ pub enum Command {
     /// Load-test a server (with `--baseline`: and a no-op handler on the same server
     /// stack, in the same run).
     Bench(BenchArgs),
-    /// Ask a server's gRPC health service; exit 0 when SERVING, 69 otherwise (for
-    /// container and service-manager health checks; health needs no token).
+    /// Ask a server's gRPC health service; exit 0 when SERVING, 69 otherwise (not
+    /// serving, an unknown --service, or no answer within 5 s), for container and
+    /// service-manager health checks; health needs no token.
     Health {
         /// Service to check, e.g. holdless.v1.RoutingService (default: the server).
         #[arg(long, default_value = "")]
@@ -139,6 +140,7 @@ pub struct TortureArgs {
     /// The server is killed between --min-kill-ms and --max-kill-ms after SERVING.
     #[arg(long, default_value_t = 50)]
     pub min_kill_ms: u64,
+    /// Latest kill moment after SERVING, in milliseconds (see --min-kill-ms).
     #[arg(long, default_value_t = 1500)]
     pub max_kill_ms: u64,
     /// The server's callbacks.lease_secs: short, so leases run out and attempts go
@@ -158,13 +160,16 @@ pub struct TortureArgs {
 pub enum CallbacksCommand {
     /// List callbacks (newest last), optionally filtered.
     List {
+        /// Only callbacks of this queue.
         #[arg(long)]
         queue: Option<String>,
         /// pending, dispatched, completed, failed, cancelled or expired.
         #[arg(long)]
         state: Option<String>,
+        /// Only callbacks to this number (E.164).
         #[arg(long)]
         phone: Option<String>,
+        /// Show at most this many callbacks.
         #[arg(long, default_value_t = 50)]
         limit: i32,
         #[command(flatten)]
@@ -172,13 +177,16 @@ pub enum CallbacksCommand {
     },
     /// Show one callback.
     Show {
+        /// Callback id.
         id: String,
         #[command(flatten)]
         server: ServerArg,
     },
     /// Cancel a pending callback.
     Cancel {
+        /// Callback id.
         id: String,
+        /// Why, kept with the callback and in the audit log.
         #[arg(long, default_value = "supervisor")]
         reason: String,
         #[command(flatten)]
@@ -188,6 +196,7 @@ pub enum CallbacksCommand {
 
 #[derive(Debug, Args)]
 pub struct BenchArgs {
+    /// What each request does.
     #[arg(long, value_enum, default_value = "route")]
     pub scenario: crate::bench::Scenario,
     /// Concurrent clients.
@@ -237,13 +246,19 @@ pub struct BenchArgs {
     /// Not with --baseline.
     #[arg(long, conflicts_with = "baseline")]
     pub windows: Option<u32>,
+    /// Write callbacks (the callback and mixed scenarios) into a --server store that
+    /// already holds callbacks. Without it the bench refuses: its thousands of test
+    /// callbacks would be dialed like real ones.
+    #[arg(long)]
+    pub yes: bool,
     #[command(flatten)]
     pub server: ServerArg,
 }
 
 #[derive(Debug, Args)]
 pub struct ServerArg {
-    /// Server to talk to.
+    /// Server to talk to: a URL (http://HOST:PORT, https://HOST:PORT) or HOST:PORT as
+    /// grpcurl takes it (plaintext, or TLS when --ca-cert is given).
     #[arg(
         long,
         env = "HOLDLESS_SERVER",
@@ -287,12 +302,16 @@ pub struct RouteArgs {
     /// Dialed number (DNIS).
     #[arg(long)]
     pub dialed: Option<String>,
+    /// Customer id (the CRM's), when the platform knows it.
     #[arg(long)]
     pub customer: Option<String>,
+    /// IVR intent, e.g. billing.
     #[arg(long)]
     pub intent: Option<String>,
+    /// Caller's language, e.g. es.
     #[arg(long)]
     pub language: Option<String>,
+    /// Campaign tracking code.
     #[arg(long)]
     pub tracking_code: Option<String>,
     /// Call attribute as key=value (repeatable).
@@ -317,25 +336,32 @@ pub struct RouteArgs {
 pub enum PlanCommand {
     /// Print the active plan (or a version) as TOML.
     Export {
+        /// The version to print (0: the active one).
         #[arg(long, default_value_t = 0)]
         version: u64,
         #[command(flatten)]
         server: ServerArg,
     },
-    /// Check a plan file; exits 2 when it has issues.
+    /// Check a plan file; exits 2 when it has issues (with --json, the issues are
+    /// printed as JSON on standard output either way).
     Validate {
+        /// The plan file (TOML).
         file: PathBuf,
         #[command(flatten)]
         server: ServerArg,
     },
-    /// Validate and activate a plan file as a new version.
+    /// Validate and activate a plan file as a new version. The change is based on the
+    /// version active when the command starts (or --based-on): if another change
+    /// lands first, it is refused (exit 1) instead of overwriting it.
     Apply {
+        /// The plan file (TOML).
         file: PathBuf,
-        /// Refuse if the active version is not this one (0: no check).
-        #[arg(long, default_value_t = 0)]
-        expected_version: u64,
+        #[command(flatten)]
+        base: BaseVersion,
+        /// Why: kept with the version and in the audit log.
         #[arg(long, default_value = "")]
         comment: String,
+        /// Who: kept with the version and in the audit log.
         #[arg(long, env = "USER", default_value = "cli")]
         author: String,
         /// Idempotency key (default: a fresh one per invocation).
@@ -347,6 +373,7 @@ pub enum PlanCommand {
     /// Replay recorded (or given) calls through a plan file and the active plan, and
     /// show which calls would change queue.
     Simulate {
+        /// The candidate plan file (TOML).
         file: PathBuf,
         /// Replay the calls recorded in the last N days.
         #[arg(long, default_value_t = 7)]
@@ -376,19 +403,24 @@ pub enum PlanCommand {
     /// Show the text difference between two plans: each a version number or a file;
     /// TO defaults to the active plan.
     Diff {
+        /// A version number or a plan file.
         from: String,
+        /// A version number or a plan file (default: the active plan).
         to: Option<String>,
         #[command(flatten)]
         server: ServerArg,
     },
-    /// Apply an earlier version again, as a new version.
+    /// Apply an earlier version again, as a new version. Checked against the active
+    /// version like `apply`; rolling back to the text already active changes nothing.
     Rollback {
+        /// The version to apply again.
         version: u64,
-        /// Refuse if the active version is not this one (0: no check).
-        #[arg(long, default_value_t = 0)]
-        expected_version: u64,
+        #[command(flatten)]
+        base: BaseVersion,
+        /// Why: kept with the version and in the audit log.
         #[arg(long, default_value = "")]
         comment: String,
+        /// Who: kept with the version and in the audit log.
         #[arg(long, env = "USER", default_value = "cli")]
         author: String,
         /// Idempotency key (default: a fresh one per invocation).
@@ -397,6 +429,42 @@ pub enum PlanCommand {
         #[command(flatten)]
         server: ServerArg,
     },
+}
+
+/// Which version a plan change is based on. Never blind by default: the server
+/// refuses the change (ABORTED) when the active version is no longer this one.
+#[derive(Debug, Args)]
+pub struct BaseVersion {
+    /// The version this change is based on (default: the version active when the
+    /// command starts). `--expected-version` is the old name.
+    #[arg(long, alias = "expected-version", conflicts_with = "force")]
+    pub based_on: Option<u64>,
+    /// Apply whatever version is active by then (no concurrency check).
+    #[arg(long)]
+    pub force: bool,
+}
+
+impl BaseVersion {
+    /// The `expected_version` to send (0: no check).
+    async fn expected(
+        &self,
+        c: &mut pb::plan_service_client::PlanServiceClient<Conn>,
+    ) -> Result<u64, Failure> {
+        if self.force {
+            return Ok(0);
+        }
+        if let Some(v) = self.based_on {
+            return Ok(v);
+        }
+        let active = c
+            .get_plan(pb::GetPlanRequest { version: 0 })
+            .await?
+            .into_inner()
+            .version
+            .map(|v| v.version)
+            .unwrap_or_default();
+        Ok(active)
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -408,20 +476,30 @@ pub enum CustomerCommand {
         #[command(flatten)]
         server: ServerArg,
     },
-    /// Create or replace a customer.
+    /// Create or replace a customer (fields left out are cleared).
     Upsert {
-        #[arg(long)]
-        id: String,
+        /// Customer id (the CRM's), given like `customer get ID` and `customer delete ID`.
+        #[arg(required_unless_present = "id_option")]
+        id: Option<String>,
+        /// The id as an option: the earlier form, kept so existing scripts still run.
+        #[arg(long = "id", id = "id_option", hide = true, conflicts_with = "id")]
+        id_option: Option<String>,
+        /// Display name shown to the agent.
         #[arg(long, default_value = "")]
         name: String,
+        /// Phone number in E.164 (repeatable); a number belongs to one customer.
         #[arg(long = "phone")]
         phones: Vec<String>,
+        /// Status label the plan's rules match on, e.g. gold, at_risk.
         #[arg(long, default_value = "")]
         status: String,
+        /// Preferred language, e.g. en or es.
         #[arg(long, default_value = "")]
         language: String,
+        /// Context shown to the agent.
         #[arg(long, default_value = "")]
         notes: String,
+        /// The agent who served the customer last (tried first by rules that say so).
         #[arg(long, default_value = "")]
         last_agent: String,
         #[command(flatten)]
@@ -429,6 +507,7 @@ pub enum CustomerCommand {
     },
     /// Delete a customer.
     Delete {
+        /// Customer id.
         id: String,
         #[command(flatten)]
         server: ServerArg,
@@ -608,14 +687,74 @@ impl tonic::service::Interceptor for Bearer {
 /// A connection to the server, carrying the token.
 pub type Conn = tonic::service::interceptor::InterceptedService<Channel, Bearer>;
 
+/// The URL for `--server`. An address without a scheme (`127.0.0.1:50051`, as
+/// grpcurl takes it) means plaintext `http://`, or `https://` when `--ca-cert` is
+/// given: naming a CA only makes sense for TLS.
+fn server_url(server: &str, tls: bool) -> String {
+    if server.contains("://") {
+        server.to_owned()
+    } else if tls {
+        format!("https://{server}")
+    } else {
+        format!("http://{server}")
+    }
+}
+
+/// Why a connection failed, in one line an operator can act on. tonic reports every
+/// failure as "transport error"; the cause is further down the error's `source()`
+/// chain (tonic -> hyper -> the io error of the socket, the resolver or TLS).
+fn connect_cause(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut chain = Vec::new();
+    let mut next = Some(e);
+    while let Some(err) = next {
+        chain.push(err);
+        next = err.source();
+    }
+    let innermost = chain.last().map(|e| e.to_string()).unwrap_or_default();
+    let io_kind = chain
+        .iter()
+        .find_map(|e| e.downcast_ref::<std::io::Error>().map(std::io::Error::kind));
+    let said = |words: &[&str]| {
+        chain.iter().any(|e| {
+            let text = e.to_string().to_ascii_lowercase();
+            words.iter().any(|w| text.contains(w))
+        })
+    };
+    use std::io::ErrorKind;
+    if io_kind == Some(ErrorKind::ConnectionRefused) {
+        "connection refused (is holdless running and listening on that address?)".into()
+    } else if said(&[
+        "dns error",
+        "failed to lookup address",
+        "name or service not known",
+    ]) {
+        format!("name not resolved ({innermost})")
+    } else if said(&[
+        "certificate",
+        "tls",
+        "handshake",
+        "invalidcontenttype",
+        "alert",
+    ]) {
+        format!("TLS failure: {innermost}")
+    } else if io_kind == Some(ErrorKind::TimedOut) || said(&["timed out"]) {
+        "connection timed out".into()
+    } else if io_kind == Some(ErrorKind::ConnectionReset) {
+        "connection reset by the server".into()
+    } else {
+        innermost
+    }
+}
+
 async fn connect(server: &ServerArg) -> Result<Conn, Failure> {
     let usage = |message: String| Failure {
         code: EXIT_CONFIG,
         message,
     };
-    let mut endpoint = Channel::from_shared(server.server.clone())
+    let url = server_url(&server.server, server.ca_cert.is_some());
+    let mut endpoint = Channel::from_shared(url.clone())
         .map_err(|e| usage(format!("bad --server {}: {e}", server.server)))?;
-    let https = server.server.starts_with("https://");
+    let https = url.starts_with("https://");
     if https || server.ca_cert.is_some() || server.client_cert.is_some() {
         use tonic::transport::{Certificate, ClientTlsConfig, Identity};
         let Some(ca) = &server.ca_cert else {
@@ -648,7 +787,7 @@ async fn connect(server: &ServerArg) -> Result<Conn, Failure> {
         };
     let channel = endpoint.connect().await.map_err(|e| Failure {
         code: EXIT_UNAVAILABLE,
-        message: format!("cannot reach {}: {e}", server.server),
+        message: format!("cannot reach {url}: {}", connect_cause(&e)),
     })?;
     Ok(tonic::service::interceptor::InterceptedService::new(
         channel,
@@ -970,14 +1109,16 @@ async fn plan(cmd: PlanCommand) -> Result<String, Failure> {
                     .map(|i| serde_json::json!({"path": i.path, "message": i.message}))
                     .collect();
                 let out = to_json(&serde_json::json!({"valid": r.valid, "issues": issues}));
-                return if r.valid {
-                    Ok(out)
-                } else {
-                    Err(Failure {
-                        code: 2,
-                        message: out,
-                    })
-                };
+                if r.valid {
+                    return Ok(out);
+                }
+                // The JSON goes to standard output like any --json answer (a script
+                // reads it there); the exit status and one line on stderr say invalid.
+                print!("{out}");
+                return Err(Failure {
+                    code: 2,
+                    message: format!("{}: {} issue(s)", file.display(), r.issues.len()),
+                });
             }
             if r.valid {
                 Ok(format!(
@@ -1000,7 +1141,7 @@ async fn plan(cmd: PlanCommand) -> Result<String, Failure> {
         }
         PlanCommand::Apply {
             file,
-            expected_version,
+            base,
             comment,
             author,
             request_id,
@@ -1008,6 +1149,7 @@ async fn plan(cmd: PlanCommand) -> Result<String, Failure> {
         } => {
             let text = read_file(&file)?;
             let mut c = pb::plan_service_client::PlanServiceClient::new(connect(&server).await?);
+            let expected_version = base.expected(&mut c).await?;
             let r = c
                 .apply_plan(pb::ApplyPlanRequest {
                     plan_toml: text,
@@ -1039,13 +1181,14 @@ async fn plan(cmd: PlanCommand) -> Result<String, Failure> {
         PlanCommand::Diff { from, to, server } => plan_diff(from, to, server).await,
         PlanCommand::Rollback {
             version,
-            expected_version,
+            base,
             comment,
             author,
             request_id,
             server,
         } => {
             let mut c = pb::plan_service_client::PlanServiceClient::new(connect(&server).await?);
+            let expected_version = base.expected(&mut c).await?;
             let r = c
                 .rollback_plan(pb::RollbackPlanRequest {
                     version,
@@ -1058,7 +1201,15 @@ async fn plan(cmd: PlanCommand) -> Result<String, Failure> {
                 .into_inner();
             let v = r.version.unwrap_or_default();
             if server.json {
-                return Ok(to_json(&version_json(&v)));
+                let mut out = version_json(&v);
+                out["unchanged"] = r.unchanged.into();
+                return Ok(to_json(&out));
+            }
+            if r.unchanged {
+                return Ok(format!(
+                    "version {version} is already active (as version {}, same text): nothing changed\n",
+                    v.version
+                ));
             }
             Ok(format!(
                 "rolled back to version {version}: now version {} ({})\n",
@@ -1101,6 +1252,7 @@ async fn customer(cmd: CustomerCommand) -> Result<String, Failure> {
         }
         CustomerCommand::Upsert {
             id,
+            id_option,
             name,
             phones,
             status,
@@ -1113,7 +1265,7 @@ async fn customer(cmd: CustomerCommand) -> Result<String, Failure> {
             let r = c
                 .upsert_customer(pb::UpsertCustomerRequest {
                     customer: Some(pb::Customer {
-                        customer_id: id,
+                        customer_id: id.or(id_option).unwrap_or_default(),
                         display_name: name,
                         phone_numbers: phones,
                         status,
@@ -1216,12 +1368,23 @@ async fn bench(a: BenchArgs) -> Result<String, Failure> {
         wait_until_serving(&target).await.map_err(fail)?;
         target
     } else {
-        a.server.server.clone()
+        let target = server_url(&a.server.server, false);
+        if a.scenario != bench::Scenario::Route && !a.yes {
+            refuse_a_store_with_callbacks(&target).await?;
+        }
+        target
+    };
+    let mut failed = bench::Errors::new();
+    let mut count_failures = |r: &bench::Report| {
+        for (code, n) in &r.error_codes {
+            *failed.entry(code).or_default() += n;
+        }
     };
     if let Some(windows) = a.windows {
         let embedded = a.embedded;
         let json = a.server.json;
         bench::soak(&target, &opts, windows, |w, r| {
+            count_failures(&r);
             let rss = if embedded {
                 bench::resident_bytes().map(|b| b / (1024 * 1024))
             } else {
@@ -1247,13 +1410,14 @@ async fn bench(a: BenchArgs) -> Result<String, Failure> {
         .await
         .map_err(fail)?;
         let _ = stop_tx.send(true);
-        return Ok(String::new());
+        return failures(failed, String::new());
     }
     targets.push(("holdless", target));
     let named: Vec<(&str, &str)> = targets.iter().map(|(n, u)| (*n, u.as_str())).collect();
     let rounds = if a.baseline { a.rounds } else { 1 };
     let reports = bench::compare(&named, &opts, rounds).await.map_err(fail)?;
     let _ = stop_tx.send(true);
+    reports.iter().for_each(&mut count_failures);
 
     let ratio = match reports.as_slice() {
         [base, hl] if base.throughput_per_sec > 0.0 => {
@@ -1269,11 +1433,12 @@ async fn bench(a: BenchArgs) -> Result<String, Failure> {
         .flatten()
         .filter(|f| f.flushes > 0);
     if a.server.json {
-        return Ok(to_json(&serde_json::json!({
+        let out = to_json(&serde_json::json!({
             "reports": reports,
             "throughput_ratio": ratio,
             "store_flushes": flushes,
-        })));
+        }));
+        return failures(failed, out);
     }
     let mut out: String = reports.iter().map(bench::render).collect();
     if let Some(r) = ratio {
@@ -1282,7 +1447,61 @@ async fn bench(a: BenchArgs) -> Result<String, Failure> {
     if let Some(f) = flushes {
         out.push_str(&f.render());
     }
-    Ok(out)
+    failures(failed, out)
+}
+
+/// A bench run with failed requests is not a measurement of the server's speed: the
+/// report still goes to standard output, and the run exits 1 with the failures by
+/// status code (a limit the server enforces shows as RESOURCE_EXHAUSTED, say).
+fn failures(failed: crate::bench::Errors, out: String) -> Result<String, Failure> {
+    if failed.is_empty() {
+        return Ok(out);
+    }
+    print!("{out}");
+    let total: u64 = failed.values().sum();
+    let by_code: Vec<String> = failed.iter().map(|(c, n)| format!("{c}: {n}")).collect();
+    Err(Failure {
+        code: 1,
+        message: format!("{total} request(s) failed: {}", by_code.join(", ")),
+    })
+}
+
+/// Refuses to bench the callback and mixed scenarios against a server whose store
+/// already holds callbacks (one ListCallbacks of one entry): those are a contact
+/// center's real customers, and the bench's callbacks would queue among them and be
+/// dialed. `--yes` overrides; a check that cannot be made refuses too.
+async fn refuse_a_store_with_callbacks(target: &str) -> Result<(), Failure> {
+    let unreachable = |message: String| Failure {
+        code: EXIT_UNAVAILABLE,
+        message,
+    };
+    let channel = crate::bench::connect(target, 1)
+        .await
+        .map_err(unreachable)?
+        .remove(0);
+    let mut c = pb::callback_service_client::CallbackServiceClient::new(channel);
+    let listed = c
+        .list_callbacks(pb::ListCallbacksRequest {
+            page_size: 1,
+            ..Default::default()
+        })
+        .await;
+    let why = match listed {
+        Ok(r) if r.get_ref().callbacks.is_empty() => return Ok(()),
+        Ok(_) => format!("{target} already holds callbacks"),
+        Err(s) => format!(
+            "cannot tell whether {target} holds callbacks ({:?}: {})",
+            s.code(),
+            s.message()
+        ),
+    };
+    Err(Failure {
+        code: EXIT_CONFIG,
+        message: format!(
+            "{why}: this scenario writes test callbacks that would be dialed like real ones; \
+             pass --yes to write them anyway"
+        ),
+    })
 }
 
 /// One gRPC health check, answered within 5 s.
@@ -1293,9 +1512,25 @@ async fn health(service: String, server: ServerArg) -> Result<String, Failure> {
         code: EXIT_UNAVAILABLE,
         message,
     };
+    let name = if service.is_empty() {
+        "the server".to_owned()
+    } else {
+        format!("service '{service}'")
+    };
     let connecting = tokio::time::timeout(std::time::Duration::from_secs(5), async {
         let mut client = HealthClient::new(connect(&server).await?);
-        Ok::<_, Failure>(client.check(HealthCheckRequest { service }).await?)
+        // Not SERVING, whatever the reason, is exit 69, as documented: a service the
+        // server does not know (NOT_FOUND) is not serving, and a probe must not
+        // mistake it for a usage error.
+        client
+            .check(HealthCheckRequest { service })
+            .await
+            .map_err(|s| match s.code() {
+                tonic::Code::NotFound => {
+                    unavailable(format!("SERVICE_UNKNOWN: the server has no {name}"))
+                }
+                _ => unavailable(format!("{:?}: {}", s.code(), s.message())),
+            })
     });
     let reply = connecting
         .await
@@ -1308,7 +1543,7 @@ async fn health(service: String, server: ServerArg) -> Result<String, Failure> {
         .into_inner();
     match ServingStatus::try_from(reply.status).unwrap_or(ServingStatus::Unknown) {
         ServingStatus::Serving => Ok("SERVING\n".into()),
-        other => Err(unavailable(other.as_str_name().to_owned())),
+        other => Err(unavailable(format!("{}: {name}", other.as_str_name()))),
     }
 }
 
@@ -1855,6 +2090,7 @@ async fn audit(limit: usize, server: ServerArg) -> Result<String, Failure> {
                         "sequence": e.sequence,
                         "time": time_text(e.time.as_ref(), "%Y-%m-%dT%H:%M:%SZ"),
                         "principal": e.principal,
+                        "author": e.author,
                         "action": action(e.action),
                         "target": e.target,
                         "request_id": e.request_id,
@@ -1871,6 +2107,7 @@ async fn audit(limit: usize, server: ServerArg) -> Result<String, Failure> {
                 e.sequence.to_string(),
                 time_text(e.time.as_ref(), "%Y-%m-%d %H:%M:%S"),
                 e.principal.clone(),
+                e.author.clone(),
                 action(e.action),
                 e.target.clone(),
                 e.request_id.clone(),
@@ -1883,6 +2120,7 @@ async fn audit(limit: usize, server: ServerArg) -> Result<String, Failure> {
             "SEQ",
             "TIME (UTC)",
             "PRINCIPAL",
+            "AUTHOR",
             "ACTION",
             "TARGET",
             "REQUEST ID",
@@ -1890,4 +2128,91 @@ async fn audit(limit: usize, server: ServerArg) -> Result<String, Failure> {
         ],
         &rows,
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    /// Every option and argument of every command says what it is for in `--help`.
+    #[test]
+    fn every_argument_has_help_text() {
+        fn walk(cmd: &clap::Command, path: &str, missing: &mut Vec<String>) {
+            for arg in cmd.get_arguments() {
+                let id = arg.get_id().as_str();
+                if matches!(id, "help" | "version") {
+                    continue;
+                }
+                if arg.get_help().is_none() && arg.get_long_help().is_none() {
+                    missing.push(format!("{path} {id}"));
+                }
+            }
+            for sub in cmd.get_subcommands() {
+                walk(sub, &format!("{path} {}", sub.get_name()), missing);
+            }
+        }
+        let mut missing = Vec::new();
+        walk(&Cli::command(), "holdless", &mut missing);
+        assert!(missing.is_empty(), "arguments without help: {missing:#?}");
+    }
+
+    /// Without --based-on or --force, a plan change is based on the version active
+    /// when the command starts, never sent blind (expected_version 0).
+    #[tokio::test]
+    async fn a_plan_change_is_based_on_the_active_version_by_default() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let mut settings = Settings::default();
+        settings.server.listen = "127.0.0.1:0".parse().expect("address");
+        settings.metrics.listen = "127.0.0.1:0".parse().expect("address");
+        settings.store.path = dir.path().join("store");
+        let clock = Arc::new(crate::clock::ManualClock::new(chrono::Utc::now()));
+        let app = Application::build(settings, clock)
+            .await
+            .expect("app builds");
+        let server = ServerArg {
+            server: app.local_addr().to_string(),
+            json: false,
+            token: None,
+            ca_cert: None,
+            client_cert: None,
+            client_key: None,
+        };
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let running = tokio::spawn(app.run(async {
+            let _ = stopped.await;
+        }));
+        wait_until_serving(&server_url(&server.server, false))
+            .await
+            .expect("SERVING");
+        let c = match connect(&server).await {
+            Ok(conn) => pb::plan_service_client::PlanServiceClient::new(conn),
+            Err(f) => panic!("connect: {}", f.message),
+        };
+        let base = |based_on, force| BaseVersion { based_on, force };
+        let expected = |b: BaseVersion| {
+            let mut c = c.clone();
+            async move {
+                match b.expected(&mut c).await {
+                    Ok(v) => v,
+                    Err(f) => panic!("{}", f.message),
+                }
+            }
+        };
+        assert_eq!(expected(base(None, false)).await, 1, "the active version");
+        assert_eq!(expected(base(Some(7), false)).await, 7);
+        assert_eq!(expected(base(None, true)).await, 0, "--force: no check");
+        let _ = stop.send(());
+        running.await.expect("app task").expect("clean stop");
+    }
+
+    #[test]
+    fn a_server_without_a_scheme_gets_one() {
+        assert_eq!(
+            server_url("127.0.0.1:50051", false),
+            "http://127.0.0.1:50051"
+        );
+        assert_eq!(server_url("db.example:443", true), "https://db.example:443");
+        assert_eq!(server_url("https://h:1", false), "https://h:1");
+    }
 }

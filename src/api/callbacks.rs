@@ -513,6 +513,7 @@ impl CallbackService for CallbackApi {
                 target: format!("callback {id}"),
                 request_id: String::new(),
                 detail: reason,
+                author: String::new(),
             };
             if let Err(e) = holdless.audit(entry).await {
                 tracing::error!(callback_id = %id, error = %e, "callback cancelled but not audited");

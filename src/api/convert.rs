@@ -574,6 +574,7 @@ impl From<AuditEntry> for pb::AuditEntry {
             target,
             request_id,
             detail,
+            author,
         } = e;
         pb::AuditEntry {
             sequence: seq,
@@ -583,6 +584,7 @@ impl From<AuditEntry> for pb::AuditEntry {
             target,
             request_id,
             detail,
+            author,
         }
     }
 }

@@ -10,7 +10,7 @@ use super::pb::{self, plan_service_server::PlanService};
 use super::{actor, ready, Ready};
 use crate::domain::limits::MAX_LABEL_LEN;
 use crate::domain::{check_text, limits::MAX_TEXT_LEN, FieldViolation};
-use crate::service::{ReplaySource, DEFAULT_SIMULATION_DAYS, MAX_SIMULATION_DAYS};
+use crate::service::{ReplaySource, Rollback, DEFAULT_SIMULATION_DAYS, MAX_SIMULATION_DAYS};
 
 /// List pages: this many entries unless the request says otherwise...
 pub const DEFAULT_PAGE_SIZE: usize = 50;
@@ -177,11 +177,16 @@ impl PlanService for PlanApi {
         let (Some((author, comment)), true) = (checked, v.is_empty()) else {
             return Err(invalid_argument(&v));
         };
-        let record = holdless
+        let (record, unchanged) = match holdless
             .rollback_plan(version, expected_version, author, comment, &actor)
-            .await?;
+            .await?
+        {
+            Rollback::Applied(r) => (r, false),
+            Rollback::Unchanged(r) => (r, true),
+        };
         Ok(Response::new(pb::RollbackPlanResponse {
             version: Some((&record).into()),
+            unchanged,
         }))
     }
 

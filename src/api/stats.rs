@@ -143,6 +143,7 @@ fn counts_to_pb(c: &KpiCounters) -> pb::KpiCounts {
         nps_answers,
         nps_promoters,
         nps_detractors,
+        transfer_in,
     } = c.clone();
     pb::KpiCounts {
         offered,
@@ -175,6 +176,7 @@ fn counts_to_pb(c: &KpiCounters) -> pb::KpiCounts {
         nps_answers,
         nps_promoters,
         nps_detractors,
+        transferred_in: transfer_in.offered,
     }
 }
 

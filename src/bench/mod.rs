@@ -10,6 +10,7 @@
 pub mod baseline;
 pub mod skim;
 
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -67,6 +68,9 @@ pub struct Report {
     pub clients: usize,
     pub ok: u64,
     pub errors: u64,
+    /// Failed requests by gRPC status code (e.g. `RESOURCE_EXHAUSTED`), so a run that
+    /// hit a server limit says which one instead of a bare count.
+    pub error_codes: BTreeMap<&'static str, u64>,
     pub elapsed_secs: f64,
     pub throughput_per_sec: f64,
     pub latency: Latency,
@@ -231,7 +235,7 @@ fn call_event(call_id: &str, kind: pb::CallEventType, agent: &str) -> pb::Report
 }
 
 /// The next step of client `client`'s day; `n` is the run-wide request number.
-async fn day_step(c: &mut Clients, run: &str, client: usize, n: u64) -> bool {
+async fn day_step(c: &mut Clients, run: &str, client: usize, n: u64) -> Outcome {
     let own_agent = format!("bench-agent-{client}");
     let day = &mut c.day;
     // An abandoned call is followed by a web callback request one time in two (one
@@ -244,10 +248,11 @@ async fn day_step(c: &mut Clients, run: &str, client: usize, n: u64) -> bool {
         DayStep::AgentFree => {
             let agent = day.agent.take().unwrap_or(own_agent);
             day.step = DayStep::Route;
-            c.routing
-                .report_agent_state(agent_report(&agent, pb::AgentState::Available))
-                .await
-                .is_ok()
+            outcome(
+                c.routing
+                    .report_agent_state(agent_report(&agent, pb::AgentState::Available))
+                    .await,
+            )
         }
         DayStep::Route => {
             day.calls += 1;
@@ -262,9 +267,9 @@ async fn day_step(c: &mut Clients, run: &str, client: usize, n: u64) -> bool {
                         .decision
                         .map(|d| d.reserved_agent_id)
                         .filter(|a| !a.is_empty());
-                    true
+                    Ok(())
                 }
-                Err(_) => false,
+                Err(s) => Err(s.code()),
             }
         }
         DayStep::AnswerOrAbandon => {
@@ -279,24 +284,31 @@ async fn day_step(c: &mut Clients, run: &str, client: usize, n: u64) -> bool {
                 day.agent.get_or_insert(own_agent);
             }
             day.answered = kind == pb::CallEventType::Answered;
-            c.routing
-                .report_call_event(call_event(&day.call_id, kind, &agent))
-                .await
-                .is_ok()
+            outcome(
+                c.routing
+                    .report_call_event(call_event(&day.call_id, kind, &agent))
+                    .await,
+            )
         }
         DayStep::EndOrCallback => {
             day.step = DayStep::AgentFree;
             if day.answered {
                 let agent = day.agent.clone().unwrap_or_default();
-                c.routing
-                    .report_call_event(call_event(&day.call_id, pb::CallEventType::Ended, &agent))
-                    .await
-                    .is_ok()
+                outcome(
+                    c.routing
+                        .report_call_event(call_event(
+                            &day.call_id,
+                            pb::CallEventType::Ended,
+                            &agent,
+                        ))
+                        .await,
+                )
             } else {
-                c.callbacks
-                    .request_callback(daytime_callback_request(n, chrono::Utc::now()))
-                    .await
-                    .is_ok()
+                outcome(
+                    c.callbacks
+                        .request_callback(daytime_callback_request(n, chrono::Utc::now()))
+                        .await,
+                )
             }
         }
     }
@@ -374,6 +386,13 @@ async fn dialer(ch: Channel, run: String) {
     }
 }
 
+/// The gRPC status code of a failed request.
+type Outcome = Result<(), tonic::Code>;
+
+fn outcome<T>(r: Result<T, tonic::Status>) -> Outcome {
+    r.map(drop).map_err(|s| s.code())
+}
+
 async fn one(
     c: &mut Clients,
     scenario: Scenario,
@@ -382,19 +401,40 @@ async fn one(
     seed: u64,
     client: usize,
     n: u64,
-) -> bool {
+) -> Outcome {
     match scenario {
-        Scenario::Route => c
-            .router
-            .route_call(route_request(calls, client, n))
-            .await
-            .is_ok(),
-        Scenario::Callback => c
-            .callbacks
-            .request_callback(callback_request(seed, client, n))
-            .await
-            .is_ok(),
+        Scenario::Route => outcome(c.router.route_call(route_request(calls, client, n)).await),
+        Scenario::Callback => outcome(
+            c.callbacks
+                .request_callback(callback_request(seed, client, n))
+                .await,
+        ),
         Scenario::Mixed => day_step(c, run, client, n).await,
+    }
+}
+
+/// The canonical name of a gRPC status code (as grpcurl and the gRPC docs spell it),
+/// for the bench's count of failed requests by status.
+pub fn code_name(code: tonic::Code) -> &'static str {
+    use tonic::Code::*;
+    match code {
+        Ok => "OK",
+        Cancelled => "CANCELLED",
+        Unknown => "UNKNOWN",
+        InvalidArgument => "INVALID_ARGUMENT",
+        DeadlineExceeded => "DEADLINE_EXCEEDED",
+        NotFound => "NOT_FOUND",
+        AlreadyExists => "ALREADY_EXISTS",
+        PermissionDenied => "PERMISSION_DENIED",
+        ResourceExhausted => "RESOURCE_EXHAUSTED",
+        FailedPrecondition => "FAILED_PRECONDITION",
+        Aborted => "ABORTED",
+        OutOfRange => "OUT_OF_RANGE",
+        Unimplemented => "UNIMPLEMENTED",
+        Internal => "INTERNAL",
+        Unavailable => "UNAVAILABLE",
+        DataLoss => "DATA_LOSS",
+        Unauthenticated => "UNAUTHENTICATED",
     }
 }
 
@@ -417,14 +457,23 @@ pub async fn connect(target: &str, n: usize) -> Result<Vec<Channel>, String> {
 #[derive(Debug, Default)]
 pub struct Sample {
     latencies: Vec<u64>,
-    errors: u64,
+    errors: Errors,
     elapsed_secs: f64,
+}
+
+/// Failed requests by status code.
+pub type Errors = BTreeMap<&'static str, u64>;
+
+fn add_errors(to: &mut Errors, from: Errors) {
+    for (code, n) in from {
+        *to.entry(code).or_default() += n;
+    }
 }
 
 impl Sample {
     fn add(&mut self, mut other: Sample) {
         self.latencies.append(&mut other.latencies);
-        self.errors += other.errors;
+        add_errors(&mut self.errors, other.errors);
         self.elapsed_secs += other.elapsed_secs;
     }
 
@@ -443,7 +492,8 @@ impl Sample {
             },
             clients: opts.clients,
             ok,
-            errors: self.errors,
+            errors: self.errors.values().sum(),
+            error_codes: self.errors,
             elapsed_secs: self.elapsed_secs,
             throughput_per_sec: ok as f64 / self.elapsed_secs.max(1e-9),
             latency: Latency {
@@ -641,7 +691,7 @@ fn seed_of(run: &str) -> u64 {
     })
 }
 
-/// Drives the load; returns successful latencies (µs) and the error count. Client
+/// Drives the load; returns successful latencies (µs) and the failures by code. Client
 /// `c` starts its day at `days[c]` (a new day when there is none) and leaves it there.
 async fn drive(
     channels: &[Channel],
@@ -649,11 +699,10 @@ async fn drive(
     calls: &str,
     days: &mut Vec<Day>,
     opts: &BenchOptions,
-) -> (Vec<u64>, u64) {
+) -> (Vec<u64>, Errors) {
     let start = Instant::now();
     let deadline = start + opts.duration;
     let issued = Arc::new(AtomicU64::new(0));
-    let errors = Arc::new(AtomicU64::new(0));
     let limit = opts.requests.unwrap_or(u64::MAX);
     let interval = opts
         .rate
@@ -667,7 +716,7 @@ async fn drive(
         Some(Err(e)) => {
             // Counted as a failed request, so the report cannot pass for a clean run.
             eprintln!("holdless bench: cannot start the pacing thread: {e}");
-            return (Vec::new(), 1);
+            return (Vec::new(), Errors::from([("PACING_THREAD", 1)]));
         }
     };
     let clients = opts.clients.max(1);
@@ -684,12 +733,12 @@ async fn drive(
         let scenario = opts.scenario;
         let seed = seed_of(run_id);
         let issued = issued.clone();
-        let errors = errors.clone();
         let run_id = run_id.to_owned();
         let calls = calls.to_owned();
         let paced = paced.clone();
         tasks.push(tokio::spawn(async move {
             let mut lat = Vec::new();
+            let mut errors = Errors::new();
             loop {
                 // Open loop: request n is due at start + n * interval, and the latency
                 // counts from then.
@@ -710,24 +759,25 @@ async fn drive(
                         (n, now)
                     }
                 };
-                if one(&mut client, scenario, &run_id, &calls, seed, c, n).await {
-                    lat.push(scheduled.elapsed().as_micros() as u64);
-                } else {
-                    errors.fetch_add(1, Ordering::Relaxed);
+                match one(&mut client, scenario, &run_id, &calls, seed, c, n).await {
+                    Ok(()) => lat.push(scheduled.elapsed().as_micros() as u64),
+                    Err(code) => *errors.entry(code_name(code)).or_default() += 1,
                 }
             }
-            (lat, client.day)
+            (lat, errors, client.day)
         }));
     }
     let mut all = Vec::new();
+    let mut errors = Errors::new();
     for (t, day) in tasks.into_iter().zip(days.iter_mut()) {
-        if let Ok((mut l, d)) = t.await {
+        if let Ok((mut l, e, d)) = t.await {
             all.append(&mut l);
+            add_errors(&mut errors, e);
             *day = d;
         }
     }
     drop(dialer);
-    (all, errors.load(Ordering::Relaxed))
+    (all, errors)
 }
 
 /// Open-loop pacing: hands out request numbers at their due times (`start + n *
@@ -772,9 +822,9 @@ impl Drop for AbortOnDrop {
     }
 }
 
-/// A readable report line block.
+/// A readable report line block: the figures, then the failures by status code.
 pub fn render(r: &Report) -> String {
-    format!(
+    let mut out = format!(
         "{:<10} {} loop, {} clients: {} ok, {} errors in {:.1} s = {:.0}/s; latency p50 {} us, p90 {} us, p99 {} us, max {} us\n",
         r.target,
         r.mode,
@@ -787,7 +837,11 @@ pub fn render(r: &Report) -> String {
         r.latency.p90_us,
         r.latency.p99_us,
         r.latency.max_us
-    )
+    );
+    for (code, n) in &r.error_codes {
+        out.push_str(&format!("{:<10}   {code}: {n}\n", ""));
+    }
+    out
 }
 
 #[cfg(test)]

@@ -55,6 +55,11 @@ pub struct AuditEntry {
     /// Free detail, e.g. the plan's comment or "rolled back to v3".
     #[serde(default)]
     pub detail: String,
+    /// For plan changes, the author the client named for the version (a shared
+    /// service token's principal says which tool asked, the author says who edited);
+    /// empty for other changes.
+    #[serde(default)]
+    pub author: String,
 }
 
 /// Who asks for a change, and under which request id (for idempotency and the log).
@@ -89,6 +94,7 @@ impl Actor {
             target: target.into(),
             request_id: self.request_id.clone(),
             detail: detail.into(),
+            author: String::new(),
         }
     }
 }

@@ -6,6 +6,13 @@
 //! Attribution and exact definitions:
 //! - Call counters go to the interval in which the call entered the queue (a call
 //!   transferred to another queue is a new visit there, counted in that queue).
+//! - **All queues together** count a call once, at the queue it entered: the part of a
+//!   visit that began with a transfer (offered, answered, abandoned, waits) is kept
+//!   apart in [`TransferIn`] as well and taken out of the sum by
+//!   [`KpiCounters::calls_once`]. Handle time and onward transfers of such a visit
+//!   still count (agents did that work). A call transferred while still waiting thus
+//!   counts in the total as offered and transferred at its entry queue, whatever
+//!   happened to it later.
 //! - **Offered**: queue visits that were answered, abandoned, or transferred away while
 //!   still waiting. Calls that left the line for a callback are counted as callbacks
 //!   accepted, not offered (nor abandoned).
@@ -89,6 +96,56 @@ pub struct KpiCounters {
     pub nps_answers: u64,
     pub nps_promoters: u64,
     pub nps_detractors: u64,
+    /// The call counts of visits that began with a transfer from another queue
+    /// (included in the counters above; taken out for all-queue totals).
+    pub transfer_in: TransferIn,
+}
+
+/// Call counts of queue visits that began with a transfer (a subset of the visit
+/// counters of [`KpiCounters`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct TransferIn {
+    pub offered: u64,
+    pub answered: u64,
+    pub answered_in_target: u64,
+    pub abandoned: u64,
+    pub abandoned_after_target: u64,
+    pub abandoned_after_grace: u64,
+    pub transferred_waiting: u64,
+    pub answer_wait_ms: u64,
+}
+
+impl TransferIn {
+    /// The visit counts of `d` (one visit's delta).
+    fn of(d: &KpiCounters) -> Self {
+        Self {
+            offered: d.offered,
+            answered: d.answered,
+            answered_in_target: d.answered_in_target,
+            abandoned: d.abandoned,
+            abandoned_after_target: d.abandoned_after_target,
+            abandoned_after_grace: d.abandoned_after_grace,
+            transferred_waiting: d.transferred_waiting,
+            answer_wait_ms: d.answer_wait_ms,
+        }
+    }
+
+    fn add(&mut self, o: &TransferIn) {
+        macro_rules! sum {
+            ($($f:ident),*) => { $( self.$f = self.$f.saturating_add(o.$f); )* };
+        }
+        sum!(
+            offered,
+            answered,
+            answered_in_target,
+            abandoned,
+            abandoned_after_target,
+            abandoned_after_grace,
+            transferred_waiting,
+            answer_wait_ms
+        );
+    }
 }
 
 fn ms(secs: f64) -> u64 {
@@ -136,6 +193,29 @@ impl KpiCounters {
             nps_promoters,
             nps_detractors
         );
+        self.transfer_in.add(&o.transfer_in);
+    }
+
+    /// These counters (a sum over queues) with each call counted once, at the queue it
+    /// entered: the visit counts of visits that began with a transfer are taken out.
+    /// `transfer_in` stays, so a report can say how many visits were left out.
+    pub fn calls_once(&self) -> KpiCounters {
+        let t = &self.transfer_in;
+        let mut c = self.clone();
+        macro_rules! less {
+            ($($f:ident),*) => { $( c.$f = c.$f.saturating_sub(t.$f); )* };
+        }
+        less!(
+            offered,
+            answered,
+            answered_in_target,
+            abandoned,
+            abandoned_after_target,
+            abandoned_after_grace,
+            transferred_waiting,
+            answer_wait_ms
+        );
+        c
     }
 
     pub fn is_zero(&self) -> bool {
@@ -200,6 +280,10 @@ pub fn contact_delta(
                 d.transferred_waiting += 1;
             }
         }
+    }
+    // `transfers` counts the transfers before this visit: a visit that began with one.
+    if new.transfers > 0 {
+        d.transfer_in = TransferIn::of(&d);
     }
     d
 }

@@ -100,7 +100,7 @@ impl Expr {
         }
         let program = std::panic::catch_unwind(|| env().compile(source))
             .map_err(|_| "expression could not be parsed".to_string())?
-            .map_err(|e| format!("expression does not compile: {}", one_line(&e.to_string())))?;
+            .map_err(|e| syntax_error(source, &e))?;
         let references = program.references();
         for var in references.variables() {
             if !VARIABLES.contains(&var) {
@@ -256,6 +256,154 @@ fn keys(e: &cel::IdedExpr) -> Keys {
     }
 }
 
+/// A CEL syntax error in words a supervisor can act on: where (column, and the text
+/// just before it), what was wrong or expected, and an example of a valid expression.
+/// The parser's own message is an ANTLR dump ("mismatched input '<EOF>' expecting
+/// {'[', '{', '(', ..., NUM_FLOAT, IDENTIFIER}"), which names grammar tokens.
+fn syntax_error(source: &str, errors: &cel::ParseErrors) -> String {
+    let Some(e) = errors.errors.first() else {
+        return format!("expression does not compile. {}", example(source));
+    };
+    let msg = e.msg.trim_start_matches("Syntax error: ");
+    let (line, col) = e.pos;
+    let col = usize::try_from(col).unwrap_or(0).max(1);
+    let text = source
+        .lines()
+        .nth(usize::try_from(line - 1).unwrap_or(0))
+        .unwrap_or(source);
+    // The text before the problem: up to 30 characters.
+    let before: String = text.chars().take(col - 1).collect();
+    let tail: String = {
+        let chars: Vec<char> = before.trim_end().chars().collect();
+        let from = chars.len().saturating_sub(30);
+        chars[from..].iter().collect()
+    };
+    let at_end = text.chars().skip(col - 1).all(char::is_whitespace)
+        || msg.contains("'<EOF>'")
+        || msg.starts_with("missing") && msg.ends_with("at '<EOF>'");
+    let place = match (line, at_end, tail.is_empty()) {
+        (1, true, _) => "at the end of the expression".to_owned(),
+        (1, false, true) => format!("at column {col}"),
+        (1, false, false) => format!("at column {col}, after `{tail}`"),
+        (l, _, _) => format!("on line {l}, column {col}"),
+    };
+    let what = explain(msg, at_end);
+    format!(
+        "expression does not compile {place}: {what}. {}",
+        example(source)
+    )
+}
+
+/// The parser's message, reworded.
+fn explain(msg: &str, at_end: bool) -> String {
+    let quoted = |rest: &str| -> String {
+        // "'X' expecting ..." or "'X'": the text between the first and the last quote
+        // before " expecting".
+        let head = rest.split(" expecting").next().unwrap_or(rest).trim();
+        head.strip_prefix('\'')
+            .and_then(|h| h.strip_suffix('\''))
+            .unwrap_or(head)
+            .to_owned()
+    };
+    let expected = msg
+        .split_once(" expecting ")
+        .map(|(_, e)| expectation(e))
+        .unwrap_or_default();
+    if let Some(rest) = msg.strip_prefix("token recognition error at: ") {
+        let token = quoted(rest);
+        let token = token.trim();
+        return if token.starts_with('=') {
+            "'=' alone is not an operator: compare with == (or != for not equal)".into()
+        } else if token.starts_with('\'') || token.starts_with('"') {
+            "a quote is not closed: put text between quotes, 'like this'".into()
+        } else {
+            format!("'{token}' is not allowed in an expression")
+        };
+    }
+    for prefix in [
+        "mismatched input ",
+        "extraneous input ",
+        "no viable alternative at input ",
+    ] {
+        if let Some(rest) = msg.strip_prefix(prefix) {
+            let token = quoted(rest);
+            if matches!(token.to_ascii_lowercase().as_str(), "and" | "or" | "not") {
+                return format!(
+                    "'{token}' is not a CEL operator: combine conditions with && (and), || (or), and negate with !"
+                );
+            }
+            if token == "<EOF>" || at_end {
+                return if expected.is_empty() {
+                    "the expression ends too early".into()
+                } else {
+                    format!("the expression ends too early: {expected} was expected")
+                };
+            }
+            if msg.ends_with("expecting <EOF>") {
+                return format!(
+                    "unexpected '{token}' after a complete condition (an extra bracket or quote, or a missing && or ||?)"
+                );
+            }
+            return if expected.is_empty() {
+                format!("unexpected '{token}'")
+            } else {
+                format!("unexpected '{token}'; {expected} was expected")
+            };
+        }
+    }
+    if let Some(rest) = msg.strip_prefix("missing ") {
+        let (token, at) = rest.split_once(" at ").unwrap_or((rest, ""));
+        return if at == "'<EOF>'" || at_end {
+            format!("a closing {token} is missing")
+        } else {
+            format!("{token} is missing before {at}")
+        };
+    }
+    msg.to_owned()
+}
+
+/// A parser expectation set (`{']', ','}` or `<EOF>`) in words.
+fn expectation(set: &str) -> String {
+    let tokens: Vec<&str> = set
+        .trim()
+        .trim_start_matches('{')
+        .trim_end_matches('}')
+        .split(", ")
+        .map(str::trim)
+        .collect();
+    if tokens
+        .iter()
+        .any(|t| matches!(*t, "IDENTIFIER" | "STRING" | "NUM_INT"))
+    {
+        return "a value (a variable such as country, 'text' in quotes, or a number)".into();
+    }
+    let words: Vec<String> = tokens
+        .iter()
+        .map(|t| match *t {
+            "<EOF>" => "the end".to_owned(),
+            t => t.to_owned(),
+        })
+        .collect();
+    match words.as_slice() {
+        [] => String::new(),
+        [one] => one.clone(),
+        [init @ .., last] => format!("{} or {last}", init.join(", ")),
+    }
+}
+
+/// An example close to what the expression seems to try.
+fn example(source: &str) -> &'static str {
+    if source.contains("attributes") {
+        "Example: 'vip' in attributes && attributes['vip'] == 'yes'"
+    } else if source.contains(" in ") || source.contains('[') {
+        "Example: country in ['US', 'CA'] && intent == 'billing'"
+    } else if source.contains('(') {
+        "Example: caller.startsWith('+1212') && local_hour >= 8"
+    } else {
+        "Example: country == 'US' && local_hour >= 8"
+    }
+}
+
 fn one_line(s: &str) -> String {
     s.split_whitespace().collect::<Vec<_>>().join(" ")
 }
@@ -347,6 +495,42 @@ mod tests {
         assert!(e.eval(&vars(&attrs)).is_err());
         let e = Expr::compile("'vip' in attributes").unwrap();
         assert_eq!(e.eval(&vars(&attrs)), Ok(false));
+    }
+
+    /// Each syntax error says where, what was wrong or expected, and gives an example,
+    /// in words: no grammar token names (IDENTIFIER, NUM_FLOAT, <EOF>) reach a
+    /// supervisor.
+    #[test]
+    fn syntax_errors_say_where_what_and_give_an_example() {
+        let cases = [
+            ("country ==", "at the end of the expression: the expression ends too early: a value (a variable such as country, 'text' in quotes, or a number) was expected"),
+            ("country = 'US'", "at column 9, after `country`: '=' alone is not an operator: compare with =="),
+            ("country == 'US' and intent == 'x'", "at column 17, after `country == 'US'`: 'and' is not a CEL operator: combine conditions with && (and)"),
+            ("country == US'", "at column 14, after `country == US`: a quote is not closed"),
+            ("attributes['vip' == 'yes'", "at the end of the expression: a closing ']' is missing"),
+            ("country == 'US')", "at column 16, after `country == 'US'`: unexpected ')' after a complete condition"),
+            ("country in ['US', 'CA'", "at the end of the expression: the expression ends too early: ']' or ',' was expected"),
+            ("caller.startsWith(+1212)", "at column 19, after `caller.startsWith(`: unexpected '+'; a value"),
+        ];
+        for (source, want) in cases {
+            let err = Expr::compile(source).unwrap_err();
+            assert!(err.starts_with("expression does not compile "), "{err}");
+            assert!(err.contains(want), "{source}: {err}");
+            assert!(err.contains("Example: "), "{err}");
+            for raw in [
+                "IDENTIFIER",
+                "NUM_FLOAT",
+                "<EOF>",
+                "<input>",
+                "Syntax error",
+                "\n",
+            ] {
+                assert!(!err.contains(raw), "{source}: {err}");
+            }
+            // The example given compiles.
+            let example = err.split("Example: ").nth(1).unwrap();
+            Expr::compile(example).unwrap();
+        }
     }
 
     #[test]

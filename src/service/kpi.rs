@@ -58,7 +58,9 @@ pub struct StaffingHour {
     /// Arrivals per hour used (measured offered calls plus accepted callbacks, or given).
     pub arrivals_per_hour: f64,
     pub aht_secs: f64,
+    /// `None` when the target cannot be reached, or in an hour without calls.
     pub erlang_c: Option<Staffing>,
+    /// `None` without a patience, in an hour without calls, or when unreachable.
     pub erlang_a: Option<Staffing>,
 }
 
@@ -173,6 +175,18 @@ impl Holdless {
             .store
             .kpi_buckets(q.queue_id.as_deref(), from, to)
             .await?;
+        // A mistyped queue would otherwise read as a quiet queue (all zeros). A queue
+        // dropped from the plan still reports the range it has counters for.
+        if let Some(id) = &q.queue_id {
+            if buckets.is_empty() && self.active_plan().queue(id).is_none() {
+                return Err(ServiceError::InvalidArgument(vec![FieldViolation::new(
+                    "queue_id",
+                    format!(
+                        "queue '{id}' is not in the active plan and has no counters in the range"
+                    ),
+                )]));
+            }
+        }
         let mut intervals = Vec::new();
         let mut start = from;
         while start < to {
@@ -188,7 +202,20 @@ impl Holdless {
                 r.counters.add(&b.counters);
             }
             total.add(&b.counters);
-            *per_bucket.entry(b.start).or_default() += b.counters.offered;
+            let offered = if q.queue_id.is_none() {
+                b.counters.calls_once().offered
+            } else {
+                b.counters.offered
+            };
+            *per_bucket.entry(b.start).or_default() += offered;
+        }
+        // All queues together: a transferred call is one call, counted where it
+        // entered (a sum of per-queue visits would count it once per queue).
+        if q.queue_id.is_none() {
+            total = total.calls_once();
+            for r in &mut intervals {
+                r.counters = r.counters.calls_once();
+            }
         }
         for r in &mut intervals {
             r.figures = KpiFigures::of(&r.counters);
@@ -306,13 +333,19 @@ impl Holdless {
                 fallback_aht
             });
             let rate = arrivals / 3600.0;
+            // An hour without calls has nothing to plan: no prediction rather than
+            // "0 agents, 100% service level, occupancy 100%".
+            let busy = arrivals > 0.0;
             out.push(StaffingHour {
                 start,
                 arrivals_per_hour: arrivals,
                 aht_secs: aht,
-                erlang_c: erlang::agents_for_service_level(rate, aht, secs, target),
+                erlang_c: busy
+                    .then(|| erlang::agents_for_service_level(rate, aht, secs, target))
+                    .flatten(),
                 erlang_a: q
                     .patience_secs
+                    .filter(|_| busy)
                     .and_then(|p| erlang::agents_for_service_level_a(rate, aht, p, secs, target)),
             });
             start += Duration::hours(1);

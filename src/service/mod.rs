@@ -25,8 +25,9 @@ use crate::routing::{self, CompiledPlan, Decision};
 use crate::store::{NewPlan, Store, StoreError, UpsertOutcome};
 
 pub use plans::{
-    PlanSource, ReloadOutcome, ReplaySource, SimulationOutcome, DEFAULT_SIMULATION_DAYS,
-    MAX_SIMULATED_CALLS, MAX_SIMULATION_DAYS, PLAN_FILE_AUTHOR, PLAN_REQUEST_RETENTION_HOURS,
+    PlanSource, ReloadOutcome, ReplaySource, Rollback, SimulationOutcome,
+    DEFAULT_SIMULATION_DAYS, MAX_SIMULATED_CALLS, MAX_SIMULATION_DAYS, PLAN_FILE_AUTHOR,
+    PLAN_REQUEST_RETENTION_HOURS,
 };
 
 /// How far back the agent's context looks for earlier contacts.

@@ -56,6 +56,15 @@ pub struct SimulationOutcome {
     pub without_facts: usize,
 }
 
+/// What a rollback did.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Rollback {
+    /// A new version, a copy of the requested one, is active.
+    Applied(PlanRecord),
+    /// The requested version's text is active already (this record); nothing changed.
+    Unchanged(PlanRecord),
+}
+
 /// Author of every plan version imported from `plan.file` (at first start and by
 /// SIGHUP): how a reload recognizes what the file produced last. The API refuses it
 /// as an author, so a supervisor's version cannot pass for the file's.
@@ -175,6 +184,10 @@ impl Holdless {
     }
 
     /// Applies an earlier version again, as a new version (history only grows).
+    /// When that version's text is the active plan's already, nothing changes: the
+    /// active record comes back with [`Rollback::Unchanged`], so a supervisor is told
+    /// instead of finding an identical copy in the history. A stale
+    /// `expected_version` is still refused first.
     pub async fn rollback_plan(
         &self,
         version: u64,
@@ -182,11 +195,16 @@ impl Holdless {
         author: String,
         comment: String,
         actor: &Actor,
-    ) -> Result<PlanRecord, ServiceError> {
+    ) -> Result<Rollback, ServiceError> {
         let target =
             self.store.plan_version(version).await?.ok_or_else(|| {
                 ServiceError::NotFound(format!("plan version {version} not found"))
             })?;
+        let active = self.plan_record(0).await?;
+        let base_ok = expected_version == 0 || expected_version == active.version;
+        if base_ok && active.toml == target.toml {
+            return Ok(Rollback::Unchanged(active));
+        }
         let compiled = compile_stored(&target)?;
         let comment = if comment.is_empty() {
             format!("rollback to v{version}")
@@ -205,6 +223,7 @@ impl Holdless {
             detail,
         )
         .await
+        .map(Rollback::Applied)
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -221,6 +240,10 @@ impl Holdless {
     ) -> Result<PlanRecord, ServiceError> {
         let _writer = self.plan_writer.lock().await;
         let now = self.clock.now();
+        let audit = AuditEntry {
+            author: author.clone(),
+            ..actor.entry(now, action, "", detail)
+        };
         let applied = self
             .store
             .apply_plan(
@@ -230,7 +253,7 @@ impl Holdless {
                     created_at: now,
                     toml: text,
                     request_id: (!actor.request_id.is_empty()).then(|| actor.request_id.clone()),
-                    audit: actor.entry(now, action, "", detail),
+                    audit,
                 },
                 (expected_version != 0).then_some(expected_version),
             )

@@ -97,6 +97,9 @@ async fn audit_lists_plan_and_customer_changes_in_order_and_survives_restart() {
         ]
     );
     assert_eq!(log[1].detail, "test");
+    // The version's author is in the entry next to the authenticated principal.
+    assert_eq!(log[1].author, "sam");
+    assert_eq!(log[3].author, "", "a customer change has no plan author");
     assert!(
         log[2].detail.starts_with("rolled back to v1"),
         "{}",

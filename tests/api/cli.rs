@@ -735,3 +735,242 @@ async fn health_command_exits_0_when_serving_and_69_when_unreachable() {
     assert!(service.status.success());
     assert_eq!(down.status.code(), Some(69));
 }
+
+#[tokio::test]
+async fn server_without_a_scheme_is_plaintext_like_grpcurl_takes_it() {
+    let app = spawn_app().await;
+    let bare = app.addr.to_string();
+    let out = tokio::task::spawn_blocking(move || {
+        holdless()
+            .args(["health", "--server", &bare])
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "SERVING\n");
+}
+
+#[test]
+fn connection_errors_name_the_cause_not_transport_error() {
+    // A port nothing listens on: bind one, note it, close it.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let closed_addr = closed.local_addr().unwrap().to_string();
+    drop(closed);
+    for (server, cause) in [
+        (closed_addr.as_str(), "connection refused"),
+        ("nosuch.invalid:50051", "name not resolved"),
+    ] {
+        let out = holdless()
+            .args(["stats", "--server", server])
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(69), "{stderr}");
+        assert!(stderr.contains(cause), "{server}: {stderr}");
+        assert!(!stderr.contains("transport error"), "{stderr}");
+        assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    }
+}
+
+#[tokio::test]
+async fn customer_commands_take_the_id_the_same_way() {
+    let app = spawn_app().await;
+    let (code, out, err) = run_cli(
+        &app,
+        &[
+            "customer",
+            "upsert",
+            "cust-9",
+            "--name",
+            "Ada",
+            "--phone",
+            "+442079460958",
+        ],
+    )
+    .await;
+    assert_eq!(code, Some(0), "{err}");
+    assert!(out.starts_with("created: cust-9 Ada"), "{out}");
+    let (code, out, err) = run_cli(&app, &["customer", "get", "cust-9"]).await;
+    assert_eq!(code, Some(0), "{err}");
+    assert!(out.starts_with("cust-9 Ada"), "{out}");
+    let (code, _, err) = run_cli(&app, &["customer", "delete", "cust-9"]).await;
+    assert_eq!(code, Some(0), "{err}");
+    // Scripts written for the earlier `--id` form still run.
+    let (code, out, err) = run_cli(&app, &["customer", "upsert", "--id", "cust-8"]).await;
+    assert_eq!(code, Some(0), "{err}");
+    assert!(out.starts_with("created: cust-8"), "{out}");
+    let (code, _, _) = run_cli(&app, &["customer", "upsert"]).await;
+    assert_eq!(code, Some(2), "an id is required");
+}
+
+#[tokio::test]
+async fn health_of_an_unknown_service_exits_69_as_documented() {
+    let app = spawn_app().await;
+    let (code, out, err) = run_cli(&app, &["health", "--service", "nope"]).await;
+    assert_eq!(code, Some(69), "{out} {err}");
+    assert!(
+        err.contains("SERVICE_UNKNOWN") && err.contains("'nope'"),
+        "{err}"
+    );
+}
+
+#[tokio::test]
+async fn stats_of_an_unknown_queue_is_an_error() {
+    let app = spawn_app().await;
+    let (code, out, err) = run_cli(&app, &["stats", "--queue", "nosuch"]).await;
+    assert_eq!(code, Some(2), "{out} {err}");
+    assert!(err.contains("queue_id") && err.contains("nosuch"), "{err}");
+    let (code, _, err) = run_cli(&app, &["stats", "--queue", "general"]).await;
+    assert_eq!(code, Some(0), "{err}");
+}
+
+#[tokio::test]
+async fn plan_validate_json_prints_the_issues_as_json_on_stdout() {
+    let app = spawn_app().await;
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("bad.toml");
+    std::fs::write(
+        &file,
+        "[[queues]]\nid = \"a\"\n[default_route]\nqueue = \"b\"\n",
+    )
+    .unwrap();
+    let path = file.display().to_string();
+    let (code, out, _) = run_cli(&app, &["plan", "validate", &path, "--json"]).await;
+    assert_eq!(code, Some(2));
+    let v: serde_json::Value = serde_json::from_str(&out).expect("JSON on stdout");
+    assert_eq!(v["valid"], false);
+    assert_eq!(v["issues"][0]["path"], "default_route.queue");
+}
+
+#[tokio::test]
+async fn plan_apply_and_rollback_never_overwrite_a_change_they_did_not_see() {
+    let app = spawn_app().await;
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("plan.toml");
+    std::fs::write(&file, crate::plans::uk_to_sales()).unwrap();
+    let path = file.display().to_string();
+    // Based on the active version (1) by default.
+    let (code, out, err) = run_cli(&app, &["plan", "apply", &path]).await;
+    assert_eq!(code, Some(0), "{err}");
+    assert!(out.starts_with("applied: version 2"), "{out}");
+    // An editor who started from version 1 is refused now that 2 is active.
+    let (code, _, err) = run_cli(&app, &["plan", "apply", &path, "--based-on", "1"]).await;
+    assert_eq!(code, Some(1), "{err}");
+    assert!(err.contains("Aborted"), "{err}");
+    let (code, _, err) = run_cli(&app, &["plan", "rollback", "1", "--based-on", "1"]).await;
+    assert_eq!(code, Some(1), "{err}");
+    // --force applies over whatever is active.
+    let (code, out, err) = run_cli(&app, &["plan", "rollback", "1", "--force"]).await;
+    assert_eq!(code, Some(0), "{err}");
+    assert!(out.contains("now version 3"), "{out}");
+    // Rolling back to the text already active says so.
+    let (code, out, err) = run_cli(&app, &["plan", "rollback", "1"]).await;
+    assert_eq!(code, Some(0), "{err}");
+    assert!(
+        out.contains("already active (as version 3, same text): nothing changed"),
+        "{out}"
+    );
+    let (_, out, _) = run_cli(&app, &["plan", "history", "--json"]).await;
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["versions"].as_array().unwrap().len(), 3);
+}
+
+/// Runs `holdless bench` with `args`; returns (exit code, stdout, stderr).
+fn bench_status(args: Vec<String>) -> (Option<i32>, String, String) {
+    let out = holdless().arg("bench").args(args).output().unwrap();
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn args(s: &str, server: &str) -> Vec<String> {
+    s.split_whitespace()
+        .map(str::to_owned)
+        .chain(["--server".to_owned(), server.to_owned()])
+        .collect()
+}
+
+/// An operator benching callbacks against a server with a per-principal callback
+/// limit: the requests past the limit fail, and the run says so and how.
+#[tokio::test]
+async fn bench_exits_1_and_counts_failures_by_status_code() {
+    let app = spawn_app_with(|s| {
+        s.limits.callback_requests_per_phone_per_hour = 0;
+        s.limits.callback_requests_per_principal_per_hour = 5;
+    })
+    .await;
+    let server = app.addr.to_string();
+    let (code, out, err) = tokio::task::spawn_blocking(move || {
+        bench_status(args(
+            "--scenario callback --clients 1 --connections 1 --requests 20 --warmup 0",
+            &server,
+        ))
+    })
+    .await
+    .unwrap();
+    assert_eq!(code, Some(1), "{out} {err}");
+    assert!(out.contains("5 ok, 15 errors"), "{out}");
+    assert!(out.contains("RESOURCE_EXHAUSTED: 15"), "{out}");
+    assert!(
+        err.contains("15 request(s) failed: RESOURCE_EXHAUSTED: 15"),
+        "{err}"
+    );
+}
+
+#[tokio::test]
+async fn bench_refuses_to_write_callbacks_into_a_store_that_holds_some_unless_told_yes() {
+    let app = spawn_app_with(|s| {
+        s.limits.callback_requests_per_phone_per_hour = 0;
+        s.limits.callback_requests_per_principal_per_hour = 0;
+    })
+    .await;
+    let mut c =
+        holdless::api::pb::callback_service_client::CallbackServiceClient::new(app.channel.clone());
+    c.request_callback(holdless::api::pb::RequestCallbackRequest {
+        queue_id: "general".into(),
+        phone_number: "+12125550142".into(),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let server = format!("http://{}", app.addr);
+    let run = "--scenario callback --clients 1 --connections 1 --requests 3 --warmup 0";
+    let (refused, allowed, route) = tokio::task::spawn_blocking(move || {
+        (
+            bench_status(args(run, &server)),
+            bench_status(args(&format!("{run} --yes"), &server)),
+            bench_status(args(
+                "--scenario route --clients 1 --connections 1 --requests 3 --warmup 0",
+                &server,
+            )),
+        )
+    })
+    .await
+    .unwrap();
+    assert_eq!(refused.0, Some(64), "{refused:?}");
+    assert!(
+        refused.2.contains("already holds callbacks") && refused.2.contains("--yes"),
+        "{refused:?}"
+    );
+    assert_eq!(allowed.0, Some(0), "{allowed:?}");
+    assert!(allowed.1.contains("3 ok, 0 errors"), "{allowed:?}");
+    // RouteCall writes no callbacks: no question asked.
+    assert_eq!(route.0, Some(0), "{route:?}");
+    let listed = c
+        .list_callbacks(holdless::api::pb::ListCallbacksRequest {
+            page_size: 10,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(listed.callbacks.len(), 4, "the refused run wrote nothing");
+}

@@ -620,3 +620,201 @@ async fn stats_and_staffing_commands_print_tables() {
     let out = run(args("stats --from yesterday")).await.unwrap();
     assert_eq!(out.status.code(), Some(64));
 }
+
+/// `total`'s (offered, answered, transferred) of a report over the test day.
+async fn day_counts(app: &TestApp, queue: &str) -> (u64, u64, u64, u64) {
+    let now = at(WEEKDAY_NOON);
+    let r = stats(app)
+        .get_kpi_report(pb::GetKpiReportRequest {
+            queue_id: queue.into(),
+            from: ts(now - Duration::hours(1)),
+            to: ts(now + Duration::hours(1)),
+            interval: None,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let c = r.total.unwrap().counts.unwrap();
+    (c.offered, c.answered, c.transferred, c.transferred_in)
+}
+
+#[tokio::test]
+async fn all_queue_totals_count_a_transferred_call_once_at_its_entry_queue() {
+    let app = spawn_app().await;
+    agent(&app, "a1", &["support"], pb::AgentState::Busy, 0).await;
+    app.route(call("x-1", "+12125550100")).await;
+    app.clock.advance(Duration::seconds(10));
+    call_event(&app, "x-1", pb::CallEventType::Answered, None)
+        .await
+        .unwrap();
+    app.clock.advance(Duration::seconds(60));
+    // The agent hands the caller to sales, where another agent answers.
+    app.routing()
+        .report_call_event(pb::ReportCallEventRequest {
+            call_id: "x-1".into(),
+            r#type: pb::CallEventType::Transferred as i32,
+            queue_id: "sales".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    app.clock.advance(Duration::seconds(15));
+    call_event(&app, "x-1", pb::CallEventType::Answered, None)
+        .await
+        .unwrap();
+    app.clock.advance(Duration::seconds(100));
+    call_event(&app, "x-1", pb::CallEventType::Ended, Some(100))
+        .await
+        .unwrap();
+    // Each queue saw a visit; all queues together saw one call, answered once.
+    assert_eq!(day_counts(&app, "general").await, (1, 1, 1, 0));
+    assert_eq!(day_counts(&app, "sales").await, (1, 1, 0, 1));
+    assert_eq!(day_counts(&app, "").await, (1, 1, 1, 1));
+}
+
+#[tokio::test]
+async fn staffing_leaves_idle_hours_unset_and_shows_every_figure() {
+    let app = spawn_app_with(|_| {}).await;
+    // Measured: one call in the 15:00 hour, none in the others.
+    agent(&app, "a1", &["support"], pb::AgentState::Busy, 0).await;
+    app.route(call("s-1", "+12125550100")).await;
+    app.clock.advance(Duration::seconds(12));
+    call_event(&app, "s-1", pb::CallEventType::Answered, None)
+        .await
+        .unwrap();
+    let now = at(WEEKDAY_NOON);
+    let plan = stats(&app)
+        .get_staffing_plan(pb::GetStaffingPlanRequest {
+            queue_id: "general".into(),
+            from: ts(now - Duration::hours(1)),
+            to: ts(now + Duration::hours(1)),
+            patience: secs(120),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let idle = &plan.hours[0];
+    assert_eq!(idle.arrivals_per_hour, 0.0);
+    assert!(
+        idle.erlang_c.is_none() && idle.erlang_a.is_none(),
+        "{idle:?}"
+    );
+    assert!(plan.hours[1].erlang_c.is_some() && plan.hours[1].erlang_a.is_some());
+
+    let server = format!("http://{}", app.addr);
+    let run = |extra: &'static str| {
+        let server = server.clone();
+        tokio::task::spawn_blocking(move || {
+            std::process::Command::new(env!("CARGO_BIN_EXE_holdless"))
+                .env_remove("HOLDLESS_SERVER")
+                .args(
+                    format!(
+                        "staffing --queue general --date 2026-11-25 --patience-secs 120 {extra}"
+                    )
+                    .split_whitespace(),
+                )
+                .args(["--server", &server])
+                .output()
+                .unwrap()
+        })
+    };
+    let out = run("").await.unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{out:?}");
+    let header = text.lines().nth(1).unwrap();
+    for col in ["agents A", "SL A", "P(ab)", "occ A"] {
+        assert!(header.contains(col), "{text}");
+    }
+    let quiet = text.lines().find(|l| l.starts_with("14:00")).unwrap();
+    assert_eq!(
+        quiet.split_whitespace().skip(3).collect::<Vec<_>>(),
+        vec!["-"; 8],
+        "{text}"
+    );
+    let busy = text.lines().find(|l| l.starts_with("15:00")).unwrap();
+    assert_eq!(busy.split_whitespace().count(), 11, "{text}");
+    assert!(!busy.contains(" - "), "{text}");
+
+    let out = run("--json").await.unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["service_level_target"], 0.8);
+    let h15 = v["hours"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|h| h["start"] == "2026-11-25 15:00")
+        .unwrap();
+    for key in [
+        "agents",
+        "service_level",
+        "asa_secs",
+        "probability_of_waiting",
+        "occupancy",
+    ] {
+        assert!(h15["erlang_c"][key].is_number(), "{key}: {h15}");
+        assert!(h15["erlang_a"][key].is_number(), "{key}: {h15}");
+    }
+    assert!(h15["erlang_a"]["probability_of_abandoning"].is_number());
+    let h14 = &v["hours"][14];
+    assert!(
+        h14["erlang_c"].is_null() && h14["erlang_a"].is_null(),
+        "{h14}"
+    );
+}
+
+#[tokio::test]
+async fn staffing_shows_the_target_as_configured() {
+    let app = spawn_app().await;
+    let plan = holdless::service::EXAMPLE_PLAN.replacen(
+        "target_percent = 80,",
+        "target_percent = 79.459,",
+        1,
+    );
+    assert_ne!(plan, holdless::service::EXAMPLE_PLAN);
+    app.plans()
+        .apply_plan(crate::plans::apply(&plan, 1))
+        .await
+        .unwrap();
+    let server = format!("http://{}", app.addr);
+    let out = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_holdless"))
+            .env_remove("HOLDLESS_SERVER")
+            .args(["staffing", "--queue", "general", "--date", "2026-11-25"])
+            .args(["--server", &server])
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("target 79.459% within 20 s"), "{text}");
+}
+
+#[tokio::test]
+async fn stats_shows_callback_and_survey_figures_and_the_all_queues_footnote() {
+    let app = spawn_app().await;
+    let server = format!("http://{}", app.addr);
+    let out = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_holdless"))
+            .env_remove("HOLDLESS_SERVER")
+            .args(["stats", "--from", "2026-11-25", "--server", &server])
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{out:?}");
+    let header = text
+        .lines()
+        .find(|l| l.starts_with("callbacks"))
+        .unwrap_or_default();
+    for col in ["cb ok", "attempts", "avoided", "to connect", "CES"] {
+        assert!(header.contains(col), "{col}: {text}");
+    }
+    assert!(
+        text.contains("a transferred call counts once, in the queue it entered"),
+        "{text}"
+    );
+}

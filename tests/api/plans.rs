@@ -238,6 +238,46 @@ async fn apply_then_rollback_restores_the_previous_routing_exactly() {
 }
 
 #[tokio::test]
+async fn rollback_to_the_text_already_active_says_so_and_creates_no_version() {
+    let app = spawn_app().await;
+    app.plans()
+        .apply_plan(apply(&uk_to_sales(), 1))
+        .await
+        .unwrap();
+    // Version 3 is a copy of version 1; rolling back to version 1 again is a no-op.
+    app.plans().rollback_plan(rollback(1, 2, "")).await.unwrap();
+    let r = app
+        .plans()
+        .rollback_plan(rollback(1, 3, ""))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(r.unchanged);
+    assert_eq!(r.version.unwrap().version, 3);
+    let versions = app
+        .plans()
+        .list_plan_versions(pb::ListPlanVersionsRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!((versions.versions.len(), versions.active_version), (3, 3));
+    let audit = app
+        .plans()
+        .list_audit(pb::ListAuditRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(audit.entries.len(), 3, "a no-op is not audited");
+    // The same request against a stale base is still refused.
+    let e = app
+        .plans()
+        .rollback_plan(rollback(1, 2, ""))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), tonic::Code::Aborted);
+}
+
+#[tokio::test]
 async fn rollback_checks_its_input_and_the_expected_version() {
     let app = spawn_app().await;
     let e = app

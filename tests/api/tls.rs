@@ -264,3 +264,33 @@ async fn the_cli_talks_tls_with_ca_cert() {
     assert_eq!(out.status.code(), Some(64));
     assert!(String::from_utf8_lossy(&out.stderr).contains("--ca-cert"));
 }
+
+#[tokio::test]
+async fn the_cli_says_tls_failure_when_the_server_certificate_is_not_trusted() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = Ca::new("holdless test CA");
+    let app = spawn_tls_app(write_server_files(dir.path(), &ca, None)).await;
+    let channel = health_over_tls(app.addr, &ca, None)
+        .await
+        .expect("TLS client");
+    wait_serving(channel).await;
+    let stranger = dir.path().join("other-ca.crt");
+    std::fs::write(&stranger, Ca::new("another CA").pem()).unwrap();
+    // No scheme with --ca-cert: TLS.
+    let server = app.addr.to_string();
+    let out = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_holdless"))
+            .env_remove("HOLDLESS_TOKEN")
+            .env_remove("HOLDLESS_SERVER")
+            .args(["health", "--server", &server, "--ca-cert"])
+            .arg(&stranger)
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(69), "{stderr}");
+    assert!(stderr.contains("TLS failure"), "{stderr}");
+    assert!(!stderr.contains("transport error"), "{stderr}");
+}

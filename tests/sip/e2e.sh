@@ -56,7 +56,7 @@ fi
 
 log "== holdless on 127.0.0.1:$grpc_port ($bin)"
 start_holdless "$bin" "$here/plan.toml" || fatal "holdless start"
-timeout 10 "$bin" customer upsert --id cust-gold --name "Gold Customer" \
+timeout 10 "$bin" customer upsert cust-gold --name "Gold Customer" \
     --phone +13125550100 --status gold --server "$server" >"$work/customer.log" 2>&1 ||
     { cat "$work/customer.log"; fatal "customer upsert"; }
 
