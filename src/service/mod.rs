@@ -25,9 +25,8 @@ use crate::routing::{self, CompiledPlan, Decision};
 use crate::store::{NewPlan, Store, StoreError, UpsertOutcome};
 
 pub use plans::{
-    PlanSource, ReloadOutcome, ReplaySource, Rollback, SimulationOutcome,
-    DEFAULT_SIMULATION_DAYS, MAX_SIMULATED_CALLS, MAX_SIMULATION_DAYS, PLAN_FILE_AUTHOR,
-    PLAN_REQUEST_RETENTION_HOURS,
+    PlanSource, ReloadOutcome, ReplaySource, Rollback, SimulationOutcome, DEFAULT_SIMULATION_DAYS,
+    MAX_SIMULATED_CALLS, MAX_SIMULATION_DAYS, PLAN_FILE_AUTHOR, PLAN_REQUEST_RETENTION_HOURS,
 };
 
 /// How far back the agent's context looks for earlier contacts.
@@ -204,12 +203,15 @@ impl Holdless {
                             created_at: now,
                             toml: plan_text.to_owned(),
                             request_id: None,
-                            audit: Actor::new(SYSTEM, "").entry(
-                                now,
-                                AuditAction::PlanApply,
-                                "",
-                                comment,
-                            ),
+                            audit: crate::domain::audit::AuditEntry {
+                                author: author.into(),
+                                ..Actor::new(SYSTEM, "").entry(
+                                    now,
+                                    AuditAction::PlanApply,
+                                    "",
+                                    comment,
+                                )
+                            },
                         },
                         Some(0),
                     )
