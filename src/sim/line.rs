@@ -40,6 +40,16 @@ const QUEUES: [(&str, &str); 2] = [("sales", "s"), ("care", "c")];
 /// The skill a few calls need on top of their queue's.
 const RARE: &str = "x";
 
+/// Queue `i` as the floor takes it.
+fn queue_info(skills: &[Vec<String>], i: usize) -> QueueInfo<'_> {
+    QueueInfo {
+        id: QUEUES[i].0,
+        skills: &skills[i],
+        default_aht_secs: 180,
+        max_waiting: 0,
+    }
+}
+
 /// What one seed's run saw.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct Stats {
@@ -211,13 +221,7 @@ impl Sim {
             Vec::new()
         };
         let order = self.next_order();
-        let skills = self.queue_skills[queue].clone();
-        let info = QueueInfo {
-            id: QUEUES[queue].0,
-            skills: &skills,
-            default_aht_secs: 180,
-            max_waiting: 0,
-        };
+        let info = queue_info(&self.queue_skills, queue);
         let (placement, _) = self.floor.route_call(
             RoutedCall {
                 call_id: &id,
@@ -351,7 +355,6 @@ impl Sim {
         } else {
             Vec::new()
         };
-        let skills = self.queue_skills[e.queue].clone();
         let (p, _) = self.floor.route_call(
             RoutedCall {
                 call_id: &id,
@@ -362,12 +365,7 @@ impl Sim {
                 preferred_agent: e.prefers.as_ref().map(|(a, _)| a.as_str()),
                 preferred_wait_secs: 30,
             },
-            QueueInfo {
-                id: QUEUES[e.queue].0,
-                skills: &skills,
-                default_aht_secs: 180,
-                max_waiting: 0,
-            },
+            queue_info(&self.queue_skills, e.queue),
             self.now,
             || None,
         );
@@ -390,13 +388,7 @@ impl Sim {
         };
         let cb = self.fresh_id("cb");
         let queue = e.queue;
-        let skills = self.queue_skills[queue].clone();
-        let info = QueueInfo {
-            id: QUEUES[queue].0,
-            skills: &skills,
-            default_aht_secs: 180,
-            max_waiting: 0,
-        };
+        let info = queue_info(&self.queue_skills, queue);
         e.callback = true;
         e.rare = false;
         e.prefers = None;
@@ -431,13 +423,7 @@ impl Sim {
         if self.rng.u32(..100) < 20 {
             self.closed.insert(cb.clone());
         }
-        let skills = self.queue_skills[queue].clone();
-        let info = QueueInfo {
-            id: QUEUES[queue].0,
-            skills: &skills,
-            default_aht_secs: 180,
-            max_waiting: 0,
-        };
+        let info = queue_info(&self.queue_skills, queue);
         self.floor
             .enqueue_callback(&cb, info, 0, self.now, None, self.now);
         format!("web callback {cb} in {}", QUEUES[queue].0)
@@ -448,7 +434,7 @@ impl Sim {
             return "nobody to transfer".into();
         };
         let to = 1 - self.entries[&id].queue;
-        let skills = self.queue_skills.clone();
+        let skills = &self.queue_skills;
         let r = self.floor.call_event(
             &id,
             CallEvent::Transferred {
@@ -456,12 +442,7 @@ impl Sim {
             },
             |q| {
                 let i = QUEUES.iter().position(|(name, _)| *name == q)?;
-                Some(QueueInfo {
-                    id: QUEUES[i].0,
-                    skills: &skills[i],
-                    default_aht_secs: 180,
-                    max_waiting: 0,
-                })
+                Some(queue_info(skills, i))
             },
             self.now,
         );
@@ -533,13 +514,7 @@ impl Sim {
         let queue = e.queue;
         let (priority, at) = (e.priority, e.enqueued_at);
         self.entries.insert(id.clone(), Entry { order, ..e });
-        let skills = self.queue_skills[queue].clone();
-        let info = QueueInfo {
-            id: QUEUES[queue].0,
-            skills: &skills,
-            default_aht_secs: 180,
-            max_waiting: 0,
-        };
+        let info = queue_info(&self.queue_skills, queue);
         self.floor
             .enqueue_callback(&id, info, priority, at, None, self.now);
         format!("{id} due again")
