@@ -160,7 +160,9 @@ call callback-offer +18005550111 +12125550100 "" \
     "$(header_check X-Holdless-Offer '^ *queue=billing;reason=rule;decision=[0-9A-Z]{26};call-id=')"
 
 # An available agent with the sales skill is reserved for the next sales call: the 302
-# names the agent first and the queue second.
+# names the agent first and the queue second. The two campaign calls above still wait
+# in sales, and a freed agent belongs to the head of the line: agent-5 and agent-6 take
+# them, so agent-7 is free for the next call.
 timeout 20 /usr/bin/python3 - "$work/gen" "127.0.0.1:$grpc_port" >"$work/agent.log" 2>&1 <<'EOF' ||
 import sys
 sys.path.insert(0, sys.argv[1])
@@ -169,13 +171,14 @@ from google.protobuf import timestamp_pb2
 from holdless.v1 import routing_pb2 as pb
 ts = timestamp_pb2.Timestamp()
 ts.GetCurrentTime()
-req = pb.ReportAgentStateRequest(agent_id="agent-7", skills={"sales": 1},
-                                 state=pb.AGENT_STATE_AVAILABLE, event_time=ts)
 rpc = grpc.insecure_channel(sys.argv[2]).unary_unary(
     "/holdless.v1.RoutingService/ReportAgentState",
     request_serializer=pb.ReportAgentStateRequest.SerializeToString,
     response_deserializer=pb.ReportAgentStateResponse.FromString)
-print(rpc(req, timeout=10))
+for agent in ["agent-5", "agent-6", "agent-7"]:
+    req = pb.ReportAgentStateRequest(agent_id=agent, skills={"sales": 1},
+                                     state=pb.AGENT_STATE_AVAILABLE, event_time=ts)
+    print(rpc(req, timeout=10))
 EOF
     { cat "$work/agent.log"; fatal "report agent state"; }
 call agent-reserved +18005550199 +12125550100 "" \
