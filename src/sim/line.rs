@@ -166,6 +166,15 @@ impl Sim {
         (!ids.is_empty()).then(|| ids[self.rng.usize(..ids.len())].clone())
     }
 
+    /// Calls not finished: waiting or holding an agent.
+    fn calls(&self) -> Vec<String> {
+        self.entries
+            .iter()
+            .filter(|(_, e)| !e.callback)
+            .map(|(id, _)| id.clone())
+            .collect()
+    }
+
     fn waiting_calls(&self) -> Vec<String> {
         self.entries
             .iter()
@@ -323,13 +332,7 @@ impl Sim {
     }
 
     fn abandon(&mut self) -> String {
-        let calls: Vec<String> = self
-            .entries
-            .iter()
-            .filter(|(_, e)| !e.callback)
-            .map(|(id, _)| id.clone())
-            .collect();
-        let Some(id) = self.pick(calls) else {
+        let Some(id) = self.pick(self.calls()) else {
             return "nobody to abandon".into();
         };
         let _ = self
@@ -340,13 +343,7 @@ impl Sim {
     }
 
     fn ask_again(&mut self) -> String {
-        let calls: Vec<String> = self
-            .entries
-            .iter()
-            .filter(|(_, e)| !e.callback)
-            .map(|(id, _)| id.clone())
-            .collect();
-        let Some(id) = self.pick(calls) else {
+        let Some(id) = self.pick(self.calls()) else {
             return "nobody to ask about".into();
         };
         let e = self.entries[&id].clone();
