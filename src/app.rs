@@ -38,10 +38,11 @@ use crate::auth::tls::TlsReloader;
 use crate::auth::Access;
 use crate::clock::Clock;
 use crate::config::Settings;
+use crate::config::{PgTls, PostgresSettings, StoreBackend, StoreSettings};
 use crate::live::LiveConfig;
 use crate::scheduler::SchedulerConfig;
 use crate::service::{Holdless, ServiceError, EXAMPLE_PLAN};
-use crate::store::{SledStore, Store};
+use crate::store::{PgOptions, PgStore, SledStore, Store, StoreError};
 
 /// gRPC service names reported by health (besides the whole server, "").
 pub const SERVICE_NAMES: &[&str] = &[
@@ -68,8 +69,8 @@ pub enum AppError {
     /// Every issue on a line of its own (a TOML syntax error keeps its caret lines).
     #[error("plan file {path} is invalid:\n{issues}")]
     BadPlan { path: PathBuf, issues: String },
-    #[error("cannot open store at {path}: {message}")]
-    Store { path: PathBuf, message: String },
+    #[error("cannot open the store {location}: {message}")]
+    Store { location: String, message: String },
     #[error("cannot start: {0}")]
     Start(String),
     #[error("bad TLS setup: {0}")]
@@ -536,29 +537,60 @@ pub fn grpc_server(gate: GateLayer) -> GrpcServer {
         .layer(crate::metrics::prometheus::RpcMetricsLayer)
 }
 
+/// Where the configured store lives, for messages (never the URL: it may hold a
+/// password).
+pub fn store_location(settings: &StoreSettings) -> String {
+    match settings.backend {
+        StoreBackend::Sled => format!("at {}", settings.path.display()),
+        StoreBackend::Postgres => "in PostgreSQL (store.postgres.url)".into(),
+    }
+}
+
+/// The PostgreSQL connection settings of `settings`.
+pub fn pg_options(settings: &PostgresSettings) -> PgOptions {
+    PgOptions {
+        url: settings.url.clone(),
+        pool_size: settings.pool_size,
+        synchronous_commit: settings.synchronous_commit.clone(),
+        ca_file: (settings.tls == PgTls::Require).then(|| PathBuf::from(&settings.ca_file)),
+    }
+}
+
+/// Opens the store `settings.backend` names: sled in `path` (on a blocking thread; it
+/// reads its files at open) or PostgreSQL at `postgres.url` (migrated and its read
+/// cache loaded).
+pub async fn open_store(settings: &StoreSettings) -> Result<Arc<dyn Store>, StoreError> {
+    match settings.backend {
+        StoreBackend::Sled => {
+            let path = settings.path.clone();
+            let cache_bytes = settings.cache_mb.saturating_mul(1024 * 1024);
+            let store =
+                tokio::task::spawn_blocking(move || SledStore::open_with_cache(&path, cache_bytes))
+                    .await
+                    .map_err(|e| StoreError::Io(format!("opening the store failed: {e}")))??;
+            Ok(Arc::new(store))
+        }
+        StoreBackend::Postgres => Ok(Arc::new(
+            PgStore::open(&pg_options(&settings.postgres)).await?,
+        )),
+    }
+}
+
 /// Opens the store, loads (or imports) the plan and warms the number parser.
 async fn start_core(
     settings: &Settings,
     clock: Arc<dyn Clock>,
     plan_text: &str,
 ) -> Result<Arc<Holdless>, AppError> {
-    let path = settings.store.path.clone();
-    let cache_bytes = settings.store.cache_mb.saturating_mul(1024 * 1024);
-    let store = tokio::task::spawn_blocking({
-        let path = path.clone();
-        move || {
-            crate::domain::phone::warm_up();
-            SledStore::open_with_cache(&path, cache_bytes)
-        }
-    });
-    let store = store
+    tokio::task::spawn_blocking(crate::domain::phone::warm_up)
         .await
-        .map_err(|e| AppError::Start(e.to_string()))?
+        .map_err(|e| AppError::Start(e.to_string()))?;
+    let store = open_store(&settings.store)
+        .await
         .map_err(|e| AppError::Store {
-            path: path.clone(),
+            location: store_location(&settings.store),
             message: e.to_string(),
         })?;
-    let store: Arc<dyn Store> = Arc::new(store);
     let live = LiveConfig {
         reservation_timeout: chrono::Duration::seconds(
             i64::try_from(settings.live.reservation_timeout_secs).unwrap_or(i64::MAX / 1000),

@@ -16,6 +16,7 @@ mod kpi;
 mod live;
 mod metrics;
 mod plans;
+mod postgres;
 mod readme;
 mod reload;
 mod routing;
