@@ -16,8 +16,10 @@
 //!   (calling windows, retries, slots).
 //! - [`sim`]: deterministic simulations on the real floor and a manual clock (the
 //!   line-fairness check run by `cargo test`).
-//! - [`store`]: persistence behind the async [`store::Store`] trait; the sled
-//!   implementation with group commit is the only code that touches sled.
+//! - [`store`]: persistence behind the async [`store::Store`] trait: the embedded sled
+//!   backend with group commit (the only code that touches sled) and the PostgreSQL
+//!   backend with fencing (the only code that touches the driver), chosen by
+//!   `store.backend`, and one conformance suite both pass.
 //! - [`export`]: the export file (JSON Lines) of a stopped store: writing it, and
 //!   reading and checking it whole before `holdless import` writes anything.
 //! - [`service`]: the operations the API offers, over store, plan and clock.

@@ -1,8 +1,12 @@
 //! Persistence. The [`Store`] trait speaks domain types only and every write method
 //! returns `Ok` only once the write is durable (on disk, not only in the page cache), so
-//! an OK reply to a client can be trusted after a crash or power loss. `sled` is the
-//! embedded implementation and the only module that imports sled; a PostgreSQL
-//! implementation can sit behind the same trait.
+//! an OK reply to a client can be trusted after a crash or power loss.
+//!
+//! - `sled/`: the embedded backend (the default), the only module that imports sled.
+//! - `postgres/`: [`PgStore`], the PostgreSQL backend, the only module that imports the
+//!   driver; it also holds the fencing hook for a cluster of nodes.
+//! - `conformance`: the behaviour every backend must show, one suite run against each.
+//! - [`pgtest`]: the PostgreSQL server the tests use.
 
 #[cfg(test)]
 mod conformance;
