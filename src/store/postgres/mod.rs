@@ -37,6 +37,7 @@ pub(crate) mod admin;
 mod cache;
 mod schema;
 mod store_impl;
+mod tx;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
