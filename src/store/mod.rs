@@ -320,10 +320,10 @@ pub trait Store: Send + Sync + 'static {
         customer: Customer,
         audit: AuditEntry,
     ) -> StoreResult<UpsertOutcome>;
-    /// `customer`, `customer_by_phone` and `recent_contacts` read the embedded trees
-    /// on the calling thread and never wait on another task, so they are plain
-    /// methods: RouteCall makes them without an await (or the boxed future each async
-    /// method of this trait costs).
+    /// `customer`, `customer_by_phone` and `recent_contacts` read on the calling
+    /// thread and never wait on another task (sled: its trees; PostgreSQL: the read
+    /// cache the backend keeps), so they are plain methods: RouteCall makes them
+    /// without an await (or the boxed future each async method of this trait costs).
     fn customer(&self, id: &CustomerId) -> StoreResult<Option<Customer>>;
     /// Every customer, in id order (export).
     async fn all_customers(&self) -> StoreResult<Vec<Customer>>;
