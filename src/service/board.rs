@@ -623,6 +623,88 @@ fn feed(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::clock::ManualClock;
+    use crate::domain::{Call, PhoneNumber};
+    use crate::live::LiveConfig;
+    use crate::store::Store;
+
+    async fn holdless() -> (Arc<Holdless>, tempfile::TempDir) {
+        let dir = tempfile::tempdir().unwrap();
+        let store: Arc<dyn Store> = Arc::new(crate::store::SledStore::open(dir.path()).unwrap());
+        // Wednesday 10:00 in New York: "general" is open.
+        let clock = Arc::new(ManualClock::new("2026-11-25T15:00:00Z".parse().unwrap()));
+        let hl = Holdless::start(
+            store,
+            clock,
+            super::super::EXAMPLE_PLAN,
+            LiveConfig::default(),
+        )
+        .await
+        .unwrap()
+        .with_board_rate(4.0);
+        let hl = Arc::new(hl);
+        hl.start_boards().await;
+        (hl, dir)
+    }
+
+    fn route(hl: &Holdless, id: &str) {
+        let mut call = Call::new(id);
+        call.caller = Some(PhoneNumber::parse("+12125550100").unwrap());
+        hl.route(&call).unwrap();
+    }
+
+    /// In paused tokio time: a burst of 50 routed calls right after the snapshot is
+    /// one message, sent when the watcher's slot comes (1 s at 1 a second), and the
+    /// next change waits for the slot after that.
+    #[tokio::test(start_paused = true)]
+    async fn a_burst_is_one_message_at_the_watchers_next_slot() {
+        let (hl, _dir) = holdless().await;
+        let t0 = tokio::time::Instant::now();
+        let mut rx = hl.watch_boards(&["general".to_owned()], 1.0).unwrap();
+        let first = rx.recv().await.unwrap();
+        assert_eq!((first.len(), first[0].waiting), (1, 0));
+        for i in 0..50 {
+            route(&hl, &format!("burst-{i}"));
+        }
+        let second = rx.recv().await.unwrap();
+        let at = tokio::time::Instant::now();
+        assert!(
+            at - t0 >= Duration::from_secs(1),
+            "sent {:?} after",
+            at - t0
+        );
+        assert_eq!(second.len(), 1);
+        assert_eq!(second[0].waiting, 50, "the burst in one message");
+        tokio::task::yield_now().await;
+        assert!(rx.try_recv().is_err(), "nothing more for the burst");
+
+        route(&hl, "later");
+        let third = rx.recv().await.unwrap();
+        assert!(tokio::time::Instant::now() - at >= Duration::from_secs(1));
+        assert_eq!(third[0].waiting, 51);
+    }
+
+    /// A watcher that never reads is dropped once its buffer is full, and the others
+    /// keep their boards; routing never waits for it.
+    #[tokio::test(start_paused = true)]
+    async fn a_full_watcher_is_dropped_and_the_others_go_on() {
+        let (hl, _dir) = holdless().await;
+        let slow = hl.subscribe_boards(&[], 0.0).unwrap();
+        let mut fast = hl.watch_boards(&["general".to_owned()], 0.0).unwrap();
+        fast.recv().await.unwrap();
+        for i in 0..=WATCH_BUFFER {
+            route(&hl, &format!("c{i}"));
+            let b = fast.recv().await.unwrap();
+            assert_eq!(b[0].waiting, i as u32 + 1);
+        }
+        assert!(slow.dropped.load(Ordering::Acquire));
+        let mut slow = slow.boards;
+        let mut backlog = 0;
+        while slow.recv().await.is_some() {
+            backlog += 1;
+        }
+        assert_eq!(backlog, WATCH_BUFFER, "what it had buffered, then closed");
+    }
 
     #[test]
     fn the_day_starts_at_local_midnight() {

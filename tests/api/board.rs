@@ -252,3 +252,40 @@ async fn a_watcher_that_does_not_read_is_dropped_and_counted_while_routing_goes_
     .expect("the dropped stream ends");
     assert_eq!(end, Some(tonic::Code::ResourceExhausted));
 }
+
+/// Open callbacks show on their queue's board: pending (and due), then dispatched
+/// once a dialer takes one for a free agent.
+#[tokio::test]
+async fn callbacks_show_pending_due_and_dispatched() {
+    let app = spawn_app().await;
+    let mut s = watch(&app, &["general"], 0.0).await.unwrap();
+    next(&mut s).await;
+    pb::callback_service_client::CallbackServiceClient::new(app.channel.clone())
+        .request_callback(pb::RequestCallbackRequest {
+            queue_id: "general".into(),
+            phone_number: NY.into(),
+            ..Default::default()
+        })
+        .await
+        .expect("callback requested");
+    let (_, g) = until(&mut s, "general", |b| b.callbacks_pending == 1).await;
+    assert_eq!((g.callbacks_due, g.callbacks_dispatched), (1, 0));
+
+    let mut dialer = pb::dispatch_service_client::DispatchServiceClient::new(app.channel.clone())
+        .watch_dispatches(pb::WatchDispatchesRequest {
+            dialer_id: "dialer-1".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    agent(&app, "a1", &["support"], pb::AgentState::Available, 0).await;
+    tokio::time::timeout(WAIT, dialer.message())
+        .await
+        .expect("a dispatch")
+        .unwrap()
+        .expect("dispatched");
+    let (_, g) = until(&mut s, "general", |b| b.callbacks_dispatched == 1).await;
+    assert_eq!((g.callbacks_pending, g.callbacks_due), (0, 0));
+    assert_eq!(g.agents_busy, 1, "the reserved agent counts as busy");
+    assert_eq!(g.agents_reserved, 1);
+}
