@@ -61,6 +61,8 @@ pub const MAX_BOARD_WATCHERS: usize = 1_024;
 const TICK: Duration = Duration::from_secs(1);
 /// While someone watches, open callbacks are counted again at least this often.
 const CALLBACKS_REASK: Duration = Duration::from_secs(30);
+/// Open callbacks are counted at most this often (each count is a pass over all).
+const CALLBACKS_GAP: Duration = Duration::from_secs(1);
 
 /// One queue's wallboard figures.
 #[derive(Debug, Clone, PartialEq)]
@@ -521,11 +523,15 @@ async fn publish(hl: Weak<Holdless>) {
     let mut last_publish: Option<tokio::time::Instant> = None;
     loop {
         {
-            let Some(hl) = hl.upgrade() else { return };
+            let Some(hl) = hl.upgrade() else { break };
             let b = &hl.boards;
             if b.stopped.load(Ordering::Acquire) {
                 break;
             }
+            // Open callbacks changed but were counted less than a second ago: count
+            // them when the second is up.
+            let recount = (b.callbacks_gen.load(Ordering::Relaxed) != callbacks_seen)
+                .then_some(callbacks_asked + CALLBACKS_GAP);
             let slot = watchers
                 .iter()
                 .filter(|w| w.pending)
@@ -533,10 +539,7 @@ async fn publish(hl: Weak<Holdless>) {
                 .min();
             let tick = (!watchers.is_empty() && clock_moves.is_none())
                 .then(|| tokio::time::Instant::now() + TICK);
-            let wake_at = match (slot, tick) {
-                (Some(a), Some(b)) => Some(a.min(b)),
-                (a, b) => a.or(b),
-            };
+            let wake_at = [slot, tick, recount].into_iter().flatten().min();
             drop(hl);
             let notified = wake.notified();
             tokio::select! {
@@ -564,7 +567,7 @@ async fn publish(hl: Weak<Holdless>) {
         if let Some(last) = last_publish {
             tokio::time::sleep_until(last + boards_gap).await;
         }
-        let Some(hl) = hl.upgrade() else { return };
+        let Some(hl) = hl.upgrade() else { break };
         let b = &hl.boards;
         if b.stopped.load(Ordering::Acquire) {
             break;
@@ -574,9 +577,13 @@ async fn publish(hl: Weak<Holdless>) {
         watchers.append(&mut lock(&b.new_watchers));
         hl.refresh_today().await;
         let generation = b.callbacks_gen.load(Ordering::Relaxed);
-        // Asked again after a change, and now and then anyway: a callback becomes
-        // overdue with time alone.
-        if generation != callbacks_seen || callbacks_asked.elapsed() >= CALLBACKS_REASK {
+        // Asked again after a change (at most once a second: each ask is a pass over
+        // every open callback), and now and then anyway: a callback becomes overdue
+        // with time alone.
+        let asked_ago = callbacks_asked.elapsed();
+        if generation != callbacks_seen && asked_ago >= CALLBACKS_GAP
+            || asked_ago >= CALLBACKS_REASK
+        {
             callbacks_seen = generation;
             callbacks_asked = tokio::time::Instant::now();
             hl.refresh_callbacks().await;
@@ -601,14 +608,14 @@ async fn publish(hl: Weak<Holdless>) {
         }
     }
     // Stopping: every stream ends now.
-    let gone = watchers.len();
+    let mut gone = watchers.len();
     if let Some(hl) = hl.upgrade() {
         let mut new = lock(&hl.boards.new_watchers);
-        let n = new.len();
+        gone += new.len();
         new.clear();
-        hl.boards.watching.fetch_sub(gone + n, Ordering::Relaxed);
-        metrics::gauge!("holdless_stats_watchers").decrement((gone + n) as f64);
+        hl.boards.watching.fetch_sub(gone, Ordering::Relaxed);
     }
+    metrics::gauge!("holdless_stats_watchers").decrement(gone as f64);
 }
 
 /// Sends `w` its changed boards if its slot has come; `false` when it is to be
