@@ -159,7 +159,8 @@ async fn bad_requests_are_refused_and_change_nothing() {
 /// Many changes in a burst give at most the watcher's rate in messages. The rate
 /// allowed here (20 a second, from `stats.watch_max_per_sec`) bounds the messages by
 /// the time the burst took, so a slower machine only loosens the bound; without
-/// coalescing every one of the 60 calls would be a message.
+/// coalescing every one of the 60 calls would be a message. (The exact coalescing,
+/// in tokio's paused time, is `service::board`'s unit test.)
 #[tokio::test]
 async fn a_burst_of_changes_is_coalesced_to_the_rate() {
     let app = spawn_app_with(|s| s.stats.watch_max_per_sec = 20.0).await;
@@ -178,10 +179,6 @@ async fn a_burst_of_changes_is_coalesced_to_the_rate() {
     assert!(
         messages <= allowed,
         "{messages} messages in {took:?} (at most {allowed} at 20 a second)"
-    );
-    assert!(
-        messages < 60,
-        "coalesced: {messages} messages for 60 changes"
     );
 }
 
