@@ -22,7 +22,8 @@
 //!   `store.backend`, and one conformance suite both pass.
 //! - [`export`]: the export file (JSON Lines) of a stopped store: writing it, and
 //!   reading and checking it whole before `holdless import` writes anything.
-//! - [`service`]: the operations the API offers, over store, plan and clock.
+//! - [`service`]: the operations the API offers, over store, plan and clock, and
+//!   the wallboards (`service::board`: queue boards and their watchers' publisher).
 //! - [`auth`]: who may call what: tokens, roles and the method table, the request gate
 //!   (auth, load shedding, deadlines), abuse limits, TLS with reload.
 //! - [`api`]: the gRPC edge (the only tonic code): conversions, errors, services.

@@ -103,6 +103,8 @@ enum Command {
         capacity: u32,
         reply: Reply<crate::store::CallbackCreate>,
     },
+    /// Open callbacks per queue, for the wallboards.
+    Counts(oneshot::Sender<HashMap<String, crate::service::CallbackCounts>>),
     Stop(oneshot::Sender<()>),
 }
 
@@ -113,6 +115,8 @@ pub struct Scheduler {
     kick: Arc<Notify>,
     /// Open callbacks the actor holds in memory, as of its last pass.
     open_count: Arc<AtomicUsize>,
+    /// Dialers connected (`WatchDispatches` streams), as of the actor's last pass.
+    dialer_count: Arc<AtomicUsize>,
 }
 
 fn gone() -> ServiceError {
@@ -148,6 +152,7 @@ impl Scheduler {
             booked: HashMap::new(),
             slot_of: HashMap::new(),
             open_count: Arc::new(AtomicUsize::new(n)),
+            dialer_count: Arc::new(AtomicUsize::new(0)),
         };
         let now = actor.hl.clock().now();
         // Start-up: one plan snapshot and one floor lock for the whole lot. Each id is
@@ -191,11 +196,13 @@ impl Scheduler {
             "callback scheduler started"
         );
         let open_count = actor.open_count.clone();
+        let dialer_count = actor.dialer_count.clone();
         tokio::spawn(actor.run());
         Ok(Self {
             tx,
             kick,
             open_count,
+            dialer_count,
         })
     }
 
@@ -203,6 +210,12 @@ impl Scheduler {
     /// process's memory grows with it), as of the scheduler's last pass.
     pub fn open_count(&self) -> usize {
         self.open_count.load(Ordering::Relaxed)
+    }
+
+    /// Dialers connected, as of the scheduler's last pass (a dialer that hung up
+    /// counts until the next pass notices).
+    pub fn dialers_connected(&self) -> usize {
+        self.dialer_count.load(Ordering::Relaxed)
     }
 
     /// Something the scheduler depends on changed (an agent freed up): look again.
@@ -309,6 +322,14 @@ impl Scheduler {
         rx.await.unwrap_or_default()
     }
 
+    /// Open callbacks per queue (pending, dispatched, due); `None` once stopping.
+    /// One pass over the open callbacks: the wallboards ask only after a change.
+    pub async fn callback_counts(&self) -> Option<HashMap<String, crate::service::CallbackCounts>> {
+        let (reply, rx) = oneshot::channel();
+        self.tx.send(Command::Counts(reply)).await.ok()?;
+        rx.await.ok()
+    }
+
     /// Stops the actor after the command in hand.
     pub async fn stop(&self) {
         let (reply, done) = oneshot::channel();
@@ -351,6 +372,8 @@ struct Actor {
     slot_of: HashMap<String, (String, DateTime<Utc>)>,
     /// `open.len()` for the metrics, published after each pass.
     open_count: Arc<AtomicUsize>,
+    /// `dialers.len()` likewise.
+    dialer_count: Arc<AtomicUsize>,
 }
 
 /// A callback id as the in-memory lookups hold it: one allocation shared by all of
@@ -372,10 +395,20 @@ fn customer_tz(cb: &Callback) -> Tz {
 impl Actor {
     async fn run(mut self) {
         let mut clock_moves = self.hl.clock().subscribe();
+        // Woken only to count for the wallboards: nothing to announce unless the pass
+        // itself changed the open callbacks.
+        let mut counting_only = false;
         loop {
             let now = self.hl.clock().now();
+            let shape = (self.open.len(), self.by_attempt.len());
             self.step(now).await;
             self.open_count.store(self.open.len(), Ordering::Relaxed);
+            self.dialer_count
+                .store(self.dialers.len(), Ordering::Relaxed);
+            if !counting_only || shape != (self.open.len(), self.by_attempt.len()) {
+                self.hl.boards().callbacks_changed();
+            }
+            counting_only = false;
             let next = self.next_wakeup(self.hl.clock().now());
             let sleep = async {
                 match (&mut clock_moves, next) {
@@ -401,6 +434,7 @@ impl Actor {
                         return;
                     }
                     Some(cmd) => {
+                        counting_only = matches!(cmd, Command::Counts(_));
                         self.handle(cmd).await;
                         // Take what else is queued before the next pass.
                         for _ in 0..COMMAND_QUEUE {
@@ -409,7 +443,10 @@ impl Actor {
                                     let _ = done.send(());
                                     return;
                                 }
-                                Ok(cmd) => self.handle(cmd).await,
+                                Ok(cmd) => {
+                                    counting_only &= matches!(cmd, Command::Counts(_));
+                                    self.handle(cmd).await
+                                }
                                 Err(_) => break,
                             }
                         }
@@ -553,6 +590,30 @@ impl Actor {
         let now = self.hl.clock().now();
         match cmd {
             Command::Added(cb) => self.track(*cb, now),
+            Command::Counts(reply) => {
+                let mut counts: HashMap<String, crate::service::CallbackCounts> = HashMap::new();
+                for cb in self.open.values() {
+                    let c = counts.entry(cb.queue_id.clone()).or_default();
+                    match cb.state {
+                        CallbackState::Pending => {
+                            c.pending += 1;
+                            if cb.not_before <= now {
+                                c.due += 1;
+                                // Held back by the calling window or business hours
+                                // is waiting as promised, not overdue.
+                                let held =
+                                    self.waiting_window.get(&cb.id).is_some_and(|w| *w > now);
+                                if !held && now - cb.not_before > policy::overdue_after() {
+                                    c.overdue += 1;
+                                }
+                            }
+                        }
+                        CallbackState::Dispatched => c.dispatched += 1,
+                        _ => {}
+                    }
+                }
+                let _ = reply.send(counts);
+            }
             Command::Cancel { id, reason, reply } => {
                 let _ = reply.send(self.cancel(&id, reason, now).await);
             }
