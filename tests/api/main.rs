@@ -5,6 +5,7 @@ mod helpers;
 
 mod audit;
 mod auth;
+mod board;
 mod callbacks;
 mod cli;
 mod console;
