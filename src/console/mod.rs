@@ -62,8 +62,6 @@ pub struct ConsoleState {
     pub tls: bool,
     /// Turns true when the server shuts down: live streams end on it.
     pub shutdown: watch::Receiver<bool>,
-    /// The live wallboard tiles ([`wallboard::run_board`] feeds it).
-    pub board: Arc<wallboard::Board>,
 }
 
 impl ConsoleState {
@@ -82,7 +80,6 @@ impl ConsoleState {
             settings: Arc::new(settings),
             tls,
             shutdown,
-            board: Arc::new(watch::Sender::new(Arc::new(String::new()))),
         }
     }
 
@@ -317,7 +314,6 @@ pub async fn serve(listener: TcpListener, state: ConsoleState, tls: Option<Arc<T
     let shutdown = async move {
         let _ = stopping.wait_for(|s| *s).await;
     };
-    let board = tokio::spawn(wallboard::run_board(state.clone(), state.board.clone()));
     let app = router(state);
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut connections = tokio::task::JoinSet::new();
@@ -357,7 +353,6 @@ pub async fn serve(listener: TcpListener, state: ConsoleState, tls: Option<Arc<T
         },
     }
     let _ = stop_tx.send(true);
-    board.abort();
     let drained = async { while connections.join_next().await.is_some() {} };
     if tokio::time::timeout(SHUTDOWN_GRACE, drained).await.is_err() {
         connections.abort_all();
