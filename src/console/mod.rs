@@ -32,7 +32,6 @@ use maud::{html, Markup, DOCTYPE};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
-use crate::api::Ready;
 use crate::auth::tls::TlsReloader;
 use crate::auth::Access;
 use crate::config::ConsoleSettings;
@@ -48,6 +47,10 @@ pub const MAX_BODY_BYTES: usize = 6 * 1024 * 1024;
 /// How long open connections (a wallboard's event stream, a page in flight) get to
 /// finish after shutdown begins; live streams end at once, so this is rarely used.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
+
+/// The running service once start-up is done (the same cell the gRPC services read;
+/// spelled out here so the console does not import the gRPC edge).
+pub type Ready = Arc<tokio::sync::OnceCell<Arc<Holdless>>>;
 
 /// What every console handler can reach. Cheap to clone (handles only).
 #[derive(Clone)]

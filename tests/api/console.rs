@@ -738,3 +738,31 @@ async fn a_callback_is_rescheduled_into_an_offered_slot_and_bad_filters_are_400(
     .await;
     assert_eq!(missing.status, 404);
 }
+
+/// An open wallboard (a live event stream) does not hold up shutdown: the stream ends
+/// and `run` returns.
+#[tokio::test]
+async fn an_open_wallboard_stream_ends_at_shutdown() {
+    let app = spawn_app().await;
+    let mut s = tokio::net::TcpStream::connect(console(&app)).await.unwrap();
+    s.write_all(b"GET /wallboard/events HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let mut lines = BufReader::new(s).lines();
+    let first = tokio::time::timeout(Duration::from_secs(5), async {
+        while let Some(l) = lines.next_line().await.unwrap() {
+            if l.starts_with("data:") {
+                return;
+            }
+        }
+    });
+    first.await.expect("first tiles");
+    tokio::time::timeout(Duration::from_secs(10), app.stop())
+        .await
+        .expect("shutdown within 10 s")
+        .expect("clean shutdown");
+    let rest = tokio::time::timeout(Duration::from_secs(5), async {
+        while lines.next_line().await.ok().flatten().is_some() {}
+    });
+    rest.await.expect("the stream was closed");
+}
