@@ -1333,6 +1333,9 @@ async fn bench(a: BenchArgs) -> Result<String, Failure> {
         settings.auth.principals.clear();
         settings.server.listen = "127.0.0.1:0".parse().expect("loopback port 0 parses");
         settings.metrics.listen = "127.0.0.1:0".parse().expect("loopback port 0 parses");
+        // Nobody looks at an embedded server's console; it must not take the port of a
+        // real server's.
+        settings.console.enabled = false;
         // A load test is one principal hammering many numbers on purpose: the abuse
         // limits would refuse it after a few hundred callbacks.
         settings.limits.callback_requests_per_phone_per_hour = 0;
