@@ -1339,6 +1339,9 @@ async fn bench(a: BenchArgs) -> Result<String, Failure> {
         settings.auth.principals.clear();
         settings.server.listen = "127.0.0.1:0".parse().expect("loopback port 0 parses");
         settings.metrics.listen = "127.0.0.1:0".parse().expect("loopback port 0 parses");
+        // Nobody looks at an embedded server's console; it must not take the port of a
+        // real server's.
+        settings.console.enabled = false;
         // A load test is one principal hammering many numbers on purpose: the abuse
         // limits would refuse it after a few hundred callbacks.
         settings.limits.callback_requests_per_phone_per_hour = 0;
@@ -2171,6 +2174,7 @@ mod tests {
         let mut settings = Settings::default();
         settings.server.listen = "127.0.0.1:0".parse().expect("address");
         settings.metrics.listen = "127.0.0.1:0".parse().expect("address");
+        settings.console.enabled = false;
         settings.store.path = dir.path().join("store");
         let clock = Arc::new(crate::clock::ManualClock::new(chrono::Utc::now()));
         let app = Application::build(settings, clock)

@@ -15,6 +15,12 @@ use serde::{Deserialize, Serialize};
 
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:50051";
 pub const DEFAULT_METRICS_LISTEN: &str = "127.0.0.1:9464";
+/// The supervisor web console: loopback by default, next to `/metrics` but on a port of
+/// its own, so `/metrics` can be opened to a remote Prometheus while the console stays
+/// private.
+pub const DEFAULT_CONSOLE_LISTEN: &str = "127.0.0.1:9465";
+/// A console session lasts one long shift (8 hours) from sign-in, then asks again.
+pub const DEFAULT_CONSOLE_SESSION_MINUTES: u32 = 8 * 60;
 pub const DEFAULT_STORE_PATH: &str = "./holdless-data";
 pub const DEFAULT_SHUTDOWN_GRACE_SECS: u64 = 10;
 /// A waiting call unreported for 4 hours is stale: far past any real wait.
@@ -43,6 +49,7 @@ pub const PRINCIPALS_ENV: &str = "HOLDLESS__AUTH__PRINCIPALS";
 pub struct Settings {
     pub server: ServerSettings,
     pub metrics: MetricsSettings,
+    pub console: ConsoleSettings,
     pub store: StoreSettings,
     pub plan: PlanSettings,
     pub live: LiveSettings,
@@ -185,6 +192,19 @@ pub struct MetricsSettings {
     pub listen: SocketAddr,
 }
 
+/// The supervisor web console (`holdless::console`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConsoleSettings {
+    /// Serve the console at all.
+    pub enabled: bool,
+    /// HTTP(S) listen address; uses `server.tls` when that is set. Without principals it
+    /// must be a loopback address, as for gRPC.
+    pub listen: SocketAddr,
+    /// How long a sign-in lasts, in minutes (the session cookie's lifetime).
+    pub session_minutes: u32,
+}
+
 /// sled's own default is 1 GiB; a quarter of that holds the hot callback, customer and
 /// KPI pages of a large center. sled counts pages at their on-disk size, so resident
 /// memory runs to a few times this once warm (docs/PERFORMANCE.md, "Soak").
@@ -275,6 +295,13 @@ impl Default for Settings {
                 listen: DEFAULT_METRICS_LISTEN
                     .parse()
                     .expect("default metrics address parses"),
+            },
+            console: ConsoleSettings {
+                enabled: true,
+                listen: DEFAULT_CONSOLE_LISTEN
+                    .parse()
+                    .expect("default console address parses"),
+                session_minutes: DEFAULT_CONSOLE_SESSION_MINUTES,
             },
             store: StoreSettings {
                 backend: StoreBackend::Sled,
@@ -448,6 +475,11 @@ impl Settings {
                 "live.contact_retention_days must be at least 7 (the context window)".into(),
             ));
         }
+        if self.console.session_minutes == 0 {
+            return Err(ConfigError(
+                "console.session_minutes must be positive".into(),
+            ));
+        }
         if self.server.max_message_bytes < 1024 {
             return Err(ConfigError(
                 "server.max_message_bytes must be at least 1024".into(),
@@ -570,6 +602,19 @@ mod tests {
         std::fs::write(&f, "[server]\nlisten = \"not an address\"\n").unwrap();
         assert!(Settings::load_with_env(Some(&f), env(&[])).is_err());
         assert!(Settings::load_with_env(None, env(&[("HOLDLESS__STORE__PATHH", "x")])).is_err());
+    }
+
+    #[test]
+    fn the_console_is_on_by_default_on_loopback_and_its_settings_are_checked() {
+        let s = Settings::load_with_env(None, env(&[])).unwrap();
+        assert!(s.console.enabled);
+        assert_eq!(s.console.listen.to_string(), DEFAULT_CONSOLE_LISTEN);
+        assert_eq!(s.console.session_minutes, DEFAULT_CONSOLE_SESSION_MINUTES);
+        let off = env(&[("HOLDLESS__CONSOLE__ENABLED", "false")]);
+        assert!(!Settings::load_with_env(None, off).unwrap().console.enabled);
+        let zero = env(&[("HOLDLESS__CONSOLE__SESSION_MINUTES", "0")]);
+        let e = Settings::load_with_env(None, zero).unwrap_err();
+        assert!(e.to_string().contains("console.session_minutes"), "{e}");
     }
 
     #[test]

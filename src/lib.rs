@@ -26,6 +26,8 @@
 //!   the wallboards (`service::board`: queue boards and their watchers' publisher).
 //! - [`auth`]: who may call what: tokens, roles and the method table, the request gate
 //!   (auth, load shedding, deadlines), abuse limits, TLS with reload.
+//! - [`console`]: the supervisor web console (wallboard, staffing, KPIs, callbacks,
+//!   plan) on its own listener: server-rendered pages, embedded assets, sign-in.
 //! - [`api`]: the gRPC edge (the only tonic code): conversions, errors, services.
 //! - [`bench`]: `holdless bench`, the load generator with a same-run no-op baseline.
 //! - [`torture`]: `holdless torture`, SIGKILL-and-restart cycles of a real server with
@@ -42,6 +44,7 @@ pub mod bench;
 pub mod cli;
 pub mod clock;
 pub mod config;
+pub mod console;
 pub mod domain;
 pub mod export;
 pub mod live;

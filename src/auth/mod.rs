@@ -136,6 +136,12 @@ impl Access {
         !self.by_digest.is_empty()
     }
 
+    /// The principal holding `token` (the console's sign-in), if any.
+    pub fn principal_for_token(&self, token: &[u8]) -> Option<Principal> {
+        let digest: [u8; 32] = Sha256::digest(token).into();
+        self.by_digest.get(&digest).cloned()
+    }
+
     /// Decides one call. `Ok(None)`: an open service, no principal. `Ok(Some(p))`: `p`
     /// may call `path`. UNAUTHENTICATED for a missing or unknown token,
     /// PERMISSION_DENIED for a method outside the table or a role that may not call it.
@@ -210,6 +216,19 @@ pub fn check_exposure(settings: &Settings, insecure: bool) -> Result<(), String>
         return Err(format!(
             "refusing to listen on {listen} without authentication: configure \
              [[auth.principals]] or pass --insecure"
+        ));
+    }
+    // The console follows the same rule: without principals anyone who reaches it is a
+    // supervisor, so it stays on loopback.
+    let console: SocketAddr = settings.console.listen;
+    if settings.console.enabled
+        && settings.auth.principals.is_empty()
+        && !console.ip().is_loopback()
+        && !insecure
+    {
+        return Err(format!(
+            "refusing to serve the console on {console} without authentication: configure \
+             [[auth.principals]], keep console.listen on loopback, or pass --insecure"
         ));
     }
     Ok(())
@@ -317,6 +336,22 @@ mod tests {
         assert!(check_exposure(&s, false).is_ok());
         s.server.listen = "[::1]:0".parse().unwrap();
         s.auth.principals.clear();
+        assert!(check_exposure(&s, false).is_ok());
+    }
+
+    #[test]
+    fn an_open_console_stays_on_loopback_unless_disabled_or_insecure() {
+        let mut s = Settings::default();
+        s.console.listen = "0.0.0.0:9465".parse().unwrap();
+        let e = check_exposure(&s, false).unwrap_err();
+        assert!(e.contains("console") && e.contains("0.0.0.0:9465"), "{e}");
+        assert!(check_exposure(&s, true).is_ok());
+        s.console.enabled = false;
+        assert!(check_exposure(&s, false).is_ok());
+        s.console.enabled = true;
+        s.auth
+            .principals
+            .push(settings("ops", "t", &[Role::Supervisor]));
         assert!(check_exposure(&s, false).is_ok());
     }
 

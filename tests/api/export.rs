@@ -58,6 +58,7 @@ async fn serve_on(dir: &Path, store: &[(&str, String)]) -> Served {
     cmd.arg("serve")
         .env("HOLDLESS__SERVER__LISTEN", "127.0.0.1:0")
         .env("HOLDLESS__METRICS__LISTEN", "127.0.0.1:0")
+        .env("HOLDLESS__CONSOLE__LISTEN", "127.0.0.1:0")
         .env("HOLDLESS_LOG", "info")
         .stderr(Stdio::piped());
     let (child, addr) = tokio::task::spawn_blocking(move || {

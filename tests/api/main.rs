@@ -8,6 +8,7 @@ mod auth;
 mod board;
 mod callbacks;
 mod cli;
+mod console;
 mod crash;
 mod customers;
 mod deploy;
