@@ -1,0 +1,4 @@
+//! The supervisor web console.
+
+pub mod charts;
+pub mod report;
