@@ -20,8 +20,8 @@ const BOTTOM: f64 = 28.0;
 const TOP: f64 = 12.0;
 const RIGHT: f64 = 8.0;
 
-/// The heat color of `n` out of `max`: white to deep blue, in linear steps (a count
-/// read off a cell should look twice as dark as half of it).
+/// The heat color of `n` out of `max`: from the console's dark panel to amber, in linear
+/// steps (a count read off a cell should look twice as bright as half of it).
 pub fn heat_color(n: u64, max: u64) -> String {
     let t = if max == 0 {
         0.0
@@ -31,9 +31,9 @@ pub fn heat_color(n: u64, max: u64) -> String {
     let mix = |from: f64, to: f64| (from + (to - from) * t).round() as u8;
     format!(
         "#{:02x}{:02x}{:02x}",
-        mix(247.0, 8.0),
-        mix(251.0, 48.0),
-        mix(255.0, 107.0)
+        mix(27.0, 255.0),
+        mix(38.0, 183.0),
+        mix(50.0, 3.0)
     )
 }
 
@@ -43,7 +43,7 @@ pub fn heatmap(h: &Heatmap) -> Markup {
     let max = h.max();
     html! {
         table.heatmap {
-            caption { "Offered calls by weekday and hour (" (h.time_zone) "); darkest: " (max) }
+            caption { "Offered calls by weekday and hour (" (h.time_zone) "); brightest: " (max) }
             thead {
                 tr {
                     th { "" }
@@ -55,11 +55,11 @@ pub fn heatmap(h: &Heatmap) -> Markup {
                     tr {
                         th scope="row" { (day) }
                         @for (hour, n) in row.iter().enumerate() {
-                            @let dark = max > 0 && *n * 2 > max;
+                            @let bright = max > 0 && *n * 2 > max;
                             td.heat-cell
                                 data-weekday=(day) data-hour=(hour) data-calls=(n)
                                 title=(format!("{day} {hour:02}:00: {n} calls"))
-                                style=(format!("background:{};color:{}", heat_color(*n, max), if dark { "#fff" } else { "#222" })) {
+                                style=(format!("background:{};color:{}", heat_color(*n, max), if bright { "#111" } else { "#e8eef4" })) {
                                 @if *n > 0 { (n) }
                             }
                         }
@@ -125,16 +125,16 @@ impl Frame {
 fn axes(f: &Frame, unit: Unit, labels: &[String]) -> Markup {
     let every = labels.len().div_ceil(12).max(1);
     html! {
-        line x1=(fmt(LEFT)) y1=(fmt(TOP)) x2=(fmt(LEFT)) y2=(fmt(HEIGHT - BOTTOM)) stroke="#888" {}
-        line x1=(fmt(LEFT)) y1=(fmt(f.y(f.lo))) x2=(fmt(WIDTH - RIGHT)) y2=(fmt(f.y(f.lo))) stroke="#888" {}
+        line x1=(fmt(LEFT)) y1=(fmt(TOP)) x2=(fmt(LEFT)) y2=(fmt(HEIGHT - BOTTOM)) stroke="#93a4b5" {}
+        line x1=(fmt(LEFT)) y1=(fmt(f.y(f.lo))) x2=(fmt(WIDTH - RIGHT)) y2=(fmt(f.y(f.lo))) stroke="#93a4b5" {}
         @if f.lo < 0.0 {
-            line x1=(fmt(LEFT)) y1=(fmt(f.y(0.0))) x2=(fmt(WIDTH - RIGHT)) y2=(fmt(f.y(0.0))) stroke="#ccc" {}
+            line x1=(fmt(LEFT)) y1=(fmt(f.y(0.0))) x2=(fmt(WIDTH - RIGHT)) y2=(fmt(f.y(0.0))) stroke="#2a3947" {}
         }
-        text x=(fmt(LEFT - 4.0)) y=(fmt(f.y(f.hi) + 4.0)) text-anchor="end" font-size="11" { (display(unit, Some(f.hi))) }
-        text x=(fmt(LEFT - 4.0)) y=(fmt(f.y(f.lo))) text-anchor="end" font-size="11" { (display(unit, Some(f.lo))) }
+        text x=(fmt(LEFT - 4.0)) y=(fmt(f.y(f.hi) + 4.0)) text-anchor="end" font-size="11" fill="currentColor" { (display(unit, Some(f.hi))) }
+        text x=(fmt(LEFT - 4.0)) y=(fmt(f.y(f.lo))) text-anchor="end" font-size="11" fill="currentColor" { (display(unit, Some(f.lo))) }
         @for (i, label) in labels.iter().enumerate() {
             @if i % every == 0 {
-                text x=(fmt(f.x(i))) y=(fmt(HEIGHT - 8.0)) text-anchor="middle" font-size="11" { (label) }
+                text x=(fmt(f.x(i))) y=(fmt(HEIGHT - 8.0)) text-anchor="middle" font-size="11" fill="currentColor" { (label) }
             }
         }
     }
@@ -165,12 +165,12 @@ pub fn line_chart(title: &str, unit: Unit, labels: &[String], values: &[Option<f
                 viewBox=(format!("0 0 {WIDTH} {HEIGHT}")) width=(WIDTH) height=(HEIGHT) {
                 (axes(&f, unit, labels))
                 @for run in runs.iter().filter(|r| !r.is_empty()) {
-                    polyline fill="none" stroke="#08306b" stroke-width="2"
+                    polyline fill="none" stroke="#4aa3ff" stroke-width="2"
                         points=(run.iter().map(|(x, y)| format!("{},{}", fmt(*x), fmt(*y))).collect::<Vec<_>>().join(" ")) {}
                 }
                 @for (i, v) in values.iter().enumerate() {
                     @if let Some(v) = v {
-                        circle cx=(fmt(f.x(i))) cy=(fmt(f.y(*v))) r="3" fill="#08306b" {
+                        circle cx=(fmt(f.x(i))) cy=(fmt(f.y(*v))) r="3" fill="#4aa3ff" {
                             title { (labels.get(i).map_or("", |s| s.as_str())) ": " (display(unit, Some(*v))) }
                         }
                     }
@@ -197,7 +197,7 @@ pub fn bar_chart(title: &str, unit: Unit, labels: &[String], values: &[Option<f6
                 @for (i, v) in values.iter().enumerate() {
                     @if let Some(v) = v {
                         @let (y0, y1) = (f.y(0.0), f.y(*v));
-                        rect x=(fmt(f.x(i) - w / 2.0)) y=(fmt(y0.min(y1))) width=(fmt(w)) height=(fmt((y0 - y1).abs())) fill="#2171b5" {
+                        rect x=(fmt(f.x(i) - w / 2.0)) y=(fmt(y0.min(y1))) width=(fmt(w)) height=(fmt((y0 - y1).abs())) fill="#4aa3ff" {
                             title { (labels.get(i).map_or("", |s| s.as_str())) ": " (display(unit, Some(*v))) }
                         }
                     }
@@ -217,9 +217,9 @@ pub fn heat_legend(max: u64) -> Markup {
                     stop offset="1" stop-color=(heat_color(1, 1)) {}
                 }
             }
-            rect x="30" y="4" width="160" height="12" fill="url(#heat-scale)" stroke="#888" {}
-            text x="26" y="14" text-anchor="end" font-size="11" { "0" }
-            text x="194" y="14" font-size="11" { (max) }
+            rect x="30" y="4" width="160" height="12" fill="url(#heat-scale)" stroke="#93a4b5" {}
+            text x="26" y="14" text-anchor="end" font-size="11" fill="currentColor" { "0" }
+            text x="194" y="14" font-size="11" fill="currentColor" { (max) }
         }
     }
 }
@@ -230,10 +230,10 @@ mod tests {
     use std::collections::BTreeMap;
 
     #[test]
-    fn heat_colors_run_from_white_to_deep_blue() {
-        assert_eq!(heat_color(0, 10), "#f7fbff");
-        assert_eq!(heat_color(10, 10), "#08306b");
-        assert_eq!(heat_color(0, 0), "#f7fbff", "an empty map is all white");
+    fn heat_colors_run_from_the_panel_to_amber() {
+        assert_eq!(heat_color(0, 10), "#1b2632");
+        assert_eq!(heat_color(10, 10), "#ffb703");
+        assert_eq!(heat_color(0, 0), "#1b2632", "an empty map is all dark");
         assert_ne!(heat_color(5, 10), heat_color(6, 10));
     }
 

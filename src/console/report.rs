@@ -439,8 +439,20 @@ pub struct ReportRow<'a> {
     pub row: &'a KpiRow,
 }
 
-/// The scope name of all queues together (a transferred call counted once).
-pub const ALL_QUEUES: &str = "all";
+/// The scope name of all queues together (a transferred call counted once): `*`, which
+/// no queue id may contain.
+pub const ALL_QUEUES: &str = "*";
+
+/// The center's time zone for reports over all queues: the zone the queues' business
+/// hours share, or UTC when they differ (a day must start at one instant for every row
+/// of a report) or no queue keeps hours.
+pub fn center_zone(zones: impl IntoIterator<Item = Tz>) -> Tz {
+    let mut zones = zones.into_iter();
+    match zones.next() {
+        Some(first) if zones.all(|z| z == first) => first,
+        _ => chrono_tz::UTC,
+    }
+}
 
 /// Quotes a CSV field when it needs it (RFC 4180), and defuses text a spreadsheet would
 /// run as a formula (a leading `=`, `+`, `-`, `@`, tab or CR gets a `'` in front): queue
@@ -575,6 +587,15 @@ mod tests {
         let scl: Tz = "America/Santiago".parse().unwrap();
         let d = NaiveDate::from_ymd_opt(2026, 9, 6).unwrap();
         assert_eq!(local_midnight(d, scl), at("2026-09-06T04:00:00Z"));
+    }
+
+    #[test]
+    fn the_center_zone_is_the_one_all_queues_share() {
+        let ny: Tz = "America/New_York".parse().unwrap();
+        let london: Tz = "Europe/London".parse().unwrap();
+        assert_eq!(center_zone([ny, ny]), ny);
+        assert_eq!(center_zone([ny, london]), chrono_tz::UTC);
+        assert_eq!(center_zone([]), chrono_tz::UTC);
     }
 
     #[test]
