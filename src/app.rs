@@ -85,6 +85,8 @@ pub struct Application {
     addr: SocketAddr,
     metrics_listener: TcpListener,
     metrics_addr: SocketAddr,
+    /// `None` when `console.enabled` is false.
+    console_listener: Option<(TcpListener, SocketAddr)>,
     settings: Settings,
     clock: Arc<dyn Clock>,
     access: Arc<Access>,
@@ -119,11 +121,24 @@ impl Application {
         let metrics_addr = metrics_listener
             .local_addr()
             .map_err(|source| AppError::Bind { addr: want, source })?;
+        let console_listener = if settings.console.enabled {
+            let want = settings.console.listen;
+            let l = TcpListener::bind(want)
+                .await
+                .map_err(|source| AppError::Bind { addr: want, source })?;
+            let addr = l
+                .local_addr()
+                .map_err(|source| AppError::Bind { addr: want, source })?;
+            Some((l, addr))
+        } else {
+            None
+        };
         Ok(Self {
             listener,
             addr,
             metrics_listener,
             metrics_addr,
+            console_listener,
             settings,
             clock,
             access,
@@ -146,6 +161,12 @@ impl Application {
         self.metrics_addr
     }
 
+    /// Where the web console is served (`None` when disabled; port 0 in
+    /// `console.listen` picks a free port).
+    pub fn console_addr(&self) -> Option<SocketAddr> {
+        self.console_listener.as_ref().map(|(_, a)| *a)
+    }
+
     /// Serves until `shutdown` completes, then shuts down in order.
     pub async fn run(
         self,
@@ -156,6 +177,7 @@ impl Application {
             addr,
             metrics_listener,
             metrics_addr,
+            console_listener,
             settings,
             clock,
             access,
@@ -168,7 +190,7 @@ impl Application {
                 "no [[auth.principals]] configured: every caller may call every method"
             );
         }
-        let gate = GateLayer::for_server(access, &settings.server);
+        let gate = GateLayer::for_server(access.clone(), &settings.server);
         let (health, health_service) = tonic_health::server::health_reporter();
         for name in std::iter::once("").chain(SERVICE_NAMES.iter().copied()) {
             health
@@ -268,12 +290,28 @@ impl Application {
                 let _ = metrics_stop_rx.await;
             },
         ));
+        let (console_stop, console_stop_rx) = tokio::sync::watch::channel(false);
+        let console_server = console_listener.map(|(listener, console_addr)| {
+            tracing::info!(%console_addr, "web console listening");
+            let state = crate::console::ConsoleState::new(
+                ready.clone(),
+                access.clone(),
+                settings.console.clone(),
+                tls.is_some(),
+                console_stop_rx,
+            );
+            tokio::spawn(crate::console::serve(listener, state, tls.clone()))
+        });
         tracing::info!(%addr, %metrics_addr, tls = tls.is_some(), "gRPC and /metrics listening; starting up");
 
         let holdless = match start_core(&settings, clock, &plan_text).await {
             Ok(h) => h,
             Err(e) => {
                 let _ = stop_tx.send(());
+                let _ = console_stop.send(true);
+                if let Some(console) = console_server {
+                    let _ = console.await;
+                }
                 let _ = server.await;
                 return Err(e);
             }
@@ -300,6 +338,12 @@ impl Application {
             r = &mut server => Some(r),
         };
         let stop_housekeeping = || async {
+            let _ = console_stop.send(true);
+            if let Some(console) = console_server {
+                if let Err(e) = console.await {
+                    tracing::warn!(error = %e, "web console task failed");
+                }
+            }
             let _ = housekeeping_stop.send(true);
             let _ = housekeeping.await;
             if let Some(r) = reload {

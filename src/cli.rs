@@ -2165,6 +2165,7 @@ mod tests {
         let mut settings = Settings::default();
         settings.server.listen = "127.0.0.1:0".parse().expect("address");
         settings.metrics.listen = "127.0.0.1:0".parse().expect("address");
+        settings.console.enabled = false;
         settings.store.path = dir.path().join("store");
         let clock = Arc::new(crate::clock::ManualClock::new(chrono::Utc::now()));
         let app = Application::build(settings, clock)

@@ -15,6 +15,12 @@ use serde::{Deserialize, Serialize};
 
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:50051";
 pub const DEFAULT_METRICS_LISTEN: &str = "127.0.0.1:9464";
+/// The supervisor web console: loopback by default, next to `/metrics` but on a port of
+/// its own, so `/metrics` can be opened to a remote Prometheus while the console stays
+/// private.
+pub const DEFAULT_CONSOLE_LISTEN: &str = "127.0.0.1:9465";
+/// A console session lasts one long shift (8 hours) from sign-in, then asks again.
+pub const DEFAULT_CONSOLE_SESSION_MINUTES: u32 = 8 * 60;
 pub const DEFAULT_STORE_PATH: &str = "./holdless-data";
 pub const DEFAULT_SHUTDOWN_GRACE_SECS: u64 = 10;
 /// A waiting call unreported for 4 hours is stale: far past any real wait.
@@ -43,6 +49,7 @@ pub const PRINCIPALS_ENV: &str = "HOLDLESS__AUTH__PRINCIPALS";
 pub struct Settings {
     pub server: ServerSettings,
     pub metrics: MetricsSettings,
+    pub console: ConsoleSettings,
     pub store: StoreSettings,
     pub plan: PlanSettings,
     pub live: LiveSettings,
@@ -169,6 +176,19 @@ pub struct MetricsSettings {
     pub listen: SocketAddr,
 }
 
+/// The supervisor web console (`holdless::console`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConsoleSettings {
+    /// Serve the console at all.
+    pub enabled: bool,
+    /// HTTP(S) listen address; uses `server.tls` when that is set. Without principals it
+    /// must be a loopback address, as for gRPC.
+    pub listen: SocketAddr,
+    /// How long a sign-in lasts, in minutes (the session cookie's lifetime).
+    pub session_minutes: u32,
+}
+
 /// sled's own default is 1 GiB; a quarter of that holds the hot callback, customer and
 /// KPI pages of a large center. sled counts pages at their on-disk size, so resident
 /// memory runs to a few times this once warm (docs/PERFORMANCE.md, "Soak").
@@ -215,6 +235,13 @@ impl Default for Settings {
                 listen: DEFAULT_METRICS_LISTEN
                     .parse()
                     .expect("default metrics address parses"),
+            },
+            console: ConsoleSettings {
+                enabled: true,
+                listen: DEFAULT_CONSOLE_LISTEN
+                    .parse()
+                    .expect("default console address parses"),
+                session_minutes: DEFAULT_CONSOLE_SESSION_MINUTES,
             },
             store: StoreSettings {
                 path: PathBuf::from(DEFAULT_STORE_PATH),
@@ -338,6 +365,11 @@ impl Settings {
         if self.live.contact_retention_days < 7 {
             return Err(ConfigError(
                 "live.contact_retention_days must be at least 7 (the context window)".into(),
+            ));
+        }
+        if self.console.session_minutes == 0 {
+            return Err(ConfigError(
+                "console.session_minutes must be positive".into(),
             ));
         }
         if self.server.max_message_bytes < 1024 {

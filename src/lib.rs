@@ -23,6 +23,8 @@
 //! - [`service`]: the operations the API offers, over store, plan and clock.
 //! - [`auth`]: who may call what: tokens, roles and the method table, the request gate
 //!   (auth, load shedding, deadlines), abuse limits, TLS with reload.
+//! - [`console`]: the supervisor web console (wallboard, staffing, KPIs, callbacks,
+//!   plan) on its own listener: server-rendered pages, embedded assets, sign-in.
 //! - [`api`]: the gRPC edge (the only tonic code): conversions, errors, services.
 //! - [`bench`]: `holdless bench`, the load generator with a same-run no-op baseline.
 //! - [`torture`]: `holdless torture`, SIGKILL-and-restart cycles of a real server with

@@ -136,6 +136,12 @@ impl Access {
         !self.by_digest.is_empty()
     }
 
+    /// The principal holding `token` (the console's sign-in), if any.
+    pub fn principal_for_token(&self, token: &[u8]) -> Option<Principal> {
+        let digest: [u8; 32] = Sha256::digest(token).into();
+        self.by_digest.get(&digest).cloned()
+    }
+
     /// Decides one call. `Ok(None)`: an open service, no principal. `Ok(Some(p))`: `p`
     /// may call `path`. UNAUTHENTICATED for a missing or unknown token,
     /// PERMISSION_DENIED for a method outside the table or a role that may not call it.
@@ -210,6 +216,19 @@ pub fn check_exposure(settings: &Settings, insecure: bool) -> Result<(), String>
         return Err(format!(
             "refusing to listen on {listen} without authentication: configure \
              [[auth.principals]] or pass --insecure"
+        ));
+    }
+    // The console follows the same rule: without principals anyone who reaches it is a
+    // supervisor, so it stays on loopback.
+    let console: SocketAddr = settings.console.listen;
+    if settings.console.enabled
+        && settings.auth.principals.is_empty()
+        && !console.ip().is_loopback()
+        && !insecure
+    {
+        return Err(format!(
+            "refusing to serve the console on {console} without authentication: configure \
+             [[auth.principals]], keep console.listen on loopback, or pass --insecure"
         ));
     }
     Ok(())

@@ -126,6 +126,14 @@ impl TlsReloader {
     fn acceptor(&self) -> TlsAcceptor {
         TlsAcceptor::from(self.current.load_full())
     }
+
+    /// The same certificate for an HTTP/1.1 server (the console): ALPN says
+    /// `http/1.1` instead of `h2`, or a browser would pick HTTP/2.
+    fn http1_acceptor(&self) -> TlsAcceptor {
+        let mut config = (*self.current.load_full()).clone();
+        config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        TlsAcceptor::from(Arc::new(config))
+    }
 }
 
 /// Accepts TCP connections on `listener` and yields them once their TLS handshake has
@@ -133,6 +141,22 @@ impl TlsReloader {
 pub fn incoming(
     listener: TcpListener,
     tls: Arc<TlsReloader>,
+) -> ReceiverStream<Result<TlsStream<TcpStream>, std::io::Error>> {
+    incoming_with(listener, tls, TlsReloader::acceptor)
+}
+
+/// [`incoming`] for the console's HTTP/1.1 server (same certificate, same reload).
+pub fn incoming_http1(
+    listener: TcpListener,
+    tls: Arc<TlsReloader>,
+) -> ReceiverStream<Result<TlsStream<TcpStream>, std::io::Error>> {
+    incoming_with(listener, tls, TlsReloader::http1_acceptor)
+}
+
+fn incoming_with(
+    listener: TcpListener,
+    tls: Arc<TlsReloader>,
+    acceptor: fn(&TlsReloader) -> TlsAcceptor,
 ) -> ReceiverStream<Result<TlsStream<TcpStream>, std::io::Error>> {
     let (tx, rx) = mpsc::channel(64);
     tokio::spawn(async move {
@@ -158,7 +182,7 @@ pub fn incoming(
                 },
             };
             let _ = tcp.set_nodelay(true);
-            let acceptor = tls.acceptor();
+            let acceptor = acceptor(&tls);
             let tx = tx.clone();
             tokio::spawn(async move {
                 let _permit = permit;

@@ -233,6 +233,7 @@ impl Server {
         }
         cmd.env("HOLDLESS__SERVER__LISTEN", "127.0.0.1:0")
             .env("HOLDLESS__METRICS__LISTEN", "127.0.0.1:0")
+            .env("HOLDLESS__CONSOLE__ENABLED", "false")
             .env("HOLDLESS__STORE__PATH", dir.join(STORE_DIR))
             .env("HOLDLESS__PLAN__FILE", dir.join(PLAN_FILE))
             .env(

@@ -104,6 +104,7 @@ fn serve_with_a_bad_plan_file_exits_64_with_one_message_and_creates_nothing() {
         .current_dir(dir.path())
         .env("HOLDLESS__SERVER__LISTEN", "127.0.0.1:0")
         .env("HOLDLESS__METRICS__LISTEN", "127.0.0.1:0")
+        .env("HOLDLESS__CONSOLE__LISTEN", "127.0.0.1:0")
         .env("HOLDLESS__PLAN__FILE", &plan)
         .env("HOLDLESS_LOG", "info")
         .output()
@@ -160,6 +161,7 @@ fn serve_stops_cleanly_on_sigterm() {
         .current_dir(dir.path())
         .env("HOLDLESS__SERVER__LISTEN", "127.0.0.1:0")
         .env("HOLDLESS__METRICS__LISTEN", "127.0.0.1:0")
+        .env("HOLDLESS__CONSOLE__LISTEN", "127.0.0.1:0")
         .env("HOLDLESS__STORE__PATH", dir.path().join("data"))
         .env("HOLDLESS_LOG", "info")
         .stderr(Stdio::piped())
@@ -202,6 +204,7 @@ fn serve_once(dir: &std::path::Path, envs: &[(&str, &std::ffi::OsStr)]) -> (i32,
         .current_dir(dir)
         .env("HOLDLESS__SERVER__LISTEN", "127.0.0.1:0")
         .env("HOLDLESS__METRICS__LISTEN", "127.0.0.1:0")
+        .env("HOLDLESS__CONSOLE__LISTEN", "127.0.0.1:0")
         .env("HOLDLESS_LOG", "info")
         .stderr(Stdio::piped());
     for (k, v) in envs {

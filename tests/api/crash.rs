@@ -21,6 +21,7 @@ fn start(store: &std::path::Path) -> Server {
         .current_dir(store.parent().expect("store has a parent"))
         .env("HOLDLESS__SERVER__LISTEN", "127.0.0.1:0")
         .env("HOLDLESS__METRICS__LISTEN", "127.0.0.1:0")
+        .env("HOLDLESS__CONSOLE__LISTEN", "127.0.0.1:0")
         .env("HOLDLESS__STORE__PATH", store)
         .env("HOLDLESS_LOG", "info")
         .env_remove("HOLDLESS__PLAN__FILE")

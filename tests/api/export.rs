@@ -37,6 +37,7 @@ async fn serve(dir: &Path, store: &Path) -> Served {
     cmd.arg("serve")
         .env("HOLDLESS__SERVER__LISTEN", "127.0.0.1:0")
         .env("HOLDLESS__METRICS__LISTEN", "127.0.0.1:0")
+        .env("HOLDLESS__CONSOLE__LISTEN", "127.0.0.1:0")
         .env("HOLDLESS__STORE__PATH", store)
         .env("HOLDLESS_LOG", "info")
         .stderr(Stdio::piped());

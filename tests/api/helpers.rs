@@ -38,6 +38,8 @@ fn init_tracing() {
 pub struct TestApp {
     pub addr: SocketAddr,
     pub metrics_addr: SocketAddr,
+    /// The web console (`None` when a test disables it).
+    pub console_addr: Option<SocketAddr>,
     pub channel: Channel,
     pub clock: Arc<ManualClock>,
     pub data_dir: Arc<tempfile::TempDir>,
@@ -64,6 +66,7 @@ async fn start(
     let mut settings = Settings::default();
     settings.server.listen = "127.0.0.1:0".parse().unwrap();
     settings.metrics.listen = "127.0.0.1:0".parse().unwrap();
+    settings.console.listen = "127.0.0.1:0".parse().unwrap();
     settings.store.path = dir.path().join("store");
     configure(&mut settings);
     let app = Application::build(settings, clock.clone())
@@ -71,6 +74,7 @@ async fn start(
         .expect("app builds");
     let addr = app.local_addr();
     let metrics_addr = app.metrics_addr();
+    let console_addr = app.console_addr();
     let (tx, rx) = oneshot::channel();
     let handle = tokio::spawn(app.run(async {
         let _ = rx.await;
@@ -84,6 +88,7 @@ async fn start(
     TestApp {
         addr,
         metrics_addr,
+        console_addr,
         channel,
         clock,
         data_dir: dir,

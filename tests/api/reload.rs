@@ -229,6 +229,7 @@ fn serve(
         .env_remove("HOLDLESS_SERVER")
         .env("HOLDLESS__SERVER__LISTEN", "127.0.0.1:0")
         .env("HOLDLESS__METRICS__LISTEN", "127.0.0.1:0")
+        .env("HOLDLESS__CONSOLE__LISTEN", "127.0.0.1:0")
         .env("HOLDLESS__STORE__PATH", dir.join("data"))
         .env("HOLDLESS__PLAN__FILE", plan_file)
         .env("HOLDLESS_LOG", "info")

@@ -78,6 +78,7 @@ async fn build(tls: TlsSettings) -> Result<(Application, tempfile::TempDir), App
     let mut settings = Settings::default();
     settings.server.listen = "127.0.0.1:0".parse().unwrap();
     settings.metrics.listen = "127.0.0.1:0".parse().unwrap();
+    settings.console.listen = "127.0.0.1:0".parse().unwrap();
     settings.store.path = dir.path().join("store");
     settings.server.tls = Some(tls);
     let clock = Arc::new(ManualClock::new(at(WEEKDAY_NOON)));

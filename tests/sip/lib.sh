@@ -92,6 +92,7 @@ start_holdless() {
     n0="$(grep -c 'holdless is SERVING' "$work/holdless.log" || true)"
     HOLDLESS__SERVER__LISTEN="127.0.0.1:$grpc_port" \
         HOLDLESS__METRICS__LISTEN="127.0.0.1:0" \
+        HOLDLESS__CONSOLE__LISTEN="127.0.0.1:0" \
         HOLDLESS__STORE__PATH="$work/store" \
         HOLDLESS__PLAN__FILE="$plan" \
         HOLDLESS_LOG="${HOLDLESS_LOG:-info}" \
