@@ -217,15 +217,16 @@ fn inputs_of(w: &WhatIf) -> BTreeMap<String, String> {
     out
 }
 
-fn agents(s: Option<&Staffing>) -> Markup {
+/// A required-agents cell; `key` names the column for scripts and tests.
+fn agents(key: &str, s: Option<&Staffing>) -> Markup {
     match s {
         Some(s) => html! {
-            td.num data-value=(s.agents) title=(format!(
+            td.num data-key=(key) data-value=(s.agents) title=(format!(
                 "service level {:.1}%, ASA {:.1} s, occupancy {:.1}%",
                 s.service_level * 100.0, s.asa_secs, s.occupancy * 100.0
             )) { (s.agents) }
         },
-        None => html! { td.num { "-" } },
+        None => html! { td.num data-key=(key) { "-" } },
     }
 }
 
@@ -327,11 +328,11 @@ fn render(
                         @let now = m.now >= h.start && m.now < h.start + Duration::hours(1);
                         tr data-start=(h.start.to_rfc3339()) {
                             td { (h.start.with_timezone(&m.tz).format("%a %d %b %H:%M")) }
-                            td.num data-value=(h.arrivals_per_hour) { (h.arrivals_per_hour) }
-                            td.num data-value=(h.aht_secs) { (format!("{:.1}", h.aht_secs)) }
-                            (agents(h.erlang_c.as_ref()))
-                            (agents(h.erlang_a.as_ref()))
-                            @if now { td.num.staffed data-value=(m.staffed) { (m.staffed) } } @else { td.num { "-" } }
+                            td.num data-key="arrivals" data-value=(h.arrivals_per_hour) { (h.arrivals_per_hour) }
+                            td.num data-key="aht_secs" data-value=(h.aht_secs) { (format!("{:.1}", h.aht_secs)) }
+                            (agents("erlang_c", h.erlang_c.as_ref()))
+                            (agents("erlang_a", h.erlang_a.as_ref()))
+                            @if now { td.num.staffed data-key="staffed" data-value=(m.staffed) { (m.staffed) } } @else { td.num data-key="staffed" { "-" } }
                         }
                     }
                 }
@@ -356,13 +357,13 @@ fn what_if_table(hours: &[WhatIfHour]) -> Markup {
                 @for h in hours {
                     tr data-hour=(h.hour) {
                         td { (format!("{:02}:00", h.hour)) }
-                        td.num data-value=(h.arrivals_per_hour) { (h.arrivals_per_hour) }
-                        (agents(h.erlang_c.as_ref()))
-                        (share(h.erlang_c.map(|s| s.service_level)))
+                        td.num data-key="arrivals" data-value=(h.arrivals_per_hour) { (h.arrivals_per_hour) }
+                        (agents("erlang_c", h.erlang_c.as_ref()))
+                        (share("service_level_c", h.erlang_c.map(|s| s.service_level)))
                         td.num { (h.erlang_c.map_or("-".to_owned(), |s| format!("{:.1}", s.asa_secs))) }
-                        (agents(h.erlang_a.as_ref()))
-                        (share(h.erlang_a.map(|s| s.service_level)))
-                        (share(h.erlang_a.map(|s| s.prob_abandon)))
+                        (agents("erlang_a", h.erlang_a.as_ref()))
+                        (share("service_level_a", h.erlang_a.map(|s| s.service_level)))
+                        (share("abandoning_a", h.erlang_a.map(|s| s.prob_abandon)))
                     }
                 }
             }
@@ -375,9 +376,11 @@ fn what_if_table(hours: &[WhatIfHour]) -> Markup {
     }
 }
 
-fn share(x: Option<f64>) -> Markup {
+fn share(key: &str, x: Option<f64>) -> Markup {
     match x {
-        Some(x) => html! { td.num data-value=(x) { (format!("{:.1}%", x * 100.0)) } },
-        None => html! { td.num { "-" } },
+        Some(x) => {
+            html! { td.num data-key=(key) data-value=(x) { (format!("{:.1}%", x * 100.0)) } }
+        }
+        None => html! { td.num data-key=(key) { "-" } },
     }
 }
