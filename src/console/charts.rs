@@ -12,8 +12,8 @@ use maud::{html, Markup};
 
 use super::report::{display, Heatmap, Unit, WEEKDAYS};
 
-const WIDTH: f64 = 640.0;
-const HEIGHT: f64 = 180.0;
+const WIDTH: f64 = 440.0;
+const HEIGHT: f64 = 170.0;
 /// Room for the axis labels.
 const LEFT: f64 = 56.0;
 const BOTTOM: f64 = 28.0;
@@ -42,7 +42,7 @@ pub fn heat_color(n: u64, max: u64) -> String {
 pub fn heatmap(h: &Heatmap) -> Markup {
     let max = h.max();
     html! {
-        table.heatmap {
+        table.heatmap style="border-collapse:separate;border-spacing:2px" {
             caption { "Offered calls by weekday and hour (" (h.time_zone) "); brightest: " (max) }
             thead {
                 tr {
@@ -59,7 +59,11 @@ pub fn heatmap(h: &Heatmap) -> Markup {
                             td.heat-cell
                                 data-weekday=(day) data-hour=(hour) data-calls=(n)
                                 title=(format!("{day} {hour:02}:00: {n} calls"))
-                                style=(format!("background:{};color:{}", heat_color(*n, max), if bright { "#111" } else { "#e8eef4" })) {
+                                style=(format!(
+                                    "background:{};color:{};min-width:2.2rem;height:1.8rem;text-align:center;font-size:.8rem",
+                                    heat_color(*n, max),
+                                    if bright { "#111" } else { "#e8eef4" }
+                                )) {
                                 @if *n > 0 { (n) }
                             }
                         }
@@ -159,7 +163,7 @@ pub fn line_chart(title: &str, unit: Unit, labels: &[String], values: &[Option<f
         }
     }
     html! {
-        figure.chart {
+        figure.chart style="margin:.5rem 0" {
             figcaption { (title) }
             svg.line-chart xmlns="http://www.w3.org/2000/svg" role="img" aria-label=(title)
                 viewBox=(format!("0 0 {WIDTH} {HEIGHT}")) width=(WIDTH) height=(HEIGHT) {
@@ -189,7 +193,7 @@ pub fn bar_chart(title: &str, unit: Unit, labels: &[String], values: &[Option<f6
     };
     let w = (f.slot() * 0.7).max(1.0);
     html! {
-        figure.chart {
+        figure.chart style="margin:.5rem 0" {
             figcaption { (title) }
             svg.bar-chart xmlns="http://www.w3.org/2000/svg" role="img" aria-label=(title)
                 viewBox=(format!("0 0 {WIDTH} {HEIGHT}")) width=(WIDTH) height=(HEIGHT) {

@@ -288,6 +288,7 @@ async fn show(
         }
         section.charts {
             h2 { @if r.selected == ALL_QUEUES { "All queues" } @else { "Queue " (r.selected) } }
+            div style="display:flex;flex-wrap:wrap;gap:0 1.5rem" {
             (bar_chart("Offered calls", Unit::Plain, &labels, &offered))
             @for m in MEASURES {
                 @let values: Vec<Option<f64>> = chosen.series.iter().map(|row| (m.get)(&row.figures)).collect();
@@ -296,6 +297,7 @@ async fn show(
                 } @else {
                     (line_chart(m.label, m.unit, &labels, &values))
                 }
+            }
             }
         }
         section {

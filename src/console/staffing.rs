@@ -242,6 +242,17 @@ fn render(
         m.plan.target_fraction * 100.0,
         m.plan.target_secs
     );
+    // Hours without calls have no prediction; listing them would bury the busy hours
+    // of a week under a hundred rows of dashes. The current hour stays for its
+    // staffed figure.
+    let listed: Vec<_> = m
+        .plan
+        .hours
+        .iter()
+        .map(|h| (h, m.now >= h.start && m.now < h.start + Duration::hours(1)))
+        .filter(|(h, now)| *now || h.arrivals_per_hour > 0.0)
+        .collect();
+    let quiet = m.plan.hours.len() - listed.len();
     let body = html! {
         h1 { "Staffing" }
         form.filters method="get" action="/staffing" {
@@ -287,15 +298,17 @@ fn render(
                     label { "AHT (s) " input name="aht_secs" inputmode="decimal" value=(value("aht_secs")); }
                     label { "Patience (s) " input name="patience_secs" inputmode="decimal" value=(value("patience_secs")); }
                 }
-                table.list.forecast {
-                    tr {
-                        th { "Hour" }
-                        @for h in 0..24 { th { (format!("{h:02}")) } }
-                    }
-                    tr {
-                        th { "Calls" }
-                        @for h in 0..24 {
-                            td { input name=(forecast_field(h)) inputmode="decimal" size="4" value=(value(&forecast_field(h))); }
+                @for half in [0..12, 12..24] {
+                    table.forecast style="border-collapse:collapse;margin:.4rem 0" {
+                        tr {
+                            th style="text-align:left;padding-right:.5rem" { "Hour" }
+                            @for h in half.clone() { th { (format!("{h:02}")) } }
+                        }
+                        tr {
+                            th style="text-align:left;padding-right:.5rem" { "Calls" }
+                            @for h in half {
+                                td { input name=(forecast_field(h)) inputmode="decimal" style="width:4.2rem" value=(value(&forecast_field(h))); }
+                            }
                         }
                     }
                 }
@@ -308,8 +321,8 @@ fn render(
         section.plan {
             h2 { "Measured hours" }
             p {
-                "Staffed now: " strong #staffed-now data-value=(m.staffed) { (m.staffed) }
-                " agents logged in for this queue (available, reserved, busy or in wrap-up, as the telephony platform reports agent states). "
+                "Agents logged in now for this queue: " strong #staffed-now data-value=(m.staffed) { (m.staffed) }
+                " (available, reserved, busy or in wrap-up, as the telephony platform reports agent states). "
                 "holdless keeps no history of logins, so only the current hour shows a staffed figure."
             }
             p.note {
@@ -324,8 +337,8 @@ fn render(
                     th { "Required (Erlang C)" } th { "Required (Erlang A)" } th { "Staffed" }
                 } }
                 tbody {
-                    @for h in &m.plan.hours {
-                        @let now = m.now >= h.start && m.now < h.start + Duration::hours(1);
+                    @for (h, now) in listed.iter() {
+                        @let now = *now;
                         tr data-start=(h.start.to_rfc3339()) {
                             td { (h.start.with_timezone(&m.tz).format("%a %d %b %H:%M")) }
                             td.num data-key="arrivals" data-value=(h.arrivals_per_hour) { (h.arrivals_per_hour) }
@@ -336,6 +349,9 @@ fn render(
                         }
                     }
                 }
+            }
+            @if quiet > 0 {
+                p.note #quiet-hours data-value=(quiet) { (quiet) " hours without calls are not listed (nothing to plan)." }
             }
         }
     };

@@ -284,12 +284,15 @@ async fn staffing_heatmap_and_hourly_plan_show_what_the_rpcs_return() {
         .expect("staffing plan")
         .into_inner();
     assert_eq!(plan.hours.len(), 24);
+    let now_hour = at("2026-11-25T17:00:00Z");
     for h in &plan.hours {
         let start = DateTime::from_timestamp(h.start.as_ref().unwrap().seconds, 0).unwrap();
-        let v = row_values(
-            &page.body,
-            &format!("data-start=\"{}\"", start.to_rfc3339()),
-        );
+        let marker = format!("<tr data-start=\"{}\"", start.to_rfc3339());
+        if h.arrivals_per_hour == 0.0 && start != now_hour {
+            assert!(!page.body.contains(&marker), "quiet hour {start} listed");
+            continue;
+        }
+        let v = row_values(&page.body, &marker);
         assert_eq!(num(&v, "arrivals"), Some(h.arrivals_per_hour), "{start}");
         assert_eq!(
             num(&v, "erlang_c"),
@@ -303,6 +306,10 @@ async fn staffing_heatmap_and_hourly_plan_show_what_the_rpcs_return() {
         );
     }
     assert!(plan.hours[10].erlang_c.is_some(), "10:00 had calls");
+    assert!(
+        page.body.contains(r#"id="quiet-hours" data-value="22""#),
+        "the day's 24 hours less 10:00 and 12:00, the hours with calls"
+    );
     // a1 (busy) and a2 (available) are logged in; the clock is in the 12:00 hour.
     assert!(page.body.contains(r#"id="staffed-now" data-value="2""#));
     let noon = row_values(&page.body, "data-start=\"2026-11-25T17:00:00+00:00\"");
