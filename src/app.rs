@@ -238,13 +238,14 @@ impl Application {
             .add_service(
                 DispatchServiceServer::new(DispatchApi {
                     ready: ready.clone(),
-                    draining: draining_rx,
+                    draining: draining_rx.clone(),
                 })
                 .max_decoding_message_size(max),
             )
             .add_service(
                 StatsServiceServer::new(StatsApi {
                     ready: ready.clone(),
+                    draining: draining_rx.clone(),
                 })
                 .max_decoding_message_size(max),
             )
@@ -633,7 +634,11 @@ async fn start_core(
             )),
             other => AppError::Start(other.to_string()),
         })?;
-    let holdless = Arc::new(holdless.with_slot_horizon_days(settings.callbacks.slot_horizon_days));
+    let holdless = Arc::new(
+        holdless
+            .with_slot_horizon_days(settings.callbacks.slot_horizon_days)
+            .with_board_rate(settings.stats.watch_max_per_sec),
+    );
     let scheduler = SchedulerConfig {
         lease: chrono::Duration::seconds(
             i64::try_from(settings.callbacks.lease_secs).unwrap_or(i64::MAX / 1000),
@@ -643,5 +648,6 @@ async fn start_core(
         .start_scheduler(scheduler)
         .await
         .map_err(|e| AppError::Start(format!("callback scheduler: {e}")))?;
+    holdless.start_boards().await;
     Ok(holdless)
 }

@@ -59,7 +59,23 @@ pub struct Settings {
     pub auth: AuthSettings,
     pub limits: LimitSettings,
     pub log: LogSettings,
+    pub stats: StatsSettings,
 }
+
+/// Wallboards (`WatchQueueStats`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StatsSettings {
+    /// Most messages a second one watcher gets, and most board computations a second
+    /// however many watch (a watcher may ask for fewer). Positive, at most
+    /// [`MAX_WATCH_PER_SEC`].
+    pub watch_max_per_sec: f64,
+}
+
+/// Highest `stats.watch_max_per_sec`: a wallboard has no use for more, and the
+/// publisher's work grows with it.
+pub const MAX_WATCH_PER_SEC: f64 = 1_000.0;
+pub use crate::service::board::DEFAULT_WATCH_MAX_PER_SEC;
 
 /// How `holdless serve` writes its log (to stderr; the level comes from `HOLDLESS_LOG`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -271,6 +287,9 @@ impl Default for Settings {
             log: LogSettings {
                 format: LogFormat::Text,
             },
+            stats: StatsSettings {
+                watch_max_per_sec: DEFAULT_WATCH_MAX_PER_SEC,
+            },
         }
     }
 }
@@ -355,6 +374,15 @@ impl Settings {
         if !(1..=max_horizon).contains(&self.callbacks.slot_horizon_days) {
             return Err(ConfigError(format!(
                 "callbacks.slot_horizon_days must be 1 to {max_horizon}"
+            )));
+        }
+        let rate = self.stats.watch_max_per_sec;
+        if !(rate.is_finite()
+            && (crate::service::board::MIN_WATCH_PER_SEC..=MAX_WATCH_PER_SEC).contains(&rate))
+        {
+            return Err(ConfigError(format!(
+                "stats.watch_max_per_sec must be {} to {MAX_WATCH_PER_SEC}",
+                crate::service::board::MIN_WATCH_PER_SEC
             )));
         }
         if self.live.reservation_timeout_secs == 0 {

@@ -1,6 +1,10 @@
 //! `StatsService`: live queue figures for supervisors and wallboards, KPI reports,
 //! staffing plans and customer surveys.
 
+use std::future::Future;
+use std::pin::Pin;
+
+use tokio_stream::Stream;
 use tonic::{Request, Response, Status};
 use tracing::instrument;
 
@@ -14,13 +18,174 @@ use crate::domain::FieldViolation;
 use crate::metrics::erlang::Staffing;
 use crate::metrics::kpi::{KpiCounters, KpiFigures};
 use crate::service::kpi::{validate_survey, KpiQuery, KpiRow, StaffingQuery};
+use crate::service::{BoardWatch, QueueBoard};
+
+/// Queues one wallboard stream may name (a plan holds far fewer).
+pub const MAX_WATCHED_QUEUES: usize = 1_000;
 
 pub struct StatsApi {
     pub ready: Ready,
+    /// Turns true at shutdown: open wallboard streams end at once.
+    pub draining: tokio::sync::watch::Receiver<bool>,
+}
+
+/// A wallboard stream: boards until the watcher is dropped (RESOURCE_EXHAUSTED, so the
+/// client knows to resubscribe and read faster) or holdless shuts down (UNAVAILABLE).
+struct BoardStream {
+    watch: BoardWatch,
+    drained: Pin<Box<dyn Future<Output = ()> + Send>>,
+    first: bool,
+    done: bool,
+}
+
+impl Stream for BoardStream {
+    type Item = Result<pb::WatchQueueStatsResponse, Status>;
+
+    fn poll_next(
+        mut self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Self::Item>> {
+        use std::task::Poll;
+        if self.done {
+            return Poll::Ready(None);
+        }
+        if self.drained.as_mut().poll(cx).is_ready() {
+            self.done = true;
+            self.watch.boards.close();
+            return Poll::Ready(Some(Err(Status::unavailable(
+                "draining: holdless is shutting down; resubscribe after it restarts",
+            ))));
+        }
+        match self.watch.boards.poll_recv(cx) {
+            Poll::Ready(Some(boards)) => {
+                let snapshot = std::mem::replace(&mut self.first, false);
+                Poll::Ready(Some(Ok(pb::WatchQueueStatsResponse {
+                    queues: boards.into_iter().map(board_to_pb).collect(),
+                    snapshot,
+                })))
+            }
+            Poll::Ready(None) => {
+                self.done = true;
+                if self
+                    .watch
+                    .dropped
+                    .load(std::sync::atomic::Ordering::Acquire)
+                {
+                    Poll::Ready(Some(Err(Status::resource_exhausted(
+                        "this watcher fell behind (boards were not read as fast as they \
+                         came) and was dropped; resubscribe, or ask for fewer \
+                         max_updates_per_second",
+                    ))))
+                } else {
+                    Poll::Ready(Some(Err(Status::unavailable(
+                        "holdless is shutting down; resubscribe after it restarts",
+                    ))))
+                }
+            }
+            Poll::Pending => Poll::Pending,
+        }
+    }
+}
+
+fn board_to_pb(b: QueueBoard) -> pb::QueueBoard {
+    let QueueBoard {
+        queue_id,
+        name,
+        waiting,
+        longest_wait_secs,
+        ewt_secs,
+        agents_available,
+        agents_busy,
+        agents_wrap_up,
+        agents_away,
+        callbacks_pending,
+        callbacks_dispatched,
+        callbacks_due,
+        offered_today,
+        answered_today,
+        abandoned_today,
+        service_level_today,
+        service_level_target,
+        answer_target_secs,
+        abandon_rate_today,
+        at,
+        agents_reserved,
+        ewt_known,
+    } = b;
+    pb::QueueBoard {
+        queue_id,
+        name,
+        waiting,
+        longest_wait: Some(duration(std::time::Duration::from_secs(longest_wait_secs))),
+        estimated_wait: ewt_known.then(|| duration(std::time::Duration::from_secs(ewt_secs))),
+        agents_available,
+        agents_busy,
+        agents_wrap_up,
+        agents_away,
+        agents_reserved,
+        callbacks_pending,
+        callbacks_dispatched,
+        callbacks_due,
+        offered_today,
+        answered_today,
+        abandoned_today,
+        service_level_today,
+        service_level_target,
+        answer_target: Some(duration(std::time::Duration::from_secs(answer_target_secs))),
+        abandon_rate_today,
+        at: Some(timestamp(at)),
+    }
 }
 
 #[tonic::async_trait]
 impl StatsService for StatsApi {
+    type WatchQueueStatsStream =
+        Pin<Box<dyn Stream<Item = Result<pb::WatchQueueStatsResponse, Status>> + Send>>;
+
+    #[instrument(skip_all)]
+    async fn watch_queue_stats(
+        &self,
+        request: Request<pb::WatchQueueStatsRequest>,
+    ) -> Result<Response<Self::WatchQueueStatsStream>, Status> {
+        let holdless = ready(&self.ready)?;
+        let pb::WatchQueueStatsRequest {
+            queue_ids,
+            max_updates_per_second,
+        } = request.into_inner();
+        let mut v = Vec::new();
+        for (i, id) in queue_ids.iter().enumerate() {
+            if id.is_empty() {
+                v.push(FieldViolation::new(
+                    format!("queue_ids[{i}]"),
+                    "must not be empty (leave the list empty for every queue)",
+                ));
+            }
+        }
+        if queue_ids.len() > MAX_WATCHED_QUEUES {
+            v.push(FieldViolation::new(
+                "queue_ids",
+                format!("at most {MAX_WATCHED_QUEUES} queues"),
+            ));
+        }
+        if !v.is_empty() {
+            return Err(invalid_argument(&v));
+        }
+        if *self.draining.borrow() {
+            return Err(Status::unavailable("draining: holdless is shutting down"));
+        }
+        let watch = holdless.subscribe_boards(&queue_ids, max_updates_per_second)?;
+        let mut draining = self.draining.clone();
+        Ok(Response::new(Box::pin(BoardStream {
+            watch,
+            drained: Box::pin(async move {
+                // A dropped sender means the server is gone: end as well.
+                let _ = draining.wait_for(|d| *d).await;
+            }),
+            first: true,
+            done: false,
+        })))
+    }
+
     #[instrument(skip_all)]
     async fn get_queue_stats(
         &self,

@@ -207,7 +207,7 @@ impl IntoResponse for ConsoleError {
                 section.error {
                     h1 { (status.as_u16()) " " (reason) }
                     ul { @for l in &lines { li { (l) } } }
-                    p { a href="javascript:history.back()" { "Back" } }
+                    p { a href="/" { "Back to the console" } }
                 }
             },
         );

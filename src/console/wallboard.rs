@@ -142,7 +142,7 @@ fn tile(t: &Tile) -> Markup {
         "good"
     };
     html! {
-        article.tile class=(tile_class) data-queue=(t.queue_id) {
+        article class={"tile " (tile_class)} data-queue=(t.queue_id) {
             header {
                 h2 { (t.name) }
                 @if t.name != t.queue_id { span.qid { (t.queue_id) } }

@@ -109,7 +109,7 @@ fn count_of(c: &mut AgentCounts, state: AgentState) -> Option<&mut u32> {
         AgentState::Reserved => Some(&mut c.reserved),
         AgentState::Busy => Some(&mut c.busy),
         AgentState::WrapUp => Some(&mut c.wrap_up),
-        AgentState::Offline => None,
+        AgentState::Offline => Some(&mut c.offline),
     }
 }
 

@@ -325,6 +325,9 @@ pub struct AgentCounts {
     pub reserved: u32,
     pub busy: u32,
     pub wrap_up: u32,
+    /// Agents holdless knows (they reported before) whose last state is offline: not
+    /// staffed, but the wallboard shows them as away.
+    pub offline: u32,
 }
 
 impl AgentCounts {

@@ -21,6 +21,8 @@
 //! - `plan_reloads_total{result}` (SIGHUP's plan step: `applied`, `unchanged`,
 //!   `no_file`, `refused`, `failed`), `tls_reloads_total{result}` (`ok`, `failed`)
 //! - `build_info{version}`: always 1, to join other series with the version running
+//! - `stats_watchers`: wallboard streams (`WatchQueueStats`) connected now;
+//!   `stats_watchers_dropped_total`: watchers dropped for falling behind
 //!
 //! Counters with a fixed set of labels (transitions, outcomes, reloads) are exported
 //! at 0 from start, so `rate()` and alerts see the series before the first event;
@@ -147,6 +149,16 @@ fn describe() {
         "always 1; the version label says which holdless is running"
     );
     metrics::gauge!("holdless_build_info", "version" => env!("CARGO_PKG_VERSION")).set(1.0);
+    describe_gauge!(
+        "holdless_stats_watchers",
+        "wallboard streams (WatchQueueStats) connected now"
+    );
+    describe_counter!(
+        "holdless_stats_watchers_dropped_total",
+        "wallboard watchers dropped because they fell behind (their buffer was full)"
+    );
+    metrics::gauge!("holdless_stats_watchers").increment(0.0);
+    metrics::counter!("holdless_stats_watchers_dropped_total").increment(0);
     for state in [
         "pending",
         "dispatched",

@@ -103,6 +103,8 @@ enum Command {
         capacity: u32,
         reply: Reply<crate::store::CallbackCreate>,
     },
+    /// Open callbacks per queue, for the wallboards.
+    Counts(oneshot::Sender<HashMap<String, crate::service::CallbackCounts>>),
     Stop(oneshot::Sender<()>),
 }
 
@@ -309,6 +311,14 @@ impl Scheduler {
         rx.await.unwrap_or_default()
     }
 
+    /// Open callbacks per queue (pending, dispatched, due); `None` once stopping.
+    /// One pass over the open callbacks: the wallboards ask only after a change.
+    pub async fn callback_counts(&self) -> Option<HashMap<String, crate::service::CallbackCounts>> {
+        let (reply, rx) = oneshot::channel();
+        self.tx.send(Command::Counts(reply)).await.ok()?;
+        rx.await.ok()
+    }
+
     /// Stops the actor after the command in hand.
     pub async fn stop(&self) {
         let (reply, done) = oneshot::channel();
@@ -372,10 +382,18 @@ fn customer_tz(cb: &Callback) -> Tz {
 impl Actor {
     async fn run(mut self) {
         let mut clock_moves = self.hl.clock().subscribe();
+        // Woken only to count for the wallboards: nothing to announce unless the pass
+        // itself changed the open callbacks.
+        let mut counting_only = false;
         loop {
             let now = self.hl.clock().now();
+            let shape = (self.open.len(), self.by_attempt.len());
             self.step(now).await;
             self.open_count.store(self.open.len(), Ordering::Relaxed);
+            if !counting_only || shape != (self.open.len(), self.by_attempt.len()) {
+                self.hl.boards().callbacks_changed();
+            }
+            counting_only = false;
             let next = self.next_wakeup(self.hl.clock().now());
             let sleep = async {
                 match (&mut clock_moves, next) {
@@ -401,6 +419,7 @@ impl Actor {
                         return;
                     }
                     Some(cmd) => {
+                        counting_only = matches!(cmd, Command::Counts(_));
                         self.handle(cmd).await;
                         // Take what else is queued before the next pass.
                         for _ in 0..COMMAND_QUEUE {
@@ -409,7 +428,10 @@ impl Actor {
                                     let _ = done.send(());
                                     return;
                                 }
-                                Ok(cmd) => self.handle(cmd).await,
+                                Ok(cmd) => {
+                                    counting_only &= matches!(cmd, Command::Counts(_));
+                                    self.handle(cmd).await
+                                }
                                 Err(_) => break,
                             }
                         }
@@ -553,6 +575,23 @@ impl Actor {
         let now = self.hl.clock().now();
         match cmd {
             Command::Added(cb) => self.track(*cb, now),
+            Command::Counts(reply) => {
+                let mut counts: HashMap<String, crate::service::CallbackCounts> = HashMap::new();
+                for cb in self.open.values() {
+                    let c = counts.entry(cb.queue_id.clone()).or_default();
+                    match cb.state {
+                        CallbackState::Pending => {
+                            c.pending += 1;
+                            if cb.not_before <= now {
+                                c.due += 1;
+                            }
+                        }
+                        CallbackState::Dispatched => c.dispatched += 1,
+                        _ => {}
+                    }
+                }
+                let _ = reply.send(counts);
+            }
             Command::Cancel { id, reason, reply } => {
                 let _ = reply.send(self.cancel(&id, reason, now).await);
             }

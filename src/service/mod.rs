@@ -76,8 +76,11 @@ impl From<LiveError> for ServiceError {
     }
 }
 
+pub mod board;
 pub mod callbacks;
 pub mod kpi;
+
+pub use board::{BoardWatch, CallbackCounts, QueueBoard};
 
 /// The example plan shipped in `deploy/plan.example.toml`, used when no plan file is
 /// configured and the store is empty.
@@ -159,6 +162,8 @@ pub struct Holdless {
     /// How many local days ahead scheduled slots are listed and booked
     /// (`callbacks.slot_horizon_days`).
     slot_horizon_days: u32,
+    /// Wallboards: dirty marks, caches and the watchers' publisher.
+    boards: board::Boards,
 }
 
 impl Holdless {
@@ -251,6 +256,7 @@ impl Holdless {
             reload_failures: AtomicU64::new(0),
             offers_flush: tokio::sync::Mutex::new(()),
             slot_horizon_days: crate::scheduler::policy::DEFAULT_SLOT_HORIZON_DAYS,
+            boards: board::Boards::new(board::DEFAULT_WATCH_MAX_PER_SEC),
         })
     }
 
@@ -267,6 +273,7 @@ impl Holdless {
             let out = f(&mut floor);
             (out, floor.has_matches())
         };
+        self.boards.mark();
         if matched {
             self.kick_scheduler();
         }
@@ -409,6 +416,7 @@ impl Holdless {
         }
         if !dry_run {
             plan.count_decision(decision.rule_index, decision.queue_index);
+            self.boards.mark();
         }
         Ok(RouteOutcome {
             decision,
@@ -459,6 +467,7 @@ impl Holdless {
                             f64::from(q.service_level_secs)
                         });
                     self.store.record_call(r, target).await?;
+                    self.boards.kpi_changed(&queue);
                     // The customer reached us inbound: their pending callback in that
                     // queue is no longer owed, whichever of their numbers it is for.
                     if let (true, Some(s)) = (answered, self.scheduler.get()) {
@@ -506,6 +515,13 @@ impl Holdless {
     /// config) before the service is shared.
     pub fn with_slot_horizon_days(mut self, days: u32) -> Self {
         self.slot_horizon_days = days;
+        self
+    }
+
+    /// Sets the highest wallboard rate (`stats.watch_max_per_sec`, checked by the
+    /// config: positive and finite) before the service is shared.
+    pub fn with_board_rate(mut self, max_per_sec: f64) -> Self {
+        self.boards = board::Boards::new(max_per_sec);
         self
     }
 
@@ -560,6 +576,7 @@ impl Holdless {
     pub fn sweep(&self) {
         let now = self.clock.now();
         self.floor().sweep(now);
+        self.boards.mark();
     }
 
     /// Deletes contact history older than `days`.
@@ -630,6 +647,7 @@ impl Holdless {
 
     /// Makes everything durable and stops the store's background work.
     pub async fn close(&self) {
+        self.boards.stop();
         if let Some(s) = self.scheduler.get() {
             s.stop().await;
         }

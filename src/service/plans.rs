@@ -269,6 +269,7 @@ impl Holdless {
         }
         compiled.version = record.version;
         self.plan.store(Arc::new(compiled));
+        self.boards().mark();
         tracing::info!(
             version = record.version,
             author = %record.author,

@@ -5,8 +5,10 @@ mod helpers;
 
 mod audit;
 mod auth;
+mod board;
 mod callbacks;
 mod cli;
+mod console;
 mod console_reports;
 mod crash;
 mod customers;
