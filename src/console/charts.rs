@@ -124,10 +124,12 @@ impl Frame {
     }
 }
 
-/// Axes, value labels and every few x labels (at most about a dozen, so they never
-/// overlap).
+/// Axes, value labels and every few x labels: as many as fit side by side at the
+/// 11-pixel font (about 6.5 pixels a character), so they never overlap.
 fn axes(f: &Frame, unit: Unit, labels: &[String]) -> Markup {
-    let every = labels.len().div_ceil(12).max(1);
+    let widest = labels.iter().map(|l| l.chars().count()).max().unwrap_or(1) as f64;
+    let fit = (((WIDTH - LEFT - RIGHT) / (widest * 6.5 + 8.0)).floor() as usize).max(1);
+    let every = labels.len().div_ceil(fit).max(1);
     html! {
         line x1=(fmt(LEFT)) y1=(fmt(TOP)) x2=(fmt(LEFT)) y2=(fmt(HEIGHT - BOTTOM)) stroke="#93a4b5" {}
         line x1=(fmt(LEFT)) y1=(fmt(f.y(f.lo))) x2=(fmt(WIDTH - RIGHT)) y2=(fmt(f.y(f.lo))) stroke="#93a4b5" {}

@@ -14,7 +14,7 @@ use axum::routing::get;
 use axum::{Extension, Router};
 use chrono::{Duration, NaiveDate};
 use chrono_tz::Tz;
-use maud::{html, Markup};
+use maud::{html, Markup, PreEscaped};
 use serde::Deserialize;
 
 use super::charts::{bar_chart, line_chart};
@@ -245,6 +245,8 @@ async fn show(
         .collect();
     let (from, to) = r.period.range(r.date, r.tz);
     let body = html! {
+        // Figures stay on one line; a wide table scrolls instead of running off the page.
+        style { (PreEscaped(".kpi-wide{overflow-x:auto}.kpi-wide table{font-size:.85rem}.kpi-wide td{white-space:nowrap}")) }
         h1 { "KPIs" }
         form.filters method="get" action="/kpis" {
             label { "Period "
@@ -274,7 +276,7 @@ async fn show(
         }
         section {
             h2 { "Per queue" }
-            table.list.kpi-totals {
+            div.kpi-wide { table.list.kpi-totals {
                 thead { tr { (header_cells("Queue")) } }
                 tbody {
                     @for s in &r.scopes {
@@ -284,7 +286,7 @@ async fn show(
                         }
                     }
                 }
-            }
+            } }
         }
         section.charts {
             h2 { @if r.selected == ALL_QUEUES { "All queues" } @else { "Queue " (r.selected) } }
@@ -302,7 +304,7 @@ async fn show(
         }
         section {
             h2 { @if r.period == Period::Day { "By hour" } @else { "By day" } }
-            table.list.kpi-series {
+            div.kpi-wide { table.list.kpi-series {
                 thead { tr { (header_cells(if r.period == Period::Day { "Hour" } else { "Day" })) } }
                 tbody {
                     @for (row, label) in chosen.series.iter().zip(&labels) {
@@ -312,7 +314,7 @@ async fn show(
                         }
                     }
                 }
-            }
+            } }
         }
     };
     Ok(page("KPIs", Nav::Kpis, body))

@@ -270,7 +270,7 @@ fn render(
         }
         p {
             "Queue " strong { (m.queue_id) } ", target " (target)
-            ". Days and hours are local to " (m.tz.name()) "."
+            ". Days and hours are local time in " (m.tz.name()) "."
         }
         section.heat {
             h2 { "When calls come" }
