@@ -69,8 +69,15 @@ pub const DEFAULT_PATIENCE_SECS: f64 = 120.0;
 /// Largest forecast the what-if takes for one hour; beyond it the Erlang searches get slow
 /// and no single queue plausibly plans for more.
 pub const MAX_FORECAST_PER_HOUR: f64 = 10_000.0;
-/// Longest handle time, patience and answer-time target the what-if takes, in seconds.
+/// Longest handle time and answer-time target the what-if takes, in seconds.
 pub const MAX_WHAT_IF_SECS: f64 = 4.0 * 3600.0;
+/// Longest mean patience the what-if takes: callers who would wait over an hour are
+/// planned for with Erlang C (leave patience empty).
+pub const MAX_PATIENCE_SECS: f64 = 3600.0;
+/// Most offered load (calls x AHT) one hour of the what-if may carry, in Erlangs: a
+/// thousand agents busy on one queue at once is past any single queue, and the Erlang A
+/// search grows with the load (a day at this bound takes about a second of CPU).
+pub const MAX_WHAT_IF_ERLANGS: f64 = 1_000.0;
 
 /// The inputs of the staffing what-if, validated: a typical day of 24 local hours.
 #[derive(Debug, Clone, PartialEq)]
@@ -185,8 +192,10 @@ impl WhatIf {
         let patience = in_range(
             patience,
             "patience_secs",
-            |x| x > 0.0 && x <= max,
-            &format!("must be above 0 and at most {max} seconds (leave empty for Erlang C only)"),
+            |x| x > 0.0 && x <= MAX_PATIENCE_SECS,
+            &format!(
+                "must be above 0 and at most {MAX_PATIENCE_SECS} seconds (leave empty for Erlang C only)"
+            ),
             &mut v,
         );
         let mut forecast = [0.0; 24];
@@ -201,6 +210,18 @@ impl WhatIf {
                 &mut v,
             );
             *slot = x.unwrap_or(0.0);
+            if let Some(aht) = aht {
+                let load = *slot * aht / 3600.0;
+                if load > MAX_WHAT_IF_ERLANGS {
+                    v.push(FieldViolation::new(
+                        name,
+                        format!(
+                            "{} calls of {aht} s in hour {h:02}:00 are {load:.0} Erlangs; one queue plans for at most {MAX_WHAT_IF_ERLANGS}",
+                            *slot
+                        ),
+                    ));
+                }
+            }
         }
         match (sl, answer, aht) {
             (Some(sl), Some(answer), Some(aht)) if v.is_empty() => Ok(WhatIf {
@@ -679,6 +700,22 @@ mod tests {
         let err = WhatIf::parse(&form(&[])).unwrap_err();
         let fields: Vec<&str> = err.iter().map(|v| v.field.as_str()).collect();
         assert_eq!(fields, ["sl_target", "answer_secs", "aht_secs"]);
+    }
+
+    #[test]
+    fn what_if_refuses_loads_past_one_queue() {
+        let err = WhatIf::parse(&form(&[
+            ("sl_target", "80"),
+            ("answer_secs", "20"),
+            ("aht_secs", "3600"),
+            ("patience_secs", "3601"),
+            ("f08", "1000"),
+            ("f09", "1001"),
+        ]))
+        .unwrap_err();
+        let fields: Vec<&str> = err.iter().map(|v| v.field.as_str()).collect();
+        assert_eq!(fields, ["patience_secs", "f09"], "{err:?}");
+        assert!(err[1].description.contains("1001 Erlangs"), "{err:?}");
     }
 
     #[test]

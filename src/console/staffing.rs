@@ -188,7 +188,14 @@ async fn what_if(
     let h = state.holdless()?;
     let m = measure(&h, &p).await?;
     Ok(match WhatIf::parse(&fields) {
-        Ok(w) => render(&me, &m, &fields, Some(Ok(w.plan()))).into_response(),
+        Ok(w) => {
+            // Up to a second of Erlang searches: off the async threads, like any
+            // CPU-bound work, so the wallboard's streams keep flowing meanwhile.
+            let plan = tokio::task::spawn_blocking(move || w.plan())
+                .await
+                .map_err(|e| ConsoleError::Internal(format!("what-if plan failed: {e}")))?;
+            render(&me, &m, &fields, Some(Ok(plan))).into_response()
+        }
         Err(v) => (
             StatusCode::BAD_REQUEST,
             render(&me, &m, &fields, Some(Err(v))),
