@@ -221,6 +221,11 @@ pub struct BenchArgs {
     /// every queue of the example plan (a staffed center's live state).
     #[arg(long, default_value_t = 0)]
     pub agents: usize,
+    /// Keep this many wallboard streams (WatchQueueStats, every queue) open on the
+    /// holdless target and read them during the run, to measure what watchers cost
+    /// routing (with --baseline: compare the ratio with and without).
+    #[arg(long, default_value_t = 0)]
+    pub watchers: usize,
     /// Start holdless inside the bench process on a temporary store instead of
     /// using --server (configured like `serve`: ./holdless.toml and HOLDLESS__*, but
     /// on loopback port 0, without principals or callback abuse limits).
@@ -1313,6 +1318,7 @@ async fn bench(a: BenchArgs) -> Result<String, Failure> {
         rate: a.rate,
         warmup: secs(a.warmup, "warmup")?,
         agents: a.agents,
+        watchers: a.watchers,
     };
     let fail = |message: String| Failure {
         code: EXIT_UNAVAILABLE,
@@ -1333,6 +1339,9 @@ async fn bench(a: BenchArgs) -> Result<String, Failure> {
         settings.auth.principals.clear();
         settings.server.listen = "127.0.0.1:0".parse().expect("loopback port 0 parses");
         settings.metrics.listen = "127.0.0.1:0".parse().expect("loopback port 0 parses");
+        // Nobody looks at an embedded server's console; it must not take the port of a
+        // real server's.
+        settings.console.enabled = false;
         // A load test is one principal hammering many numbers on purpose: the abuse
         // limits would refuse it after a few hundred callbacks.
         settings.limits.callback_requests_per_phone_per_hour = 0;
@@ -1352,7 +1361,7 @@ async fn bench(a: BenchArgs) -> Result<String, Failure> {
         let addr = bench::baseline::start(&server, !a.bare_baseline, stopped(stop_rx.clone()))
             .await
             .map_err(|e| fail(format!("cannot start the baseline: {e}")))?;
-        targets.push(("baseline", format!("http://{addr}")));
+        targets.push((bench::BASELINE, format!("http://{addr}")));
     }
     let _embedded_dir;
     let target = if let Some(mut settings) = embedded_settings {

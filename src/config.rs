@@ -499,6 +499,19 @@ mod tests {
     }
 
     #[test]
+    fn the_console_is_on_by_default_on_loopback_and_its_settings_are_checked() {
+        let s = Settings::load_with_env(None, env(&[])).unwrap();
+        assert!(s.console.enabled);
+        assert_eq!(s.console.listen.to_string(), DEFAULT_CONSOLE_LISTEN);
+        assert_eq!(s.console.session_minutes, DEFAULT_CONSOLE_SESSION_MINUTES);
+        let off = env(&[("HOLDLESS__CONSOLE__ENABLED", "false")]);
+        assert!(!Settings::load_with_env(None, off).unwrap().console.enabled);
+        let zero = env(&[("HOLDLESS__CONSOLE__SESSION_MINUTES", "0")]);
+        let e = Settings::load_with_env(None, zero).unwrap_err();
+        assert!(e.to_string().contains("console.session_minutes"), "{e}");
+    }
+
+    #[test]
     fn principals_tls_and_limits_parse_from_a_file() {
         let dir = tempfile::tempdir().unwrap();
         let f = dir.path().join("h.toml");

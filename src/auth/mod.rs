@@ -340,6 +340,22 @@ mod tests {
     }
 
     #[test]
+    fn an_open_console_stays_on_loopback_unless_disabled_or_insecure() {
+        let mut s = Settings::default();
+        s.console.listen = "0.0.0.0:9465".parse().unwrap();
+        let e = check_exposure(&s, false).unwrap_err();
+        assert!(e.contains("console") && e.contains("0.0.0.0:9465"), "{e}");
+        assert!(check_exposure(&s, true).is_ok());
+        s.console.enabled = false;
+        assert!(check_exposure(&s, false).is_ok());
+        s.console.enabled = true;
+        s.auth
+            .principals
+            .push(settings("ops", "t", &[Role::Supervisor]));
+        assert!(check_exposure(&s, false).is_ok());
+    }
+
+    #[test]
     fn token_hash_matches_sha256sum() {
         // printf %s secret | sha256sum
         assert_eq!(

@@ -157,6 +157,11 @@ mod tests {
             roles_for("/holdless.v1.StatsService/SubmitSurvey"),
             Some(CUSTOMER)
         );
+        // Wallboards show every queue's figures: supervisors only.
+        assert_eq!(
+            roles_for("/holdless.v1.StatsService/WatchQueueStats"),
+            Some(SUPERVISOR)
+        );
         assert_eq!(
             roles_for("/holdless.v1.CallbackService/RequestCallback"),
             Some(&[Role::Customer, Role::Telephony, Role::Supervisor][..])

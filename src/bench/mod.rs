@@ -49,6 +49,51 @@ pub struct BenchOptions {
     /// Agents each target is told of before the run (busy, able to serve every queue
     /// of the example plan): the live state of a staffed center.
     pub agents: usize,
+    /// Wallboard streams (`WatchQueueStats`, every queue) kept open on each holdless
+    /// target and read throughout the run, as a console and wallboards would.
+    pub watchers: usize,
+}
+
+/// Name of the no-op target of `--baseline` (it serves no wallboards).
+pub const BASELINE: &str = "baseline";
+
+/// `n` wallboard streams on `channels`, each read by its own task until the returned
+/// guards drop. A watcher the server drops for falling behind is counted in
+/// `dropped` and subscribes again, so `n` stay connected.
+async fn open_watchers(
+    channels: &[Channel],
+    n: usize,
+    dropped: &Arc<AtomicU64>,
+) -> Result<Vec<AbortOnDrop>, String> {
+    let mut guards = Vec::with_capacity(n);
+    for i in 0..n {
+        let mut client =
+            pb::stats_service_client::StatsServiceClient::new(channels[i % channels.len()].clone());
+        let request = pb::WatchQueueStatsRequest::default();
+        let mut stream = client
+            .watch_queue_stats(request.clone())
+            .await
+            .map_err(|e| format!("WatchQueueStats: {}", e.message()))?
+            .into_inner();
+        let dropped = dropped.clone();
+        guards.push(AbortOnDrop(tokio::spawn(async move {
+            loop {
+                match stream.message().await {
+                    Ok(Some(_)) => continue,
+                    Ok(None) => return,
+                    Err(e) if e.code() == tonic::Code::ResourceExhausted => {
+                        dropped.fetch_add(1, Ordering::Relaxed);
+                        match client.watch_queue_stats(request.clone()).await {
+                            Ok(s) => stream = s.into_inner(),
+                            Err(_) => return,
+                        }
+                    }
+                    Err(_) => return,
+                }
+            }
+        })));
+    }
+    Ok(guards)
 }
 
 /// Latency percentiles in microseconds.
@@ -74,6 +119,8 @@ pub struct Report {
     pub elapsed_secs: f64,
     pub throughput_per_sec: f64,
     pub latency: Latency,
+    /// Wallboard streams open and read on this target during the run.
+    pub watchers: usize,
 }
 
 fn percentile(sorted: &[u64], p: f64) -> u64 {
@@ -496,6 +543,7 @@ impl Sample {
             error_codes: self.errors,
             elapsed_secs: self.elapsed_secs,
             throughput_per_sec: ok as f64 / self.elapsed_secs.max(1e-9),
+            watchers: if target == BASELINE { 0 } else { opts.watchers },
             latency: Latency {
                 p50_us: percentile(lat, 50.0),
                 p90_us: percentile(lat, 90.0),
@@ -522,6 +570,8 @@ pub async fn soak(
     let windows = windows.max(1);
     let channels = connect(target, opts.connections).await?;
     staff(&channels, opts.agents).await?;
+    let dropped = Arc::new(AtomicU64::new(0));
+    let _watchers = open_watchers(&channels, opts.watchers, &dropped).await?;
     let calls = ulid::Ulid::new().to_string();
     // The clients' calls carry on from one window to the next: a window ending
     // mid-call must not leave the call unfinished on the server (it would be
@@ -608,9 +658,14 @@ pub async fn compare(
 ) -> Result<Vec<Report>, String> {
     let rounds = rounds.max(1);
     let mut conns = Vec::new();
-    for (_, url) in targets {
+    let dropped = Arc::new(AtomicU64::new(0));
+    let mut watchers = Vec::new();
+    for (name, url) in targets {
         let channels = connect(url, opts.connections).await?;
         staff(&channels, opts.agents).await?;
+        if *name != BASELINE {
+            watchers.extend(open_watchers(&channels, opts.watchers, &dropped).await?);
+        }
         conns.push(channels);
     }
     let per_round = BenchOptions {
@@ -647,6 +702,13 @@ pub async fn compare(
                 .await,
             );
         }
+    }
+    drop(watchers);
+    let dropped = dropped.load(Ordering::Relaxed);
+    if dropped > 0 {
+        eprintln!(
+            "holdless bench: the server dropped {dropped} wallboard watchers that fell behind"
+        );
     }
     Ok(samples
         .into_iter()

@@ -34,7 +34,6 @@ use maud::{html, Markup, DOCTYPE};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
-use crate::api::Ready;
 use crate::auth::tls::TlsReloader;
 use crate::auth::Access;
 use crate::config::ConsoleSettings;
@@ -51,6 +50,10 @@ pub const MAX_BODY_BYTES: usize = 6 * 1024 * 1024;
 /// finish after shutdown begins; live streams end at once, so this is rarely used.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
 
+/// The running service once start-up is done (the same cell the gRPC services read;
+/// spelled out here so the console does not import the gRPC edge).
+pub type Ready = Arc<tokio::sync::OnceCell<Arc<Holdless>>>;
+
 /// What every console handler can reach. Cheap to clone (handles only).
 #[derive(Clone)]
 pub struct ConsoleState {
@@ -64,8 +67,6 @@ pub struct ConsoleState {
     pub tls: bool,
     /// Turns true when the server shuts down: live streams end on it.
     pub shutdown: watch::Receiver<bool>,
-    /// The live wallboard tiles ([`wallboard::run_board`] feeds it).
-    pub board: Arc<wallboard::Board>,
 }
 
 impl ConsoleState {
@@ -84,7 +85,6 @@ impl ConsoleState {
             settings: Arc::new(settings),
             tls,
             shutdown,
-            board: Arc::new(watch::Sender::new(Arc::new(String::new()))),
         }
     }
 
@@ -319,7 +319,6 @@ pub async fn serve(listener: TcpListener, state: ConsoleState, tls: Option<Arc<T
     let shutdown = async move {
         let _ = stopping.wait_for(|s| *s).await;
     };
-    let board = tokio::spawn(wallboard::run_board(state.clone(), state.board.clone()));
     let app = router(state);
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut connections = tokio::task::JoinSet::new();
@@ -359,7 +358,6 @@ pub async fn serve(listener: TcpListener, state: ConsoleState, tls: Option<Arc<T
         },
     }
     let _ = stop_tx.send(true);
-    board.abort();
     let drained = async { while connections.join_next().await.is_some() {} };
     if tokio::time::timeout(SHUTDOWN_GRACE, drained).await.is_err() {
         connections.abort_all();

@@ -21,6 +21,11 @@
 //! - `plan_reloads_total{result}` (SIGHUP's plan step: `applied`, `unchanged`,
 //!   `no_file`, `refused`, `failed`), `tls_reloads_total{result}` (`ok`, `failed`)
 //! - `build_info{version}`: always 1, to join other series with the version running
+//! - `dialers_connected`; per queue `queue_service_level_today`,
+//!   `queue_service_level_target`, `queue_abandon_rate_today`,
+//!   `queue_calls_today{outcome}` (the queue's local day) and
+//!   `queue_callbacks{state}` (`pending`, `due`, `overdue`, `dispatched`), written at
+//!   scrape time like the other live gauges
 //! - `stats_watchers`: wallboard streams (`WatchQueueStats`) connected now;
 //!   `stats_watchers_dropped_total`: watchers dropped for falling behind
 //!
@@ -196,7 +201,10 @@ fn process_collector() -> &'static metrics_process::Collector {
 
 /// The live gauges of the serving instance, in the text format, appended to the
 /// recorder's output at each scrape.
-fn render_live(ready: &Ready) -> String {
+fn render_live(
+    ready: &Ready,
+    callbacks: &std::collections::HashMap<String, crate::service::CallbackCounts>,
+) -> String {
     use std::fmt::Write;
     let mut out = String::new();
     let Some(holdless) = ready.get() else {
@@ -228,6 +236,70 @@ fn render_live(ready: &Ready) -> String {
             "holdless_callbacks_open",
             "pending and dispatched callbacks the scheduler holds in memory",
             &[(String::new(), open as f64)],
+        );
+    }
+    if let Some(n) = holdless.dialers_connected() {
+        family(
+            "holdless_dialers_connected",
+            "dialers holding a WatchDispatches stream",
+            &[(String::new(), n as f64)],
+        );
+    }
+    if let Ok(boards) = holdless.queue_boards(&[]) {
+        let (mut sl, mut target, mut abandon, mut today, mut cbs) =
+            (vec![], vec![], vec![], vec![], vec![]);
+        for b in &boards {
+            let q = escape_label(&b.queue_id);
+            let label = format!("{{queue=\"{q}\"}}");
+            // Unset while nothing counts towards it: no series, never NaN.
+            if let Some(v) = b.service_level_today {
+                sl.push((label.clone(), v));
+            }
+            target.push((label.clone(), b.service_level_target));
+            if let Some(v) = b.abandon_rate_today {
+                abandon.push((label.clone(), v));
+            }
+            for (outcome, n) in [
+                ("offered", b.offered_today),
+                ("answered", b.answered_today),
+                ("abandoned", b.abandoned_today),
+            ] {
+                today.push((format!("{{queue=\"{q}\",outcome=\"{outcome}\"}}"), n as f64));
+            }
+            let c = callbacks.get(&b.queue_id).copied().unwrap_or_default();
+            for (state, n) in [
+                ("pending", c.pending),
+                ("due", c.due),
+                ("overdue", c.overdue),
+                ("dispatched", c.dispatched),
+            ] {
+                cbs.push((format!("{{queue=\"{q}\",state=\"{state}\"}}"), f64::from(n)));
+            }
+        }
+        family(
+            "holdless_queue_service_level_today",
+            "share answered within the queue's target today so far (its local day); absent until a call counts",
+            &sl,
+        );
+        family(
+            "holdless_queue_service_level_target",
+            "the plan's service-level target of the queue, as a share",
+            &target,
+        );
+        family(
+            "holdless_queue_abandon_rate_today",
+            "share of today's offered calls abandoned after 5 s; absent before the first",
+            &abandon,
+        );
+        family(
+            "holdless_queue_calls_today",
+            "calls of the queue today so far (its local day), by outcome",
+            &today,
+        );
+        family(
+            "holdless_queue_callbacks",
+            "open callbacks of the queue: pending (due of them due now, overdue of those due over 30 min and not held by the calling window) and dispatched",
+            &cbs,
         );
     }
     let Ok(queues) = holdless.queue_stats(None) else {
@@ -292,8 +364,15 @@ pub async fn serve(
             let ready = ready.clone();
             async move {
                 process_collector().collect();
+                let callbacks = match ready.get() {
+                    Some(h) => {
+                        h.refresh_today_now().await;
+                        h.callback_counts_now().await
+                    }
+                    None => Default::default(),
+                };
                 let mut body = handle.map(|h| h.render()).unwrap_or_default();
-                body.push_str(&render_live(&ready));
+                body.push_str(&render_live(&ready, &callbacks));
                 (
                     [(
                         http::header::CONTENT_TYPE,

@@ -115,6 +115,8 @@ pub struct Scheduler {
     kick: Arc<Notify>,
     /// Open callbacks the actor holds in memory, as of its last pass.
     open_count: Arc<AtomicUsize>,
+    /// Dialers connected (`WatchDispatches` streams), as of the actor's last pass.
+    dialer_count: Arc<AtomicUsize>,
 }
 
 fn gone() -> ServiceError {
@@ -150,6 +152,7 @@ impl Scheduler {
             booked: HashMap::new(),
             slot_of: HashMap::new(),
             open_count: Arc::new(AtomicUsize::new(n)),
+            dialer_count: Arc::new(AtomicUsize::new(0)),
         };
         let now = actor.hl.clock().now();
         // Start-up: one plan snapshot and one floor lock for the whole lot. Each id is
@@ -193,11 +196,13 @@ impl Scheduler {
             "callback scheduler started"
         );
         let open_count = actor.open_count.clone();
+        let dialer_count = actor.dialer_count.clone();
         tokio::spawn(actor.run());
         Ok(Self {
             tx,
             kick,
             open_count,
+            dialer_count,
         })
     }
 
@@ -205,6 +210,12 @@ impl Scheduler {
     /// process's memory grows with it), as of the scheduler's last pass.
     pub fn open_count(&self) -> usize {
         self.open_count.load(Ordering::Relaxed)
+    }
+
+    /// Dialers connected, as of the scheduler's last pass (a dialer that hung up
+    /// counts until the next pass notices).
+    pub fn dialers_connected(&self) -> usize {
+        self.dialer_count.load(Ordering::Relaxed)
     }
 
     /// Something the scheduler depends on changed (an agent freed up): look again.
@@ -361,6 +372,8 @@ struct Actor {
     slot_of: HashMap<String, (String, DateTime<Utc>)>,
     /// `open.len()` for the metrics, published after each pass.
     open_count: Arc<AtomicUsize>,
+    /// `dialers.len()` likewise.
+    dialer_count: Arc<AtomicUsize>,
 }
 
 /// A callback id as the in-memory lookups hold it: one allocation shared by all of
@@ -390,6 +403,8 @@ impl Actor {
             let shape = (self.open.len(), self.by_attempt.len());
             self.step(now).await;
             self.open_count.store(self.open.len(), Ordering::Relaxed);
+            self.dialer_count
+                .store(self.dialers.len(), Ordering::Relaxed);
             if !counting_only || shape != (self.open.len(), self.by_attempt.len()) {
                 self.hl.boards().callbacks_changed();
             }
@@ -584,6 +599,13 @@ impl Actor {
                             c.pending += 1;
                             if cb.not_before <= now {
                                 c.due += 1;
+                                // Held back by the calling window or business hours
+                                // is waiting as promised, not overdue.
+                                let held =
+                                    self.waiting_window.get(&cb.id).is_some_and(|w| *w > now);
+                                if !held && now - cb.not_before > policy::overdue_after() {
+                                    c.overdue += 1;
+                                }
                             }
                         }
                         CallbackState::Dispatched => c.dispatched += 1,

@@ -49,6 +49,18 @@ pub const DIAL_SEARCH_DAYS: i64 = 14;
 /// clock) [`validate_slot`] accepts a slot.
 pub const MAX_SLOT_DAYS: u32 = 31;
 
+/// A due callback not dialed this long after it became due (and not held back by
+/// the calling window or business hours) is overdue: the wallboards and the
+/// `HoldlessCallbacksOverdue` alert show it. Half an hour: an ASAP callback keeps a
+/// caller's place in a line that rarely waits that long, and a scheduled one was
+/// promised within its slot.
+pub const OVERDUE_AFTER_SECS: i64 = 30 * 60;
+
+/// [`OVERDUE_AFTER_SECS`] as a duration.
+pub fn overdue_after() -> chrono::Duration {
+    chrono::Duration::seconds(OVERDUE_AFTER_SECS)
+}
+
 /// Scheduled callbacks are listed and booked this many local days ahead (today
 /// included) unless `callbacks.slot_horizon_days` says otherwise: two weeks cover
 /// "next Tuesday" without bookings piling up for staffing nobody has planned yet.

@@ -59,6 +59,10 @@ pub const MAX_BOARD_WATCHERS: usize = 1_024;
 /// With the system clock, boards are recomputed at least this often while someone
 /// watches: the longest wait grows and callbacks fall due without any event.
 const TICK: Duration = Duration::from_secs(1);
+/// While someone watches, open callbacks are counted again at least this often.
+const CALLBACKS_REASK: Duration = Duration::from_secs(30);
+/// Open callbacks are counted at most this often (each count is a pass over all).
+const CALLBACKS_GAP: Duration = Duration::from_secs(1);
 
 /// One queue's wallboard figures.
 #[derive(Debug, Clone, PartialEq)]
@@ -115,6 +119,9 @@ pub struct CallbackCounts {
     pub dispatched: u32,
     /// Pending and due now (`not_before` passed): in line or held by the calling window.
     pub due: u32,
+    /// Due for longer than [`crate::scheduler::policy::OVERDUE_AFTER_SECS`] and not
+    /// held back by the calling window or business hours.
+    pub overdue: u32,
 }
 
 /// A subscription: the boards, and whether the watcher was dropped for falling behind
@@ -152,6 +159,9 @@ pub(crate) struct Boards {
     stopped: AtomicBool,
     max_per_sec: f64,
     kpi_stale: std::sync::Mutex<HashSet<String>>,
+    /// One refresh of today's counters at a time (publisher and scrape), so an older
+    /// read never lands over a newer one.
+    refreshing: tokio::sync::Mutex<()>,
     today: std::sync::Mutex<HashMap<String, TodayKpi>>,
     callbacks: std::sync::Mutex<HashMap<String, CallbackCounts>>,
     callbacks_gen: AtomicU64,
@@ -173,6 +183,7 @@ impl Boards {
             stopped: AtomicBool::new(false),
             max_per_sec,
             kpi_stale: Default::default(),
+            refreshing: Default::default(),
             today: Default::default(),
             callbacks: Default::default(),
             callbacks_gen: AtomicU64::new(1),
@@ -238,6 +249,17 @@ fn rate_violation(message: String) -> ServiceError {
 impl Holdless {
     pub(crate) fn boards(&self) -> &Boards {
         &self.boards
+    }
+
+    /// Open callbacks per queue as the wallboards last heard from the scheduler
+    /// (the `/metrics` gauges read these, never the store).
+    pub fn callback_counts(&self) -> HashMap<String, CallbackCounts> {
+        lock(&self.boards.callbacks).clone()
+    }
+
+    /// Dialers connected now (`None` before the scheduler started).
+    pub fn dialers_connected(&self) -> Option<usize> {
+        self.scheduler.get().map(|s| s.dialers_connected())
     }
 
     /// Current boards of the named queues (all queues of the active plan when empty),
@@ -384,6 +406,7 @@ impl Holdless {
     /// Re-reads today's counters of the queues that had calls recorded, that are not
     /// cached yet, or whose day turned.
     async fn refresh_today(&self) {
+        let _one = self.boards.refreshing.lock().await;
         let plan = self.active_plan();
         let now = self.clock.now();
         let stale = std::mem::take(&mut *lock(&self.boards.kpi_stale));
@@ -421,6 +444,21 @@ impl Holdless {
                 }
             }
         }
+    }
+
+    /// Asks the scheduler for its open callbacks per queue now (one pass over them),
+    /// keeps the answer for the boards, and returns it. `/metrics` calls this at each
+    /// scrape: whether a callback is overdue changes with time alone.
+    pub async fn callback_counts_now(&self) -> HashMap<String, CallbackCounts> {
+        self.refresh_callbacks().await;
+        self.callback_counts()
+    }
+
+    /// Brings today's cached counters up to date now (only queues with calls recorded
+    /// since, or whose day turned, are read): `/metrics` calls this at each scrape so
+    /// its figures include every call recorded before it.
+    pub async fn refresh_today_now(&self) {
+        self.refresh_today().await;
     }
 
     /// Asks the scheduler for its open callbacks per queue.
@@ -481,14 +519,19 @@ async fn publish(hl: Weak<Holdless>) {
     drop(first);
     let mut watchers: Vec<Watcher> = Vec::new();
     let mut callbacks_seen = 0u64;
+    let mut callbacks_asked = tokio::time::Instant::now();
     let mut last_publish: Option<tokio::time::Instant> = None;
     loop {
         {
-            let Some(hl) = hl.upgrade() else { return };
+            let Some(hl) = hl.upgrade() else { break };
             let b = &hl.boards;
             if b.stopped.load(Ordering::Acquire) {
                 break;
             }
+            // Open callbacks changed but were counted less than a second ago: count
+            // them when the second is up.
+            let recount = (b.callbacks_gen.load(Ordering::Relaxed) != callbacks_seen)
+                .then_some(callbacks_asked + CALLBACKS_GAP);
             let slot = watchers
                 .iter()
                 .filter(|w| w.pending)
@@ -496,10 +539,7 @@ async fn publish(hl: Weak<Holdless>) {
                 .min();
             let tick = (!watchers.is_empty() && clock_moves.is_none())
                 .then(|| tokio::time::Instant::now() + TICK);
-            let wake_at = match (slot, tick) {
-                (Some(a), Some(b)) => Some(a.min(b)),
-                (a, b) => a.or(b),
-            };
+            let wake_at = [slot, tick, recount].into_iter().flatten().min();
             drop(hl);
             let notified = wake.notified();
             tokio::select! {
@@ -527,7 +567,7 @@ async fn publish(hl: Weak<Holdless>) {
         if let Some(last) = last_publish {
             tokio::time::sleep_until(last + boards_gap).await;
         }
-        let Some(hl) = hl.upgrade() else { return };
+        let Some(hl) = hl.upgrade() else { break };
         let b = &hl.boards;
         if b.stopped.load(Ordering::Acquire) {
             break;
@@ -537,8 +577,15 @@ async fn publish(hl: Weak<Holdless>) {
         watchers.append(&mut lock(&b.new_watchers));
         hl.refresh_today().await;
         let generation = b.callbacks_gen.load(Ordering::Relaxed);
-        if generation != callbacks_seen {
+        // Asked again after a change (at most once a second: each ask is a pass over
+        // every open callback), and now and then anyway: a callback becomes overdue
+        // with time alone.
+        let asked_ago = callbacks_asked.elapsed();
+        if generation != callbacks_seen && asked_ago >= CALLBACKS_GAP
+            || asked_ago >= CALLBACKS_REASK
+        {
             callbacks_seen = generation;
+            callbacks_asked = tokio::time::Instant::now();
             hl.refresh_callbacks().await;
         }
         if watchers.is_empty() {
@@ -561,14 +608,14 @@ async fn publish(hl: Weak<Holdless>) {
         }
     }
     // Stopping: every stream ends now.
-    let gone = watchers.len();
+    let mut gone = watchers.len();
     if let Some(hl) = hl.upgrade() {
         let mut new = lock(&hl.boards.new_watchers);
-        let n = new.len();
+        gone += new.len();
         new.clear();
-        hl.boards.watching.fetch_sub(gone + n, Ordering::Relaxed);
-        metrics::gauge!("holdless_stats_watchers").decrement((gone + n) as f64);
+        hl.boards.watching.fetch_sub(gone, Ordering::Relaxed);
     }
+    metrics::gauge!("holdless_stats_watchers").decrement(gone as f64);
 }
 
 /// Sends `w` its changed boards if its slot has come; `false` when it is to be

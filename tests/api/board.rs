@@ -289,3 +289,20 @@ async fn callbacks_show_pending_due_and_dispatched() {
     assert_eq!(g.agents_busy, 1, "the reserved agent counts as busy");
     assert_eq!(g.agents_reserved, 1);
 }
+
+/// At shutdown an open wallboard stream ends at once with UNAVAILABLE: it does not
+/// hold the server for the grace period (set far beyond the bound here).
+#[tokio::test]
+async fn wallboard_streams_end_at_once_on_shutdown() {
+    let app = spawn_app_with(|s| s.server.shutdown_grace_secs = 3600).await;
+    let mut s = watch(&app, &[], 0.0).await.unwrap();
+    next(&mut s).await;
+    tokio::time::timeout(WAIT, app.stop())
+        .await
+        .expect("shutdown does not wait for the wallboard")
+        .expect("clean shutdown");
+    let end = tokio::time::timeout(WAIT, s.message())
+        .await
+        .expect("the stream ends");
+    assert_eq!(end.unwrap_err().code(), tonic::Code::Unavailable);
+}

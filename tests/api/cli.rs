@@ -285,6 +285,8 @@ fn bench_tool_runs_a_tiny_comparison_with_the_baseline() {
         "2",
         "--agents",
         "3",
+        "--watchers",
+        "3",
         "--json",
     ]);
     let v: serde_json::Value = serde_json::from_str(&stdout).unwrap();
@@ -292,6 +294,11 @@ fn bench_tool_runs_a_tiny_comparison_with_the_baseline() {
     assert_eq!(reports.len(), 2);
     assert_eq!(reports[0]["target"], "baseline");
     assert_eq!(reports[1]["target"], "holdless");
+    // Wallboards watch holdless (the no-op baseline serves none).
+    assert_eq!(
+        (&reports[0]["watchers"], &reports[1]["watchers"]),
+        (&0.into(), &3.into())
+    );
     for r in reports {
         assert_eq!(r["ok"], 200, "{r}");
         assert_eq!(r["errors"], 0, "{r}");

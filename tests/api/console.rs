@@ -513,3 +513,256 @@ fn serve_refuses_a_public_console_without_principals() {
     assert!(stderr.contains("console"), "{stderr}");
     assert!(!dir.path().join("data").exists(), "created the store");
 }
+
+async fn plan_of(app: &TestApp, version: u64) -> pb::GetPlanResponse {
+    let mut plans = pb::plan_service_client::PlanServiceClient::new(app.channel.clone());
+    plans
+        .get_plan(with_token(
+            pb::GetPlanRequest { version },
+            &token_for(Role::Supervisor),
+        ))
+        .await
+        .expect("get plan")
+        .into_inner()
+}
+
+async fn audit_entries(app: &TestApp) -> Vec<pb::AuditEntry> {
+    let mut plans = pb::plan_service_client::PlanServiceClient::new(app.channel.clone());
+    plans
+        .list_audit(with_token(
+            pb::ListAuditRequest::default(),
+            &token_for(Role::Supervisor),
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .entries
+}
+
+#[tokio::test]
+async fn plan_apply_and_rollback_from_the_console_are_audited_and_a_stale_base_is_refused() {
+    let app = spawn_app_with(|s| s.auth.principals = principals()).await;
+    let session = sign_in(&app, &token_for(Role::Supervisor)).await;
+    let page = http(console(&app), "GET", "/plan", &[("Cookie", &session)], "").await;
+    assert_eq!(page.status, 200);
+    let csrf = csrf_of(&page.body);
+    let v1 = plan_of(&app, 0).await;
+    assert_eq!(v1.version.as_ref().unwrap().version, 1);
+    let candidate = v1
+        .plan_toml
+        .replacen("name = \"Sales\"", "name = \"Sales desk\"", 1);
+    assert_ne!(candidate, v1.plan_toml);
+
+    let sim = http(
+        console(&app),
+        "POST",
+        "/plan/simulate",
+        &[("Cookie", &session)],
+        &form(&[
+            ("csrf", &csrf),
+            ("text", &candidate),
+            ("base_version", "1"),
+            ("days", "7"),
+        ]),
+    )
+    .await;
+    assert_eq!(sim.status, 200, "{}", sim.body);
+    assert!(sim.body.contains("would change queue"), "{}", sim.body);
+    assert!(
+        sim.body
+            .contains(r#"<span class="add">+ name = &quot;Sales desk&quot;"#),
+        "{}",
+        sim.body
+    );
+    assert_eq!(
+        plan_of(&app, 0).await.version.unwrap().version,
+        1,
+        "a simulation applied"
+    );
+
+    let apply = |base: &'static str| {
+        let body = form(&[
+            ("csrf", &csrf),
+            ("text", &candidate),
+            ("base_version", base),
+            ("comment", "rename sales"),
+        ]);
+        let session = session.clone();
+        let addr = console(&app);
+        async move { http(addr, "POST", "/plan/apply", &[("Cookie", &session)], &body).await }
+    };
+    let r = apply("1").await;
+    assert_eq!(r.status, 303, "{}", r.body);
+    let v2 = plan_of(&app, 0).await;
+    assert_eq!(v2.version.as_ref().unwrap().version, 2);
+    assert_eq!(v2.plan_toml, candidate);
+    assert_eq!(v2.version.unwrap().author, "supervisor-principal");
+
+    // Based on v1 while v2 is active: refused, nothing applied.
+    let stale = apply("1").await;
+    assert_eq!(stale.status, 409, "{}", stale.body);
+    assert_eq!(plan_of(&app, 0).await.version.unwrap().version, 2);
+    let bad = http(
+        console(&app),
+        "POST",
+        "/plan/apply",
+        &[("Cookie", &session)],
+        &form(&[
+            ("csrf", &csrf),
+            ("text", "not = [a plan"),
+            ("base_version", "2"),
+        ]),
+    )
+    .await;
+    assert_eq!(bad.status, 400, "{}", bad.body);
+    assert_eq!(plan_of(&app, 0).await.version.unwrap().version, 2);
+
+    let r = http(
+        console(&app),
+        "POST",
+        "/plan/rollback",
+        &[("Cookie", &session)],
+        &form(&[("csrf", &csrf), ("version", "1"), ("base_version", "2")]),
+    )
+    .await;
+    assert_eq!(r.status, 303, "{}", r.body);
+    let v3 = plan_of(&app, 0).await;
+    assert_eq!(v3.version.unwrap().version, 3);
+    assert_eq!(v3.plan_toml, v1.plan_toml);
+
+    let audit = audit_entries(&app).await;
+    let by_console: Vec<(i32, &str)> = audit
+        .iter()
+        .filter(|e| e.principal == "supervisor-principal")
+        .map(|e| (e.action, e.detail.as_str()))
+        .collect();
+    assert_eq!(
+        by_console.iter().map(|(a, _)| *a).collect::<Vec<_>>(),
+        vec![
+            pb::AuditAction::PlanApply as i32,
+            pb::AuditAction::PlanRollback as i32
+        ],
+        "{audit:#?}"
+    );
+
+    let diff = http(
+        console(&app),
+        "GET",
+        "/plan/diff?from=1&to=2",
+        &[("Cookie", &session)],
+        "",
+    )
+    .await;
+    assert_eq!(diff.status, 200);
+    assert!(
+        diff.body
+            .contains(r#"<span class="del">- name = &quot;Sales&quot;"#),
+        "{}",
+        diff.body
+    );
+    let missing = http(
+        console(&app),
+        "GET",
+        "/plan/diff?from=1&to=99",
+        &[("Cookie", &session)],
+        "",
+    )
+    .await;
+    assert_eq!(missing.status, 404);
+}
+
+#[tokio::test]
+async fn a_callback_is_rescheduled_into_an_offered_slot_and_bad_filters_are_400() {
+    let app = spawn_app_with(|s| s.auth.principals = principals()).await;
+    let id = secured_callback(&app).await;
+    let session = sign_in(&app, &token_for(Role::Supervisor)).await;
+    let page = http(
+        console(&app),
+        "GET",
+        &format!("/callbacks/{id}"),
+        &[("Cookie", &session)],
+        "",
+    )
+    .await;
+    let csrf = csrf_of(&page.body);
+    let re = regex::Regex::new(r#"<option value="([^"|]+\|[^"]+)""#).unwrap();
+    let slot = re.captures(&page.body).expect("a slot offered")[1].to_owned();
+    let r = http(
+        console(&app),
+        "POST",
+        &format!("/callbacks/{id}/reschedule"),
+        &[("Cookie", &session)],
+        &form(&[("csrf", &csrf), ("slot", &slot)]),
+    )
+    .await;
+    assert_eq!(r.status, 303, "{}", r.body);
+    let mut cb = pb::callback_service_client::CallbackServiceClient::new(app.channel.clone());
+    let got = cb
+        .get_callback(with_token(
+            pb::GetCallbackRequest {
+                callback_id: id.clone(),
+            },
+            &token_for(Role::Supervisor),
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .callback
+        .unwrap();
+    let start = slot.split('|').next().unwrap();
+    let start = chrono::DateTime::parse_from_rfc3339(start)
+        .unwrap()
+        .timestamp();
+    assert_eq!(got.slot_start.map(|t| t.seconds), Some(start));
+
+    let bad = http(
+        console(&app),
+        "POST",
+        &format!("/callbacks/{id}/reschedule"),
+        &[("Cookie", &session)],
+        &form(&[("csrf", &csrf), ("slot", "yesterday")]),
+    )
+    .await;
+    assert_eq!(bad.status, 400);
+    for q in ["/callbacks?phone=12345", "/callbacks?state=lost"] {
+        let r = http(console(&app), "GET", q, &[("Cookie", &session)], "").await;
+        assert_eq!(r.status, 400, "{q}: {}", r.body);
+    }
+    let missing = http(
+        console(&app),
+        "GET",
+        "/callbacks/01ARZ3NDEKTSV4RRFFQ69G5FAV",
+        &[("Cookie", &session)],
+        "",
+    )
+    .await;
+    assert_eq!(missing.status, 404);
+}
+
+/// An open wallboard (a live event stream) does not hold up shutdown: the stream ends
+/// and `run` returns.
+#[tokio::test]
+async fn an_open_wallboard_stream_ends_at_shutdown() {
+    let app = spawn_app().await;
+    let mut s = tokio::net::TcpStream::connect(console(&app)).await.unwrap();
+    s.write_all(b"GET /wallboard/events HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let mut lines = BufReader::new(s).lines();
+    let first = tokio::time::timeout(Duration::from_secs(5), async {
+        while let Some(l) = lines.next_line().await.unwrap() {
+            if l.starts_with("data:") {
+                return;
+            }
+        }
+    });
+    first.await.expect("first tiles");
+    tokio::time::timeout(Duration::from_secs(10), app.stop())
+        .await
+        .expect("shutdown within 10 s")
+        .expect("clean shutdown");
+    let rest = tokio::time::timeout(Duration::from_secs(5), async {
+        while lines.next_line().await.ok().flatten().is_some() {}
+    });
+    rest.await.expect("the stream was closed");
+}

@@ -139,3 +139,135 @@ async fn metrics_export_process_build_and_reload_families_and_no_nan() {
         "{body}"
     );
 }
+
+/// The metric names in a PromQL text: `holdless_*` and `process_*` identifiers.
+fn metric_names(text: &str) -> std::collections::BTreeSet<String> {
+    let mut out = std::collections::BTreeSet::new();
+    let bytes = text.as_bytes();
+    let mut i = 0;
+    while i < bytes.len() {
+        let starts_word = i == 0 || !(bytes[i - 1].is_ascii_alphanumeric() || bytes[i - 1] == b'_');
+        let rest = &text[i..];
+        if starts_word && (rest.starts_with("holdless_") || rest.starts_with("process_")) {
+            let end = rest
+                .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+                .unwrap_or(rest.len());
+            out.insert(rest[..end].to_owned());
+            i += end;
+        } else {
+            i += 1;
+        }
+    }
+    out
+}
+
+/// The Grafana dashboard parses, and every metric it and the alert rules use is one
+/// the exporter really writes (after a short day: agents, a routed and an abandoned
+/// call, a callback, a dialer), so neither can rot when a metric is renamed.
+#[tokio::test]
+async fn dashboard_and_alert_rules_use_only_exported_metrics() {
+    let repo = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let dashboard = std::fs::read_to_string(repo.join("deploy/grafana/holdless-dashboard.json"))
+        .expect("dashboard file");
+    let parsed: serde_json::Value = serde_json::from_str(&dashboard).expect("dashboard is JSON");
+    let mut queries = String::new();
+    for panel in parsed["panels"].as_array().expect("panels") {
+        let targets = panel["targets"].as_array().expect("targets");
+        assert!(!targets.is_empty(), "panel {} has a query", panel["title"]);
+        for t in targets {
+            queries.push_str(t["expr"].as_str().expect("expr"));
+            queries.push('\n');
+        }
+    }
+    for v in parsed["templating"]["list"].as_array().expect("variables") {
+        if let Some(q) = v["query"].as_str() {
+            queries.push_str(q);
+            queries.push('\n');
+        }
+    }
+    let rules =
+        std::fs::read_to_string(repo.join("deploy/prometheus/alerts.yml")).expect("alert rules");
+    let exprs: String = rules
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("expr:"))
+        .collect::<Vec<_>>()
+        .join("\n");
+    assert_eq!(exprs.lines().count(), 5, "five alerts");
+    for alert in [
+        "HoldlessServiceLevelBelowTarget",
+        "HoldlessCallbacksOverdue",
+        "HoldlessStoreFlushSlow",
+        "HoldlessPlanReloadFailed",
+        "HoldlessNoDialerWhileCallbacksDue",
+    ] {
+        assert!(rules.contains(&format!("alert: {alert}")), "{alert}");
+    }
+    assert_eq!(rules.matches("for: ").count(), 5, "each alert has a for:");
+    assert_eq!(
+        rules.matches("severity: ").count(),
+        5,
+        "each alert a severity"
+    );
+    assert_eq!(
+        rules.matches("summary: ").count(),
+        5,
+        "each alert a summary"
+    );
+
+    let app = spawn_app().await;
+    agent(&app, "a1", &["support"], pb::AgentState::Busy, 0).await;
+    app.route(call("d1", "+12125550100")).await;
+    app.clock.advance(chrono::Duration::seconds(30));
+    app.routing()
+        .report_call_event(pb::ReportCallEventRequest {
+            call_id: "d1".into(),
+            r#type: pb::CallEventType::Abandoned as i32,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    agent(&app, "a2", &["support"], pb::AgentState::WrapUp, 0).await;
+    app.route(call("d2", "+12125550101")).await;
+    app.routing()
+        .report_call_event(pb::ReportCallEventRequest {
+            call_id: "d2".into(),
+            r#type: pb::CallEventType::Answered as i32,
+            agent_id: "a2".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let _dialer = pb::dispatch_service_client::DispatchServiceClient::new(app.channel.clone())
+        .watch_dispatches(pb::WatchDispatchesRequest {
+            dialer_id: "d".into(),
+        })
+        .await
+        .unwrap();
+    let body = scrape(&app).await;
+    let exported: std::collections::BTreeSet<String> = body
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE "))
+        .filter_map(|l| {
+            let mut parts = l.split_whitespace();
+            Some((parts.next()?.to_owned(), parts.next()?.to_owned()))
+        })
+        .flat_map(|(name, kind)| {
+            let mut names = vec![name.clone()];
+            if kind == "histogram" {
+                for suffix in ["_bucket", "_sum", "_count"] {
+                    names.push(format!("{name}{suffix}"));
+                }
+            }
+            names
+        })
+        .collect();
+    for (what, text) in [("dashboard", &queries), ("alert rules", &exprs)] {
+        let used = metric_names(text);
+        assert!(!used.is_empty(), "{what} use metrics");
+        let missing: Vec<_> = used.difference(&exported).collect();
+        assert!(
+            missing.is_empty(),
+            "{what} use metrics not exported: {missing:?}"
+        );
+    }
+}

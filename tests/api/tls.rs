@@ -295,3 +295,63 @@ async fn the_cli_says_tls_failure_when_the_server_certificate_is_not_trusted() {
     assert!(stderr.contains("TLS failure"), "{stderr}");
     assert!(!stderr.contains("transport error"), "{stderr}");
 }
+
+/// The console is served over TLS with the gRPC server's certificate (ALPN
+/// `http/1.1`, so a browser does not pick HTTP/2), and its session cookie is `Secure`.
+#[tokio::test]
+async fn the_console_uses_the_same_certificate_and_marks_its_cookie_secure() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio_rustls::rustls;
+    use tokio_rustls::rustls::pki_types::pem::PemObject;
+    use tokio_rustls::rustls::pki_types::{CertificateDer, ServerName};
+
+    let ca = Ca::new("console CA");
+    let dir = tempfile::tempdir().unwrap();
+    let (app, _store) = build(write_server_files(dir.path(), &ca, None))
+        .await
+        .expect("app builds");
+    let console = app.console_addr().expect("console enabled");
+    let (tx, rx) = oneshot::channel::<()>();
+    let grpc = app.local_addr();
+    tokio::spawn(app.run(async {
+        let _ = rx.await;
+    }));
+    let channel = health_over_tls(grpc, &ca, None).await.expect("gRPC up");
+    wait_serving(channel).await;
+
+    let mut roots = rustls::RootCertStore::empty();
+    roots
+        .add(CertificateDer::from_pem_slice(ca.pem().as_bytes()).unwrap())
+        .unwrap();
+    let mut config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    let tcp = tokio::net::TcpStream::connect(console).await.unwrap();
+    let mut tls = tokio_rustls::TlsConnector::from(Arc::new(config))
+        .connect(ServerName::try_from("localhost").unwrap(), tcp)
+        .await
+        .expect("TLS handshake with the gRPC server's certificate");
+    assert_eq!(tls.get_ref().1.alpn_protocol(), Some(&b"http/1.1"[..]));
+    tls.write_all(b"GET /wallboard HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut reply = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(10), tls.read_to_end(&mut reply)).await;
+    let reply = String::from_utf8_lossy(&reply);
+    assert!(reply.starts_with("HTTP/1.1 200"), "{reply}");
+    let cookie = reply
+        .lines()
+        .find(|l| l.to_ascii_lowercase().starts_with("set-cookie:"))
+        .unwrap_or_else(|| panic!("no session cookie: {reply}"));
+    assert!(cookie.contains("; Secure"), "{cookie}");
+    assert!(
+        cookie.contains("HttpOnly") && cookie.contains("SameSite=Strict"),
+        "{cookie}"
+    );
+    drop(tx);
+}
