@@ -15,8 +15,10 @@
 
 pub mod auth;
 pub mod callbacks;
+pub mod charts;
 pub mod kpis;
 pub mod plan;
+pub mod report;
 pub mod staffing;
 pub mod wallboard;
 

@@ -185,6 +185,10 @@ pub fn agents_for_service_level_a(
 
 /// Relative size below which a stationary term is dropped.
 const TAIL_EPS: f64 = 1e-16;
+/// Above this a stationary ratio is scaled down by [`RESCALE_BY`] (with everything
+/// summed so far), far from both ends of the f64 range.
+const RESCALE_ABOVE: f64 = 1e200;
+const RESCALE_BY: f64 = 1e-200;
 /// Longest queue the Erlang A chain is followed to.
 const MAX_QUEUE: usize = 1_000_000;
 
@@ -216,12 +220,23 @@ pub fn erlang_a(n: u32, rate: f64, aht: f64, patience: f64, t: f64) -> Option<St
     if theta == 0.0 && nf <= a {
         return None;
     }
-    // States at or above n, as ratios to pi_n: q[j] = pi_{n+j} / pi_n.
+    // States at or above n, as ratios to pi_n: q[j] = pi_{n+j} / pi_n, all times
+    // `shrink`. Far above capacity (hundreds of Erlangs on few agents, long patience) the
+    // ratios grow past f64 before they turn down; they are then scaled down together,
+    // so the sums stay finite instead of reading as "nobody waits".
     let mut q = vec![1.0f64];
     let mut term = 1.0f64;
     let (mut sum_q, mut sum_jq) = (1.0f64, 0.0f64);
+    let mut shrink = 1.0f64;
     for j in 1..MAX_QUEUE {
         term *= rate / (nf * mu + j as f64 * theta);
+        if term > RESCALE_ABOVE {
+            term *= RESCALE_BY;
+            sum_q *= RESCALE_BY;
+            sum_jq *= RESCALE_BY;
+            shrink *= RESCALE_BY;
+            q.iter_mut().for_each(|x| *x *= RESCALE_BY);
+        }
         if term < TAIL_EPS * sum_q {
             break;
         }
@@ -238,7 +253,8 @@ pub fn erlang_a(n: u32, rate: f64, aht: f64, patience: f64, t: f64) -> Option<St
         if b == 0.0 {
             f64::INFINITY
         } else {
-            1.0 / b - 1.0
+            // Scaled like the states above n (0 once they dwarf these).
+            (1.0 / b - 1.0) * shrink
         }
     };
     let total = below + sum_q;
@@ -421,6 +437,23 @@ mod tests {
             );
             assert!((0.0..=1.0).contains(&ea.service_level));
         }
+    }
+
+    #[test]
+    fn erlang_a_far_over_capacity_has_everyone_wait_instead_of_overflowing() {
+        // 300 Erlangs on one agent, callers who wait four hours: the stationary ratios
+        // pass f64's range long before they turn down.
+        let (rate, aht) = (3000.0 / 3600.0, 360.0);
+        let one = erlang_a(1, rate, aht, 14_400.0, 20.0).unwrap();
+        assert!(one.prob_wait > 0.999, "{one:?}");
+        assert!(one.service_level < 0.01, "{one:?}");
+        assert!(one.prob_abandon > 0.99, "{one:?}");
+        let c = agents_for_service_level(rate, aht, 20.0, 0.8).unwrap();
+        let a = agents_for_service_level_a(rate, aht, 14_400.0, 20.0, 0.8).unwrap();
+        assert!(
+            a.agents <= c.agents && a.agents + 5 >= c.agents,
+            "{a:?} vs {c:?}"
+        );
     }
 
     #[test]

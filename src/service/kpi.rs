@@ -143,6 +143,34 @@ pub fn validate_survey(
     }
 }
 
+/// The agents one hour needs for `target_fraction` of its calls answered within
+/// `target_secs`, by Erlang C and (given a mean patience) Erlang A. The staffing plan and
+/// the console's what-if both go through here, so the same inputs give the same figures.
+pub fn staffing_hour(
+    start: DateTime<Utc>,
+    arrivals_per_hour: f64,
+    aht_secs: f64,
+    patience_secs: Option<f64>,
+    target_secs: f64,
+    target_fraction: f64,
+) -> StaffingHour {
+    let rate = arrivals_per_hour / 3600.0;
+    // An hour without calls has nothing to plan: no prediction rather than
+    // "0 agents, 100% service level, occupancy 100%".
+    let busy = arrivals_per_hour > 0.0;
+    StaffingHour {
+        start,
+        arrivals_per_hour,
+        aht_secs,
+        erlang_c: busy
+            .then(|| erlang::agents_for_service_level(rate, aht_secs, target_secs, target_fraction))
+            .flatten(),
+        erlang_a: patience_secs.filter(|_| busy).and_then(|p| {
+            erlang::agents_for_service_level_a(rate, aht_secs, p, target_secs, target_fraction)
+        }),
+    }
+}
+
 impl Holdless {
     pub async fn kpi_report(&self, q: KpiQuery) -> Result<KpiReport, ServiceError> {
         self.flush_offers().await?;
@@ -332,22 +360,14 @@ impl Holdless {
             } else {
                 fallback_aht
             });
-            let rate = arrivals / 3600.0;
-            // An hour without calls has nothing to plan: no prediction rather than
-            // "0 agents, 100% service level, occupancy 100%".
-            let busy = arrivals > 0.0;
-            out.push(StaffingHour {
+            out.push(staffing_hour(
                 start,
-                arrivals_per_hour: arrivals,
-                aht_secs: aht,
-                erlang_c: busy
-                    .then(|| erlang::agents_for_service_level(rate, aht, secs, target))
-                    .flatten(),
-                erlang_a: q
-                    .patience_secs
-                    .filter(|_| busy)
-                    .and_then(|p| erlang::agents_for_service_level_a(rate, aht, p, secs, target)),
-            });
+                arrivals,
+                aht,
+                q.patience_secs,
+                secs,
+                target,
+            ));
             start += Duration::hours(1);
         }
         Ok(StaffingPlan {

@@ -9,6 +9,7 @@ mod board;
 mod callbacks;
 mod cli;
 mod console;
+mod console_reports;
 mod crash;
 mod customers;
 mod deploy;

@@ -69,8 +69,13 @@ let callNo = 0;
 const route = (caller = "+12125550100") =>
   rpc(routing, "RouteCall", { call_id: `e2e-call-${++callNo}-${Date.now()}`, caller_number: caller }, TELEPHONY);
 
-// Seed: calls for the heatmap and the wallboard, and a callback to cancel.
+// Seed: calls for the heatmap and the wallboard, and a callback to cancel. The heatmap
+// counts a call once it has left the line (answered, abandoned or transferred away, as
+// GetKpiReport counts offered calls), so one more caller hangs up; the others wait.
 for (let i = 0; i < 3; i++) await route();
+const gone = `e2e-gone-${Date.now()}`;
+await rpc(routing, "RouteCall", { call_id: gone, caller_number: "+12125550101" }, TELEPHONY);
+await rpc(routing, "ReportCallEvent", { call_id: gone, type: "CALL_EVENT_TYPE_ABANDONED" }, TELEPHONY);
 const requested = await rpc(callbacks, "RequestCallback", {
   queue_id: "general",
   phone_number: "+13125550142",
