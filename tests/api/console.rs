@@ -485,14 +485,11 @@ async fn the_wallboard_stream_shows_a_routed_call_without_a_reload() {
             .unwrap_or_else(|_| panic!("no tile with {want} waiting within 5 s"));
     }
     until_waiting(&mut lines, 0).await;
-    let routed = std::time::Instant::now();
+    // How soon it comes is the board stream's coalescing slot (half a second at the
+    // default 2 per second, checked in paused time in `service::board`) and the browser test's
+    // 1 s check; a wall-clock bound here would only measure how loaded the machine is.
     app.route(call("live-call-1", "+12125550100")).await;
     until_waiting(&mut lines, 1).await;
-    assert!(
-        routed.elapsed() < Duration::from_secs(1),
-        "took {:?}",
-        routed.elapsed()
-    );
 }
 
 #[test]
