@@ -21,6 +21,7 @@ pub const EXIT_UNAVAILABLE: u8 = 69;
 
 mod backup;
 mod kpi;
+mod simulate;
 
 pub use backup::{EXIT_INVALID, EXIT_IN_USE};
 
@@ -83,6 +84,9 @@ pub enum Command {
     Stats(kpi::StatsArgs),
     /// Agents needed per hour for a queue's service-level target (Erlang C / A).
     Staffing(kpi::StaffingArgs),
+    /// Simulate a day of a plan on a virtual clock, with callbacks and without:
+    /// abandonment, ASA, service level, hold time avoided, callbacks, occupancy.
+    SimulateDay(Box<simulate::SimulateDayArgs>),
     /// Write a stopped server's store (plan versions, customers, open callbacks) to a
     /// JSON Lines file (docs/EXPORT.md). Exits 75 while a server holds the store.
     Export {
@@ -808,6 +812,7 @@ async fn admin(command: Command) -> ExitCode {
         Command::Audit { limit, server } => audit(limit, server).await,
         Command::Stats(args) => kpi::stats(args).await,
         Command::Staffing(args) => kpi::staffing(args).await,
+        Command::SimulateDay(args) => simulate::simulate_day(*args).await,
         Command::Export { out, config } => {
             init_tracing(crate::config::LogFormat::Text);
             backup::export(config, out).await

@@ -56,6 +56,7 @@ use crate::service::queue_info;
 
 pub mod dist;
 pub mod report;
+pub mod scenario;
 #[cfg(test)]
 mod tests;
 
