@@ -22,14 +22,14 @@ fn failure(message: String) -> Failure {
     Failure { code: 1, message }
 }
 
-fn settings(config: Option<&Path>) -> Result<Settings, Failure> {
+pub(super) fn settings(config: Option<&Path>) -> Result<Settings, Failure> {
     Settings::load(config).map_err(|e| Failure {
         code: EXIT_CONFIG,
         message: format!("bad config: {e}"),
     })
 }
 
-async fn open(path: &Path) -> Result<SledStore, Failure> {
+pub(super) async fn open(path: &Path) -> Result<SledStore, Failure> {
     let p = path.to_owned();
     let opened = tokio::task::spawn_blocking(move || SledStore::open(&p))
         .await

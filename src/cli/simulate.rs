@@ -12,11 +12,13 @@ use clap::Args;
 
 use super::{connect, Failure, ServerArg, EXIT_CONFIG};
 use crate::api::pb;
+use crate::domain::contact::ContactRecord;
 use crate::metrics::kpi::ABANDON_GRACE_SECS;
 use crate::routing::CompiledPlan;
 use crate::sim::day::report::DayFigures;
 use crate::sim::day::scenario::{compare, Comparison, Scenario, Shape};
-use crate::sim::day::{CallbackParams, DayInput, DEFAULT_RING_SECS};
+use crate::sim::day::{CallbackParams, DayInput, Dist, DEFAULT_RING_SECS};
+use crate::store::Store;
 
 /// Where the simulated day starts when `--start` gives only a date (or nothing):
 /// 08:00 in the first queue's business-hours zone, a contact center's usual opening.
@@ -34,9 +36,19 @@ pub struct SimulateDayArgs {
     /// business-hours zone. Default: today.
     #[arg(long)]
     pub start: Option<String>,
-    /// Length of the day in hours.
-    #[arg(long, default_value_t = 10)]
-    pub hours: u32,
+    /// Length of the day in hours (default: 10; 24 with --from-store).
+    #[arg(long)]
+    pub hours: Option<u32>,
+    /// Replay the calls a stopped server recorded on this UTC day (YYYY-MM-DD) from
+    /// its store (at store.path of --config). Without --agents or --staffing-csv,
+    /// staffing is as recorded: each call is answered after its recorded wait, so the
+    /// unchanged day counts what the server counted.
+    #[arg(long)]
+    pub from_store: Option<String>,
+    /// Config file whose store.path --from-store reads (default: ./holdless.toml if
+    /// present).
+    #[arg(long, short)]
+    pub config: Option<PathBuf>,
     /// Poisson arrivals per hour: one value for the whole day, or one per hour
     /// (comma-separated; the last holds for later hours).
     #[arg(long, value_delimiter = ',')]
@@ -119,11 +131,15 @@ fn shape(s: &str, flag: &str) -> Result<Shape, Failure> {
     }
 }
 
-async fn load_plan(args: &SimulateDayArgs) -> Result<Arc<CompiledPlan>, Failure> {
-    let text = match &args.plan {
-        Some(path) => std::fs::read_to_string(path)
+async fn load_plan(
+    args: &SimulateDayArgs,
+    stored: Option<String>,
+) -> Result<Arc<CompiledPlan>, Failure> {
+    let text = match (&args.plan, stored) {
+        (Some(path), _) => std::fs::read_to_string(path)
             .map_err(|e| bad(format!("cannot read {}: {e}", path.display())))?,
-        None => {
+        (None, Some(toml)) => toml,
+        (None, None) => {
             let mut c =
                 pb::plan_service_client::PlanServiceClient::new(connect(&args.server).await?);
             c.get_plan(pb::GetPlanRequest::default())
@@ -219,9 +235,38 @@ fn read_csv(
     Ok(rows)
 }
 
+/// The contact records and active plan of a stopped server's store.
+async fn from_store(
+    config: Option<&Path>,
+) -> Result<(Vec<ContactRecord>, Option<String>), Failure> {
+    let settings = super::backup::settings(config)?;
+    let path = settings.store.path;
+    if !path.join("db").is_file() {
+        return Err(bad(format!(
+            "no holdless store at {} (store.path)",
+            path.display()
+        )));
+    }
+    let store = super::backup::open(&path).await?;
+    let records = store
+        .contacts_since(DateTime::<Utc>::MIN_UTC, MAX_RECORDS)
+        .await;
+    let plan = store.active_plan().await;
+    store.close().await;
+    let fail =
+        |e: crate::store::StoreError| bad(format!("cannot read store {}: {e}", path.display()));
+    Ok((records.map_err(fail)?, plan.map_err(fail)?.map(|p| p.toml)))
+}
+
+/// Most contact records a recorded day reads.
+pub const MAX_RECORDS: usize = 2_000_000;
+
 /// Builds the day from the flags.
 async fn day_input(args: &SimulateDayArgs) -> Result<(DayInput, Scenario), Failure> {
-    let plan = load_plan(args).await?;
+    if let Some(day) = &args.from_store {
+        return recorded_input(args, day).await;
+    }
+    let plan = load_plan(args, None).await?;
     let first = args
         .queue
         .first()
@@ -242,7 +287,7 @@ async fn day_input(args: &SimulateDayArgs) -> Result<(DayInput, Scenario), Failu
     let mut scenario = Scenario {
         queues: args.queue.clone(),
         start: Some(start),
-        hours: args.hours,
+        hours: args.hours.unwrap_or(10),
         calls_per_hour: args.calls_per_hour.clone(),
         aht_secs: args.aht_secs,
         handle_shape: shape(&args.aht_dist, "aht-dist")?,
@@ -274,6 +319,82 @@ async fn day_input(args: &SimulateDayArgs) -> Result<(DayInput, Scenario), Failu
         .input(plan, start)
         .map_err(|e| bad(format!("--{}", e.to_string().replace('_', "-"))))?;
     Ok((input, scenario))
+}
+
+/// `--from-store DAY`: the recorded calls of that UTC day.
+async fn recorded_input(
+    args: &SimulateDayArgs,
+    day: &str,
+) -> Result<(DayInput, Scenario), Failure> {
+    let date = NaiveDate::parse_from_str(day, "%Y-%m-%d").map_err(|_| {
+        bad(format!(
+            "bad --from-store {day}: give a UTC date YYYY-MM-DD"
+        ))
+    })?;
+    let (records, stored_plan) = from_store(args.config.as_deref()).await?;
+    let plan = load_plan(args, stored_plan).await?;
+    let start = match &args.start {
+        Some(s) => start_of(Some(s), Tz::UTC)?,
+        None => date.and_time(NaiveTime::MIN).and_utc(),
+    };
+    let hours = args.hours.unwrap_or(24);
+    if hours == 0 || hours > crate::sim::day::scenario::MAX_HOURS {
+        return Err(bad("--hours: give 1 to 168 hours".into()));
+    }
+    let mut loads = crate::sim::day::recorded::loads(&plan, &records, start, hours);
+    if !args.queue.is_empty() {
+        loads.retain(|l| args.queue.contains(&l.queue));
+    }
+    if loads.is_empty() {
+        return Err(bad(format!(
+            "no recorded calls on {day} in the queues asked for"
+        )));
+    }
+    let intervals = hours as usize * 4;
+    let staffing = match &args.staffing_csv {
+        Some(p) => read_csv(p, start, Tz::UTC)?,
+        None => Vec::new(),
+    };
+    let as_recorded = args.agents.is_none() && staffing.is_empty();
+    for l in &mut loads {
+        if let Some(n) = args.agents {
+            l.agents = vec![n];
+        } else if !staffing.is_empty() {
+            l.agents = vec![0; intervals];
+            for (i, q, n) in &staffing {
+                if *q == l.queue && *i < intervals {
+                    l.agents[*i] = n.max(0.0).round() as u32;
+                }
+            }
+        }
+        if let Some(p) = args.patience_secs {
+            l.patience = Dist::Exponential { mean_secs: p };
+        }
+    }
+    let customer_tz = match &args.customer_tz {
+        Some(z) => Some(
+            z.parse::<Tz>()
+                .map_err(|_| bad(format!("--customer-tz {z} is not an IANA time zone")))?,
+        ),
+        None => None,
+    };
+    let input = DayInput {
+        plan,
+        start,
+        intervals,
+        queues: loads,
+        callbacks: CallbackParams {
+            offer_after_ewt_secs: args.offer_threshold_secs,
+            acceptance: args.acceptance_rate,
+            answer_rate: args.answer_rate,
+            ring_secs: args.ring_secs,
+            customer_tz,
+        },
+        short_abandon_secs: args.short_abandon_secs,
+        as_recorded,
+    };
+    crate::sim::day::check(&input).map_err(|e| bad(e.to_string()))?;
+    Ok((input, Scenario::default()))
 }
 
 pub async fn simulate_day(args: SimulateDayArgs) -> Result<String, Failure> {

@@ -55,6 +55,7 @@ use crate::scheduler::policy;
 use crate::service::queue_info;
 
 pub mod dist;
+pub mod recorded;
 pub mod report;
 pub mod scenario;
 #[cfg(test)]
@@ -79,6 +80,11 @@ pub struct DayInput {
     pub callbacks: CallbackParams,
     /// An abandon counts against the abandonment rate only after this wait.
     pub short_abandon_secs: f64,
+    /// Staffing as recorded: each recorded call answered in the recorded day is
+    /// answered after the same wait, by an agent of its own who comes free then, and
+    /// `QueueLoad::agents` is ignored. A recorded day replayed so, unchanged, counts
+    /// what the live server counted.
+    pub as_recorded: bool,
 }
 
 /// The load and staffing of one queue of the plan.
@@ -109,6 +115,8 @@ pub struct RecordedCall {
     pub handle_ms: Option<i64>,
     /// How long the caller would wait (`None`: drawn from the queue's patience).
     pub patience_ms: Option<i64>,
+    /// How long the call waited before it was answered, when it was.
+    pub answered_after_ms: Option<i64>,
     /// The call as it was routed, to be decided again under the simulated plan.
     pub call: Option<Box<Call>>,
 }
@@ -260,6 +268,7 @@ enum Ev {
     WorkEnd(usize),
     DialEnd(usize),
     CallbackDue(usize),
+    AgentIn(usize),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -280,6 +289,8 @@ struct Agent {
     work_since: i64,
     /// When the agent last finished a piece of work.
     last_end_ms: i64,
+    /// A recorded call's own agent (as-recorded staffing): gone after that call.
+    private: bool,
 }
 
 struct SimCall {
@@ -416,6 +427,7 @@ impl<'a> Sim<'a> {
                 Ev::WorkEnd(a) => self.work_end(a),
                 Ev::DialEnd(b) => self.dial_end(b),
                 Ev::CallbackDue(b) => self.callback_due(b),
+                Ev::AgentIn(a) => self.report(a, AgentState::Available),
             }
             self.play_scheduler();
         }
@@ -546,19 +558,7 @@ impl<'a> Sim<'a> {
                 }
             }
             for _ in 0..need {
-                let a = self.agents.len();
-                let id = format!("a{a}");
-                self.agent_by_id.insert(id.clone(), a);
-                self.agents.push(Agent {
-                    id,
-                    queue: q,
-                    last_report: self.input.start - Duration::seconds(1),
-                    logged_in: false,
-                    leaving: false,
-                    work: Work::Idle,
-                    work_since: 0,
-                    last_end_ms: 0,
-                });
+                let a = self.new_agent(q);
                 self.queues[q].agents.push(a);
                 self.report(a, AgentState::Available);
             }
@@ -580,6 +580,25 @@ impl<'a> Sim<'a> {
                 extra -= 1;
             }
         }
+    }
+
+    /// A new agent with queue `q`'s skills, logged off.
+    fn new_agent(&mut self, q: usize) -> usize {
+        let a = self.agents.len();
+        let id = format!("a{a}");
+        self.agent_by_id.insert(id.clone(), a);
+        self.agents.push(Agent {
+            id,
+            queue: q,
+            last_report: self.input.start - Duration::seconds(1),
+            logged_in: false,
+            leaving: false,
+            work: Work::Idle,
+            work_since: 0,
+            last_end_ms: 0,
+            private: false,
+        });
+        a
     }
 
     /// Reports an agent's state to the floor as the platform would, then gives a freed
@@ -623,10 +642,10 @@ impl<'a> Sim<'a> {
         let now = self.now();
         let load = &self.input.queues[q];
         let sq = &mut self.queues[q];
-        let (handle_ms, patience_ms, call) = match &load.arrivals {
+        let (handle_ms, patience_ms, call, answered_after) = match &load.arrivals {
             Arrivals::Poisson(_) => {
                 let h = load.handle.sample_ms(&mut sq.arrivals_rng).unwrap_or(0);
-                (h, load.patience.sample_ms(&mut sq.arrivals_rng), None)
+                (h, load.patience.sample_ms(&mut sq.arrivals_rng), None, None)
             }
             Arrivals::Recorded(calls) => {
                 let r = &calls[sq.next_recorded];
@@ -637,6 +656,7 @@ impl<'a> Sim<'a> {
                     r.handle_ms.unwrap_or(h),
                     r.patience_ms.or(p),
                     r.call.as_deref(),
+                    r.answered_after_ms,
                 )
             }
         };
@@ -652,6 +672,19 @@ impl<'a> Sim<'a> {
         }
         self.schedule_arrival(q, self.now_ms);
 
+        // As recorded: the call waits for an agent of its own (a preferred agent, busy
+        // until the recorded answer), so nobody else takes it and it takes nobody's.
+        let mut own = None;
+        if self.input.as_recorded {
+            let a = self.new_agent(target);
+            self.agents[a].private = true;
+            self.report(a, AgentState::Busy);
+            let hold = answered_after.or(patience_ms).unwrap_or(0);
+            own = Some((a, (hold / 1000 + 2) as u32));
+            if let Some(w) = answered_after {
+                self.at(self.now_ms + w, Ev::AgentIn(a));
+            }
+        }
         let c = self.calls.len();
         let id = format!("c{c}");
         self.calls.push(SimCall {
@@ -668,8 +701,8 @@ impl<'a> Sim<'a> {
                 customer_id: None,
                 priority,
                 extra_skills: &[],
-                preferred_agent: None,
-                preferred_wait_secs: 0,
+                preferred_agent: own.map(|(a, _)| self.agents[a].id.as_str()),
+                preferred_wait_secs: own.map_or(0, |(_, w)| w),
             },
             queue_info(queue),
             now,
@@ -832,7 +865,7 @@ impl<'a> Sim<'a> {
             }
         }
         self.agents[a].work = Work::Idle;
-        if self.agents[a].leaving {
+        if self.agents[a].leaving || self.agents[a].private {
             self.report(a, AgentState::Offline);
         } else {
             self.report(a, AgentState::Available);

@@ -19,5 +19,6 @@ mod plans;
 mod readme;
 mod reload;
 mod routing;
+mod simulate;
 mod tls;
 mod torture;

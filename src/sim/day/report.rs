@@ -16,6 +16,10 @@ pub struct Figures {
     pub offered: u64,
     pub answered: u64,
     pub abandoned: u64,
+    /// The counts behind service level and abandonment rate.
+    pub answered_within_target: u64,
+    pub abandoned_after_target: u64,
+    pub abandoned_after_grace: u64,
     /// Abandoned after the short-abandon threshold / offered.
     pub abandonment_rate: Option<f64>,
     pub asa_secs: Option<f64>,
@@ -49,6 +53,9 @@ impl Figures {
             offered: k.offered,
             answered: k.answered,
             abandoned: k.abandoned,
+            answered_within_target: k.answered_in_target,
+            abandoned_after_target: k.abandoned_after_target,
+            abandoned_after_grace: k.abandoned_after_grace,
             abandonment_rate: f.abandonment_rate,
             asa_secs: f.asa_secs,
             service_level: f.service_level,

@@ -161,6 +161,7 @@ impl Scenario {
             queues: loads,
             callbacks: self.callbacks,
             short_abandon_secs: self.short_abandon_secs,
+            as_recorded: false,
         };
         super::check(&input)?;
         Ok(input)

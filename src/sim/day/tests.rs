@@ -47,6 +47,7 @@ fn single_queue(hours: usize, per_hour: f64, agents: u32, aht: f64, patience: Di
         }],
         callbacks: CallbackParams::default(),
         short_abandon_secs: 0.0,
+        as_recorded: false,
     }
 }
 
