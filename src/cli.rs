@@ -1,6 +1,8 @@
 //! The command line. `serve` runs the daemon; `export` and `import` work on a stopped
 //! server's store (sled holds an exclusive lock, so they refuse while a server runs);
-//! every other command is a gRPC client of a running server.
+//! `simulate-day` reads a plan file, or asks a running server for its plan (with
+//! `--from-store`, a stopped server's store); every other command is a gRPC client of
+//! a running server.
 
 use std::path::PathBuf;
 use std::process::ExitCode;

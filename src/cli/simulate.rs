@@ -112,6 +112,9 @@ pub struct SimulateDayArgs {
     /// Write charts (waiting.svg, hourly.svg) into this directory.
     #[arg(long)]
     pub svg: Option<PathBuf>,
+    /// Also print how long the simulation took (days, calls, events, seconds).
+    #[arg(long)]
+    pub timing: bool,
     #[command(flatten)]
     pub server: ServerArg,
 }
@@ -414,15 +417,17 @@ pub async fn simulate_day(args: SimulateDayArgs) -> Result<String, Failure> {
             .map(|s| s + "\n")
             .map_err(|e| bad(e.to_string()));
     }
-    let offered = c.without_callbacks.total.offered;
-    Ok(format!(
-        "{}\nsimulated {} day(s) ({} calls in the first, {} events) in {:.2} s\n",
-        c.table(),
-        2 * c.runs,
-        offered,
-        c.events,
-        took.as_secs_f64()
-    ))
+    let mut out = c.table();
+    if args.timing {
+        out += &format!(
+            "\nsimulated {} day(s) ({} calls in the first, {} events) in {:.2} s\n",
+            2 * c.runs,
+            c.without_callbacks.total.offered,
+            c.events,
+            took.as_secs_f64()
+        );
+    }
+    Ok(out)
 }
 
 /// `--sweep offer_threshold=30,60,...`: one row per value (means over the runs).

@@ -163,3 +163,109 @@ async fn an_unchanged_recorded_day_counts_what_the_server_counted() {
     close("service_level", figures.service_level);
     close("abandonment_rate", figures.abandonment_rate);
 }
+
+fn day_request() -> pb::SimulateDayRequest {
+    pb::SimulateDayRequest {
+        queue_ids: vec!["general".into()],
+        start_time: Some(prost_types::Timestamp {
+            seconds: at(WEEKDAY_NOON).timestamp(),
+            nanos: 0,
+        }),
+        hours: 3,
+        calls_per_hour: vec![150.0],
+        aht_secs: Some(240.0),
+        patience_secs: Some(180.0),
+        agents: Some(9),
+        offer_threshold_secs: Some(60),
+        acceptance_rate: Some(0.6),
+        seed: 4,
+        ..Default::default()
+    }
+}
+
+#[tokio::test]
+async fn simulate_day_compares_the_active_plan_with_and_without_callbacks() {
+    let app = spawn_app().await;
+    let r = app
+        .plans()
+        .simulate_day(day_request())
+        .await
+        .expect("simulated")
+        .into_inner();
+    let (w, wo) = (r.with_callbacks.unwrap(), r.without_callbacks.unwrap());
+    assert!(wo.offered > 300, "{wo:?}");
+    // The same callers: each is offered to the line once, or became a callback.
+    assert_eq!(w.offered + w.callbacks_requested, wo.offered);
+    assert!(w.callbacks_requested > 0 && w.hold_time_avoided_seconds > 0.0);
+    assert_eq!(wo.callbacks_offered, 0);
+    assert_eq!(r.short_abandon_seconds, 5.0);
+    assert!(r.asa_basis.contains("answered"));
+    let json: serde_json::Value = serde_json::from_str(&r.report_json).expect("JSON");
+    assert_eq!(
+        json["with_callbacks"]["hours"].as_array().map(Vec::len),
+        Some(3)
+    );
+    // One seed, one answer.
+    let again = app
+        .plans()
+        .simulate_day(day_request())
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(again.with_callbacks, Some(w));
+}
+
+#[tokio::test]
+async fn simulate_day_refuses_bad_parameters_naming_each_field() {
+    let app = spawn_app().await;
+    let cases: Vec<(pb::SimulateDayRequest, &str)> = vec![
+        (
+            pb::SimulateDayRequest {
+                calls_per_hour: vec![],
+                ..day_request()
+            },
+            "calls_per_hour",
+        ),
+        (
+            pb::SimulateDayRequest {
+                acceptance_rate: Some(1.5),
+                ..day_request()
+            },
+            "acceptance_rate",
+        ),
+        (
+            pb::SimulateDayRequest {
+                queue_ids: vec!["nope".into()],
+                ..day_request()
+            },
+            "queue_ids[0]",
+        ),
+        (
+            pb::SimulateDayRequest {
+                runs: 1000,
+                ..day_request()
+            },
+            "runs",
+        ),
+        (
+            pb::SimulateDayRequest {
+                plan_toml: "[[queues]]\nid = 3\n".into(),
+                ..day_request()
+            },
+            "plan_toml.",
+        ),
+    ];
+    for (req, field) in cases {
+        let status = app.plans().simulate_day(req).await.unwrap_err();
+        assert_eq!(
+            status.code(),
+            tonic::Code::InvalidArgument,
+            "{field}: {status:?}"
+        );
+        assert!(
+            violations(&status).iter().any(|v| v.starts_with(field)),
+            "{field}: {:?}",
+            violations(&status)
+        );
+    }
+}
