@@ -101,6 +101,7 @@ pub struct SimulateDayArgs {
     /// rate (the live server's threshold by default).
     #[arg(long, default_value_t = ABANDON_GRACE_SECS)]
     pub short_abandon_secs: f64,
+    /// Seed of the first run: the same seed gives the same day.
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
     /// Runs (seeds seed, seed+1, ...) averaged, with 95% confidence intervals.
