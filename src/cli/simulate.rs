@@ -643,3 +643,73 @@ pub fn charts(dir: &Path, c: &Comparison, input: &DayInput) -> Result<(), String
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
+        let p = dir.join(name);
+        std::fs::write(&p, text).expect("written");
+        p
+    }
+
+    #[test]
+    fn csv_rows_become_intervals_of_the_day_in_its_zone() {
+        let dir = tempfile::tempdir().expect("dir");
+        let tz: Tz = "America/New_York".parse().expect("zone");
+        let start = start_of(Some("2026-03-02"), tz).ok().expect("start");
+        assert_eq!(start.to_rfc3339(), "2026-03-02T13:00:00+00:00");
+        let p = write(
+            dir.path(),
+            "a.csv",
+            "interval,queue,calls\n08:00,general,30\n\n09:15, general , 42.5\n",
+        );
+        let rows = read_csv(&p, start, tz).ok().expect("parsed");
+        assert_eq!(
+            rows,
+            vec![(0, "general".into(), 30.0), (5, "general".into(), 42.5)]
+        );
+        for bad in [
+            "07:45,general,3\n",
+            "08:10,general,3\n",
+            "08:00,general,x\n",
+        ] {
+            let p = write(dir.path(), "b.csv", &format!("interval,queue,calls\n{bad}"));
+            let Err(e) = read_csv(&p, start, tz) else {
+                panic!("{bad} is refused");
+            };
+            assert!(e.message.contains("line 2"), "{}", e.message);
+        }
+    }
+
+    #[test]
+    fn charts_are_two_svg_files() {
+        let plan = Arc::new(
+            crate::routing::compile_toml(
+                "[[queues]]\nid = \"q\"\nskills = [\"s\"]\n[default_route]\nqueue = \"q\"\n",
+                1,
+            )
+            .expect("plan"),
+        );
+        let scenario = Scenario {
+            hours: 2,
+            calls_per_hour: vec![60.0],
+            agents: Some(2),
+            aht_secs: Some(150.0),
+            ..Scenario::default()
+        };
+        let start = start_of(Some("2026-03-02"), Tz::UTC).ok().expect("start");
+        let input = scenario.input(plan, start).expect("input");
+        let c = compare(&input, 1, 1).expect("compared");
+        let dir = tempfile::tempdir().expect("dir");
+        charts(dir.path(), &c, &input).expect("drawn");
+        for f in ["waiting.svg", "hourly.svg"] {
+            let svg = std::fs::read_to_string(dir.path().join(f)).expect("file");
+            assert!(
+                svg.starts_with("<svg") && svg.contains("with callbacks"),
+                "{f}"
+            );
+        }
+    }
+}

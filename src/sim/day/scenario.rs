@@ -370,3 +370,38 @@ impl Comparison {
         out
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn staffing_rows_and_the_erlang_plan_give_agents_per_interval() {
+        let plan = Arc::new(
+            crate::routing::compile_toml(
+                "[[queues]]\nid = \"q\"\nskills = [\"s\"]\ndefault_aht_secs = 180\n[default_route]\nqueue = \"q\"\n",
+                1,
+            )
+            .expect("plan"),
+        );
+        let start = DateTime::<Utc>::UNIX_EPOCH;
+        let mut s = Scenario {
+            hours: 1,
+            calls_per_hour: vec![100.0],
+            staffing: vec![
+                (0, "q".into(), 3),
+                (2, "q".into(), 5),
+                (1, "other".into(), 9),
+            ],
+            ..Scenario::default()
+        };
+        let input = s.input(plan.clone(), start).expect("input");
+        assert_eq!(input.queues[0].agents, vec![3, 0, 5, 0]);
+        s.staffing.clear();
+        let input = s.input(plan.clone(), start).expect("input");
+        // 100 calls an hour of 180 s is 5 Erlangs: Erlang C wants more agents than that.
+        assert!(input.queues[0].agents.iter().all(|&n| n > 5 && n < 12));
+        s.hours = 0;
+        assert_eq!(s.input(plan, start).unwrap_err().field, "hours");
+    }
+}
