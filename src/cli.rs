@@ -1,6 +1,8 @@
 //! The command line. `serve` runs the daemon; `export` and `import` work on a stopped
 //! server's store (sled holds an exclusive lock, so they refuse while a server runs);
-//! every other command is a gRPC client of a running server.
+//! `simulate-day` reads a plan file, or asks a running server for its plan (with
+//! `--from-store`, a stopped server's store); every other command is a gRPC client of
+//! a running server.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -21,6 +23,7 @@ pub const EXIT_UNAVAILABLE: u8 = 69;
 
 mod backup;
 mod kpi;
+mod simulate;
 
 pub use backup::{EXIT_INVALID, EXIT_IN_USE};
 
@@ -83,6 +86,9 @@ pub enum Command {
     Stats(kpi::StatsArgs),
     /// Agents needed per hour for a queue's service-level target (Erlang C / A).
     Staffing(kpi::StaffingArgs),
+    /// Simulate a day of a plan on a virtual clock, with callbacks and without:
+    /// abandonment, ASA, service level, hold time avoided, callbacks, occupancy.
+    SimulateDay(Box<simulate::SimulateDayArgs>),
     /// Write a stopped server's store (plan versions, customers, open callbacks) to a
     /// JSON Lines file (docs/EXPORT.md). Exits 75 while a server holds the store.
     Export {
@@ -813,6 +819,7 @@ async fn admin(command: Command) -> ExitCode {
         Command::Audit { limit, server } => audit(limit, server).await,
         Command::Stats(args) => kpi::stats(args).await,
         Command::Staffing(args) => kpi::staffing(args).await,
+        Command::SimulateDay(args) => simulate::simulate_day(*args).await,
         Command::Export { out, config } => {
             init_tracing(crate::config::LogFormat::Text);
             backup::export(config, out).await

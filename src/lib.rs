@@ -15,7 +15,8 @@
 //! - [`scheduler`]: the callback scheduler actor and the pure callback policy
 //!   (calling windows, retries, slots).
 //! - [`sim`]: deterministic simulations on the real floor and a manual clock (the
-//!   line-fairness check run by `cargo test`).
+//!   line-fairness check run by `cargo test`, and the day simulator behind
+//!   `holdless simulate-day`).
 //! - [`store`]: persistence behind the async [`store::Store`] trait: the embedded sled
 //!   backend with group commit (the only code that touches sled) and the PostgreSQL
 //!   backend with fencing (the only code that touches the driver), chosen by

@@ -241,6 +241,122 @@ impl PlanService for PlanApi {
         }))
     }
 
+    #[instrument(skip_all, fields(hours = request.get_ref().hours, runs = request.get_ref().runs))]
+    async fn simulate_day(
+        &self,
+        request: Request<pb::SimulateDayRequest>,
+    ) -> Result<Response<pb::SimulateDayResponse>, Status> {
+        let holdless = ready(&self.ready)?;
+        let pb::SimulateDayRequest {
+            plan_toml,
+            queue_ids,
+            start_time,
+            hours,
+            calls_per_hour,
+            aht_secs,
+            patience_secs,
+            agents,
+            offer_threshold_secs,
+            acceptance_rate,
+            answer_rate,
+            short_abandon_secs,
+            seed,
+            runs,
+        } = request.into_inner();
+        let mut v = Vec::new();
+        for (i, q) in queue_ids.iter().enumerate() {
+            check_text(&format!("queue_ids[{i}]"), q, MAX_LABEL_LEN, &mut v);
+        }
+        let start = match start_time {
+            None => None,
+            Some(t) => match instant(&t) {
+                Some(t) => Some(t),
+                None => {
+                    v.push(FieldViolation::new("start_time", "is out of range"));
+                    None
+                }
+            },
+        };
+        if calls_per_hour.is_empty() {
+            v.push(FieldViolation::new(
+                "calls_per_hour",
+                "give at least one value (calls per hour)",
+            ));
+        }
+        if calls_per_hour.len() > crate::sim::day::scenario::MAX_HOURS as usize {
+            v.push(FieldViolation::new(
+                "calls_per_hour",
+                "one value per hour at most",
+            ));
+        }
+        if !v.is_empty() {
+            return Err(invalid_argument(&v));
+        }
+        let defaults = crate::sim::day::CallbackParams::default();
+        let scenario = crate::sim::day::scenario::Scenario {
+            queues: queue_ids,
+            start,
+            hours: if hours == 0 { 10 } else { hours },
+            calls_per_hour,
+            aht_secs,
+            patience_secs,
+            agents,
+            callbacks: crate::sim::day::CallbackParams {
+                offer_after_ewt_secs: offer_threshold_secs,
+                acceptance: acceptance_rate.unwrap_or(defaults.acceptance),
+                answer_rate: answer_rate.unwrap_or(defaults.answer_rate),
+                ..defaults
+            },
+            short_abandon_secs: short_abandon_secs
+                .unwrap_or(crate::metrics::kpi::ABANDON_GRACE_SECS),
+            ..Default::default()
+        };
+        let runs = runs.max(1);
+        let (version, c) = holdless
+            .simulate_day(&plan_toml, scenario, seed, runs)
+            .await
+            .map_err(|e| match e {
+                // The scenario names its fields as the flags do; the request's queue
+                // list is `queue_ids`.
+                crate::service::ServiceError::InvalidArgument(v) => invalid_argument(
+                    &v.into_iter()
+                        .map(|f| {
+                            FieldViolation::new(
+                                f.field.replace("queues[", "queue_ids["),
+                                f.description,
+                            )
+                        })
+                        .collect::<Vec<_>>(),
+                ),
+                other => Status::from(other),
+            })?;
+        let totals = |f: &crate::sim::day::report::Figures| pb::SimulatedDayTotals {
+            offered: f.offered,
+            answered: f.answered,
+            abandoned: f.abandoned,
+            abandonment_rate: f.abandonment_rate,
+            asa_seconds: f.asa_secs,
+            service_level: f.service_level,
+            occupancy: f.occupancy,
+            callbacks_offered: f.callbacks_offered,
+            callbacks_requested: f.callbacks_requested,
+            callbacks_completed: f.callbacks_completed,
+            callbacks_failed: f.callbacks_failed,
+            callbacks_pending_at_close: f.callbacks_pending_at_close,
+            callback_wait_seconds: f.callback_wait_secs,
+            hold_time_avoided_seconds: f.hold_avoided_secs,
+        };
+        Ok(Response::new(pb::SimulateDayResponse {
+            plan_version: version,
+            short_abandon_seconds: c.short_abandon_secs,
+            asa_basis: c.asa_basis.to_owned(),
+            with_callbacks: Some(totals(&c.with_callbacks.total)),
+            without_callbacks: Some(totals(&c.without_callbacks.total)),
+            report_json: serde_json::to_string(&c)
+                .map_err(|e| Status::internal(format!("report not encodable: {e}")))?,
+        }))
+    }
+
     #[instrument(skip_all, fields(calls = request.get_ref().calls.len(), days = request.get_ref().days))]
     async fn simulate_plan(
         &self,

@@ -67,6 +67,7 @@ pub const METHOD_ROLES: &[(&str, &[Role])] = &[
     ("/holdless.v1.PlanService/GetPlan", SUPERVISOR),
     ("/holdless.v1.PlanService/ValidatePlan", SUPERVISOR),
     ("/holdless.v1.PlanService/SimulatePlan", SUPERVISOR),
+    ("/holdless.v1.PlanService/SimulateDay", SUPERVISOR),
     ("/holdless.v1.PlanService/ApplyPlan", SUPERVISOR),
     ("/holdless.v1.PlanService/ListPlanVersions", SUPERVISOR),
     ("/holdless.v1.PlanService/RollbackPlan", SUPERVISOR),

@@ -24,14 +24,14 @@ fn failure(message: String) -> Failure {
     Failure { code: 1, message }
 }
 
-fn settings(config: Option<&Path>) -> Result<Settings, Failure> {
+pub(super) fn settings(config: Option<&Path>) -> Result<Settings, Failure> {
     Settings::load(config).map_err(|e| Failure {
         code: EXIT_CONFIG,
         message: format!("bad config: {e}"),
     })
 }
 
-async fn open(settings: &StoreSettings) -> Result<Arc<dyn Store>, Failure> {
+pub(super) async fn open(settings: &StoreSettings) -> Result<Arc<dyn Store>, Failure> {
     crate::app::open_store(settings).await.map_err(|e| match e {
         StoreError::InUse { .. } => Failure {
             code: EXIT_IN_USE,

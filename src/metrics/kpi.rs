@@ -235,6 +235,18 @@ pub fn contact_delta(
     new: &ContactRecord,
     target_secs: f64,
 ) -> KpiCounters {
+    contact_delta_with_grace(old, new, target_secs, ABANDON_GRACE_SECS)
+}
+
+/// [`contact_delta`] with another short-abandon threshold than [`ABANDON_GRACE_SECS`]:
+/// the day simulator states the one it used, and compares with queueing theory at 0
+/// (where every abandon counts, as in Erlang A).
+pub fn contact_delta_with_grace(
+    old: Option<&ContactRecord>,
+    new: &ContactRecord,
+    target_secs: f64,
+    grace_secs: f64,
+) -> KpiCounters {
     let same_visit = old.is_some_and(|o| {
         o.queue_id == new.queue_id && o.enqueued_at == new.enqueued_at && o.call_id == new.call_id
     });
@@ -264,7 +276,7 @@ pub fn contact_delta(
             if wait > target_secs {
                 d.abandoned_after_target += 1;
             }
-            if wait > ABANDON_GRACE_SECS {
+            if wait > grace_secs {
                 d.abandoned_after_grace += 1;
             }
         }

@@ -33,6 +33,10 @@ pub const MAX_SIMULATED_CALLS: usize = 100_000;
 pub const DEFAULT_SIMULATION_DAYS: u32 = 7;
 /// Longest replay window, in days (contact history is pruned after its retention).
 pub const MAX_SIMULATION_DAYS: u32 = 90;
+/// Most runs and hours one `SimulateDay` request may ask for: a run is two simulated
+/// days on a blocking thread, and the console waits for the answer.
+pub const MAX_SIMULATE_DAY_RUNS: u32 = 20;
+pub const MAX_SIMULATE_DAY_HOURS: u32 = 48;
 
 /// The calls a simulation replays.
 #[derive(Debug, Clone)]
@@ -316,6 +320,68 @@ impl Holdless {
 
     /// Replays calls through the candidate plan and a base version (0 = active) and
     /// reports what moves. The decisions run on a blocking thread.
+    /// Simulates a day of `plan_toml` (empty: the active plan) with and without
+    /// callbacks ([`crate::sim::day`]); returns the plan version simulated (0 for a
+    /// given text) and the comparison. Changes nothing. Runs on a blocking thread: a
+    /// day is pure CPU work.
+    pub async fn simulate_day(
+        &self,
+        plan_toml: &str,
+        scenario: crate::sim::day::scenario::Scenario,
+        seed: u64,
+        runs: u32,
+    ) -> Result<(u64, crate::sim::day::scenario::Comparison), ServiceError> {
+        use crate::domain::FieldViolation;
+        let plan = if plan_toml.is_empty() {
+            self.active_plan()
+        } else {
+            let compiled = routing::compile_toml(plan_toml, 0).map_err(|v| {
+                ServiceError::InvalidArgument(
+                    v.into_iter()
+                        .map(|f| {
+                            FieldViolation::new(format!("plan_toml.{}", f.field), f.description)
+                        })
+                        .collect(),
+                )
+            })?;
+            Arc::new(compiled)
+        };
+        let mut v = Vec::new();
+        if runs > MAX_SIMULATE_DAY_RUNS {
+            v.push(FieldViolation::new(
+                "runs",
+                format!("at most {MAX_SIMULATE_DAY_RUNS}"),
+            ));
+        }
+        if scenario.hours > MAX_SIMULATE_DAY_HOURS {
+            v.push(FieldViolation::new(
+                "hours",
+                format!("at most {MAX_SIMULATE_DAY_HOURS}"),
+            ));
+        }
+        if !v.is_empty() {
+            return Err(ServiceError::InvalidArgument(v));
+        }
+        let version = if plan_toml.is_empty() {
+            plan.version
+        } else {
+            0
+        };
+        let start = scenario.start.unwrap_or_else(|| self.clock().now());
+        let input = scenario.input(plan, start).map_err(|e| {
+            ServiceError::InvalidArgument(vec![FieldViolation::new(e.field, e.message)])
+        })?;
+        let compared = tokio::task::spawn_blocking(move || {
+            crate::sim::day::scenario::compare(&input, seed, runs)
+        })
+        .await
+        .map_err(|e| ServiceError::Internal(format!("the simulation stopped: {e}")))?
+        .map_err(|e| {
+            ServiceError::InvalidArgument(vec![FieldViolation::new(e.field, e.message)])
+        })?;
+        Ok((version, compared))
+    }
+
     pub async fn simulate_plan(
         &self,
         candidate_text: &str,

@@ -7,5 +7,9 @@
 //!   windows and dialers coming and going through the floor, with the scheduler's side
 //!   of matching (take a match, dispatch it or park it) played as the scheduler plays
 //!   it, and checks the line's promises after every step.
+//! - [`day`]: the day simulator behind `holdless simulate-day`: arrivals, staffing,
+//!   patience and callbacks played through the same floor and the product's KPI
+//!   counting on a virtual clock, with and without callbacks.
 
+pub mod day;
 pub mod line;

@@ -23,5 +23,6 @@ mod postgres;
 mod readme;
 mod reload;
 mod routing;
+mod simulate;
 mod tls;
 mod torture;
