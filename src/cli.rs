@@ -607,6 +607,14 @@ async fn serve(config: Option<PathBuf>, insecure: bool) -> ExitCode {
     );
     match app.run(shutdown_signal()).await {
         Ok(()) => ExitCode::SUCCESS,
+        Err(e @ crate::app::AppError::LostLease(_)) => {
+            tracing::error!(
+                error = %e,
+                exit_status = crate::cluster::EXIT_LOST_LEASE,
+                "holdless stopped serving and exits; restart it to rejoin as a follower"
+            );
+            ExitCode::from(crate::cluster::EXIT_LOST_LEASE)
+        }
         Err(e) => {
             // Once, through the log (stderr), not a second time by hand.
             tracing::error!(error = %e, "holdless stopped");

@@ -139,94 +139,10 @@ fn step_down(state: &ClusterState, reason: String) -> LeaseEnd {
 }
 
 #[cfg(test)]
-pub(crate) mod tests {
-    use std::sync::Mutex;
-
-    use super::super::{Holder, LeaseError, NodeInfo, Role};
+mod tests {
+    use super::super::memory::MemoryLease as FakeLease;
+    use super::super::{Holder, NodeInfo, Role};
     use super::*;
-
-    /// The lease row in memory, with tokio's (paused) clock as the database's clock.
-    #[derive(Default)]
-    pub(crate) struct FakeLease {
-        row: Mutex<Option<(Holder, Instant)>>,
-        epoch: Mutex<u64>,
-        /// While set, every call fails (the database is unreachable).
-        pub(crate) down: std::sync::atomic::AtomicBool,
-        /// While set, every call hangs (a partition without resets).
-        pub(crate) hang: std::sync::atomic::AtomicBool,
-    }
-
-    impl FakeLease {
-        pub(crate) fn expires_at(&self) -> Option<Instant> {
-            self.row.lock().unwrap().as_ref().map(|(_, t)| *t)
-        }
-
-        async fn gate(&self) -> Result<(), LeaseError> {
-            use std::sync::atomic::Ordering::SeqCst;
-            if self.hang.load(SeqCst) {
-                std::future::pending::<()>().await;
-            }
-            if self.down.load(SeqCst) {
-                return Err(LeaseError("connection refused".into()));
-            }
-            Ok(())
-        }
-    }
-
-    #[async_trait::async_trait]
-    impl LeaseBackend for FakeLease {
-        async fn claim(&self, me: &NodeInfo, ttl: Duration) -> Result<Claim, LeaseError> {
-            self.gate().await?;
-            let now = Instant::now();
-            let mut row = self.row.lock().unwrap();
-            if let Some((h, exp)) = row.as_ref() {
-                if *exp > now {
-                    return Ok(Claim::Held(Some(h.clone())));
-                }
-            }
-            let mut epoch = self.epoch.lock().unwrap();
-            *epoch += 1;
-            *row = Some((
-                Holder {
-                    node_id: me.node_id.clone(),
-                    epoch: *epoch,
-                    advertise_addr: me.advertise_addr.clone(),
-                },
-                now + ttl,
-            ));
-            Ok(Claim::Won { epoch: *epoch })
-        }
-
-        async fn renew(
-            &self,
-            me: &NodeInfo,
-            epoch: u64,
-            ttl: Duration,
-        ) -> Result<bool, LeaseError> {
-            self.gate().await?;
-            let now = Instant::now();
-            let mut row = self.row.lock().unwrap();
-            match row.as_mut() {
-                Some((h, exp)) if h.node_id == me.node_id && h.epoch == epoch && *exp > now => {
-                    *exp = now + ttl;
-                    Ok(true)
-                }
-                _ => Ok(false),
-            }
-        }
-
-        async fn release(&self, me: &NodeInfo, epoch: u64) -> Result<(), LeaseError> {
-            self.gate().await?;
-            let now = Instant::now();
-            let mut row = self.row.lock().unwrap();
-            if let Some((h, exp)) = row.as_mut() {
-                if h.node_id == me.node_id && h.epoch == epoch {
-                    *exp = now;
-                }
-            }
-            Ok(())
-        }
-    }
 
     fn node(name: &str) -> NodeInfo {
         NodeInfo {
@@ -303,7 +219,7 @@ pub(crate) mod tests {
         until(TTL, || matches!(a.state.role(), Role::TakingOver { .. })).await;
         a.state.promote(1);
         sleep(TTL).await;
-        db.hang.store(true, std::sync::atomic::Ordering::SeqCst);
+        db.set_hang(true);
         let expires = db.expires_at().expect("lease held");
         let end = a.task.await.expect("lease task");
         assert!(matches!(end, LeaseEnd::SteppedDown(_)), "{end:?}");
@@ -322,9 +238,9 @@ pub(crate) mod tests {
         let a = start(&db, "a");
         until(TTL, || matches!(a.state.role(), Role::TakingOver { .. })).await;
         a.state.promote(1);
-        db.down.store(true, std::sync::atomic::Ordering::SeqCst);
+        db.set_down(true);
         sleep(TTL / 2).await;
-        db.down.store(false, std::sync::atomic::Ordering::SeqCst);
+        db.set_down(false);
         sleep(TTL * 3).await;
         assert_eq!(a.state.role(), Role::Leader { epoch: 1 });
         assert!(a.state.check_serving().is_ok());
@@ -358,14 +274,14 @@ pub(crate) mod tests {
         let a = start(&db, "a");
         until(TTL, || matches!(a.state.role(), Role::TakingOver { .. })).await;
         // Someone else took the lease with epoch 2 (as after a stall).
-        *db.row.lock().unwrap() = Some((
+        db.force(
             Holder {
                 node_id: "b".into(),
                 epoch: 2,
                 advertise_addr: "b:50051".into(),
             },
-            Instant::now() + TTL,
-        ));
+            TTL,
+        );
         let end = a.task.await.expect("lease task");
         assert!(
             matches!(&end, LeaseEnd::SteppedDown(r) if r.contains("epoch 1")),

@@ -28,6 +28,7 @@
 //!   unwinds a half-run scheduler and floor.
 
 pub mod lease;
+pub mod memory;
 pub mod serving;
 
 use std::sync::{Arc, Mutex};

@@ -7,6 +7,7 @@ mod audit;
 mod auth;
 mod callbacks;
 mod cli;
+mod cluster;
 mod crash;
 mod customers;
 mod deploy;
