@@ -4,11 +4,10 @@
 //! embedded implementation and the only module that imports sled; a PostgreSQL
 //! implementation can sit behind the same trait.
 
-mod callbacks;
-mod committer;
-mod known;
-mod kpi;
-mod sled_store;
+#[doc(hidden)]
+pub mod pgtest;
+mod postgres;
+mod sled;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -20,8 +19,8 @@ use crate::domain::contact::ContactRecord;
 use crate::domain::{Customer, CustomerId};
 use crate::metrics::kpi::{KpiCounters, Survey};
 
-pub(crate) use sled_store::content_hash;
-pub use sled_store::SledStore;
+pub(crate) use self::sled::content_hash;
+pub use self::sled::SledStore;
 
 #[derive(Debug, thiserror::Error, Clone, PartialEq, Eq)]
 pub enum StoreError {

@@ -33,8 +33,8 @@ fn encode_cb(c: &Callback) -> Vec<u8> {
 fn decode_cb(bytes: &[u8]) -> StoreResult<Callback> {
     postcard::from_bytes(bytes).map_err(corrupt)
 }
-use super::{CallbackCreate, CallbackFilter, RequestKey, StoreError, StoreResult};
 use crate::domain::callback::{Callback, CallbackState};
+use crate::store::{CallbackCreate, CallbackFilter, RequestKey, StoreError, StoreResult};
 
 const RECORD: u8 = b'c';
 const DUE: u8 = b'd';
@@ -313,7 +313,7 @@ impl SledStore {
             .transpose()
     }
 
-    /// See [`super::Store::requested_callback`] (a read of what is applied; the writer
+    /// See [`crate::store::Store::requested_callback`] (a read of what is applied; the writer
     /// checks the key again, atomically, when it creates).
     pub(crate) fn requested_callback_blocking(
         &self,

@@ -25,10 +25,18 @@ use sled::Transactional;
 use super::committer::{CommitStats, Committer};
 use super::known::KnownNumbers;
 use super::kpi::get_tx;
-use super::*;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
 use crate::domain::audit::AuditEntry;
 use crate::domain::callback::Callback;
 use crate::domain::contact::ContactRecord;
+use crate::domain::{Customer, CustomerId};
+use crate::metrics::kpi::{KpiCounters, Survey};
+use crate::store::{
+    AppliedPlan, CallbackCreate, CallbackFilter, KpiBucket, NewPlan, PlanRecord, RecordCounts,
+    RequestKey, Store, StoreError, StoreImport, StoreResult, SurveyOutcome, UpsertOutcome,
+};
 
 const ACTIVE_PLAN: &[u8] = b"active_plan";
 const AUDIT_SEQ: &[u8] = b"audit_seq";
@@ -968,6 +976,7 @@ impl Store for SledStore {
 mod tests {
     use super::*;
     use crate::domain::audit::{Actor, AuditAction};
+    use crate::domain::callback::CallbackState;
     use chrono::Utc;
 
     fn customer(id: &str, phones: &[&str]) -> Customer {

@@ -18,13 +18,13 @@ use sled::Transactional;
 use super::sled_store::{
     abort, corrupt, decode, encode, io, party_contacts_newest, party_keys, tx_result, SledStore,
 };
-use super::{KpiBucket, StoreResult, SurveyOutcome};
 use crate::domain::callback::{Callback, CallbackState, DispatchOutcome};
 use crate::domain::contact::ContactRecord;
 use crate::metrics::kpi::{
     bucket_start, callback_delta, contact_delta, is_answered, survey_delta, KpiCounters, Survey,
     FCR_DAYS,
 };
+use crate::store::{KpiBucket, StoreResult, SurveyOutcome};
 
 const BUCKET: u8 = b'b';
 const ANSWERED: u8 = b'a';
@@ -88,7 +88,7 @@ fn mark_key(space: u8, call_id: &str) -> Vec<u8> {
 /// One party's calls, newest first: (call id, enqueue time).
 type PartyCalls = Vec<(Vec<u8>, DateTime<Utc>)>;
 
-type TxResult<T> = Result<T, ConflictableTransactionError<super::StoreError>>;
+type TxResult<T> = Result<T, ConflictableTransactionError<crate::store::StoreError>>;
 
 fn bump_tx(kpi: &TransactionalTree, key: &[u8], delta: &KpiCounters) -> TxResult<()> {
     if delta.is_zero() {

@@ -21,7 +21,7 @@ use std::sync::{Arc, Mutex};
 use tokio::sync::{mpsc, oneshot};
 
 use super::sled_store::SledStore;
-use super::{StoreError, StoreResult};
+use crate::store::{StoreError, StoreResult};
 
 /// Changes waiting for the writer before senders feel back-pressure.
 const QUEUE_DEPTH: usize = 65_536;
