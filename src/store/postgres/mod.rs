@@ -2,3 +2,4 @@
 //! (tokio-postgres, pooled by deadpool-postgres).
 
 pub(crate) mod admin;
+pub mod lease;
