@@ -113,7 +113,7 @@ impl From<StoreError> for ServiceError {
                     format!("{phone} is listed twice"),
                 )])
             }
-            StoreError::Closed | StoreError::InUse { .. } => {
+            StoreError::Closed | StoreError::InUse { .. } | StoreError::Fenced { .. } => {
                 ServiceError::Unavailable(e.to_string())
             }
             StoreError::NotEmpty { .. } | StoreError::BadImport(_) => {

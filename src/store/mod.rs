@@ -4,6 +4,8 @@
 //! embedded implementation and the only module that imports sled; a PostgreSQL
 //! implementation can sit behind the same trait.
 
+#[cfg(test)]
+mod conformance;
 #[doc(hidden)]
 pub mod pgtest;
 mod postgres;
@@ -14,12 +16,13 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::domain::audit::AuditEntry;
-use crate::domain::callback::{Callback, CallbackState};
+use crate::domain::callback::{Callback, CallbackState, DispatchOutcome};
 use crate::domain::contact::ContactRecord;
 use crate::domain::{Customer, CustomerId};
 use crate::metrics::kpi::{KpiCounters, Survey};
 
 pub use self::postgres::lease::PgLease;
+pub use self::postgres::{PgOptions, PgStore};
 pub(crate) use self::sled::content_hash;
 pub use self::sled::SledStore;
 
@@ -49,9 +52,50 @@ pub enum StoreError {
     /// `import` was given records that would break the store's invariants.
     #[error("import refused: {0}")]
     BadImport(String),
+    /// A write carried fencing epoch `epoch` but the cluster lease is at `current`:
+    /// another node took the lead, so this one may no longer write (PostgreSQL only).
+    #[error("this node's leader epoch {epoch} was superseded by epoch {current}: write refused")]
+    Fenced { epoch: u64, current: u64 },
 }
 
 pub type StoreResult<T> = Result<T, StoreError>;
+
+fn state_name(s: CallbackState) -> &'static str {
+    match s {
+        CallbackState::Pending => "pending",
+        CallbackState::Dispatched => "dispatched",
+        CallbackState::Completed => "completed",
+        CallbackState::Failed => "failed",
+        CallbackState::Cancelled => "cancelled",
+        CallbackState::Expired => "expired",
+    }
+}
+
+fn outcome_name(o: DispatchOutcome) -> &'static str {
+    match o {
+        DispatchOutcome::Connected => "connected",
+        DispatchOutcome::NoAnswer => "no_answer",
+        DispatchOutcome::Busy => "busy",
+        DispatchOutcome::Voicemail => "voicemail",
+        DispatchOutcome::Failed => "failed",
+        DispatchOutcome::InvalidNumber => "invalid_number",
+    }
+}
+
+/// Counts a stored callback change in the process metrics (every backend calls it
+/// once per committed change).
+pub(crate) fn note_transition(old: Option<&Callback>, new: &Callback) {
+    if old.map(|o| o.state) != Some(new.state) {
+        metrics::counter!("holdless_callback_transitions_total", "state" => state_name(new.state))
+            .increment(1);
+    }
+    if let (Some(o), Some(outcome)) = (old, new.last_outcome) {
+        if o.state == CallbackState::Dispatched && new.state != CallbackState::Dispatched {
+            metrics::counter!("holdless_dispatch_outcomes_total", "outcome" => outcome_name(outcome))
+                .increment(1);
+        }
+    }
+}
 
 /// One immutable version of the routing plan.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

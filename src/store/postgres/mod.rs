@@ -1,5 +1,248 @@
-//! The PostgreSQL backend: the only code in holdless that imports the driver
-//! (tokio-postgres, pooled by deadpool-postgres).
+//! The PostgreSQL backend: the only code in holdless that imports the driver.
+//!
+//! **Driver.** tokio-postgres with a deadpool-postgres pool: plain async, no macros, no
+//! database needed at build time, prepared statements cached per connection. (sqlx
+//! would bring compile-time checked queries, which need a database or an offline cache
+//! at build time, and a larger dependency tree for nothing we use.)
+//!
+//! **Durability.** Every write method runs one transaction and returns after its
+//! `COMMIT` returned, on sessions whose `synchronous_commit` is the configured one
+//! (`on` by default: the commit record is flushed to the server's disk, and to a
+//! synchronous standby's when the server is set up with one). Multi-row changes (a
+//! customer and their phones, a callback and its request key, a contact and its KPI
+//! counts and first-contact marks, an import) are each one transaction. A transaction
+//! that lost a race (unique violation on the one-open-callback index, serialization
+//! failure, deadlock) is run again from the start, up to [`MAX_TRIES`] times.
+//!
+//! **Fencing.** [`PgStore::set_fence`] gives the store the epoch under which this node
+//! leads. From then on every write transaction first reads the `cluster_lease` row
+//! `FOR SHARE` and aborts with [`StoreError::Fenced`] unless the lease still carries
+//! that epoch: a leader that was paused while another took over can no longer write,
+//! and the row lock makes the takeover's lease update wait for writes already past
+//! the check. Epoch 0 (the default) means "no cluster": nothing is checked.
+//!
+//! **Read cache.** `customer`, `customer_by_phone` and `recent_contacts` are called on
+//! the RouteCall hot path without an await, so they read an in-memory copy the store
+//! keeps: every customer with their phone numbers (loaded at open; written only
+//! through this store, and the cache is changed after the commit, customer writes
+//! taking a process-wide lock so the cache sees them in commit order), and the contacts
+//! entered within [`CONTACT_CACHE_DAYS`] of the newest one at open plus every contact
+//! this process recorded since (dropped by `prune_contacts`). Limits: writes made by
+//! another process (another node, `psql`) are not seen until a restart, so one node
+//! writes at a time (the leader); contacts older than the cache's horizon are not
+//! returned by `recent_contacts` (routing asks for the last 7 days); a very large
+//! customer base costs memory on every node.
 
 pub(crate) mod admin;
 pub mod lease;
+mod cache;
+mod schema;
+mod store_impl;
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+
+use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
+use tokio_postgres::error::SqlState;
+use tokio_postgres::NoTls;
+
+use self::cache::Cache;
+use crate::store::{StoreError, StoreResult};
+
+/// Times a transaction that lost a race is tried in all.
+const MAX_TRIES: u32 = 8;
+/// Contacts kept in the read cache: a day more than routing's 7-day context.
+pub(crate) const CONTACT_CACHE_DAYS: i64 = 8;
+
+/// How to reach the database.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PgOptions {
+    /// A libpq-style URL (`postgres://user:pass@host:5432/db`) or key=value string.
+    pub url: String,
+    /// Connections in the pool.
+    pub pool_size: usize,
+    /// The sessions' `synchronous_commit`: `on` (default), `remote_apply`,
+    /// `remote_write`, `local` or `off` (`off` gives up the acknowledged-means-durable
+    /// rule and is refused by the config check).
+    pub synchronous_commit: String,
+}
+
+/// The PostgreSQL store (see the module docs).
+#[derive(Clone)]
+pub struct PgStore {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    pool: Pool,
+    fence: AtomicU64,
+    closed: AtomicBool,
+    cache: Cache,
+    /// Held by customer writes from before their transaction until the cache has
+    /// their result, so the cache applies them in commit order.
+    customer_writes: tokio::sync::Mutex<()>,
+}
+
+/// What went wrong inside a transaction: one of ours, or the database's.
+enum TxError {
+    Store(StoreError),
+    Pg(tokio_postgres::Error),
+}
+
+impl From<StoreError> for TxError {
+    fn from(e: StoreError) -> Self {
+        TxError::Store(e)
+    }
+}
+
+impl From<tokio_postgres::Error> for TxError {
+    fn from(e: tokio_postgres::Error) -> Self {
+        TxError::Pg(e)
+    }
+}
+
+impl From<deadpool_postgres::PoolError> for TxError {
+    fn from(e: deadpool_postgres::PoolError) -> Self {
+        TxError::Store(StoreError::Io(format!("database connection: {e}")))
+    }
+}
+
+impl TxError {
+    /// A race another transaction won: running again sees its result.
+    fn retryable(&self) -> bool {
+        let TxError::Pg(e) = self else {
+            return false;
+        };
+        matches!(
+            e.code(),
+            Some(c) if *c == SqlState::UNIQUE_VIOLATION
+                || *c == SqlState::T_R_SERIALIZATION_FAILURE
+                || *c == SqlState::T_R_DEADLOCK_DETECTED
+        )
+    }
+
+    fn into_store(self) -> StoreError {
+        match self {
+            TxError::Store(e) => e,
+            TxError::Pg(e) => pg_err(e),
+        }
+    }
+}
+
+fn pg_err(e: tokio_postgres::Error) -> StoreError {
+    match e.as_db_error() {
+        Some(db) => StoreError::Io(format!("database: {} ({})", db.message(), db.code().code())),
+        None => StoreError::Io(format!("database: {e}")),
+    }
+}
+
+/// Runs `$body` (an expression using the transaction `$tx`, returning
+/// `Result<T, TxError>`) in a write transaction behind the fence, commits, and runs it
+/// again when it lost a race.
+macro_rules! in_tx {
+    ($self:expr, $tx:ident => $body:expr) => {{
+        let mut tries = 0u32;
+        loop {
+            tries += 1;
+            let r: Result<_, $crate::store::postgres::TxError> = async {
+                let mut client = $self.client().await?;
+                let $tx = client.transaction().await?;
+                $self.check_fence(&$tx).await?;
+                let v = $body;
+                $tx.commit().await?;
+                Ok(v)
+            }
+            .await;
+            match r {
+                Ok(v) => break Ok(v),
+                Err(e) if e.retryable() && tries < $crate::store::postgres::MAX_TRIES => continue,
+                Err(e) => break Err(e.into_store()),
+            }
+        }
+    }};
+}
+pub(crate) use in_tx;
+
+impl PgStore {
+    /// Connects, applies the schema migrations and loads the read cache.
+    pub async fn open(options: &PgOptions) -> StoreResult<Self> {
+        let mut config: tokio_postgres::Config = options
+            .url
+            .parse()
+            .map_err(|e| StoreError::Io(format!("store.postgres.url: {e}")))?;
+        config.options(format!(
+            "-c synchronous_commit={}",
+            options.synchronous_commit
+        ));
+        config.application_name("holdless");
+        let manager = Manager::from_config(
+            config,
+            NoTls,
+            ManagerConfig {
+                recycling_method: RecyclingMethod::Fast,
+            },
+        );
+        let pool = Pool::builder(manager)
+            .max_size(options.pool_size.max(1))
+            .runtime(deadpool_postgres::Runtime::Tokio1)
+            .build()
+            .map_err(|e| StoreError::Io(format!("database pool: {e}")))?;
+        let mut client = pool
+            .get()
+            .await
+            .map_err(|e| StoreError::Io(format!("cannot connect to PostgreSQL: {e}")))?;
+        let tx = client.transaction().await.map_err(pg_err)?;
+        schema::migrate(&tx).await.map_err(pg_err)?;
+        tx.commit().await.map_err(pg_err)?;
+        let cache = Cache::load(&client).await.map_err(TxError::into_store)?;
+        drop(client);
+        Ok(Self {
+            inner: Arc::new(Inner {
+                pool,
+                fence: AtomicU64::new(0),
+                closed: AtomicBool::new(false),
+                cache,
+                customer_writes: tokio::sync::Mutex::new(()),
+            }),
+        })
+    }
+
+    /// Makes every later write require that the cluster lease still carries `epoch`
+    /// (see the module docs); 0 turns the check off. The leader sets it when it takes
+    /// the lease, before its first write.
+    pub fn set_fence(&self, epoch: u64) {
+        self.inner.fence.store(epoch, Ordering::SeqCst);
+    }
+
+    /// The epoch writes are fenced with (0: none).
+    pub fn fence(&self) -> u64 {
+        self.inner.fence.load(Ordering::SeqCst)
+    }
+
+    async fn client(&self) -> Result<deadpool_postgres::Object, TxError> {
+        if self.inner.closed.load(Ordering::SeqCst) {
+            return Err(StoreError::Closed.into());
+        }
+        Ok(self.inner.pool.get().await?)
+    }
+
+    /// Refuses the transaction when the lease moved past our epoch (see module docs).
+    async fn check_fence(&self, tx: &deadpool_postgres::Transaction<'_>) -> Result<(), TxError> {
+        let epoch = self.fence();
+        if epoch == 0 {
+            return Ok(());
+        }
+        let stmt = tx
+            .prepare_cached("SELECT epoch FROM cluster_lease WHERE id = 1 FOR SHARE")
+            .await?;
+        let current: i64 = tx.query_one(&stmt, &[]).await?.get(0);
+        let current = u64::try_from(current).unwrap_or(0);
+        if current != epoch {
+            return Err(StoreError::Fenced { epoch, current }.into());
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -18,7 +18,7 @@ use sled::Transactional;
 use super::sled_store::{
     abort, corrupt, decode, encode, io, party_contacts_newest, party_keys, tx_result, SledStore,
 };
-use crate::domain::callback::{Callback, CallbackState, DispatchOutcome};
+use crate::domain::callback::Callback;
 use crate::domain::contact::ContactRecord;
 use crate::metrics::kpi::{
     bucket_start, callback_delta, contact_delta, is_answered, survey_delta, KpiCounters, Survey,
@@ -116,28 +116,6 @@ pub(crate) fn get_tx<T: serde::de::DeserializeOwned>(
             Err(e) => abort(e),
         },
         None => Ok(None),
-    }
-}
-
-fn state_name(s: CallbackState) -> &'static str {
-    match s {
-        CallbackState::Pending => "pending",
-        CallbackState::Dispatched => "dispatched",
-        CallbackState::Completed => "completed",
-        CallbackState::Failed => "failed",
-        CallbackState::Cancelled => "cancelled",
-        CallbackState::Expired => "expired",
-    }
-}
-
-fn outcome_name(o: DispatchOutcome) -> &'static str {
-    match o {
-        DispatchOutcome::Connected => "connected",
-        DispatchOutcome::NoAnswer => "no_answer",
-        DispatchOutcome::Busy => "busy",
-        DispatchOutcome::Voicemail => "voicemail",
-        DispatchOutcome::Failed => "failed",
-        DispatchOutcome::InvalidNumber => "invalid_number",
     }
 }
 
@@ -313,16 +291,7 @@ impl SledStore {
         old: Option<&Callback>,
         new: &Callback,
     ) -> StoreResult<()> {
-        if old.map(|o| o.state) != Some(new.state) {
-            metrics::counter!("holdless_callback_transitions_total", "state" => state_name(new.state))
-                .increment(1);
-        }
-        if let (Some(o), Some(outcome)) = (old, new.last_outcome) {
-            if o.state == CallbackState::Dispatched && new.state != CallbackState::Dispatched {
-                metrics::counter!("holdless_dispatch_outcomes_total", "outcome" => outcome_name(outcome))
-                    .increment(1);
-            }
-        }
+        crate::store::note_transition(old, new);
         self.add_kpi_blocking(&new.queue_id, new.created_at, &callback_delta(old, new))
     }
 
@@ -420,167 +389,5 @@ impl SledStore {
         // A mark's time never changes and a pruned contact does not come back, so what
         // the scan found stays prunable.
         self.remove_in_jobs(|s| &s.kpi, old).await
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::domain::contact::ContactOutcome;
-    use crate::store::Store;
-
-    fn t(s: i64) -> DateTime<Utc> {
-        DateTime::from_timestamp(1_790_000_100 + s, 0).unwrap()
-    }
-
-    /// Every queue's counters from a day before [`t`]`(0)` to 30 days after, summed.
-    async fn all_counters(s: &SledStore) -> KpiCounters {
-        let mut total = KpiCounters::default();
-        for b in s
-            .kpi_buckets(None, t(-86_400), t(30 * 86_400))
-            .await
-            .unwrap()
-        {
-            total.add(&b.counters);
-        }
-        total
-    }
-
-    fn answered(call: &str, caller: &str, at: i64) -> ContactRecord {
-        ContactRecord {
-            call_id: call.into(),
-            customer_id: None,
-            caller: Some(caller.into()),
-            queue_id: "q".into(),
-            enqueued_at: t(at),
-            updated_at: t(at + 10),
-            outcome: ContactOutcome::Answered,
-            agent_id: Some("a".into()),
-            wait_secs: Some(10.0),
-            handle_secs: None,
-            transfers: 0,
-            facts: None,
-        }
-    }
-
-    /// Calls of three numbers, half of them also of one customer, answered or abandoned, recorded
-    /// in a shuffled order: the repeated count matches the definition (an answered call
-    /// is repeated when another call of a shared party entered after it within 7 days),
-    /// counted by brute force. The writer's scan stops early; this checks it misses none.
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn first_contact_resolution_of_frequent_callers_matches_the_definition() {
-        let mut seed: u64 = 0x5eed_f00d;
-        let mut next = |n: u64| {
-            seed = seed
-                .wrapping_mul(6_364_136_223_846_793_005)
-                .wrapping_add(1_442_695_040_888_963_407);
-            (seed >> 33) % n
-        };
-        let mut calls = Vec::new();
-        for i in 0..60 {
-            // Distinct times over 12 days, so no two calls tie.
-            let at = (i as i64) * 17_000 + next(16_000) as i64;
-            let number = ["+441", "+442", "+443"][next(3) as usize];
-            let mut c = answered(&format!("k{i:02}"), number, at);
-            if next(2) == 0 {
-                c.customer_id = Some("cust".into());
-            }
-            if next(4) == 0 {
-                c.outcome = ContactOutcome::Abandoned;
-                c.agent_id = None;
-            }
-            calls.push(c);
-        }
-        let shares = |a: &ContactRecord, b: &ContactRecord| {
-            a.caller == b.caller || (a.customer_id.is_some() && a.customer_id == b.customer_id)
-        };
-        let window = chrono::Duration::days(FCR_DAYS);
-        let expected = calls
-            .iter()
-            .filter(|a| is_answered(a))
-            .filter(|a| {
-                calls.iter().any(|b| {
-                    b.call_id != a.call_id
-                        && shares(a, b)
-                        && b.enqueued_at > a.enqueued_at
-                        && b.enqueued_at - a.enqueued_at <= window
-                })
-            })
-            .count() as u64;
-        let mut order: Vec<usize> = (0..calls.len()).collect();
-        for i in (1..order.len()).rev() {
-            order.swap(i, next(i as u64 + 1) as usize);
-        }
-        let dir = tempfile::tempdir().unwrap();
-        let s = SledStore::open(dir.path()).unwrap();
-        for i in order {
-            s.record_call(calls[i].clone(), 20.0).await.unwrap();
-        }
-        let total = all_counters(&s).await;
-        assert!(expected > 20, "the workload repeats often: {expected}");
-        assert_eq!(total.fcr_repeated, expected);
-        s.close().await;
-    }
-
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn a_second_call_within_seven_days_spoils_first_contact_resolution_once() {
-        let dir = tempfile::tempdir().unwrap();
-        let s = SledStore::open(dir.path()).unwrap();
-        s.record_call(answered("c1", "+441", 0), 20.0)
-            .await
-            .unwrap();
-        // The same call ending does not repeat it.
-        let mut done = answered("c1", "+441", 0);
-        done.outcome = ContactOutcome::Completed;
-        done.handle_secs = Some(100.0);
-        s.record_call(done, 20.0).await.unwrap();
-        s.record_call(answered("c2", "+441", 3600), 20.0)
-            .await
-            .unwrap();
-        s.record_call(answered("c3", "+441", 7200), 20.0)
-            .await
-            .unwrap();
-        // Eight days later: too late to count against c3.
-        s.record_call(answered("c4", "+441", 7200 + 8 * 86_400), 20.0)
-            .await
-            .unwrap();
-        let total = all_counters(&s).await;
-        assert_eq!(
-            (
-                total.offered,
-                total.answered,
-                total.handled,
-                total.answered_contacts,
-                total.fcr_repeated
-            ),
-            (4, 4, 1, 4, 2)
-        );
-        assert_eq!(
-            s.submit_survey(
-                "c1".into(),
-                Survey {
-                    csat: Some(5),
-                    ces: None,
-                    nps: None
-                },
-                t(9)
-            )
-            .await
-            .unwrap(),
-            SurveyOutcome::Recorded
-        );
-        assert_eq!(
-            s.submit_survey("c1".into(), Survey::default(), t(10))
-                .await
-                .unwrap(),
-            SurveyOutcome::AlreadyTaken
-        );
-        assert_eq!(
-            s.submit_survey("nope".into(), Survey::default(), t(10))
-                .await
-                .unwrap(),
-            SurveyOutcome::UnknownContact
-        );
-        s.close().await;
     }
 }
