@@ -12,6 +12,7 @@ mod crash;
 mod customers;
 mod deploy;
 mod export;
+mod failover;
 mod health;
 mod kpi;
 mod live;

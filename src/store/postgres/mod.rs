@@ -34,8 +34,8 @@
 //! customer base costs memory on every node.
 
 pub(crate) mod admin;
-pub mod lease;
 mod cache;
+pub mod lease;
 mod schema;
 mod store_impl;
 
