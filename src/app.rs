@@ -41,10 +41,11 @@ use crate::cluster::lease::LeaseTiming;
 use crate::cluster::serving::ServingGateLayer;
 use crate::cluster::{ClusterState, LeaseBackend, NodeInfo, Role};
 use crate::config::Settings;
+use crate::config::{PgTls, PostgresSettings, StoreBackend, StoreSettings};
 use crate::live::LiveConfig;
 use crate::scheduler::SchedulerConfig;
 use crate::service::{Holdless, ServiceError, EXAMPLE_PLAN};
-use crate::store::{SledStore, Store};
+use crate::store::{PgLease, PgOptions, PgStore, SledStore, Store, StoreError};
 
 /// gRPC service names reported by health (besides the whole server, "").
 pub const SERVICE_NAMES: &[&str] = &[
@@ -71,8 +72,8 @@ pub enum AppError {
     /// Every issue on a line of its own (a TOML syntax error keeps its caret lines).
     #[error("plan file {path} is invalid:\n{issues}")]
     BadPlan { path: PathBuf, issues: String },
-    #[error("cannot open store at {path}: {message}")]
-    Store { path: PathBuf, message: String },
+    #[error("cannot open the store {location}: {message}")]
+    Store { location: String, message: String },
     #[error("cannot start: {0}")]
     Start(String),
     #[error("bad TLS setup: {0}")]
@@ -134,12 +135,26 @@ impl Application {
             addr,
             metrics_listener,
             metrics_addr,
-            settings,
             clock,
             access,
             tls,
+            lease: match settings.store.backend {
+                // Several nodes may share a PostgreSQL store: each serves only while
+                // it holds the lease. A lease call never waits longer than a lease.
+                StoreBackend::Postgres => Some(Arc::new(
+                    PgLease::new(
+                        &pg_options(&settings.store.postgres),
+                        Duration::from_secs(settings.cluster.lease_ttl_secs),
+                    )
+                    .map_err(|e| AppError::Store {
+                        location: store_location(&settings.store),
+                        message: e.to_string(),
+                    })?,
+                ) as Arc<dyn LeaseBackend>),
+                StoreBackend::Sled => None,
+            },
+            settings,
             plan_text,
-            lease: None,
         })
     }
 
@@ -700,6 +715,45 @@ pub fn grpc_server(gate: GateLayer) -> GrpcServer {
         .layer(crate::metrics::prometheus::RpcMetricsLayer)
 }
 
+/// Where the configured store lives, for messages (never the URL: it may hold a
+/// password).
+pub fn store_location(settings: &StoreSettings) -> String {
+    match settings.backend {
+        StoreBackend::Sled => format!("at {}", settings.path.display()),
+        StoreBackend::Postgres => "in PostgreSQL (store.postgres.url)".into(),
+    }
+}
+
+/// The PostgreSQL connection settings of `settings`.
+pub fn pg_options(settings: &PostgresSettings) -> PgOptions {
+    PgOptions {
+        url: settings.url.clone(),
+        pool_size: settings.pool_size,
+        synchronous_commit: settings.synchronous_commit.clone(),
+        ca_file: (settings.tls == PgTls::Require).then(|| PathBuf::from(&settings.ca_file)),
+    }
+}
+
+/// Opens the store `settings.backend` names: sled in `path` (on a blocking thread; it
+/// reads its files at open) or PostgreSQL at `postgres.url` (migrated and its read
+/// cache loaded).
+pub async fn open_store(settings: &StoreSettings) -> Result<Arc<dyn Store>, StoreError> {
+    match settings.backend {
+        StoreBackend::Sled => {
+            let path = settings.path.clone();
+            let cache_bytes = settings.cache_mb.saturating_mul(1024 * 1024);
+            let store =
+                tokio::task::spawn_blocking(move || SledStore::open_with_cache(&path, cache_bytes))
+                    .await
+                    .map_err(|e| StoreError::Io(format!("opening the store failed: {e}")))??;
+            Ok(Arc::new(store))
+        }
+        StoreBackend::Postgres => Ok(Arc::new(
+            PgStore::open(&pg_options(&settings.postgres)).await?,
+        )),
+    }
+}
+
 /// Opens the store, loads (or imports) the plan and warms the number parser.
 /// `epoch`: the cluster lease this node holds, which fences every write of its store.
 async fn start_core(
@@ -708,25 +762,26 @@ async fn start_core(
     plan_text: &str,
     epoch: Option<u64>,
 ) -> Result<Arc<Holdless>, AppError> {
-    let path = settings.store.path.clone();
-    let cache_bytes = settings.store.cache_mb.saturating_mul(1024 * 1024);
-    let store = tokio::task::spawn_blocking({
-        let path = path.clone();
-        move || {
-            crate::domain::phone::warm_up();
-            SledStore::open_with_cache(&path, cache_bytes)
-        }
-    });
-    let store = store
+    tokio::task::spawn_blocking(crate::domain::phone::warm_up)
         .await
-        .map_err(|e| AppError::Start(e.to_string()))?
-        .map_err(|e| AppError::Store {
-            path: path.clone(),
-            message: e.to_string(),
-        })?;
-    let store: Arc<dyn Store> = Arc::new(store);
-    // The sled store is one node's: nothing to fence there.
-    let _ = epoch;
+        .map_err(|e| AppError::Start(e.to_string()))?;
+    let store = match (settings.store.backend, epoch) {
+        // Fenced before anything is written (the plan import, the scheduler's first
+        // dispatch): from here on a newer epoch in the lease row refuses every write.
+        (StoreBackend::Postgres, Some(epoch)) => {
+            PgStore::open(&pg_options(&settings.store.postgres))
+                .await
+                .map(|pg| {
+                    pg.set_fence(epoch);
+                    Arc::new(pg) as Arc<dyn Store>
+                })
+        }
+        _ => open_store(&settings.store).await,
+    }
+    .map_err(|e| AppError::Store {
+        location: store_location(&settings.store),
+        message: e.to_string(),
+    })?;
     let live = LiveConfig {
         reservation_timeout: chrono::Duration::seconds(
             i64::try_from(settings.live.reservation_timeout_secs).unwrap_or(i64::MAX / 1000),

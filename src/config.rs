@@ -192,13 +192,57 @@ pub struct MetricsSettings {
 /// memory runs to a few times this once warm (docs/PERFORMANCE.md, "Soak").
 pub const DEFAULT_STORE_CACHE_MB: u64 = 256;
 
+/// Connections in the PostgreSQL pool: enough for 64 concurrent writers to keep the
+/// server's group commit busy on a small machine without a connection per request.
+pub const DEFAULT_PG_POOL_SIZE: usize = 16;
+
+/// Which [`crate::store::Store`] implementation holds the data.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StoreBackend {
+    /// Embedded, in `store.path` (the default: nothing else to run).
+    Sled,
+    /// A PostgreSQL server at `store.postgres.url` (several nodes, the database's own
+    /// replication for high availability).
+    Postgres,
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct StoreSettings {
+    /// `sled` (default) or `postgres`.
+    pub backend: StoreBackend,
     /// Directory of the embedded sled store.
     pub path: PathBuf,
     /// sled's page cache, in MiB: the store's share of resident memory once warm.
     pub cache_mb: u64,
+    /// Used when `backend = "postgres"`.
+    pub postgres: PostgresSettings,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PostgresSettings {
+    /// `postgres://user:password@host:5432/dbname` (or libpq key=value form). Prefer
+    /// `HOLDLESS__STORE__POSTGRES__URL` over the file when it holds a password.
+    pub url: String,
+    /// Connections in the pool.
+    pub pool_size: usize,
+    /// The sessions' `synchronous_commit`: `on` (default), `remote_apply` or
+    /// `remote_write` (with synchronous standbys), `local`. `off` is refused: a reply
+    /// must only follow a durable commit.
+    pub synchronous_commit: String,
+    /// `disable` (default) or `require`: TLS verified against `ca_file`.
+    pub tls: PgTls,
+    /// PEM file of the CA that signed the server's certificate (`tls = "require"`).
+    pub ca_file: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PgTls {
+    Disable,
+    Require,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -235,8 +279,16 @@ impl Default for Settings {
                     .expect("default metrics address parses"),
             },
             store: StoreSettings {
+                backend: StoreBackend::Sled,
                 path: PathBuf::from(DEFAULT_STORE_PATH),
                 cache_mb: DEFAULT_STORE_CACHE_MB,
+                postgres: PostgresSettings {
+                    url: String::new(),
+                    pool_size: DEFAULT_PG_POOL_SIZE,
+                    synchronous_commit: "on".into(),
+                    tls: PgTls::Disable,
+                    ca_file: String::new(),
+                },
             },
             plan: PlanSettings {
                 file: String::new(),
@@ -338,6 +390,34 @@ impl Settings {
     fn check(&self) -> Result<(), ConfigError> {
         if self.store.path.as_os_str().is_empty() {
             return Err(ConfigError("store.path must not be empty".into()));
+        }
+        if self.store.backend == StoreBackend::Postgres {
+            let pg = &self.store.postgres;
+            if pg.url.trim().is_empty() {
+                return Err(ConfigError(
+                    "store.postgres.url must be set when store.backend = \"postgres\"".into(),
+                ));
+            }
+            if pg.pool_size == 0 {
+                return Err(ConfigError(
+                    "store.postgres.pool_size must be positive".into(),
+                ));
+            }
+            if !["on", "remote_apply", "remote_write", "local"]
+                .contains(&pg.synchronous_commit.as_str())
+            {
+                return Err(ConfigError(format!(
+                    "store.postgres.synchronous_commit must be on, remote_apply, remote_write \
+                     or local (an acknowledged write must be durable), not {:?}",
+                    pg.synchronous_commit
+                )));
+            }
+            if pg.tls == PgTls::Require && pg.ca_file.is_empty() {
+                return Err(ConfigError(
+                    "store.postgres.ca_file must name the server's CA when tls = \"require\""
+                        .into(),
+                ));
+            }
         }
         if self.callbacks.lease_secs == 0 {
             return Err(ConfigError("callbacks.lease_secs must be positive".into()));
@@ -453,6 +533,32 @@ mod tests {
         )
         .unwrap();
         assert_eq!(s.server.shutdown_grace_secs, 3);
+    }
+
+    #[test]
+    fn the_postgres_backend_needs_a_url_and_a_durable_commit() {
+        let pg = |extra: &[(&str, &str)]| {
+            let mut vars = vec![("HOLDLESS__STORE__BACKEND", "postgres")];
+            vars.extend_from_slice(extra);
+            Settings::load_with_env(None, env(&vars))
+        };
+        let err = pg(&[]).unwrap_err().to_string();
+        assert!(err.contains("store.postgres.url must be set"), "{err}");
+        let url = ("HOLDLESS__STORE__POSTGRES__URL", "postgres://h/db");
+        let s = pg(&[url]).unwrap();
+        assert_eq!(s.store.backend, StoreBackend::Postgres);
+        assert_eq!(s.store.postgres.pool_size, DEFAULT_PG_POOL_SIZE);
+        assert_eq!(s.store.postgres.synchronous_commit, "on");
+        let off = ("HOLDLESS__STORE__POSTGRES__SYNCHRONOUS_COMMIT", "off");
+        let err = pg(&[url, off]).unwrap_err().to_string();
+        assert!(err.contains("synchronous_commit"), "{err}");
+        let tls = ("HOLDLESS__STORE__POSTGRES__TLS", "require");
+        let err = pg(&[url, tls]).unwrap_err().to_string();
+        assert!(err.contains("ca_file"), "{err}");
+        let err = pg(&[url, ("HOLDLESS__STORE__BACKEND", "mysql")])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("mysql"), "{err}");
     }
 
     #[test]

@@ -8,9 +8,11 @@ use std::io::{BufReader, BufWriter};
 use std::path::{Path, PathBuf};
 
 use super::{Failure, EXIT_CONFIG};
-use crate::config::Settings;
+use std::sync::Arc;
+
+use crate::config::{Settings, StoreBackend, StoreSettings};
 use crate::export;
-use crate::store::{RecordCounts, SledStore, Store, StoreError};
+use crate::store::{RecordCounts, Store, StoreError};
 
 /// Exit status when the store is locked by a running server (BSD `EX_TEMPFAIL`: stop
 /// the server and try again).
@@ -29,21 +31,20 @@ fn settings(config: Option<&Path>) -> Result<Settings, Failure> {
     })
 }
 
-async fn open(path: &Path) -> Result<SledStore, Failure> {
-    let p = path.to_owned();
-    let opened = tokio::task::spawn_blocking(move || SledStore::open(&p))
-        .await
-        .map_err(|e| failure(format!("opening the store failed: {e}")))?;
-    opened.map_err(|e| match e {
+async fn open(settings: &StoreSettings) -> Result<Arc<dyn Store>, Failure> {
+    crate::app::open_store(settings).await.map_err(|e| match e {
         StoreError::InUse { .. } => Failure {
             code: EXIT_IN_USE,
             message: format!(
                 "store {} is in use by a running server (or another holdless command); \
                  export and import work on a stopped server's store: stop it first",
-                path.display()
+                settings.path.display()
             ),
         },
-        other => failure(format!("cannot open store {}: {other}", path.display())),
+        other => failure(format!(
+            "cannot open the store {}: {other}",
+            crate::app::store_location(settings)
+        )),
     })
 }
 
@@ -59,18 +60,19 @@ fn summary(verb: &str, c: RecordCounts) -> String {
 /// renamed); `-` writes to standard output and the summary to standard error.
 pub async fn export(config: Option<PathBuf>, out: PathBuf) -> Result<String, Failure> {
     let settings = settings(config.as_deref())?;
-    let path = settings.store.path;
+    let path = &settings.store.path;
     // Opening would create an empty store: say so instead of exporting nothing.
-    if !path.join("db").is_file() {
+    if settings.store.backend == StoreBackend::Sled && !path.join("db").is_file() {
         return Err(failure(format!(
             "no holdless store at {} (store.path): nothing to export",
             path.display()
         )));
     }
-    let store = open(&path).await?;
-    let data = export::snapshot(&store).await;
+    let location = crate::app::store_location(&settings.store);
+    let store = open(&settings.store).await?;
+    let data = export::snapshot(&*store).await;
     store.close().await;
-    let data = data.map_err(|e| failure(format!("cannot read store {}: {e}", path.display())))?;
+    let data = data.map_err(|e| failure(format!("cannot read the store {location}: {e}")))?;
     let now = chrono::Utc::now();
     let to_stdout = out == Path::new("-");
     let counts = tokio::task::spawn_blocking(move || write_file(&out, now, &data))
@@ -120,7 +122,7 @@ fn write_file(
 /// new) store in one transaction and waits until it is durable.
 pub async fn import(config: Option<PathBuf>, file: PathBuf) -> Result<String, Failure> {
     let settings = settings(config.as_deref())?;
-    let path = settings.store.path;
+    let location = crate::app::store_location(&settings.store);
     let name = file.display().to_string();
     let parsed = tokio::task::spawn_blocking(move || {
         if file == Path::new("-") {
@@ -147,20 +149,21 @@ pub async fn import(config: Option<PathBuf>, file: PathBuf) -> Result<String, Fa
             message,
         }
     })?;
-    let store = open(&path).await?;
+    let store = open(&settings.store).await?;
     let done = store.import(data).await;
     store.close().await;
     let counts = done.map_err(|e| match e {
         StoreError::NotEmpty { what } => failure(format!(
-            "store {} already holds {what}: import restores into an empty or new store.path \
-             only; nothing imported",
-            path.display()
+            "the store {location} already holds {what}: import restores into an empty or new \
+             store only; nothing imported"
         )),
         StoreError::BadImport(m) => Failure {
             code: EXIT_INVALID,
             message: format!("{name}: nothing imported: {m}"),
         },
-        other => failure(format!("importing into {} failed: {other}", path.display())),
+        other => failure(format!(
+            "importing into the store {location} failed: {other}"
+        )),
     })?;
     Ok(summary("imported", counts))
 }

@@ -52,6 +52,7 @@ impl Backend for PostgresBackend {
             url: pgtest::test_postgres().await,
             pool_size: 8,
             synchronous_commit: "on".into(),
+            ca_file: None,
         })
     }
 

@@ -499,6 +499,7 @@ pub async fn run(
         url: opts.postgres_url.clone(),
         pool_size: 2,
         synchronous_commit: "on".into(),
+        ca_file: None,
     })
     .await
     .map_err(|e| TortureError::Io(format!("opening the store to check it: {e}")))?;

@@ -200,9 +200,15 @@ impl TestApp {
     }
 
     /// Stops the server and starts a new one on the same store and clock.
-    pub async fn restart(mut self) -> TestApp {
+    pub async fn restart(self) -> TestApp {
+        self.restart_with(|_| {}).await
+    }
+
+    /// [`TestApp::restart`] with settings changed as `configure` says (a store other
+    /// than the temp sled one must be named again).
+    pub async fn restart_with(mut self, configure: impl FnOnce(&mut Settings)) -> TestApp {
         self.stop_inner().await.expect("clean shutdown");
-        start(self.data_dir.clone(), self.clock.clone(), |_| {}).await
+        start(self.data_dir.clone(), self.clock.clone(), configure).await
     }
 
     pub async fn route(&self, req: pb::RouteCallRequest) -> pb::RoutingDecision {

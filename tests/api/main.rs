@@ -18,6 +18,7 @@ mod kpi;
 mod live;
 mod metrics;
 mod plans;
+mod postgres;
 mod readme;
 mod reload;
 mod routing;

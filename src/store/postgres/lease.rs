@@ -5,31 +5,59 @@
 //! Every expiry is computed and compared with the database's `now()`: node clocks are
 //! never compared with each other. Taking the lease increments the epoch, which is the
 //! fencing token the store checks in every write transaction (`PgStore::set_fence`).
-//! A broken connection is dropped and reopened on the next call.
+//! A broken connection is dropped and reopened on the next call. The connection uses
+//! the store's URL and TLS settings.
 
 use std::time::Duration;
 
 use tokio::sync::Mutex;
 use tokio_postgres::{Client, NoTls};
 
+use super::{tls_connector, PgOptions};
 use crate::cluster::{Claim, Holder, LeaseBackend, LeaseError, NodeInfo};
+use crate::store::StoreError;
 
 /// The lease as one row in PostgreSQL.
 pub struct PgLease {
-    url: String,
+    config: tokio_postgres::Config,
+    /// Set: TLS trusting only `store.postgres.ca_file`.
+    tls: Option<tokio_postgres_rustls::MakeRustlsConnect>,
     /// Bounds a connection attempt (a lease call must never wait longer than a lease).
     connect_timeout: Duration,
     client: Mutex<Option<Client>>,
 }
 
 impl PgLease {
-    /// Nothing is opened yet: the first call connects.
-    pub fn new(url: impl Into<String>, connect_timeout: Duration) -> Self {
-        Self {
-            url: url.into(),
+    /// Nothing is opened yet: the first call connects. Fails on a URL that does not
+    /// parse or a CA file that cannot be read.
+    pub fn new(options: &PgOptions, connect_timeout: Duration) -> Result<Self, StoreError> {
+        let config = options
+            .url
+            .parse::<tokio_postgres::Config>()
+            .map_err(|e| StoreError::Io(format!("store.postgres.url: {e}")))?;
+        let tls = options.ca_file.as_deref().map(tls_connector).transpose()?;
+        Ok(Self {
+            config,
+            tls,
             connect_timeout,
             client: Mutex::new(None),
-        }
+        })
+    }
+
+    async fn connect(&self) -> Result<Client, tokio_postgres::Error> {
+        let client = match &self.tls {
+            Some(tls) => {
+                let (client, conn) = self.config.connect(tls.clone()).await?;
+                tokio::spawn(log_end(conn));
+                client
+            }
+            None => {
+                let (client, conn) = self.config.connect(NoTls).await?;
+                tokio::spawn(log_end(conn));
+                client
+            }
+        };
+        Ok(client)
     }
 
     /// Runs `f` on the connection, opening it first if needed; drops it on error so
@@ -44,16 +72,10 @@ impl PgLease {
     ) -> Result<T, LeaseError> {
         let mut slot = self.client.lock().await;
         if slot.as_ref().is_none_or(|c| c.is_closed()) {
-            let connect = tokio_postgres::connect(&self.url, NoTls);
-            let (client, conn) = tokio::time::timeout(self.connect_timeout, connect)
+            let client = tokio::time::timeout(self.connect_timeout, self.connect())
                 .await
                 .map_err(|_| LeaseError("connecting to PostgreSQL timed out".into()))?
                 .map_err(|e| LeaseError(format!("connecting to PostgreSQL: {e}")))?;
-            tokio::spawn(async move {
-                if let Err(e) = conn.await {
-                    tracing::debug!(error = %e, "lease connection closed");
-                }
-            });
             *slot = Some(client);
         }
         let client = slot.as_ref().expect("connection opened above");
@@ -64,6 +86,12 @@ impl PgLease {
                 Err(LeaseError(e.to_string()))
             }
         }
+    }
+}
+
+async fn log_end<F: std::future::Future<Output = Result<(), tokio_postgres::Error>>>(conn: F) {
+    if let Err(e) = conn.await {
+        tracing::debug!(error = %e, "lease connection closed");
     }
 }
 
@@ -169,20 +197,27 @@ impl LeaseBackend for PgLease {
 mod tests {
     use super::*;
 
-    /// The lease table as the store's migrations create it.
+    /// A fresh database with the store's schema (its migrations create the lease row).
     async fn lease_db() -> String {
         let url = crate::store::pgtest::test_postgres().await;
-        let (c, conn) = tokio_postgres::connect(&url, NoTls).await.expect("connect");
-        tokio::spawn(conn);
-        c.batch_execute(
-            "CREATE TABLE IF NOT EXISTS cluster_lease (
-                 id integer PRIMARY KEY CHECK (id = 1), holder text NOT NULL,
-                 epoch bigint NOT NULL, expires_at timestamptz, advertise_addr text NOT NULL);
-             INSERT INTO cluster_lease VALUES (1, '', 0, NULL, '') ON CONFLICT DO NOTHING;",
-        )
-        .await
-        .expect("lease table");
+        let store = super::super::PgStore::open(&options(&url))
+            .await
+            .expect("store opens");
+        drop(store);
         url
+    }
+
+    fn options(url: &str) -> PgOptions {
+        PgOptions {
+            url: url.into(),
+            pool_size: 1,
+            synchronous_commit: "on".into(),
+            ca_file: None,
+        }
+    }
+
+    fn lease(url: &str) -> PgLease {
+        PgLease::new(&options(url), Duration::from_secs(5)).expect("lease")
     }
 
     fn node(n: &str) -> NodeInfo {
@@ -195,10 +230,7 @@ mod tests {
     #[tokio::test]
     async fn one_claim_wins_each_epoch_and_the_loser_learns_the_holder() {
         let url = lease_db().await;
-        let (a, b) = (
-            PgLease::new(&url, Duration::from_secs(5)),
-            PgLease::new(&url, Duration::from_secs(5)),
-        );
+        let (a, b) = (lease(&url), lease(&url));
         let ttl = Duration::from_secs(30);
         assert_eq!(
             a.claim(&node("a"), ttl).await.unwrap(),
@@ -226,8 +258,7 @@ mod tests {
     #[tokio::test]
     async fn an_expired_lease_is_taken_by_the_database_clock() {
         let url = lease_db().await;
-        let a = PgLease::new(&url, Duration::from_secs(5));
-        let b = PgLease::new(&url, Duration::from_secs(5));
+        let (a, b) = (lease(&url), lease(&url));
         assert_eq!(
             a.claim(&node("a"), Duration::from_millis(1)).await.unwrap(),
             Claim::Won { epoch: 1 }

@@ -65,6 +65,37 @@ pub struct PgOptions {
     /// `remote_write`, `local` or `off` (`off` gives up the acknowledged-means-durable
     /// rule and is refused by the config check).
     pub synchronous_commit: String,
+    /// With a CA file: TLS is required and the server's certificate is verified
+    /// against it. Without: plaintext (a server on the same host or a private network).
+    pub ca_file: Option<std::path::PathBuf>,
+}
+
+/// The TLS connector that trusts only `ca_file`'s certificates.
+fn tls_connector(
+    ca_file: &std::path::Path,
+) -> StoreResult<tokio_postgres_rustls::MakeRustlsConnect> {
+    use tokio_rustls::rustls;
+    use tokio_rustls::rustls::pki_types::pem::PemObject;
+    use tokio_rustls::rustls::pki_types::CertificateDer;
+    let bad =
+        |m: String| StoreError::Io(format!("store.postgres.ca_file {}: {m}", ca_file.display()));
+    let mut roots = rustls::RootCertStore::empty();
+    let pem = std::fs::read(ca_file).map_err(|e| bad(e.to_string()))?;
+    for cert in CertificateDer::pem_slice_iter(&pem) {
+        roots
+            .add(cert.map_err(|e| bad(e.to_string()))?)
+            .map_err(|e| bad(e.to_string()))?;
+    }
+    if roots.is_empty() {
+        return Err(bad("no PEM certificate found".into()));
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| bad(e.to_string()))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(tokio_postgres_rustls::MakeRustlsConnect::new(config))
 }
 
 /// The PostgreSQL store (see the module docs).
@@ -175,13 +206,16 @@ impl PgStore {
             options.synchronous_commit
         ));
         config.application_name("holdless");
-        let manager = Manager::from_config(
-            config,
-            NoTls,
-            ManagerConfig {
-                recycling_method: RecyclingMethod::Fast,
-            },
-        );
+        let manager_config = ManagerConfig {
+            recycling_method: RecyclingMethod::Fast,
+        };
+        let manager = match &options.ca_file {
+            Some(ca) => {
+                config.ssl_mode(tokio_postgres::config::SslMode::Require);
+                Manager::from_config(config, tls_connector(ca)?, manager_config)
+            }
+            None => Manager::from_config(config, NoTls, manager_config),
+        };
         let pool = Pool::builder(manager)
             .max_size(options.pool_size.max(1))
             .runtime(deadpool_postgres::Runtime::Tokio1)

@@ -13,6 +13,7 @@ fn options(url: &str) -> PgOptions {
         url: url.to_owned(),
         pool_size: 4,
         synchronous_commit: "on".into(),
+        ca_file: None,
     }
 }
 
