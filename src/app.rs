@@ -334,6 +334,8 @@ impl Application {
         let mut lease_task = None;
         let mut epoch = None;
         if let (Some(state), Some(backend)) = (&cluster, lease) {
+            // What can be readied before leading is, so a takeover only loads the store.
+            drop(tokio::task::spawn_blocking(crate::domain::phone::warm_up));
             let timing =
                 LeaseTiming::from_ttl(Duration::from_secs(settings.cluster.lease_ttl_secs));
             tracing::info!(

@@ -14,7 +14,7 @@
 //! Follower --claims the lease--> TakingOver --store loaded--> Leader --lease lost--> SteppedDown
 //! ```
 //!
-//! - A follower polls the lease every `ttl / 3`, knows the leader's advertised address,
+//! - A follower polls the lease every `ttl / 10`, knows the leader's advertised address,
 //!   reports NOT_SERVING on gRPC health and answers every holdless RPC UNAVAILABLE with
 //!   that address in the error details ([`serving`]).
 //! - A leader renews every `ttl / 3`. It may act as leader only until `ttl - ttl / 4`

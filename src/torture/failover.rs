@@ -219,6 +219,19 @@ impl Node {
         }
     }
 
+    /// The `load_ms` of its last "SERVING as the cluster leader" line: how long it
+    /// took from winning the lease to serving.
+    fn load_ms(&self) -> Option<u64> {
+        let l = self.log.lock().unwrap_or_else(|e| e.into_inner());
+        l.iter()
+            .rev()
+            .find(|line| line.contains("SERVING as the cluster leader"))?
+            .split_whitespace()
+            .find_map(|w| w.strip_prefix("load_ms="))?
+            .parse()
+            .ok()
+    }
+
     fn tail(&self) -> String {
         tail_of(&self.name, &self.log)
     }
@@ -446,6 +459,21 @@ pub async fn run(
             let _ = nodes[leader].child.start_kill();
             let _ = nodes[leader].child.wait().await;
             stuck.stop().await;
+            // The log must see store writes by node, or "no stale writes" means nothing.
+            let seen: i64 = db
+                .query_one(
+                    "SELECT count(*) FROM torture_writes WHERE app = $1 AND tbl <> 'cluster_lease'",
+                    &[&nodes[next].name],
+                )
+                .await
+                .map_err(sql)?
+                .get(0);
+            if seen == 0 {
+                return Err(TortureError::Server(format!(
+                    "the write log saw no store write by {} (is application_name passed on?)",
+                    nodes[next].name
+                )));
+            }
             if let Some(claimed) = claimed {
                 let n: i64 = db
                     .query_one(
@@ -473,11 +501,12 @@ pub async fn run(
         }
         let (acked, grants, _) = w.sizes();
         progress(format!(
-            "run {}/{}: {} the leader, takeover {} ms; {acked} acknowledged, {grants} dispatched",
+            "run {}/{}: {} the leader, takeover {} ms (store load {} ms); {acked} acknowledged, {grants} dispatched",
             run + 1,
             opts.runs,
             if stall { "stalled" } else { "killed" },
             takeover_ms.last().copied().unwrap_or(0),
+            nodes[leader].load_ms().map_or("?".into(), |ms| ms.to_string()),
         ));
     }
     current.stop().await;

@@ -6,7 +6,9 @@
 //! never compared with each other. Taking the lease increments the epoch, which is the
 //! fencing token the store checks in every write transaction (`PgStore::set_fence`).
 //! A broken connection is dropped and reopened on the next call. The connection uses
-//! the store's URL and TLS settings.
+//! the store's URL and TLS settings, and applies the store's migrations when it first
+//! connects: a follower claims the lease before it opens the store, possibly on a
+//! database no node has used yet.
 
 use std::time::Duration;
 
@@ -45,7 +47,7 @@ impl PgLease {
     }
 
     async fn connect(&self) -> Result<Client, tokio_postgres::Error> {
-        let client = match &self.tls {
+        let mut client = match &self.tls {
             Some(tls) => {
                 let (client, conn) = self.config.connect(tls.clone()).await?;
                 tokio::spawn(log_end(conn));
@@ -57,6 +59,10 @@ impl PgLease {
                 client
             }
         };
+        // Idempotent, and serialized among nodes by the migrations' own lock.
+        let tx = client.transaction().await?;
+        super::schema::migrate(&tx).await?;
+        tx.commit().await?;
         Ok(client)
     }
 
@@ -75,7 +81,7 @@ impl PgLease {
             let client = tokio::time::timeout(self.connect_timeout, self.connect())
                 .await
                 .map_err(|_| LeaseError("connecting to PostgreSQL timed out".into()))?
-                .map_err(|e| LeaseError(format!("connecting to PostgreSQL: {e}")))?;
+                .map_err(|e| LeaseError(format!("connecting to PostgreSQL: {}", why(&e))))?;
             *slot = Some(client);
         }
         let client = slot.as_ref().expect("connection opened above");
@@ -83,7 +89,7 @@ impl PgLease {
             Ok(v) => Ok(v),
             Err(e) => {
                 *slot = None;
-                Err(LeaseError(e.to_string()))
+                Err(LeaseError(why(&e)))
             }
         }
     }
@@ -95,6 +101,15 @@ async fn log_end<F: std::future::Future<Output = Result<(), tokio_postgres::Erro
     }
 }
 
+/// The server's own message when there is one (the driver's Display says only "db
+/// error").
+fn why(e: &tokio_postgres::Error) -> String {
+    match e.as_db_error() {
+        Some(db) => format!("{}: {}", db.code().code(), db.message()),
+        None => e.to_string(),
+    }
+}
+
 fn secs(ttl: Duration) -> f64 {
     ttl.as_secs_f64()
 }
@@ -103,6 +118,10 @@ fn epoch_of(v: i64) -> u64 {
     u64::try_from(v).unwrap_or(0)
 }
 
+/// A claim takes the lease when it has expired, was released, or names this node
+/// already (a claim whose reply was lost to a timeout did take it): always under a new
+/// epoch, so nothing written under an older one can land. Node ids are unique per
+/// process (`cluster.node_id`).
 #[async_trait::async_trait]
 impl LeaseBackend for PgLease {
     async fn claim(&self, me: &NodeInfo, ttl: Duration) -> Result<Claim, LeaseError> {
@@ -115,7 +134,8 @@ impl LeaseBackend for PgLease {
                             "UPDATE cluster_lease
                                 SET holder = $1, advertise_addr = $2, epoch = epoch + 1,
                                     expires_at = now() + make_interval(secs => $3)
-                              WHERE id = 1 AND (expires_at IS NULL OR expires_at <= now())
+                              WHERE id = 1
+                                AND (expires_at IS NULL OR expires_at <= now() OR holder = $1)
                           RETURNING epoch",
                             &[&node, &addr, &ttl],
                         )
@@ -197,14 +217,9 @@ impl LeaseBackend for PgLease {
 mod tests {
     use super::*;
 
-    /// A fresh database with the store's schema (its migrations create the lease row).
+    /// A fresh, empty database: the lease migrates it on first use.
     async fn lease_db() -> String {
-        let url = crate::store::pgtest::test_postgres().await;
-        let store = super::super::PgStore::open(&options(&url))
-            .await
-            .expect("store opens");
-        drop(store);
-        url
+        crate::store::pgtest::test_postgres().await
     }
 
     fn options(url: &str) -> PgOptions {

@@ -98,6 +98,11 @@ fn tls_connector(
     Ok(tokio_postgres_rustls::MakeRustlsConnect::new(config))
 }
 
+/// Longest a write transaction may sit idle between statements before the server
+/// ends it. holdless's transactions never wait on anything but the database, so only
+/// a stalled process reaches this.
+pub const IDLE_TX_TIMEOUT_MS: u64 = 1_000;
+
 /// The PostgreSQL store (see the module docs).
 #[derive(Clone)]
 pub struct PgStore {
@@ -201,11 +206,17 @@ impl PgStore {
             .url
             .parse()
             .map_err(|e| StoreError::Io(format!("store.postgres.url: {e}")))?;
+        // A transaction left idle (its client stalled: SIGSTOP, a partition) is ended
+        // by the server after IDLE_TX_TIMEOUT_MS, so the lease row it holds FOR SHARE
+        // (the fence check) cannot block another node's takeover for long.
         config.options(format!(
-            "-c synchronous_commit={}",
+            "-c synchronous_commit={} -c idle_in_transaction_session_timeout={IDLE_TX_TIMEOUT_MS}",
             options.synchronous_commit
         ));
-        config.application_name("holdless");
+        // The URL's own application_name wins (one per node shows who writes what).
+        if config.get_application_name().is_none() {
+            config.application_name("holdless");
+        }
         let manager_config = ManagerConfig {
             recycling_method: RecyclingMethod::Fast,
         };
