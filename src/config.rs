@@ -60,8 +60,9 @@ pub struct Settings {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ClusterSettings {
-    /// Seconds a leader's lease lasts without renewal; renewed every third of it. A new
-    /// leader takes over within about `lease_ttl_secs * 4 / 3` of a leader's loss.
+    /// Seconds a leader's lease lasts without renewal; renewed every third of it,
+    /// polled by followers every tenth. A new leader takes over within about
+    /// `lease_ttl_secs * 1.1` of a leader's loss, plus its store load.
     pub lease_ttl_secs: u64,
     /// This node's name in the lease row. Empty (default): the host name and a ULID,
     /// new at each process start, so nodes on one machine never collide.
