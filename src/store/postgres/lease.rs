@@ -84,13 +84,16 @@ impl PgLease {
                 .map_err(|e| LeaseError(format!("connecting to PostgreSQL: {}", why(&e))))?;
             *slot = Some(client);
         }
-        let client = slot.as_ref().expect("connection opened above");
-        match f(client).await {
-            Ok(v) => Ok(v),
-            Err(e) => {
-                *slot = None;
-                Err(LeaseError(why(&e)))
+        // Taken out while in use: a call cancelled midway (the lease loop's timeout)
+        // leaves the slot empty, so a connection possibly inside a transaction is
+        // never reused.
+        let client = slot.take().expect("connection opened above");
+        match f(&client).await {
+            Ok(v) => {
+                *slot = Some(client);
+                Ok(v)
             }
+            Err(e) => Err(LeaseError(why(&e))),
         }
     }
 }
@@ -129,8 +132,14 @@ impl LeaseBackend for PgLease {
         let row = self
             .with_client(move |c| {
                 Box::pin(async move {
-                    let won = c
-                        .query_opt(
+                    // FOR UPDATE first: it waits for every write transaction past its
+                    // fence check (they hold the row FOR KEY SHARE), so none commits
+                    // under the old epoch after the new one exists.
+                    c.batch_execute("BEGIN").await?;
+                    let claimed = async {
+                        c.execute("SELECT 1 FROM cluster_lease WHERE id = 1 FOR UPDATE", &[])
+                            .await?;
+                        c.query_opt(
                             "UPDATE cluster_lease
                                 SET holder = $1, advertise_addr = $2, epoch = epoch + 1,
                                     expires_at = now() + make_interval(secs => $3)
@@ -139,7 +148,19 @@ impl LeaseBackend for PgLease {
                           RETURNING epoch",
                             &[&node, &addr, &ttl],
                         )
-                        .await?;
+                        .await
+                    }
+                    .await;
+                    let won = match claimed {
+                        Ok(won) => {
+                            c.batch_execute("COMMIT").await?;
+                            won
+                        }
+                        Err(e) => {
+                            let _ = c.batch_execute("ROLLBACK").await;
+                            return Err(e);
+                        }
+                    };
                     if let Some(r) = won {
                         return Ok(Err(r.get::<_, i64>(0)));
                     }

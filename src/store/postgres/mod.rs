@@ -16,10 +16,13 @@
 //!
 //! **Fencing.** [`PgStore::set_fence`] gives the store the epoch under which this node
 //! leads. From then on every write transaction first reads the `cluster_lease` row
-//! `FOR SHARE` and aborts with [`StoreError::Fenced`] unless the lease still carries
+//! `FOR KEY SHARE` and aborts with [`StoreError::Fenced`] unless the lease still carries
 //! that epoch: a leader that was paused while another took over can no longer write,
-//! and the row lock makes the takeover's lease update wait for writes already past
-//! the check. Epoch 0 (the default) means "no cluster": nothing is checked.
+//! and the row lock makes a takeover (which locks the row `FOR UPDATE` before it
+//! changes the epoch) wait for writes already past the check. A key-share lock does
+//! not conflict with the leader's renewals (an UPDATE of non-key columns), so renewals
+//! never queue behind writes. Epoch 0 (the default) means "no cluster": nothing is
+//! checked.
 //!
 //! **Read cache.** `customer`, `customer_by_phone` and `recent_contacts` are called on
 //! the RouteCall hot path without an await, so they read an in-memory copy the store
@@ -207,7 +210,7 @@ impl PgStore {
             .parse()
             .map_err(|e| StoreError::Io(format!("store.postgres.url: {e}")))?;
         // A transaction left idle (its client stalled: SIGSTOP, a partition) is ended
-        // by the server after IDLE_TX_TIMEOUT_MS, so the lease row it holds FOR SHARE
+        // by the server after IDLE_TX_TIMEOUT_MS, so the lease row it holds FOR KEY SHARE
         // (the fence check) cannot block another node's takeover for long.
         config.options(format!(
             "-c synchronous_commit={} -c idle_in_transaction_session_timeout={IDLE_TX_TIMEOUT_MS}",
@@ -278,7 +281,7 @@ impl PgStore {
             return Ok(());
         }
         let stmt = tx
-            .prepare_cached("SELECT epoch FROM cluster_lease WHERE id = 1 FOR SHARE")
+            .prepare_cached("SELECT epoch FROM cluster_lease WHERE id = 1 FOR KEY SHARE")
             .await?;
         let current: i64 = tx.query_one(&stmt, &[]).await?.get(0);
         let current = u64::try_from(current).unwrap_or(0);
