@@ -342,7 +342,7 @@ impl Application {
                 node_id = %state.me().node_id,
                 advertise_addr = %state.me().advertise_addr,
                 lease_ttl_secs = settings.cluster.lease_ttl_secs,
-                "cluster node: NOT_SERVING as a follower until it holds the lease"
+                "cluster node: following (health not serving) until it holds the lease"
             );
             lease_task = Some(tokio::spawn(crate::cluster::lease::run(
                 backend,
