@@ -37,12 +37,15 @@ use crate::auth::limits::CallbackLimits;
 use crate::auth::tls::TlsReloader;
 use crate::auth::Access;
 use crate::clock::Clock;
+use crate::cluster::lease::LeaseTiming;
+use crate::cluster::serving::ServingGateLayer;
+use crate::cluster::{ClusterState, LeaseBackend, NodeInfo, Role};
 use crate::config::Settings;
 use crate::config::{PgTls, PostgresSettings, StoreBackend, StoreSettings};
 use crate::live::LiveConfig;
 use crate::scheduler::SchedulerConfig;
 use crate::service::{Holdless, ServiceError, EXAMPLE_PLAN};
-use crate::store::{PgOptions, PgStore, SledStore, Store, StoreError};
+use crate::store::{PgLease, PgOptions, PgStore, SledStore, Store, StoreError};
 
 /// gRPC service names reported by health (besides the whole server, "").
 pub const SERVICE_NAMES: &[&str] = &[
@@ -79,6 +82,10 @@ pub enum AppError {
     Auth(String),
     #[error("gRPC server failed: {0}")]
     Server(String),
+    /// This node was the cluster leader and lost its lease: it stopped serving and
+    /// exits ([`crate::cluster::EXIT_LOST_LEASE`]) to come back as a follower.
+    #[error("lost the cluster lease: {0}")]
+    LostLease(String),
 }
 
 pub struct Application {
@@ -94,6 +101,9 @@ pub struct Application {
     tls: Option<Arc<TlsReloader>>,
     /// The plan an empty store starts with, read and validated in `build`.
     plan_text: String,
+    /// Set: this node is one of several sharing a store, and serves only while it
+    /// holds this lease (see [`crate::cluster`]).
+    lease: Option<Arc<dyn LeaseBackend>>,
 }
 
 impl Application {
@@ -140,12 +150,52 @@ impl Application {
             metrics_listener,
             metrics_addr,
             console_listener,
-            settings,
             clock,
             access,
             tls,
+            lease: match settings.store.backend {
+                // Several nodes may share a PostgreSQL store: each serves only while
+                // it holds the lease. A lease call never waits longer than a lease.
+                StoreBackend::Postgres => Some(Arc::new(
+                    PgLease::new(
+                        &pg_options(&settings.store.postgres),
+                        Duration::from_secs(settings.cluster.lease_ttl_secs),
+                    )
+                    .map_err(|e| AppError::Store {
+                        location: store_location(&settings.store),
+                        message: e.to_string(),
+                    })?,
+                ) as Arc<dyn LeaseBackend>),
+                StoreBackend::Sled => None,
+            },
+            settings,
             plan_text,
         })
+    }
+
+    /// Runs this node as one of several sharing the lease `backend`: it serves only
+    /// while it holds the lease (holdless picks the PostgreSQL lease itself with
+    /// `store.backend = "postgres"`; tests pass an in-memory one).
+    pub fn with_lease(mut self, backend: Arc<dyn LeaseBackend>) -> Self {
+        self.lease = Some(backend);
+        self
+    }
+
+    /// This node's name and address in the lease row.
+    fn node_info(&self) -> NodeInfo {
+        let c = &self.settings.cluster;
+        NodeInfo {
+            node_id: if c.node_id.is_empty() {
+                crate::cluster::generated_node_id()
+            } else {
+                c.node_id.clone()
+            },
+            advertise_addr: if c.advertise_addr.is_empty() {
+                self.addr.to_string()
+            } else {
+                c.advertise_addr.clone()
+            },
+        }
     }
 
     pub fn local_addr(&self) -> SocketAddr {
@@ -173,6 +223,10 @@ impl Application {
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> Result<(), AppError> {
+        let cluster = self
+            .lease
+            .as_ref()
+            .map(|_| ClusterState::new(self.node_info()));
         let Self {
             listener,
             addr,
@@ -184,7 +238,9 @@ impl Application {
             access,
             tls,
             plan_text,
+            lease,
         } = self;
+        let mut shutdown = std::pin::pin!(shutdown);
         if !access.enforced() {
             tracing::warn!(
                 %addr,
@@ -214,6 +270,7 @@ impl Application {
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
         let (draining, draining_rx) = tokio::sync::watch::channel(false);
         let router = grpc_server(gate)
+            .layer(ServingGateLayer::new(cluster.clone()))
             .add_service(health_service)
             .add_service(reflection_v1)
             .add_service(reflection_v1alpha)
@@ -306,7 +363,56 @@ impl Application {
         });
         tracing::info!(%addr, %metrics_addr, tls = tls.is_some(), "gRPC and /metrics listening; starting up");
 
-        let holdless = match start_core(&settings, clock, &plan_text).await {
+        // A cluster node follows until it holds the lease, then loads the store under
+        // its epoch (the fence every write of its checks).
+        let (lease_stop, lease_stop_rx) = tokio::sync::watch::channel(false);
+        let mut lease_task = None;
+        let mut epoch = None;
+        if let (Some(state), Some(backend)) = (&cluster, lease) {
+            // What can be readied before leading is, so a takeover only loads the store.
+            drop(tokio::task::spawn_blocking(crate::domain::phone::warm_up));
+            let timing =
+                LeaseTiming::from_ttl(Duration::from_secs(settings.cluster.lease_ttl_secs));
+            tracing::info!(
+                node_id = %state.me().node_id,
+                advertise_addr = %state.me().advertise_addr,
+                lease_ttl_secs = settings.cluster.lease_ttl_secs,
+                "cluster node: following (health not serving) until it holds the lease"
+            );
+            lease_task = Some(tokio::spawn(crate::cluster::lease::run(
+                backend,
+                state.clone(),
+                timing,
+                lease_stop_rx,
+            )));
+            let won = tokio::select! {
+                won = taking_over(state) => won,
+                _ = &mut shutdown => Err(None),
+                r = &mut server => Err(Some(AppError::Server(format!("server stopped before leading: {r:?}")))),
+            };
+            match won {
+                Ok(e) => epoch = Some(e),
+                Err(why) => {
+                    let _ = lease_stop.send(true);
+                    if let Some(t) = lease_task {
+                        let _ = t.await;
+                    }
+                    let _ = stop_tx.send(());
+                    let _ = tokio::time::timeout(
+                        Duration::from_secs(settings.server.shutdown_grace_secs),
+                        server,
+                    )
+                    .await;
+                    return why.map_or(Ok(()), Err);
+                }
+            }
+        }
+        let taking_over_at = std::time::Instant::now();
+        let started = tokio::select! {
+            r = start_core(&settings, clock, &plan_text, epoch) => r,
+            reason = stepped_down(cluster.as_deref()) => Err(AppError::LostLease(reason)),
+        };
+        let holdless = match started {
             Ok(h) => h,
             Err(e) => {
                 let _ = stop_tx.send(());
@@ -315,6 +421,7 @@ impl Application {
                     let _ = console.await;
                 }
                 let _ = server.await;
+                let _ = lease_stop.send(true);
                 return Err(e);
             }
         };
@@ -333,11 +440,44 @@ impl Application {
                 .set_service_status(name, ServingStatus::Serving)
                 .await;
         }
-        tracing::info!(%addr, "holdless is SERVING");
+        if let (Some(state), Some(epoch)) = (&cluster, epoch) {
+            if !state.promote(epoch) {
+                // Lost while loading: the select below sees the step-down at once.
+                tracing::warn!(epoch, "the lease was lost while loading the store");
+            }
+            tracing::info!(
+                %addr,
+                epoch,
+                load_ms = taking_over_at.elapsed().as_millis() as u64,
+                "holdless is SERVING as the cluster leader"
+            );
+        } else {
+            tracing::info!(%addr, "holdless is SERVING");
+        }
 
         let server_result = tokio::select! {
-            _ = shutdown => None,
+            _ = &mut shutdown => None,
             r = &mut server => Some(r),
+            reason = stepped_down(cluster.as_deref()) => {
+                // Already refusing every RPC (the serving gate reads the role): say so
+                // on health, end the dispatch streams, and leave without a grace
+                // period; the dialers' work is on the new leader.
+                for name in std::iter::once("").chain(SERVICE_NAMES.iter().copied()) {
+                    health
+                        .set_service_status(name, ServingStatus::NotServing)
+                        .await;
+                }
+                let _ = draining.send(true);
+                let _ = stop_tx.send(());
+                if tokio::time::timeout(Duration::from_secs(1), &mut server).await.is_err() {
+                    server.abort();
+                }
+                let _ = housekeeping_stop.send(true);
+                let _ = housekeeping.await;
+                let _ = metrics_stop.send(());
+                let _ = tokio::time::timeout(Duration::from_secs(2), holdless.close()).await;
+                return Err(AppError::LostLease(reason));
+            }
         };
         let stop_housekeeping = || async {
             let _ = console_stop.send(true);
@@ -393,8 +533,48 @@ impl Application {
         }
         stop_housekeeping().await;
         holdless.close().await;
+        // Last: a follower may take over only once this node wrote its last.
+        let _ = lease_stop.send(true);
+        if let Some(t) = lease_task {
+            if let Ok(crate::cluster::lease::LeaseEnd::Stopped) = t.await {
+                if epoch.is_some() {
+                    tracing::info!("cluster lease released");
+                }
+            }
+        }
         tracing::info!("store flushed; bye");
         Ok(())
+    }
+}
+
+/// The epoch this node took the lease under; `Err(None)` if the lease task ended first.
+async fn taking_over(state: &ClusterState) -> Result<u64, Option<AppError>> {
+    let mut roles = state.subscribe();
+    loop {
+        match &*roles.borrow_and_update() {
+            Role::TakingOver { epoch } | Role::Leader { epoch } => return Ok(*epoch),
+            Role::SteppedDown { reason } => return Err(Some(AppError::LostLease(reason.clone()))),
+            Role::Follower { .. } => {}
+        }
+        if roles.changed().await.is_err() {
+            return Err(None);
+        }
+    }
+}
+
+/// Completes with the reason when this node steps down; never without a cluster.
+async fn stepped_down(state: Option<&ClusterState>) -> String {
+    let Some(state) = state else {
+        return std::future::pending().await;
+    };
+    let mut roles = state.subscribe();
+    loop {
+        if let Role::SteppedDown { reason } = &*roles.borrow_and_update() {
+            return reason.clone();
+        }
+        if roles.changed().await.is_err() {
+            return std::future::pending().await;
+        }
     }
 }
 
@@ -622,20 +802,33 @@ pub async fn open_store(settings: &StoreSettings) -> Result<Arc<dyn Store>, Stor
 }
 
 /// Opens the store, loads (or imports) the plan and warms the number parser.
+/// `epoch`: the cluster lease this node holds, which fences every write of its store.
 async fn start_core(
     settings: &Settings,
     clock: Arc<dyn Clock>,
     plan_text: &str,
+    epoch: Option<u64>,
 ) -> Result<Arc<Holdless>, AppError> {
     tokio::task::spawn_blocking(crate::domain::phone::warm_up)
         .await
         .map_err(|e| AppError::Start(e.to_string()))?;
-    let store = open_store(&settings.store)
-        .await
-        .map_err(|e| AppError::Store {
-            location: store_location(&settings.store),
-            message: e.to_string(),
-        })?;
+    let store = match (settings.store.backend, epoch) {
+        // Fenced before anything is written (the plan import, the scheduler's first
+        // dispatch): from here on a newer epoch in the lease row refuses every write.
+        (StoreBackend::Postgres, Some(epoch)) => {
+            PgStore::open(&pg_options(&settings.store.postgres))
+                .await
+                .map(|pg| {
+                    pg.set_fence(epoch);
+                    Arc::new(pg) as Arc<dyn Store>
+                })
+        }
+        _ => open_store(&settings.store).await,
+    }
+    .map_err(|e| AppError::Store {
+        location: store_location(&settings.store),
+        message: e.to_string(),
+    })?;
     let live = LiveConfig {
         reservation_timeout: chrono::Duration::seconds(
             i64::try_from(settings.live.reservation_timeout_secs).unwrap_or(i64::MAX / 1000),

@@ -160,6 +160,21 @@ pub struct TortureArgs {
     /// Print the summary as JSON.
     #[arg(long)]
     pub json: bool,
+    /// Leader failover instead of single-server crashes: --nodes servers share one
+    /// PostgreSQL database; each run SIGKILLs the leader or (every other run) SIGSTOPs
+    /// it past its lease and SIGCONTs it once another node leads.
+    #[arg(long)]
+    pub failover: bool,
+    /// With --failover: the database to fill (its own; triggers go on every table).
+    /// Default: a private PostgreSQL cluster started from the machine's binaries.
+    #[arg(long, env = "HOLDLESS_TORTURE_POSTGRES", requires = "failover")]
+    pub postgres_url: Option<String>,
+    /// With --failover: servers in the cluster.
+    #[arg(long, default_value_t = 3, requires = "failover")]
+    pub nodes: usize,
+    /// With --failover: the servers' cluster.lease_ttl_secs.
+    #[arg(long, default_value_t = 2, requires = "failover")]
+    pub lease_ttl_secs: u64,
 }
 
 #[derive(Debug, Subcommand)]
@@ -618,6 +633,14 @@ async fn serve(config: Option<PathBuf>, insecure: bool) -> ExitCode {
     );
     match app.run(shutdown_signal()).await {
         Ok(()) => ExitCode::SUCCESS,
+        Err(e @ crate::app::AppError::LostLease(_)) => {
+            tracing::error!(
+                error = %e,
+                exit_status = crate::cluster::EXIT_LOST_LEASE,
+                "holdless stopped serving and exits; restart it to rejoin as a follower"
+            );
+            ExitCode::from(crate::cluster::EXIT_LOST_LEASE)
+        }
         Err(e) => {
             // Once, through the log (stderr), not a second time by hand.
             tracing::error!(error = %e, "holdless stopped");
@@ -654,6 +677,60 @@ fn shutdown_signal() -> impl std::future::Future<Output = ()> + Send + 'static {
     async {
         let _ = tokio::signal::ctrl_c().await;
         tracing::info!("Ctrl-C received");
+    }
+}
+
+/// `holdless torture --failover`: see [`crate::torture::failover`].
+async fn torture_failover(a: TortureArgs) -> ExitCode {
+    use crate::torture::failover::{self, FailoverOptions};
+    let binary = match a.binary.clone().map_or_else(std::env::current_exe, Ok) {
+        Ok(b) => b,
+        Err(e) => {
+            eprintln!("holdless: cannot find this executable ({e}); pass --binary");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    let postgres_url = match a.postgres_url.clone() {
+        Some(u) => u,
+        None => crate::store::pgtest::test_postgres().await,
+    };
+    let seed = a.seed.unwrap_or_else(|| fastrand::u64(..));
+    eprintln!(
+        "torture: failover, seed={seed} runs={} nodes={}",
+        a.runs, a.nodes
+    );
+    let opts = FailoverOptions {
+        runs: a.runs,
+        seed,
+        nodes: a.nodes,
+        postgres_url,
+        binary,
+        lease_ttl_secs: a.lease_ttl_secs,
+        lease_secs: a.lease_secs.max(1),
+        clients: a.clients,
+        dialers: a.dialers,
+        agents: a.agents,
+    };
+    match failover::run(&opts, &mut |line| eprintln!("torture: {line}")).await {
+        Ok(summary) => {
+            if a.json {
+                print!("{}", to_json(&summary));
+            } else {
+                for p in &summary.problems {
+                    eprintln!("torture: {:?} {}: {}", p.kind, p.key, p.detail);
+                }
+                println!("{}", summary.line());
+            }
+            if summary.is_clean() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            }
+        }
+        Err(e) => {
+            eprintln!("holdless: torture: {e}");
+            ExitCode::FAILURE
+        }
     }
 }
 
@@ -1568,6 +1645,9 @@ async fn health(service: String, server: ServerArg) -> Result<String, Failure> {
 /// inconsistent (or the server died by itself), 64 on bad usage.
 async fn torture(a: TortureArgs) -> ExitCode {
     use crate::torture::{self, TortureError, TortureOptions};
+    if a.failover {
+        return torture_failover(a).await;
+    }
     let result = if a.check_only {
         match &a.data_dir {
             Some(dir) => torture::check_only(dir).await,

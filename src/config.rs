@@ -60,6 +60,25 @@ pub struct Settings {
     pub limits: LimitSettings,
     pub log: LogSettings,
     pub stats: StatsSettings,
+    pub cluster: ClusterSettings,
+}
+
+/// Several nodes over one PostgreSQL store (`store.backend = "postgres"`), one leader at
+/// a time (see the `cluster` module). Ignored with the sled backend, which is one node.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterSettings {
+    /// Seconds a leader's lease lasts without renewal; renewed every third of it,
+    /// polled by followers every tenth. A new leader takes over within about
+    /// `lease_ttl_secs * 1.1` of a leader's loss, plus its store load.
+    pub lease_ttl_secs: u64,
+    /// This node's name in the lease row. Empty (default): the host name and a ULID,
+    /// new at each process start, so nodes on one machine never collide.
+    pub node_id: String,
+    /// The gRPC address followers name as the leader's (`host:port`). Empty (default):
+    /// the address `server.listen` bound to; set it when that is a wildcard
+    /// (`0.0.0.0`) or behind NAT (in Kubernetes: the pod IP).
+    pub advertise_addr: String,
 }
 
 /// Wallboards (`WatchQueueStats`).
@@ -342,6 +361,11 @@ impl Default for Settings {
             stats: StatsSettings {
                 watch_max_per_sec: DEFAULT_WATCH_MAX_PER_SEC,
             },
+            cluster: ClusterSettings {
+                lease_ttl_secs: crate::cluster::DEFAULT_LEASE_TTL_SECS,
+                node_id: String::new(),
+                advertise_addr: String::new(),
+            },
         }
     }
 }
@@ -499,6 +523,12 @@ impl Settings {
             if tls.cert.as_os_str().is_empty() || tls.key.as_os_str().is_empty() {
                 return Err(ConfigError("server.tls needs both cert and key".into()));
             }
+        }
+        if self.cluster.lease_ttl_secs < crate::cluster::MIN_LEASE_TTL_SECS {
+            return Err(ConfigError(format!(
+                "cluster.lease_ttl_secs must be at least {}",
+                crate::cluster::MIN_LEASE_TTL_SECS
+            )));
         }
         crate::auth::Access::from_settings(&self.auth.principals).map_err(ConfigError)?;
         Ok(())

@@ -33,6 +33,9 @@
 //! - [`bench`]: `holdless bench`, the load generator with a same-run no-op baseline.
 //! - [`torture`]: `holdless torture`, SIGKILL-and-restart cycles of a real server with
 //!   every acknowledged write checked against the store afterwards.
+//! - [`cluster`]: one leader at a time over a shared PostgreSQL store: the lease with
+//!   its epoch (fencing token), the follower/leader/stepped-down roles, and the gate that
+//!   answers followers' RPCs UNAVAILABLE naming the leader.
 //! - [`app`]: wiring and the server's lifecycle (start-up, health, shutdown order).
 //! - [`config`]: typed settings from defaults, file and environment.
 //! - [`cli`]: the command line; admin commands are gRPC clients of a running server.
@@ -44,6 +47,7 @@ pub mod auth;
 pub mod bench;
 pub mod cli;
 pub mod clock;
+pub mod cluster;
 pub mod config;
 pub mod console;
 pub mod domain;

@@ -25,6 +25,7 @@ use crate::domain::contact::ContactRecord;
 use crate::domain::{Customer, CustomerId};
 use crate::metrics::kpi::{KpiCounters, Survey};
 
+pub use self::postgres::lease::PgLease;
 pub use self::postgres::{PgOptions, PgStore};
 pub(crate) use self::sled::content_hash;
 pub use self::sled::SledStore;

@@ -17,6 +17,7 @@
 //! rebuild), not `fdatasync` against power loss.
 
 pub mod check;
+pub mod failover;
 pub mod load;
 
 use std::collections::{BTreeMap, VecDeque};

@@ -57,9 +57,35 @@ pub async fn spawn_app_with(configure: impl FnOnce(&mut Settings)) -> TestApp {
     start(dir, clock, configure).await
 }
 
+/// A node of a cluster sharing `lease` (its own store): returned at once, before it
+/// serves, since a follower never does. The lease lasts 2 s unless `configure` says.
+pub async fn spawn_cluster_node(
+    lease: Arc<holdless::cluster::memory::MemoryLease>,
+    configure: impl FnOnce(&mut Settings),
+) -> TestApp {
+    let dir = Arc::new(tempfile::tempdir().expect("temp dir"));
+    let clock = Arc::new(ManualClock::new(at(WEEKDAY_NOON)));
+    launch(dir, clock, Some(lease), |s| {
+        s.cluster.lease_ttl_secs = 2;
+        configure(s)
+    })
+    .await
+}
+
 async fn start(
     dir: Arc<tempfile::TempDir>,
     clock: Arc<ManualClock>,
+    configure: impl FnOnce(&mut Settings),
+) -> TestApp {
+    let app = launch(dir, clock, None, configure).await;
+    wait_serving(app.channel.clone()).await;
+    app
+}
+
+async fn launch(
+    dir: Arc<tempfile::TempDir>,
+    clock: Arc<ManualClock>,
+    lease: Option<Arc<holdless::cluster::memory::MemoryLease>>,
     configure: impl FnOnce(&mut Settings),
 ) -> TestApp {
     init_tracing();
@@ -69,9 +95,12 @@ async fn start(
     settings.console.listen = "127.0.0.1:0".parse().unwrap();
     settings.store.path = dir.path().join("store");
     configure(&mut settings);
-    let app = Application::build(settings, clock.clone())
+    let mut app = Application::build(settings, clock.clone())
         .await
         .expect("app builds");
+    if let Some(lease) = lease {
+        app = app.with_lease(lease);
+    }
     let addr = app.local_addr();
     let metrics_addr = app.metrics_addr();
     let console_addr = app.console_addr();
@@ -84,7 +113,6 @@ async fn start(
         .connect()
         .await
         .expect("connect");
-    wait_serving(channel.clone()).await;
     TestApp {
         addr,
         metrics_addr,
@@ -165,6 +193,15 @@ impl TestApp {
             Some(h) => h.await.expect("app task"),
             None => Ok(()),
         }
+    }
+
+    /// What `run` returned once the server ended by itself (within `limit`).
+    pub async fn exited(&mut self, limit: std::time::Duration) -> Result<(), AppError> {
+        let h = self.handle.take().expect("still running");
+        tokio::time::timeout(limit, h)
+            .await
+            .expect("server ended in time")
+            .expect("app task")
     }
 
     /// Stops the server and starts a new one on the same store and clock.

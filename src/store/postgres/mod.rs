@@ -16,10 +16,13 @@
 //!
 //! **Fencing.** [`PgStore::set_fence`] gives the store the epoch under which this node
 //! leads. From then on every write transaction first reads the `cluster_lease` row
-//! `FOR SHARE` and aborts with [`StoreError::Fenced`] unless the lease still carries
+//! `FOR KEY SHARE` and aborts with [`StoreError::Fenced`] unless the lease still carries
 //! that epoch: a leader that was paused while another took over can no longer write,
-//! and the row lock makes the takeover's lease update wait for writes already past
-//! the check. Epoch 0 (the default) means "no cluster": nothing is checked.
+//! and the row lock makes a takeover (which locks the row `FOR UPDATE` before it
+//! changes the epoch) wait for writes already past the check. A key-share lock does
+//! not conflict with the leader's renewals (an UPDATE of non-key columns), so renewals
+//! never queue behind writes. Epoch 0 (the default) means "no cluster": nothing is
+//! checked.
 //!
 //! **Read cache.** `customer`, `customer_by_phone` and `recent_contacts` are called on
 //! the RouteCall hot path without an await, so they read an in-memory copy the store
@@ -35,6 +38,7 @@
 
 pub(crate) mod admin;
 mod cache;
+pub mod lease;
 mod schema;
 mod store_impl;
 mod tx;
@@ -97,6 +101,11 @@ fn tls_connector(
         .with_no_client_auth();
     Ok(tokio_postgres_rustls::MakeRustlsConnect::new(config))
 }
+
+/// Longest a write transaction may sit idle between statements before the server
+/// ends it. holdless's transactions never wait on anything but the database, so only
+/// a stalled process reaches this.
+pub const IDLE_TX_TIMEOUT_MS: u64 = 1_000;
 
 /// The PostgreSQL store (see the module docs).
 #[derive(Clone)]
@@ -201,11 +210,17 @@ impl PgStore {
             .url
             .parse()
             .map_err(|e| StoreError::Io(format!("store.postgres.url: {e}")))?;
+        // A transaction left idle (its client stalled: SIGSTOP, a partition) is ended
+        // by the server after IDLE_TX_TIMEOUT_MS, so the lease row it holds FOR KEY SHARE
+        // (the fence check) cannot block another node's takeover for long.
         config.options(format!(
-            "-c synchronous_commit={}",
+            "-c synchronous_commit={} -c idle_in_transaction_session_timeout={IDLE_TX_TIMEOUT_MS}",
             options.synchronous_commit
         ));
-        config.application_name("holdless");
+        // The URL's own application_name wins (one per node shows who writes what).
+        if config.get_application_name().is_none() {
+            config.application_name("holdless");
+        }
         let manager_config = ManagerConfig {
             recycling_method: RecyclingMethod::Fast,
         };
@@ -267,7 +282,7 @@ impl PgStore {
             return Ok(());
         }
         let stmt = tx
-            .prepare_cached("SELECT epoch FROM cluster_lease WHERE id = 1 FOR SHARE")
+            .prepare_cached("SELECT epoch FROM cluster_lease WHERE id = 1 FOR KEY SHARE")
             .await?;
         let current: i64 = tx.query_one(&stmt, &[]).await?.get(0);
         let current = u64::try_from(current).unwrap_or(0);
