@@ -130,6 +130,7 @@ impl Node {
         let sep = if url.contains('?') { '&' } else { '?' };
         cmd.env("HOLDLESS__SERVER__LISTEN", "127.0.0.1:0")
             .env("HOLDLESS__METRICS__LISTEN", "127.0.0.1:0")
+            .env("HOLDLESS__CONSOLE__ENABLED", "false")
             .env("HOLDLESS__STORE__BACKEND", "postgres")
             .env(
                 "HOLDLESS__STORE__POSTGRES__URL",
