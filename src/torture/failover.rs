@@ -21,7 +21,6 @@
 //! leased to two dialers at once, states and attempts as acknowledged.
 
 use std::collections::VecDeque;
-use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -114,24 +113,10 @@ impl Node {
         dir: &std::path::Path,
         name: String,
     ) -> Result<Node, TortureError> {
-        let mut cmd = tokio::process::Command::new(&opts.binary);
-        cmd.arg("serve")
-            .current_dir(dir)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true);
-        for (k, _) in std::env::vars_os() {
-            if k.to_string_lossy().starts_with("HOLDLESS") {
-                cmd.env_remove(k);
-            }
-        }
+        let mut cmd = super::serve_command(&opts.binary, dir);
         let url = &opts.postgres_url;
         let sep = if url.contains('?') { '&' } else { '?' };
-        cmd.env("HOLDLESS__SERVER__LISTEN", "127.0.0.1:0")
-            .env("HOLDLESS__METRICS__LISTEN", "127.0.0.1:0")
-            .env("HOLDLESS__CONSOLE__ENABLED", "false")
-            .env("HOLDLESS__STORE__BACKEND", "postgres")
+        cmd.env("HOLDLESS__STORE__BACKEND", "postgres")
             .env(
                 "HOLDLESS__STORE__POSTGRES__URL",
                 format!("{url}{sep}application_name={name}"),

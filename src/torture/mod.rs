@@ -211,6 +211,30 @@ fn serving_addr(line: &str) -> Option<String> {
         .map(|a| format!("http://{a}"))
 }
 
+/// `holdless serve` of `binary` in `dir` as the tortures start it: stderr piped (its
+/// log tells the address), killed with its handle, only the settings the torture gives
+/// (none of the caller's `HOLDLESS*` variables, no holdless.toml), gRPC and `/metrics`
+/// on loopback port 0, and no web console (several servers on one machine would share
+/// its port).
+pub(crate) fn serve_command(binary: &Path, dir: &Path) -> tokio::process::Command {
+    let mut cmd = tokio::process::Command::new(binary);
+    cmd.arg("serve")
+        .current_dir(dir)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    for (k, _) in std::env::vars_os() {
+        if k.to_string_lossy().starts_with("HOLDLESS") {
+            cmd.env_remove(k);
+        }
+    }
+    cmd.env("HOLDLESS__SERVER__LISTEN", "127.0.0.1:0")
+        .env("HOLDLESS__METRICS__LISTEN", "127.0.0.1:0")
+        .env("HOLDLESS__CONSOLE__ENABLED", "false");
+    cmd
+}
+
 impl Server {
     /// Starts `holdless serve` on the torture's store; returns once it reports SERVING.
     async fn start(
@@ -219,23 +243,8 @@ impl Server {
         log: &Arc<Mutex<std::fs::File>>,
         life: u32,
     ) -> Result<Server, TortureError> {
-        let mut cmd = tokio::process::Command::new(&opts.binary);
-        cmd.arg("serve")
-            .current_dir(dir)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true);
-        // Only our settings: none of the caller's HOLDLESS* variables, no holdless.toml.
-        for (k, _) in std::env::vars_os() {
-            if k.to_string_lossy().starts_with("HOLDLESS") {
-                cmd.env_remove(k);
-            }
-        }
-        cmd.env("HOLDLESS__SERVER__LISTEN", "127.0.0.1:0")
-            .env("HOLDLESS__METRICS__LISTEN", "127.0.0.1:0")
-            .env("HOLDLESS__CONSOLE__ENABLED", "false")
-            .env("HOLDLESS__STORE__PATH", dir.join(STORE_DIR))
+        let mut cmd = serve_command(&opts.binary, dir);
+        cmd.env("HOLDLESS__STORE__PATH", dir.join(STORE_DIR))
             .env("HOLDLESS__PLAN__FILE", dir.join(PLAN_FILE))
             .env(
                 "HOLDLESS__CALLBACKS__LEASE_SECS",

@@ -7,27 +7,11 @@ use std::time::Duration;
 
 use holdless::api::pb;
 use holdless::auth::Role;
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tonic::Request;
 
 use crate::auth::{principals, token_for};
-use crate::helpers::{call, spawn_app, spawn_app_with, TestApp};
-
-/// One HTTP/1.1 exchange, as a browser would see it.
-struct Reply {
-    status: u16,
-    headers: Vec<(String, String)>,
-    body: String,
-}
-
-impl Reply {
-    fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(k, _)| k.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
-    }
-}
+use crate::helpers::{call, http_exchange, spawn_app, spawn_app_with, HttpReply, TestApp};
 
 /// Sends one request (`Connection: close`) and reads the whole reply.
 async fn http(
@@ -36,42 +20,8 @@ async fn http(
     path: &str,
     headers: &[(&str, &str)],
     body: &str,
-) -> Reply {
-    let mut s = tokio::net::TcpStream::connect(addr)
-        .await
-        .expect("console port");
-    let mut req = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
-    for (k, v) in headers {
-        req.push_str(&format!("{k}: {v}\r\n"));
-    }
-    if !body.is_empty() || method == "POST" {
-        req.push_str("Content-Type: application/x-www-form-urlencoded\r\n");
-        req.push_str(&format!("Content-Length: {}\r\n", body.len()));
-    }
-    req.push_str("\r\n");
-    req.push_str(body);
-    s.write_all(req.as_bytes()).await.unwrap();
-    let mut raw = String::new();
-    tokio::time::timeout(Duration::from_secs(10), s.read_to_string(&mut raw))
-        .await
-        .expect("reply within 10 s")
-        .unwrap();
-    let (head, body) = raw.split_once("\r\n\r\n").unwrap_or((&raw, ""));
-    let mut lines = head.lines();
-    let status = lines
-        .next()
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|c| c.parse().ok())
-        .unwrap_or_else(|| panic!("no status line in {raw:?}"));
-    let headers = lines
-        .filter_map(|l| l.split_once(':'))
-        .map(|(k, v)| (k.trim().to_owned(), v.trim().to_owned()))
-        .collect();
-    Reply {
-        status,
-        headers,
-        body: body.to_owned(),
-    }
+) -> HttpReply {
+    http_exchange(addr, method, path, headers, body, Duration::from_secs(10)).await
 }
 
 fn console(app: &TestApp) -> SocketAddr {

@@ -10,67 +10,30 @@ use chrono::{DateTime, Duration, Utc};
 use holdless::api::pb;
 use prost_types::Timestamp;
 use regex::Regex;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tonic::transport::Channel;
 
 use crate::helpers::*;
 use crate::live::agent;
 
-struct Reply {
-    status: u16,
-    headers: Vec<(String, String)>,
-    body: String,
-}
-
-impl Reply {
-    fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(k, _)| k.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
-    }
-}
-
 /// One HTTP/1.1 exchange (`Connection: close`), as a browser would send it.
-async fn http(addr: SocketAddr, method: &str, path: &str, cookie: &str, body: &str) -> Reply {
-    let mut s = tokio::net::TcpStream::connect(addr)
-        .await
-        .expect("console port");
-    let mut req = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
-    if !cookie.is_empty() {
-        req.push_str(&format!("Cookie: {cookie}\r\n"));
-    }
-    if method == "POST" {
-        req.push_str("Content-Type: application/x-www-form-urlencoded\r\n");
-        req.push_str(&format!("Content-Length: {}\r\n", body.len()));
-    }
-    req.push_str("\r\n");
-    req.push_str(body);
-    s.write_all(req.as_bytes()).await.unwrap();
-    let mut raw = String::new();
-    tokio::time::timeout(StdDuration::from_secs(20), s.read_to_string(&mut raw))
-        .await
-        .expect("reply within 20 s")
-        .unwrap();
-    let (head, body) = raw.split_once("\r\n\r\n").unwrap_or((&raw, ""));
-    let mut lines = head.lines();
-    let status = lines
-        .next()
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|c| c.parse().ok())
-        .unwrap_or_else(|| panic!("no status line in {raw:?}"));
-    let headers = lines
-        .filter_map(|l| l.split_once(':'))
-        .map(|(k, v)| (k.trim().to_owned(), v.trim().to_owned()))
-        .collect();
-    Reply {
-        status,
+async fn http(addr: SocketAddr, method: &str, path: &str, cookie: &str, body: &str) -> HttpReply {
+    let headers: &[(&str, &str)] = if cookie.is_empty() {
+        &[]
+    } else {
+        &[("Cookie", cookie)]
+    };
+    http_exchange(
+        addr,
+        method,
+        path,
         headers,
-        body: body.to_owned(),
-    }
+        body,
+        StdDuration::from_secs(20),
+    )
+    .await
 }
 
-async fn get(app: &TestApp, path: &str) -> Reply {
+async fn get(app: &TestApp, path: &str) -> HttpReply {
     http(app.console_addr.expect("console on"), "GET", path, "", "").await
 }
 
@@ -171,7 +134,7 @@ fn row_values(html: &str, marker: &str) -> BTreeMap<String, String> {
 }
 
 /// The body with apostrophes unescaped, however the page escaped them.
-fn text(r: &Reply) -> String {
+fn text(r: &HttpReply) -> String {
     r.body.replace("&#39;", "'").replace("&#x27;", "'")
 }
 
