@@ -1,5 +1,5 @@
-//! The callback scheduler: one actor task that owns the open callbacks (rebuilt from the
-//! store at start), decides when each is due, reserves an agent, leases the callback to
+//! The callback scheduler: one actor task that owns the open callbacks (its index of
+//! them rebuilt from the store at start), decides when each is due, reserves an agent, leases the callback to
 //! one connected dialer, and applies outcomes, retries, expiry and cancellations. Every
 //! change is persisted (durably) before it is acted on or acknowledged.
 //!
@@ -15,6 +15,13 @@
 //! window, and (agent-first) an agent with the skills is free and gets reserved. A
 //! scheduled callback joins the line at its slot start. Retries wait out the backoff
 //! off the line, then return to their original place.
+//!
+//! Memory: the actor keeps an index entry per open callback (id, queue, number, due
+//! time, timer, state: [`Entry`]), not its record; a callback's record is read from the
+//! store when it is acted on (its timer fires, it is matched, dialed, reported on,
+//! cancelled). So start-up and a cluster takeover read only the index fields
+//! ([`crate::store::Store::scan_open_callbacks`]), and a million open callbacks take a
+//! few hundred bytes each rather than their records.
 
 mod numbers;
 pub mod policy;
@@ -28,9 +35,10 @@ use chrono::{DateTime, Utc};
 use chrono_tz::Tz;
 use tokio::sync::{mpsc, oneshot, Notify};
 
-use crate::domain::callback::{Callback, CallbackKind, CallbackState, DispatchOutcome};
+use crate::domain::callback::{Callback, CallbackState, DispatchOutcome};
 use crate::routing::plan::{CompiledPlan, Dialing};
 use crate::service::{Holdless, ServiceError};
+use crate::store::OpenCallbackRef;
 
 /// Commands waiting for the actor before senders feel back-pressure.
 const COMMAND_QUEUE: usize = 4_096;
@@ -124,71 +132,61 @@ fn gone() -> ServiceError {
 }
 
 impl Scheduler {
-    /// Starts the actor: loads open callbacks from the store first.
+    /// Starts the actor: reads the open callbacks' index fields from the store first.
     pub async fn start(
         holdless: Arc<Holdless>,
         config: SchedulerConfig,
     ) -> Result<Self, ServiceError> {
         let loading = std::time::Instant::now();
-        let open = holdless.store().open_callbacks().await?;
-        let loaded_ms = loading.elapsed().as_millis() as u64;
         let (tx, rx) = mpsc::channel(COMMAND_QUEUE);
         let kick = Arc::new(Notify::new());
-        let n = open.len();
         let mut actor = Actor {
             hl: holdless,
             config,
             rx,
             kick: kick.clone(),
-            open: HashMap::with_capacity(n),
+            open: HashMap::new(),
+            queues: HashSet::new(),
             by_attempt: HashMap::new(),
             dialers: Vec::new(),
             next_dialer: 0,
             waiting_window: HashMap::new(),
             timers: Default::default(),
-            timer_of: HashMap::with_capacity(n),
             orphaned: HashSet::new(),
-            by_number: numbers::NumberIndex::with_capacity(n),
+            by_number: numbers::NumberIndex::default(),
             booked: HashMap::new(),
             slot_of: HashMap::new(),
-            open_count: Arc::new(AtomicUsize::new(n)),
+            open_count: Arc::new(AtomicUsize::new(0)),
             dialer_count: Arc::new(AtomicUsize::new(0)),
         };
         let now = actor.hl.clock().now();
         // Start-up: one plan snapshot and one floor lock for the whole lot. Each id is
         // allocated once, shared by the floor's line and every lookup here.
         let plan = actor.hl.active_plan();
-        let hl = actor.hl.clone();
-        let ids: Vec<Id> = open.iter().map(|cb| Id::from(cb.id.as_str())).collect();
-        let due: Vec<_> = open
-            .iter()
-            .zip(&ids)
-            .filter(|(c, _)| c.state == CallbackState::Pending && c.not_before <= now)
-            .filter_map(|(cb, id)| {
-                let q = crate::service::queue_info(plan.queue(&cb.queue_id)?);
-                Some((id.clone(), q, cb.priority, cb.virtual_enqueued_at))
-            })
-            .collect();
-        // The lines on one thread while this one builds the lookups: they share nothing
-        // but the ids (a second core halves a large start-up).
-        let mut timers = Vec::with_capacity(n);
-        std::thread::scope(|s| {
-            let lines = s.spawn(|| hl.with_floor(|f| f.enqueue_callbacks(due)));
-            for (id, cb) in ids.into_iter().zip(open) {
-                if let Some(t) = actor.timer_for(&cb, now) {
-                    timers.push((t, id.clone()));
-                    actor.timer_of.insert(id.clone(), t);
+        let store = actor.hl.store().clone();
+        let mut due = Vec::new();
+        let mut timers = Vec::new();
+        let n = store
+            .scan_open_callbacks(&mut |r| {
+                let id = Id::from(r.id);
+                if r.state == CallbackState::Pending && r.not_before <= now {
+                    if let Some(q) = plan.queue(r.queue_id) {
+                        let q = crate::service::queue_info(q);
+                        due.push((id.clone(), q, r.priority, r.virtual_enqueued_at));
+                    }
                 }
-                actor.index_refs(&cb, &id);
-                actor.open.insert(id, cb);
-            }
-            // A panic on the other thread surfaces here, as it would have inline.
-            if let Err(panic) = lines.join() {
-                std::panic::resume_unwind(panic);
-            }
-        });
+                let timer = actor.timer_for(&r, now);
+                if let Some(t) = timer {
+                    timers.push((t, id.clone()));
+                }
+                actor.insert(id, &r, timer);
+            })
+            .await?;
+        let loaded_ms = loading.elapsed().as_millis() as u64;
+        actor.hl.with_floor(|f| f.enqueue_callbacks(due));
         // The timers in one bulk build (sorted once) rather than a million inserts.
         actor.timers = timers.into_iter().collect();
+        actor.open_count.store(actor.open.len(), Ordering::Relaxed);
         tracing::info!(
             open = n,
             load_ms = loaded_ms,
@@ -349,9 +347,10 @@ struct Actor {
     config: SchedulerConfig,
     rx: mpsc::Receiver<Command>,
     kick: Arc<Notify>,
-    /// Pending and dispatched callbacks, boxed: the table stays small when a million
-    /// are open (whole records in its buckets took a gigabyte at start-up).
-    open: HashMap<Id, Box<Callback>>,
+    /// Pending and dispatched callbacks, by id: their index entries.
+    open: HashMap<Id, Entry>,
+    /// The queue ids the entries name, one allocation per queue.
+    queues: HashSet<Arc<str>>,
     /// Attempt id -> callback id, for dispatched callbacks.
     by_attempt: HashMap<String, Id>,
     dialers: Vec<Dialer>,
@@ -360,9 +359,8 @@ struct Actor {
     /// they may be dialed next.
     waiting_window: HashMap<String, DateTime<Utc>>,
     /// Each open callback's next instant of interest (expiry, retry, slot, lease,
-    /// window), earliest first; `timer_of` finds an entry to move it.
+    /// window), earliest first; its entry's `timer` finds it to move it.
     timers: std::collections::BTreeSet<(DateTime<Utc>, Id)>,
-    timer_of: HashMap<Id, DateTime<Utc>>,
     /// Dispatched callbacks whose lease ran out while no dialer was connected.
     orphaned: HashSet<String>,
     /// (phone, queue) -> open callback id: the dedupe and auto-cancel lookup.
@@ -379,6 +377,33 @@ struct Actor {
 /// A callback id as the in-memory lookups hold it: one allocation shared by all of
 /// them (a million open callbacks at start-up).
 type Id = Arc<str>;
+
+/// What the scheduler holds of an open callback: enough to time it, count it for the
+/// wallboards and find it by number. Its record stays in the store and is read when
+/// the callback is acted on; its place in line (priority, virtual enqueue time) is the
+/// floor's.
+pub(super) struct Entry {
+    /// The queue id, shared by every entry of the queue.
+    queue: Arc<str>,
+    phone: numbers::Phone,
+    /// Not dialed before this instant (the wallboards count due and overdue from it).
+    not_before: DateTime<Utc>,
+    /// Its instant in `timers`, if any.
+    timer: Option<DateTime<Utc>>,
+    state: CallbackState,
+}
+
+impl Entry {
+    fn of(r: &OpenCallbackRef<'_>, queue: Arc<str>, timer: Option<DateTime<Utc>>) -> Self {
+        Self {
+            queue,
+            phone: numbers::Phone::of(r.phone),
+            not_before: r.not_before,
+            timer,
+            state: r.state,
+        }
+    }
+}
 
 /// Matched callbacks taken from the floor per pass (a line of callbacks all outside
 /// their calling window, parked one by one, leaves room for commands between passes).
@@ -464,26 +489,26 @@ impl Actor {
         self.timers.first().map(|(t, _)| (*t).max(now))
     }
 
-    fn timer_for(&self, cb: &Callback, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
+    fn timer_for(&self, cb: &OpenCallbackRef<'_>, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
         match cb.state {
             CallbackState::Pending => {
                 let mut t = cb.expires_at;
                 if cb.not_before > now {
                     t = t.min(cb.not_before);
                 }
-                if let Some(w) = self.waiting_window.get(&cb.id) {
+                if let Some(w) = self.waiting_window.get(cb.id) {
                     t = t.min(*w);
                 }
                 Some(t)
             }
-            CallbackState::Dispatched => cb.lease.as_ref().map(|l| l.until),
+            CallbackState::Dispatched => cb.lease.map(|(_, until)| until),
             _ => None,
         }
     }
 
-    /// Keeps an open callback in memory with its timer; a due pending one takes its
+    /// Keeps an open callback in the index with its timer; a due pending one takes its
     /// place in line.
-    fn track(&mut self, cb: Callback, now: DateTime<Utc>) {
+    fn track(&mut self, cb: &Callback, now: DateTime<Utc>) {
         if cb.state == CallbackState::Pending && cb.not_before <= now {
             let plan = self.hl.active_plan();
             if let Some(q) = plan.queue(&cb.queue_id) {
@@ -506,44 +531,65 @@ impl Actor {
                 });
             }
         }
-        self.index(cb, now);
+        self.index(&OpenCallbackRef::of(cb), now);
     }
 
-    /// The in-memory indexes of an open callback (everything but its place in line).
-    fn index(&mut self, cb: Callback, now: DateTime<Utc>) {
-        let id = match self.open.get_key_value(cb.id.as_str()) {
+    /// The index entry of an open callback (everything but its place in line), new or
+    /// replacing the one it had.
+    fn index(&mut self, cb: &OpenCallbackRef<'_>, now: DateTime<Utc>) {
+        let id = match self.open.get_key_value(cb.id) {
             Some((id, _)) => id.clone(),
-            None => Id::from(cb.id.as_str()),
+            None => Id::from(cb.id),
         };
-        if let Some(old) = self.timer_of.remove(&id) {
+        if let Some(old) = self.open.get(&id).and_then(|e| e.timer) {
             self.timers.remove(&(old, id.clone()));
         }
-        if let Some(t) = self.timer_for(&cb, now) {
+        let timer = self.timer_for(cb, now);
+        if let Some(t) = timer {
             self.timers.insert((t, id.clone()));
-            self.timer_of.insert(id.clone(), t);
         }
-        self.index_refs(&cb, &id);
-        self.open.insert(id, Box::new(cb));
+        self.insert(id, cb, timer);
     }
 
-    /// A copy of an open callback, to change and store.
-    fn open_copy(&self, id: &str) -> Option<Callback> {
-        self.open.get(id).map(|c| Callback::clone(c))
-    }
-
-    /// The lookups of an open callback (`id` is its id, shared by every lookup): by
-    /// attempt, by number, its slot booking.
-    fn index_refs(&mut self, cb: &Callback, id: &Id) {
-        if let Some(l) = &cb.lease {
-            self.by_attempt.insert(l.attempt_id.clone(), id.clone());
+    /// Stores an entry and its lookups (`id` is its id, shared by every lookup): by
+    /// attempt, by number, its slot booking. Its timer is the caller's to file.
+    fn insert(&mut self, id: Id, cb: &OpenCallbackRef<'_>, timer: Option<DateTime<Utc>>) {
+        let queue = match self.queues.get(cb.queue_id) {
+            Some(q) => q.clone(),
+            None => {
+                let q: Arc<str> = Arc::from(cb.queue_id);
+                self.queues.insert(q.clone());
+                q
+            }
+        };
+        let entry = Entry::of(cb, queue, timer);
+        if let Some((attempt, _)) = cb.lease {
+            self.by_attempt.insert(attempt.to_owned(), id.clone());
         }
         self.by_number
-            .insert(&self.open, id.clone(), &cb.phone, &cb.queue_id);
-        self.unbook(&cb.id);
-        if let CallbackKind::Scheduled { start, .. } = cb.kind {
-            let slot = (cb.queue_id.clone(), start);
+            .insert(&self.open, id.clone(), &entry.phone, cb.queue_id);
+        self.unbook(cb.id);
+        if let Some(start) = cb.slot_start {
+            let slot = (cb.queue_id.to_owned(), start);
             *self.booked.entry(slot.clone()).or_insert(0) += 1;
-            self.slot_of.insert(cb.id.clone(), slot);
+            self.slot_of.insert(cb.id.to_owned(), slot);
+        }
+        self.open.insert(id, entry);
+    }
+
+    /// Files a timer for an open callback at `at` (replacing its own), e.g. to try again
+    /// after its record could not be read.
+    fn rearm(&mut self, id: &str, at: DateTime<Utc>) {
+        let Some((id, entry)) = self.open.get_key_value(id) else {
+            return;
+        };
+        let (id, old) = (id.clone(), entry.timer);
+        if let Some(old) = old {
+            self.timers.remove(&(old, id.clone()));
+        }
+        self.timers.insert((at, id.clone()));
+        if let Some(e) = self.open.get_mut(&id) {
+            e.timer = Some(at);
         }
     }
 
@@ -569,19 +615,21 @@ impl Actor {
             .map_err(ServiceError::from)
     }
 
-    fn forget(&mut self, id: &str) {
+    /// Drops a callback that is no longer open from the index and its line. `attempt`
+    /// is the attempt it was out on, if any.
+    fn forget(&mut self, id: &str, attempt: Option<&str>) {
         self.unbook(id);
-        if let Some(cb) = self.open.remove(id) {
-            self.by_number.remove(id, &cb.phone, &cb.queue_id);
-            if let Some(l) = &cb.lease {
-                self.by_attempt.remove(&l.attempt_id);
+        if let Some((key, entry)) = self.open.remove_entry(id) {
+            self.by_number.remove(id, &entry.phone, &entry.queue);
+            if let Some(t) = entry.timer {
+                self.timers.remove(&(t, key));
             }
+        }
+        if let Some(a) = attempt {
+            self.by_attempt.remove(a);
         }
         self.waiting_window.remove(id);
         self.orphaned.remove(id);
-        if let Some((id, t)) = self.timer_of.remove_entry(id) {
-            self.timers.remove(&(t, id));
-        }
         self.hl
             .with_floor(|f| f.remove_callback(id, self.hl.clock().now()));
     }
@@ -589,11 +637,14 @@ impl Actor {
     async fn handle(&mut self, cmd: Command) {
         let now = self.hl.clock().now();
         match cmd {
-            Command::Added(cb) => self.track(*cb, now),
+            Command::Added(cb) => self.track(&cb, now),
             Command::Counts(reply) => {
                 let mut counts: HashMap<String, crate::service::CallbackCounts> = HashMap::new();
-                for cb in self.open.values() {
-                    let c = counts.entry(cb.queue_id.clone()).or_default();
+                for (id, cb) in &self.open {
+                    let c = match counts.get_mut(&*cb.queue) {
+                        Some(c) => c,
+                        None => counts.entry(String::from(&*cb.queue)).or_default(),
+                    };
                     match cb.state {
                         CallbackState::Pending => {
                             c.pending += 1;
@@ -601,8 +652,7 @@ impl Actor {
                                 c.due += 1;
                                 // Held back by the calling window or business hours
                                 // is waiting as promised, not overdue.
-                                let held =
-                                    self.waiting_window.get(&cb.id).is_some_and(|w| *w > now);
+                                let held = self.waiting_window.get(&**id).is_some_and(|w| *w > now);
                                 if !held && now - cb.not_before > policy::overdue_after() {
                                     c.overdue += 1;
                                 }
@@ -654,7 +704,10 @@ impl Actor {
             Command::AnsweredInbound { phones, queue } => {
                 let ids: Vec<Id> = phones
                     .iter()
-                    .filter_map(|phone| self.by_number.get(&self.open, phone, &queue))
+                    .filter_map(|phone| {
+                        self.by_number
+                            .get(&self.open, &numbers::Phone::of(phone), &queue)
+                    })
                     .filter(|id| {
                         self.open
                             .get(*id)
@@ -708,17 +761,18 @@ impl Actor {
         capacity: u32,
         now: DateTime<Utc>,
     ) -> Result<crate::store::CallbackCreate, ServiceError> {
-        if let CallbackKind::Scheduled { start, .. } = cb.kind {
+        if let crate::domain::callback::CallbackKind::Scheduled { start, .. } = cb.kind {
             // One open callback per number and queue: a twin request gets the first,
             // whatever the slot's capacity. A keyed twin still goes to the store, which
             // checks the key against its first use and remembers it.
             let twin = self
                 .by_number
-                .get(&self.open, &cb.phone, &cb.queue_id)
-                .and_then(|id| self.open.get(id));
+                .get(&self.open, &numbers::Phone::of(&cb.phone), &cb.queue_id)
+                .cloned();
             match twin {
                 Some(existing) if request.is_none() => {
-                    return Ok(crate::store::CallbackCreate::Existing((**existing).clone()));
+                    let existing = self.load(&existing).await?;
+                    return Ok(crate::store::CallbackCreate::Existing(existing));
                 }
                 Some(_) => {}
                 None => {
@@ -733,16 +787,13 @@ impl Actor {
         }
         let out = self.hl.store().create_callback(cb, request).await?;
         if let crate::store::CallbackCreate::Created(c) = &out {
-            self.track(c.clone(), now);
+            self.track(c, now);
         }
         Ok(out)
     }
 
-    /// Loads a callback for a change: from memory when open, else from the store.
+    /// Reads a callback's record (the store holds it; the index only its entry).
     async fn load(&self, id: &str) -> Result<Callback, ServiceError> {
-        if let Some(cb) = self.open_copy(id) {
-            return Ok(cb);
-        }
         self.hl
             .store()
             .callback(id)
@@ -758,12 +809,13 @@ impl Actor {
         f: impl FnOnce(&mut Callback) -> Result<(), crate::domain::callback::TransitionError>,
     ) -> Result<Callback, ServiceError> {
         let mut cb = self.load(id).await?;
+        let attempt = cb.lease.as_ref().map(|l| l.attempt_id.clone());
         f(&mut cb).map_err(|e| ServiceError::FailedPrecondition(e.to_string()))?;
         self.persist(&cb).await?;
         if cb.state.is_open() {
-            self.track(cb.clone(), now);
+            self.track(&cb, now);
         } else {
-            self.forget(&cb.id);
+            self.forget(&cb.id, attempt.as_deref());
         }
         Ok(cb)
     }
@@ -817,9 +869,9 @@ impl Actor {
         }
         tracing::debug!(callback_id = %cb.id, attempt_id, ?outcome, state = ?cb.state, "dispatch outcome");
         if cb.state.is_open() {
-            self.track(cb.clone(), now);
+            self.track(&cb, now);
         } else {
-            self.forget(&cb.id);
+            self.forget(&cb.id, None);
         }
         Ok((false, cb))
     }
@@ -834,7 +886,9 @@ impl Actor {
                 break;
             }
             self.timers.pop_first();
-            self.timer_of.remove(&id);
+            if let Some(e) = self.open.get_mut(&id) {
+                e.timer = None;
+            }
             self.fire(&id, &plan, now).await;
         }
         // Callbacks are matched to agents only while somebody can dial them.
@@ -855,7 +909,10 @@ impl Actor {
 
     /// A callback's timer went off: expire it, put it in line, or re-lease it.
     async fn fire(&mut self, id: &str, plan: &CompiledPlan, now: DateTime<Utc>) {
-        let Some(cb) = self.open_copy(id) else {
+        if !self.open.contains_key(id) {
+            return;
+        }
+        let Some(cb) = self.read_open(id, now).await else {
             return;
         };
         match cb.state {
@@ -875,7 +932,7 @@ impl Actor {
                     self.waiting_window.remove(id);
                     self.hl.with_floor(|f| f.unpark_callback(id, now));
                 }
-                self.track(cb, now);
+                self.track(&cb, now);
             }
         }
     }
@@ -891,12 +948,18 @@ impl Actor {
         plan: &CompiledPlan,
         now: DateTime<Utc>,
     ) {
-        let queue = self
+        let pending = self
             .open
             .get(id)
+            .is_some_and(|e| e.state == CallbackState::Pending);
+        let cb = match pending {
+            true => self.read_open(id, now).await,
+            false => None,
+        };
+        let queue = cb
             .filter(|cb| cb.state == CallbackState::Pending)
-            .and_then(|cb| plan.queue(&cb.queue_id).map(|q| (q, customer_tz(cb))));
-        let Some((queue, tz)) = queue else {
+            .and_then(|cb| plan.queue(&cb.queue_id).map(|q| (q, customer_tz(&cb), cb)));
+        let Some((queue, tz, cb)) = queue else {
             // Settled or gone meanwhile: the agent is free again.
             self.hl.with_floor(|f| {
                 f.remove_callback(id, now);
@@ -910,23 +973,42 @@ impl Actor {
                 .unwrap_or(now + chrono::Duration::hours(1));
             self.waiting_window.insert(id.to_owned(), at);
             self.hl.with_floor(|f| f.park_callback(id, now));
-            if let Some(cb) = self.open_copy(id) {
-                self.index(cb, now);
-            }
+            self.index(&OpenCallbackRef::of(&cb), now);
             return;
         }
-        self.dispatch(id, agent, queue.callback.dialing, now).await;
+        self.dispatch(cb, agent, queue.callback.dialing, now).await;
+    }
+
+    /// Reads an open callback's record to act on it. When the store cannot answer, the
+    /// callback keeps its entry and place, and its timer is filed a few seconds on, so
+    /// it is looked at again; a record that is no longer open (or gone) leaves the
+    /// index.
+    async fn read_open(&mut self, id: &str, now: DateTime<Utc>) -> Option<Callback> {
+        match self.hl.store().callback(id).await {
+            Ok(Some(cb)) if cb.state.is_open() => Some(cb),
+            Ok(_) => {
+                tracing::warn!(callback_id = %id, "indexed callback is no longer open in the store; dropping it");
+                self.forget(id, None);
+                None
+            }
+            Err(e) => {
+                tracing::warn!(callback_id = %id, error = %e, "could not read callback; trying again shortly");
+                self.hl.with_floor(|f| f.park_callback(id, now));
+                self.waiting_window
+                    .insert(id.to_owned(), now + chrono::Duration::seconds(RETRY_SECS));
+                self.rearm(id, now + chrono::Duration::seconds(RETRY_SECS));
+                None
+            }
+        }
     }
 
     /// A matched callback that could not be dialed this time keeps its place, parked
     /// for a few seconds (its agent goes to the next in line meanwhile).
-    fn retry_later(&mut self, id: &str, now: DateTime<Utc>) {
+    fn retry_later(&mut self, cb: &Callback, now: DateTime<Utc>) {
         self.waiting_window
-            .insert(id.to_owned(), now + chrono::Duration::seconds(RETRY_SECS));
-        self.hl.with_floor(|f| f.park_callback(id, now));
-        if let Some(cb) = self.open_copy(id) {
-            self.index(cb, now);
-        }
+            .insert(cb.id.clone(), now + chrono::Duration::seconds(RETRY_SECS));
+        self.hl.with_floor(|f| f.park_callback(&cb.id, now));
+        self.index(&OpenCallbackRef::of(cb), now);
     }
 
     fn pick_dialer(&mut self, avoid: Option<&str>) -> Option<usize> {
@@ -949,18 +1031,23 @@ impl Actor {
     /// agent; a customer-first one names none (the platform connects the customer to
     /// the next free agent once they answer), and the held agent only counts, so no
     /// more customers are dialed than agents can take them.
-    async fn dispatch(&mut self, id: &str, agent: String, dialing: Dialing, now: DateTime<Utc>) {
+    async fn dispatch(
+        &mut self,
+        cb: Callback,
+        agent: String,
+        dialing: Dialing,
+        now: DateTime<Utc>,
+    ) {
         let Some(d) = self.pick_dialer(None) else {
-            self.retry_later(id, now);
+            self.retry_later(&cb, now);
             return;
         };
         let dialer_id = self.dialers[d].id.clone();
         let until = now + self.config.lease;
         let attempt_id = ulid::Ulid::new().to_string();
-        let Some(mut cb) = self.open_copy(id) else {
-            return;
-        };
-        if cb
+        let mut out = cb.clone();
+        let id = cb.id.as_str();
+        if out
             .dispatch(
                 attempt_id.clone(),
                 dialer_id.clone(),
@@ -974,17 +1061,17 @@ impl Actor {
             return;
         }
         // Durable before the dialer hears of it: a crash never dials twice unknowingly.
-        if let Err(e) = self.persist(&cb).await {
+        if let Err(e) = self.persist(&out).await {
             tracing::error!(callback_id = %id, error = %e, "could not persist dispatch; not dialing");
-            self.retry_later(id, now);
+            self.retry_later(&cb, now);
             return;
         }
         self.hl.with_floor(|f| f.dispatched(id, &agent, until));
-        self.track(cb.clone(), now);
+        self.track(&out, now);
         self.send(
             d,
             DispatchMsg {
-                callback: cb,
+                callback: out,
                 attempt_id,
                 agent_id: (dialing == Dialing::AgentFirst).then_some(agent),
                 lease_until: until,
@@ -993,7 +1080,7 @@ impl Actor {
     }
 
     async fn redispatch(&mut self, id: &str, plan: &CompiledPlan, now: DateTime<Utc>) {
-        let Some(cb) = self.open_copy(id) else {
+        let Some(cb) = self.read_open(id, now).await else {
             return;
         };
         let previous = cb.lease.as_ref().map(|l| l.dialer_id.clone());
@@ -1028,7 +1115,7 @@ impl Actor {
             .map(|l| l.attempt_id.clone())
             .unwrap_or_default();
         tracing::info!(callback_id = %id, attempt_id = %attempt_id, "lease ran out; dispatching the same attempt again");
-        self.track(cb.clone(), now);
+        self.track(&cb, now);
         self.send(
             d,
             DispatchMsg {

@@ -1,21 +1,45 @@
-//! The (phone, queue) -> open callback lookup behind dedupe and auto-cancel.
+//! The (phone, queue) -> open callback lookup behind dedupe and auto-cancel, and the
+//! compact form numbers take in the scheduler's index.
 //!
 //! It holds only the shared callback ids: the phone and queue it is keyed on are read
-//! from the open callbacks themselves, so a million open callbacks cost one 16-byte
-//! slot each here instead of two copied strings and a 64-byte slot (at start-up that
-//! was 190 MB of fresh memory for the kernel to zero).
+//! from the scheduler's index entries themselves, so a million open callbacks cost one
+//! 16-byte slot each here instead of two copied strings and a 64-byte slot.
 
 use std::collections::HashMap;
 use std::hash::BuildHasher;
 
-use hashbrown::hash_table::Entry;
+use hashbrown::hash_table::Entry as Slot;
 use hashbrown::{DefaultHashBuilder, HashTable};
 
-use super::Id;
-use crate::domain::callback::Callback;
+use super::{Entry, Id};
 
 /// The open callbacks the index reads keys from.
-pub(super) type Open = HashMap<Id, Box<Callback>>;
+pub(super) type Open = HashMap<Id, Entry>;
+
+/// A phone number as the scheduler's index holds it: an E.164 number (`+` and 1 to 15
+/// digits, no leading zero) packed into an integer, which is exact and allocates
+/// nothing; anything else (an import may carry other text) as its text.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub(super) enum Phone {
+    E164(u64),
+    Other(Box<str>),
+}
+
+impl Phone {
+    pub(super) fn of(s: &str) -> Self {
+        match s.strip_prefix('+') {
+            Some(d)
+                if (1..=15).contains(&d.len())
+                    && !d.starts_with('0')
+                    && d.bytes().all(|b| b.is_ascii_digit()) =>
+            {
+                d.parse()
+                    .map_or_else(|_| Phone::Other(s.into()), Phone::E164)
+            }
+            _ => Phone::Other(s.into()),
+        }
+    }
+}
 
 #[derive(Default)]
 pub(super) struct NumberIndex {
@@ -24,6 +48,7 @@ pub(super) struct NumberIndex {
 }
 
 impl NumberIndex {
+    #[cfg(test)]
     pub(super) fn with_capacity(n: usize) -> Self {
         Self {
             ids: HashTable::with_capacity(n),
@@ -31,12 +56,12 @@ impl NumberIndex {
         }
     }
 
-    fn hash(&self, phone: &str, queue: &str) -> u64 {
+    fn hash(&self, phone: &Phone, queue: &str) -> u64 {
         self.hasher.hash_one((phone, queue))
     }
 
     /// The open callback for this number in this queue.
-    pub(super) fn get<'a>(&'a self, open: &Open, phone: &str, queue: &str) -> Option<&'a Id> {
+    pub(super) fn get<'a>(&'a self, open: &Open, phone: &Phone, queue: &str) -> Option<&'a Id> {
         self.ids
             .find(self.hash(phone, queue), |id| same(open, id, phone, queue))
     }
@@ -44,27 +69,26 @@ impl NumberIndex {
     /// Makes `id` (with this phone and queue) the callback for its number and queue,
     /// replacing an earlier one. Every id in the index must be in `open` (except `id`
     /// itself, which may be added there afterwards).
-    pub(super) fn insert(&mut self, open: &Open, id: Id, phone: &str, queue: &str) {
+    pub(super) fn insert(&mut self, open: &Open, id: Id, phone: &Phone, queue: &str) {
         let hash = self.hash(phone, queue);
         let hasher = &self.hasher;
         let rehash = |k: &Id| {
-            open.get(k).map_or(0, |c| {
-                hasher.hash_one((c.phone.as_str(), c.queue_id.as_str()))
-            })
+            open.get(k)
+                .map_or(0, |c| hasher.hash_one((&c.phone, &*c.queue)))
         };
         match self
             .ids
             .entry(hash, |k| **k == *id || same(open, k, phone, queue), rehash)
         {
-            Entry::Occupied(mut e) => *e.get_mut() = id,
-            Entry::Vacant(e) => {
+            Slot::Occupied(mut e) => *e.get_mut() = id,
+            Slot::Vacant(e) => {
                 e.insert(id);
             }
         }
     }
 
     /// Drops `id` if it is still the callback for its number and queue.
-    pub(super) fn remove(&mut self, id: &str, phone: &str, queue: &str) {
+    pub(super) fn remove(&mut self, id: &str, phone: &Phone, queue: &str) {
         let hash = self.hash(phone, queue);
         if let Ok(e) = self.ids.find_entry(hash, |k| &**k == id) {
             e.remove();
@@ -77,9 +101,9 @@ impl NumberIndex {
     }
 }
 
-fn same(open: &Open, id: &Id, phone: &str, queue: &str) -> bool {
+fn same(open: &Open, id: &Id, phone: &Phone, queue: &str) -> bool {
     open.get(id)
-        .is_some_and(|c| c.phone == phone && c.queue_id == queue)
+        .is_some_and(|c| c.phone == *phone && &*c.queue == queue)
 }
 
 #[cfg(test)]
@@ -87,15 +111,16 @@ mod tests {
     use super::*;
 
     fn add(open: &mut Open, index: &mut NumberIndex, id: &str, phone: &str, queue: &str) {
-        let cb = Callback::pending_for_test(id, phone, queue);
+        let cb = crate::domain::callback::Callback::pending_for_test(id, phone, queue);
+        let entry = Entry::of(&crate::store::OpenCallbackRef::of(&cb), queue.into(), None);
         let id: Id = Id::from(id);
-        index.insert(open, id.clone(), phone, queue);
-        open.insert(id, Box::new(cb));
+        index.insert(open, id.clone(), &Phone::of(phone), queue);
+        open.insert(id, entry);
     }
 
     /// The id the index gives for this number and queue.
     fn found<'a>(index: &'a NumberIndex, open: &Open, phone: &str, queue: &str) -> Option<&'a str> {
-        index.get(open, phone, queue).map(|id| &**id)
+        index.get(open, &Phone::of(phone), queue).map(|id| &**id)
     }
 
     #[test]
@@ -120,11 +145,32 @@ mod tests {
         assert_eq!(index.len(), 1);
         assert_eq!(found(&index, &open, "+15550100", "sales"), Some("b"));
         // Removing the replaced one leaves the current one in place.
-        index.remove("a", "+15550100", "sales");
+        index.remove("a", &Phone::of("+15550100"), "sales");
         assert_eq!(found(&index, &open, "+15550100", "sales"), Some("b"));
-        index.remove("b", "+15550100", "sales");
+        index.remove("b", &Phone::of("+15550100"), "sales");
         assert_eq!(found(&index, &open, "+15550100", "sales"), None);
         assert_eq!(index.len(), 0);
+    }
+
+    #[test]
+    fn numbers_pack_exactly_and_other_text_stays_text() {
+        assert_eq!(Phone::of("+15550100"), Phone::E164(15_550_100));
+        assert_eq!(
+            Phone::of("+999999999999999"),
+            Phone::E164(999_999_999_999_999)
+        );
+        // Not E.164: kept as text, so two different texts never meet.
+        for odd in [
+            "15550100",
+            "+015550100",
+            "+1555010012345678",
+            "+1-555",
+            "+",
+            "",
+        ] {
+            assert_eq!(Phone::of(odd), Phone::Other(odd.into()), "{odd}");
+        }
+        assert_ne!(Phone::of("+15550100"), Phone::of("+155501000"));
     }
 
     #[test]

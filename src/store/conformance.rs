@@ -104,7 +104,8 @@ all_backends!(
     import_refuses_a_store_that_holds_anything_and_changes_nothing,
     import_refuses_records_that_would_break_the_indexes,
     first_contact_resolution_of_frequent_callers_matches_the_definition,
-    a_second_call_within_seven_days_spoils_first_contact_resolution_once
+    a_second_call_within_seven_days_spoils_first_contact_resolution_once,
+    the_open_scan_gives_the_index_fields_of_open_callbacks_only
 );
 
 pub(crate) fn customer(id: &str, phones: &[&str]) -> Customer {
@@ -683,6 +684,57 @@ pub(super) async fn import_restores_versions_phones_and_callback_indexes<B: Back
     let s = b.open().await;
     assert_eq!(s.all_plans().await.unwrap().len(), 4);
     assert_eq!(s.open_callbacks().await.unwrap().len(), 2);
+}
+
+pub(super) async fn the_open_scan_gives_the_index_fields_of_open_callbacks_only<B: Backend>() {
+    let b = B::fresh().await;
+    let s = b.open().await;
+    let t = DateTime::<Utc>::from_timestamp(1_790_000_000, 0).unwrap();
+    let asap = open_callback("01J0000000000000000000000A", "+441", CallbackState::Pending);
+    let mut scheduled = open_callback("01J0000000000000000000000B", "+442", CallbackState::Pending);
+    scheduled.kind = crate::domain::callback::CallbackKind::Scheduled {
+        start: t + chrono::Duration::hours(2),
+        end: t + chrono::Duration::hours(3),
+    };
+    scheduled.not_before = t + chrono::Duration::hours(2);
+    scheduled.priority = -7;
+    scheduled.queue_id = "sales".into();
+    let mut dispatched = open_callback(
+        "01J0000000000000000000000C",
+        "+443",
+        CallbackState::Dispatched,
+    );
+    dispatched.priority = 12;
+    dispatched.virtual_enqueued_at = t - chrono::Duration::minutes(5);
+    let closed = open_callback("01J0000000000000000000000D", "+444", CallbackState::Pending);
+    for c in [&asap, &scheduled, &dispatched, &closed] {
+        assert!(matches!(
+            s.create_callback(c.clone(), None).await.unwrap(),
+            CallbackCreate::Created(_)
+        ));
+    }
+    let mut done = closed.clone();
+    done.cancel("test".into(), t).unwrap();
+    s.update_callback(done).await.unwrap();
+
+    let mut seen = Vec::new();
+    let n = s
+        .scan_open_callbacks(&mut |r| {
+            seen.push(format!("{r:?}"));
+        })
+        .await
+        .unwrap();
+    seen.sort();
+    let mut expected: Vec<String> = [&asap, &scheduled, &dispatched]
+        .into_iter()
+        .map(|c| format!("{:?}", OpenCallbackRef::of(c)))
+        .collect();
+    expected.sort();
+    assert_eq!(n, 3);
+    assert_eq!(seen, expected);
+    // The fields the scheduler needs came through (not only equal to themselves).
+    assert!(seen.iter().any(|r| r.contains("slot_start: Some(")));
+    assert!(seen.iter().any(|r| r.contains("lease: Some((\"a1\"")));
 }
 
 pub(super) async fn import_refuses_a_store_that_holds_anything_and_changes_nothing<B: Backend>() {

@@ -64,7 +64,8 @@ pub enum StoreError {
 
 pub type StoreResult<T> = Result<T, StoreError>;
 
-fn state_name(s: CallbackState) -> &'static str {
+/// A state's stored name (as the JSON documents and PostgreSQL's `state` column hold it).
+pub(crate) fn state_name(s: CallbackState) -> &'static str {
     match s {
         CallbackState::Pending => "pending",
         CallbackState::Dispatched => "dispatched",
@@ -100,6 +101,49 @@ pub(crate) fn note_transition(old: Option<&Callback>, new: &Callback) {
         }
     }
 }
+
+/// What the scheduler keeps in memory of an open callback, its index entry: when it is
+/// due and when it expires, its queue, priority and place, its number (dedupe) and the
+/// attempt it is out on. [`Store::scan_open_callbacks`] reads only these fields, so a
+/// start-up or takeover with a million open callbacks never holds their records.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct OpenCallbackRef<'a> {
+    pub id: &'a str,
+    pub state: CallbackState,
+    pub phone: &'a str,
+    pub queue_id: &'a str,
+    pub priority: i32,
+    pub virtual_enqueued_at: DateTime<Utc>,
+    pub not_before: DateTime<Utc>,
+    pub expires_at: DateTime<Utc>,
+    /// A scheduled callback's slot start.
+    pub slot_start: Option<DateTime<Utc>>,
+    /// A dispatched callback's attempt id and lease end.
+    pub lease: Option<(&'a str, DateTime<Utc>)>,
+}
+
+impl<'a> OpenCallbackRef<'a> {
+    pub fn of(cb: &'a Callback) -> Self {
+        Self {
+            id: &cb.id,
+            state: cb.state,
+            phone: &cb.phone,
+            queue_id: &cb.queue_id,
+            priority: cb.priority,
+            virtual_enqueued_at: cb.virtual_enqueued_at,
+            not_before: cb.not_before,
+            expires_at: cb.expires_at,
+            slot_start: match cb.kind {
+                crate::domain::callback::CallbackKind::Scheduled { start, .. } => Some(start),
+                crate::domain::callback::CallbackKind::Asap => None,
+            },
+            lease: cb.lease.as_ref().map(|l| (l.attempt_id.as_str(), l.until)),
+        }
+    }
+}
+
+/// The visitor of [`Store::scan_open_callbacks`].
+pub type OpenVisitor<'v> = dyn for<'a> FnMut(OpenCallbackRef<'a>) + Send + 'v;
 
 /// One immutable version of the routing plan.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -415,8 +459,14 @@ pub trait Store: Send + Sync + 'static {
     /// Lets a retry get its first answer even when what the request named is gone
     /// (the offered call already left the line).
     async fn requested_callback(&self, request: &RequestKey) -> StoreResult<Option<Callback>>;
-    /// Every pending or dispatched callback (start-up rebuild), each boxed.
+    /// Every pending or dispatched callback whole, each boxed (export).
     async fn open_callbacks(&self) -> StoreResult<Vec<Box<Callback>>>;
+    /// Calls `visit` with the index fields of every pending or dispatched callback, in
+    /// no set order, reading only those fields (start-up and takeover rebuild the
+    /// scheduler from them; records are read when a callback is acted on). Returns how
+    /// many were visited. sled reads on the calling thread (outside the runtime's
+    /// cooperative budget where the runtime allows it).
+    async fn scan_open_callbacks(&self, visit: &mut OpenVisitor<'_>) -> StoreResult<u64>;
     /// Callbacks in id (creation) order after `after`, at most `limit`.
     async fn list_callbacks(
         &self,

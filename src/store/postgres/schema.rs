@@ -16,9 +16,10 @@ use tokio_postgres::Transaction;
 const MIGRATION_LOCK: i64 = 0x686f_6c64_6c65_7373;
 
 /// (version, SQL). Versions run 1, 2, 3, ... in order.
-pub(super) const MIGRATIONS: &[(i64, &str)] = &[(
-    1,
-    r#"
+pub(super) const MIGRATIONS: &[(i64, &str)] = &[
+    (
+        1,
+        r#"
 CREATE TABLE plans (
     version bigint PRIMARY KEY,
     doc jsonb NOT NULL
@@ -115,7 +116,30 @@ CREATE TABLE cluster_lease (
 );
 INSERT INTO cluster_lease (id, holder, epoch, expires_at, advertise_addr) VALUES (1, '', 0, NULL, '');
 "#,
-)];
+    ),
+    (
+        2,
+        // The scheduler's index fields as columns computed from the document on every
+        // write, so a start-up or takeover reads them without the documents.
+        r#"
+ALTER TABLE callbacks
+    ADD COLUMN priority integer
+        GENERATED ALWAYS AS ((doc ->> 'priority')::integer) STORED,
+    ADD COLUMN virtual_enqueued_ms bigint
+        GENERATED ALWAYS AS ((doc ->> 'virtual_enqueued_at')::bigint) STORED,
+    ADD COLUMN not_before_ms bigint
+        GENERATED ALWAYS AS ((doc ->> 'not_before')::bigint) STORED,
+    ADD COLUMN expires_ms bigint
+        GENERATED ALWAYS AS ((doc ->> 'expires_at')::bigint) STORED,
+    ADD COLUMN slot_start_ms bigint
+        GENERATED ALWAYS AS ((doc -> 'kind' -> 'scheduled' ->> 'start')::bigint) STORED,
+    ADD COLUMN attempt_id text
+        GENERATED ALWAYS AS (doc -> 'lease' ->> 'attempt_id') STORED,
+    ADD COLUMN lease_until_ms bigint
+        GENERATED ALWAYS AS ((doc -> 'lease' ->> 'until')::bigint) STORED;
+"#,
+    ),
+];
 
 /// Applies the migrations the database lacks, in `tx`; returns the schema version.
 pub(super) async fn migrate(tx: &Transaction<'_>) -> Result<i64, tokio_postgres::Error> {

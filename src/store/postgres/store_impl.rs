@@ -25,6 +25,38 @@ fn docs<T: serde::de::DeserializeOwned>(rows: &[Row]) -> StoreResult<Vec<T>> {
         .collect()
 }
 
+/// A row of the open-callback scan as the scheduler's index entry.
+fn open_ref(row: &Row) -> TxResult<crate::store::OpenCallbackRef<'_>> {
+    let bad = |what: &str| TxError::from(StoreError::Corrupt(format!("callback {what}")));
+    let get = |i: usize| -> TxResult<DateTime<Utc>> {
+        let ms: i64 = row.try_get(i).map_err(|e| bad(&e.to_string()))?;
+        DateTime::from_timestamp_millis(ms).ok_or_else(|| bad("instant out of range"))
+    };
+    let opt = |i: usize| -> TxResult<Option<DateTime<Utc>>> {
+        let ms: Option<i64> = row.try_get(i).map_err(|e| bad(&e.to_string()))?;
+        ms.map(|ms| DateTime::from_timestamp_millis(ms).ok_or_else(|| bad("instant out of range")))
+            .transpose()
+    };
+    let text = |i: usize| -> TxResult<&str> { row.try_get(i).map_err(|e| bad(&e.to_string())) };
+    let state = state_from_text(text(1)?).ok_or_else(|| bad("state unknown"))?;
+    let attempt: Option<&str> = row.try_get(9).map_err(|e| bad(&e.to_string()))?;
+    Ok(crate::store::OpenCallbackRef {
+        id: text(0)?,
+        state,
+        phone: text(2)?,
+        queue_id: text(3)?,
+        priority: row.try_get(4).map_err(|e| bad(&e.to_string()))?,
+        virtual_enqueued_at: get(5)?,
+        not_before: get(6)?,
+        expires_at: get(7)?,
+        slot_start: opt(8)?,
+        lease: match (attempt, opt(10)?) {
+            (Some(a), Some(until)) => Some((a, until)),
+            _ => None,
+        },
+    })
+}
+
 fn count(n: u64) -> usize {
     usize_of(n)
 }
@@ -344,6 +376,31 @@ impl Store for PgStore {
             .rows("SELECT doc FROM callbacks WHERE is_open ORDER BY id", &[])
             .await?;
         Ok(docs::<Callback>(&rows)?.into_iter().map(Box::new).collect())
+    }
+
+    async fn scan_open_callbacks(
+        &self,
+        visit: &mut crate::store::OpenVisitor<'_>,
+    ) -> StoreResult<u64> {
+        use futures_util::TryStreamExt;
+        let client = self.client().await.map_err(TxError::into_store)?;
+        let stmt = client
+            .prepare_cached(
+                "SELECT id, state, phone, queue_id, priority, virtual_enqueued_ms, \
+                 not_before_ms, expires_ms, slot_start_ms, attempt_id, lease_until_ms \
+                 FROM callbacks WHERE is_open",
+            )
+            .await
+            .map_err(pg_err)?;
+        let none: [&(dyn tokio_postgres::types::ToSql + Sync); 0] = [];
+        let rows = client.query_raw(&stmt, none).await.map_err(pg_err)?;
+        futures_util::pin_mut!(rows);
+        let mut n = 0;
+        while let Some(row) = rows.try_next().await.map_err(pg_err)? {
+            visit(open_ref(&row).map_err(TxError::into_store)?);
+            n += 1;
+        }
+        Ok(n)
     }
 
     async fn list_callbacks(

@@ -61,6 +61,20 @@ pub(super) fn state_text(s: CallbackState) -> String {
     }
 }
 
+/// The inverse of [`state_text`].
+pub(super) fn state_from_text(t: &str) -> Option<CallbackState> {
+    [
+        CallbackState::Pending,
+        CallbackState::Dispatched,
+        CallbackState::Completed,
+        CallbackState::Failed,
+        CallbackState::Cancelled,
+        CallbackState::Expired,
+    ]
+    .into_iter()
+    .find(|s| crate::store::state_name(*s) == t)
+}
+
 pub(super) fn doc<T: serde::de::DeserializeOwned>(row: &Row, idx: usize) -> TxResult<T> {
     let Json(v): Json<T> = row
         .try_get(idx)

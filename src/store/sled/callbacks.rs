@@ -1,6 +1,6 @@
 //! Callback persistence in sled: one tree, `callbacks`, with four key spaces.
 //!
-//! - `c` + id (ULID, so creation order) -> [`Callback`] (JSON)
+//! - `c` + id (ULID, so creation order) -> [`Callback`] (postcard)
 //! - `d` + not-before time (i64 ms, sign flipped, big-endian) + id -> empty, for every
 //!   PENDING callback (the due index)
 //! - `o` + phone + 0x00 + queue -> id, for every open callback (dedupe)
@@ -33,8 +33,63 @@ fn encode_cb(c: &Callback) -> Vec<u8> {
 fn decode_cb(bytes: &[u8]) -> StoreResult<Callback> {
     postcard::from_bytes(bytes).map_err(corrupt)
 }
-use crate::domain::callback::{Callback, CallbackState};
-use crate::store::{CallbackCreate, CallbackFilter, RequestKey, StoreError, StoreResult};
+use crate::domain::callback::{Callback, CallbackKind, CallbackState};
+use crate::store::{
+    CallbackCreate, CallbackFilter, OpenCallbackRef, OpenVisitor, RequestKey, StoreError,
+    StoreResult,
+};
+
+/// The leading fields of a stored [`Callback`], in its field order, borrowed from the
+/// record's bytes: postcard writes fields in order, so decoding this prefix reads the
+/// scheduler's index fields without allocating or decoding the rest.
+#[derive(Deserialize)]
+struct CallbackHead<'a> {
+    id: &'a str,
+    state: CallbackState,
+    kind: CallbackKind,
+    phone: &'a str,
+    _customer_id: Option<&'a str>,
+    queue_id: &'a str,
+    _time_zone: &'a str,
+    #[serde(with = "chrono::serde::ts_milliseconds")]
+    virtual_enqueued_at: DateTime<Utc>,
+    priority: i32,
+    _attempts: u32,
+    _max_attempts: u32,
+    #[serde(with = "chrono::serde::ts_milliseconds")]
+    not_before: DateTime<Utc>,
+    #[serde(with = "chrono::serde::ts_milliseconds")]
+    expires_at: DateTime<Utc>,
+    lease: Option<LeaseHead<'a>>,
+}
+
+/// The leading fields of a stored lease (see [`CallbackHead`]).
+#[derive(Deserialize)]
+struct LeaseHead<'a> {
+    attempt_id: &'a str,
+    _dialer_id: &'a str,
+    #[serde(with = "chrono::serde::ts_milliseconds")]
+    until: DateTime<Utc>,
+}
+
+fn decode_head(bytes: &[u8]) -> StoreResult<OpenCallbackRef<'_>> {
+    let (h, _rest): (CallbackHead<'_>, _) = postcard::take_from_bytes(bytes).map_err(corrupt)?;
+    Ok(OpenCallbackRef {
+        id: h.id,
+        state: h.state,
+        phone: h.phone,
+        queue_id: h.queue_id,
+        priority: h.priority,
+        virtual_enqueued_at: h.virtual_enqueued_at,
+        not_before: h.not_before,
+        expires_at: h.expires_at,
+        slot_start: match h.kind {
+            CallbackKind::Scheduled { start, .. } => Some(start),
+            CallbackKind::Asap => None,
+        },
+        lease: h.lease.map(|l| (l.attempt_id, l.until)),
+    })
+}
 
 const RECORD: u8 = b'c';
 const DUE: u8 = b'd';
@@ -351,6 +406,24 @@ impl SledStore {
         clippy::vec_box,
         reason = "each record moves into the scheduler's map as is"
     )]
+    /// [`crate::store::Store::scan_open_callbacks`]: one pass over the records, each
+    /// decoded only as far as its index fields.
+    pub(crate) fn scan_open_callbacks_blocking(
+        &self,
+        visit: &mut OpenVisitor<'_>,
+    ) -> StoreResult<u64> {
+        let mut n = 0;
+        for v in self.trees.callbacks.scan_prefix([RECORD]).values() {
+            let v = v.map_err(io)?;
+            let head = decode_head(&v)?;
+            if head.state.is_open() {
+                visit(head);
+                n += 1;
+            }
+        }
+        Ok(n)
+    }
+
     pub(crate) fn open_callbacks_blocking(&self) -> StoreResult<Vec<Box<Callback>>> {
         let decoders = std::thread::available_parallelism()
             .map_or(1, |n| n.get())

@@ -931,6 +931,21 @@ impl Store for SledStore {
             .map_err(|e| io(format!("read task failed: {e}")))?
     }
 
+    async fn scan_open_callbacks(
+        &self,
+        visit: &mut crate::store::OpenVisitor<'_>,
+    ) -> StoreResult<u64> {
+        // The visitor borrows the caller's state, so the scan runs on this thread; on a
+        // multi-threaded runtime the worker hands its other tasks off first.
+        let multi = tokio::runtime::Handle::try_current()
+            .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread);
+        if multi {
+            tokio::task::block_in_place(|| self.scan_open_callbacks_blocking(visit))
+        } else {
+            self.scan_open_callbacks_blocking(visit)
+        }
+    }
+
     async fn list_callbacks(
         &self,
         filter: &CallbackFilter,
