@@ -557,13 +557,49 @@ impl Floor {
     ) {
         callbacks.sort_by(|a, b| (a.1.id, Reverse(a.2), a.3).cmp(&(b.1.id, Reverse(b.2), b.3)));
         self.callbacks.reserve(callbacks.len());
-        for (id, queue, priority, at) in callbacks {
-            self.unline_callback(&id);
-            self.line_up_callback(id, &queue, priority, at, None);
+        // Each queue's ready set is built whole from its keys, in order (a B-tree built
+        // from sorted keys has full nodes; one filled an insert at a time, half-full).
+        let mut ready: Vec<WaitKey> = Vec::new();
+        let mut current: Option<&str> = None;
+        let mut last_queue = None;
+        for (id, queue, priority, at) in &callbacks {
+            if current != Some(queue.id) {
+                if let Some(q) = last_queue.take() {
+                    self.fill_ready(&q, &mut ready);
+                }
+                current = Some(queue.id);
+            }
+            self.unline_callback(id);
+            let key = self.line_up_callback_unready(id.clone(), queue, *priority, *at, None);
+            ready.push(key);
+            last_queue = Some(*queue);
+        }
+        if let Some(q) = last_queue {
+            self.fill_ready(&q, &mut ready);
         }
     }
 
+    /// Adds `keys` (sorted) to a queue's ready callbacks in one bulk build.
+    fn fill_ready(&mut self, queue: &QueueInfo<'_>, keys: &mut Vec<WaitKey>) {
+        let mut bulk: BTreeSet<WaitKey> = keys.drain(..).collect();
+        self.queue_mut(queue).ready_callbacks.append(&mut bulk);
+    }
+
     fn line_up_callback(
+        &mut self,
+        id: Arc<str>,
+        queue: &QueueInfo<'_>,
+        priority: i32,
+        virtual_enqueued_at: DateTime<Utc>,
+        seq: Option<u64>,
+    ) -> WaitKey {
+        let key = self.line_up_callback_unready(id, queue, priority, virtual_enqueued_at, seq);
+        self.queue_mut(queue).ready_callbacks.insert(key.clone());
+        key
+    }
+
+    /// [`Self::line_up_callback`] but for the ready set, which the caller fills.
+    fn line_up_callback_unready(
         &mut self,
         id: Arc<str>,
         queue: &QueueInfo<'_>,
@@ -584,7 +620,6 @@ impl Floor {
         };
         let live = self.queue_mut(queue);
         live.line.insert(key.clone());
-        live.ready_callbacks.insert(key.clone());
         let queue = live.name.clone();
         self.callbacks.insert(
             id,

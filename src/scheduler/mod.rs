@@ -145,8 +145,8 @@ impl Scheduler {
             config,
             rx,
             kick: kick.clone(),
-            open: HashMap::new(),
-            queues: HashSet::new(),
+            open: numbers::Open::new(),
+            queues: Vec::new(),
             by_attempt: HashMap::new(),
             dialers: Vec::new(),
             next_dialer: 0,
@@ -166,6 +166,7 @@ impl Scheduler {
         let store = actor.hl.store().clone();
         let mut due = Vec::new();
         let mut timers = Vec::new();
+        let mut entries = Vec::new();
         let n = store
             .scan_open_callbacks(&mut |r| {
                 let id = Id::from(r.id);
@@ -179,9 +180,21 @@ impl Scheduler {
                 if let Some(t) = timer {
                     timers.push((t, id.clone()));
                 }
-                actor.insert(id, &r, timer);
+                actor.note_refs(&id, &r);
+                let queue = actor.queue_name(r.queue_id);
+                entries.push((id, Entry::of(&r, queue, timer)));
             })
             .await?;
+        // Each lookup built whole: the entries as one B-tree (from id order, which the
+        // scan mostly gives already), the numbers in a table sized once.
+        entries.sort_by(|a, b| a.0.cmp(&b.0));
+        actor.open = entries.into_iter().collect();
+        actor.by_number = numbers::NumberIndex::with_capacity(actor.open.len());
+        for (id, e) in &actor.open {
+            actor
+                .by_number
+                .insert(&actor.open, id.clone(), &e.phone, &e.queue);
+        }
         let loaded_ms = loading.elapsed().as_millis() as u64;
         actor.hl.with_floor(|f| f.enqueue_callbacks(due));
         // The timers in one bulk build (sorted once) rather than a million inserts.
@@ -348,9 +361,9 @@ struct Actor {
     rx: mpsc::Receiver<Command>,
     kick: Arc<Notify>,
     /// Pending and dispatched callbacks, by id: their index entries.
-    open: HashMap<Id, Entry>,
+    open: numbers::Open,
     /// The queue ids the entries name, one allocation per queue.
-    queues: HashSet<Arc<str>>,
+    queues: Vec<Arc<str>>,
     /// Attempt id -> callback id, for dispatched callbacks.
     by_attempt: HashMap<String, Id>,
     dialers: Vec<Dialer>,
@@ -496,8 +509,10 @@ impl Actor {
                 if cb.not_before > now {
                     t = t.min(cb.not_before);
                 }
-                if let Some(w) = self.waiting_window.get(cb.id) {
-                    t = t.min(*w);
+                if !self.waiting_window.is_empty() {
+                    if let Some(w) = self.waiting_window.get(cb.id) {
+                        t = t.min(*w);
+                    }
                 }
                 Some(t)
             }
@@ -554,27 +569,36 @@ impl Actor {
     /// Stores an entry and its lookups (`id` is its id, shared by every lookup): by
     /// attempt, by number, its slot booking. Its timer is the caller's to file.
     fn insert(&mut self, id: Id, cb: &OpenCallbackRef<'_>, timer: Option<DateTime<Utc>>) {
-        let queue = match self.queues.get(cb.queue_id) {
-            Some(q) => q.clone(),
-            None => {
-                let q: Arc<str> = Arc::from(cb.queue_id);
-                self.queues.insert(q.clone());
-                q
-            }
-        };
+        let queue = self.queue_name(cb.queue_id);
         let entry = Entry::of(cb, queue, timer);
+        self.note_refs(&id, cb);
+        self.by_number
+            .insert(&self.open, id.clone(), &entry.phone, cb.queue_id);
+        self.open.insert(id, entry);
+    }
+
+    /// The lookups of an open callback besides its entry and number: by attempt, and
+    /// its slot booking.
+    fn note_refs(&mut self, id: &Id, cb: &OpenCallbackRef<'_>) {
         if let Some((attempt, _)) = cb.lease {
             self.by_attempt.insert(attempt.to_owned(), id.clone());
         }
-        self.by_number
-            .insert(&self.open, id.clone(), &entry.phone, cb.queue_id);
         self.unbook(cb.id);
         if let Some(start) = cb.slot_start {
             let slot = (cb.queue_id.to_owned(), start);
             *self.booked.entry(slot.clone()).or_insert(0) += 1;
             self.slot_of.insert(cb.id.to_owned(), slot);
         }
-        self.open.insert(id, entry);
+    }
+
+    /// The shared name of a queue (a plan names a handful: a linear search).
+    fn queue_name(&mut self, queue: &str) -> Arc<str> {
+        if let Some(q) = self.queues.iter().find(|q| &***q == queue) {
+            return q.clone();
+        }
+        let q: Arc<str> = Arc::from(queue);
+        self.queues.push(q.clone());
+        q
     }
 
     /// Files a timer for an open callback at `at` (replacing its own), e.g. to try again
