@@ -396,16 +396,6 @@ impl SledStore {
         self.read_callback(id.as_bytes())
     }
 
-    /// Every open callback: one sequential scan of the records (much faster than
-    /// following the open index record by record), decoded on the other cores while
-    /// the scan goes on, each into its own allocation: at start-up a million of them go
-    /// straight into the scheduler's map, whose table then holds pointers rather than
-    /// half-empty buckets of whole records (most of a large start-up was the kernel
-    /// handing out zeroed pages). Records come back in id order.
-    #[allow(
-        clippy::vec_box,
-        reason = "each record moves into the scheduler's map as is"
-    )]
     /// [`crate::store::Store::scan_open_callbacks`]: one pass over the records, each
     /// decoded only as far as its index fields.
     pub(crate) fn scan_open_callbacks_blocking(
@@ -424,6 +414,11 @@ impl SledStore {
         Ok(n)
     }
 
+    /// Every open callback whole (export): one sequential scan of the records (much
+    /// faster than following the open index record by record), decoded on the other
+    /// cores while the scan goes on, each into its own allocation. Records come back in
+    /// id order.
+    #[allow(clippy::vec_box, reason = "as the trait's open_callbacks")]
     pub(crate) fn open_callbacks_blocking(&self) -> StoreResult<Vec<Box<Callback>>> {
         let decoders = std::thread::available_parallelism()
             .map_or(1, |n| n.get())
