@@ -380,29 +380,77 @@ async fn scheduled_callback_in_a_listed_slot_is_dispatched_at_its_start() {
     );
 }
 
-#[tokio::test]
-async fn callbacks_and_their_leases_survive_a_restart() {
-    let app = spawn_app().await;
+/// Pending, scheduled and dispatched callbacks come back after a restart: the
+/// scheduler's index is rebuilt from the store's index fields (the slot booking, the
+/// lease and its attempt), and the records are read when the callbacks are acted on.
+async fn callbacks_and_their_leases_survive_a_restart_on(
+    configure: impl Fn(&mut holdless::config::Settings) + Clone,
+) {
+    let app = spawn_app_with(configure.clone()).await;
     let (d, dispatched, attempt) = one_dispatched(&app, "d").await;
     let pending = request(&app, asap("billing", "+13125550101"))
         .await
         .callback
         .unwrap();
+    let slots = |app: &TestApp| {
+        let mut c = callbacks(app);
+        async move {
+            c.list_slots(pb::ListSlotsRequest {
+                queue_id: "general".into(),
+                time_zone: "America/New_York".into(),
+                days: 2,
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .slots
+        }
+    };
+    let slot = slots(&app).await[3];
+    let mut req = asap("general", "+12125550177");
+    req.slot_start = slot.start;
+    req.slot_end = slot.end;
+    let scheduled = request(&app, req).await.callback.unwrap();
     drop(d);
-    let app = app.restart().await;
+    let app = app.restart_with(configure).await;
     assert_eq!(
         get(&app, &pending.callback_id).await.state,
+        pb::CallbackState::Pending as i32
+    );
+    assert_eq!(
+        get(&app, &scheduled.callback_id).await.state,
         pb::CallbackState::Pending as i32
     );
     assert_eq!(
         get(&app, &dispatched.callback_id).await.state,
         pb::CallbackState::Dispatched as i32
     );
+    // The slot's booking was rebuilt: one of its places is still taken.
+    let again = slots(&app).await;
+    let same = again.iter().find(|s| s.start == slot.start).unwrap();
+    assert_eq!(same.free, slot.free - 1);
     // The lease ran out during the downtime: the same attempt goes out again.
     app.clock.advance(chrono::Duration::seconds(120));
     let mut d = dialer(&app, "d-after").await;
     let again = next(&mut d).await;
     assert_eq!(again.attempt_id, attempt.attempt_id);
+    assert_eq!(again.callback.unwrap().callback_id, dispatched.callback_id);
+    app.stop().await.expect("clean shutdown");
+}
+
+#[tokio::test]
+async fn callbacks_and_their_leases_survive_a_restart() {
+    callbacks_and_their_leases_survive_a_restart_on(|_| {}).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn callbacks_and_their_leases_survive_a_restart_on_postgres() {
+    let url = holdless::store::pgtest::test_postgres().await;
+    callbacks_and_their_leases_survive_a_restart_on(move |s| {
+        s.store.backend = holdless::config::StoreBackend::Postgres;
+        s.store.postgres.url = url.clone();
+    })
+    .await;
 }
 
 #[tokio::test]
