@@ -397,21 +397,50 @@ impl SledStore {
     }
 
     /// [`crate::store::Store::scan_open_callbacks`]: one pass over the records, each
-    /// decoded only as far as its index fields.
+    /// decoded only as far as its index fields. A second thread walks sled's tree and
+    /// hands over chunks of records while this one decodes and visits (the walk is
+    /// about half of the work).
     pub(crate) fn scan_open_callbacks_blocking(
         &self,
         visit: &mut OpenVisitor<'_>,
     ) -> StoreResult<u64> {
-        let mut n = 0;
-        for v in self.trees.callbacks.scan_prefix([RECORD]).values() {
-            let v = v.map_err(io)?;
-            let head = decode_head(&v)?;
-            if head.state.is_open() {
-                visit(head);
-                n += 1;
+        /// Records handed over at a time.
+        const CHUNK: usize = 4_096;
+        std::thread::scope(|scope| {
+            let (tx, rx) = std::sync::mpsc::sync_channel::<StoreResult<Vec<sled::IVec>>>(4);
+            let trees = &self.trees;
+            scope.spawn(move || {
+                let mut chunk = Vec::with_capacity(CHUNK);
+                for v in trees.callbacks.scan_prefix([RECORD]).values() {
+                    match v {
+                        Ok(v) => chunk.push(v),
+                        Err(e) => {
+                            let _ = tx.send(Err(io(e)));
+                            return;
+                        }
+                    }
+                    if chunk.len() == CHUNK {
+                        let full = std::mem::replace(&mut chunk, Vec::with_capacity(CHUNK));
+                        // The visiting side stopped (it failed): nothing more to do.
+                        if tx.send(Ok(full)).is_err() {
+                            return;
+                        }
+                    }
+                }
+                let _ = tx.send(Ok(chunk));
+            });
+            let mut n = 0;
+            for chunk in rx {
+                for v in chunk? {
+                    let head = decode_head(&v)?;
+                    if head.state.is_open() {
+                        visit(head);
+                        n += 1;
+                    }
+                }
             }
-        }
-        Ok(n)
+            Ok(n)
+        })
     }
 
     /// Every open callback whole (export): one sequential scan of the records (much
