@@ -5,8 +5,9 @@
 //! would bring compile-time checked queries, which need a database or an offline cache
 //! at build time, and a larger dependency tree for nothing we use.)
 //!
-//! **Durability.** Every write method runs one transaction and returns after its
-//! `COMMIT` returned, on sessions whose `synchronous_commit` is the configured one
+//! **Durability.** Every write method runs one transaction (a callback write: one
+//! autocommitted call of a function in the database, see `callbacks`) and returns
+//! after its `COMMIT` returned, on sessions whose `synchronous_commit` is the configured one
 //! (`on` by default: the commit record is flushed to the server's disk, and to a
 //! synchronous standby's when the server is set up with one). Multi-row changes (a
 //! customer and their phones, a callback and its request key, a contact and its KPI
@@ -38,6 +39,7 @@
 
 pub(crate) mod admin;
 mod cache;
+mod callbacks;
 pub mod lease;
 mod schema;
 mod store_impl;

@@ -15,10 +15,11 @@ use tokio_postgres::Transaction;
 /// Key of the advisory lock taken while migrating ("holdless" in ASCII).
 const MIGRATION_LOCK: i64 = 0x686f_6c64_6c65_7373;
 
-/// (version, SQL). Versions run 1, 2, 3, ... in order.
-pub(super) const MIGRATIONS: &[(i64, &str)] = &[(
-    1,
-    r#"
+/// (version, SQL), in increasing versions, applied in this order (see [`migrate_with`]).
+pub(super) const MIGRATIONS: &[(i64, &str)] = &[
+    (
+        1,
+        r#"
 CREATE TABLE plans (
     version bigint PRIMARY KEY,
     doc jsonb NOT NULL
@@ -115,10 +116,153 @@ CREATE TABLE cluster_lease (
 );
 INSERT INTO cluster_lease (id, holder, epoch, expires_at, advertise_addr) VALUES (1, '', 0, NULL, '');
 "#,
-)];
+    ),
+    // 2 is taken by a change made alongside this one.
+    (3, CALLBACK_FUNCTIONS),
+];
+
+/// Migration 3: a callback create and a callback change each as one function, called
+/// in one autocommitted statement (one round trip instead of BEGIN, the fence check,
+/// the statements and COMMIT; see `store::postgres::callbacks`). Both run under READ
+/// COMMITTED, where each statement inside a function sees what committed before it.
+///
+/// `holdless_create_callback`: the fence (`p_epoch` 0: none), then the request key
+/// (`p_request_id` NULL: none), then the dedupe, the insert, its KPI delta and the key.
+/// Outcomes: `fenced` (`lease_epoch` the lease's), `reused` (the key came with another
+/// body), `replayed` and `existing` (`answer` the callback), `lost` (the key names a
+/// callback that is gone; `answer` its id), `created`. A twin created concurrently makes
+/// the insert do nothing (the one-open index is its arbiter) and the next look find
+/// it; a concurrent use of the same key fails on `callback_requests`' primary key, and
+/// the caller runs the statement again, which then finds the key.
+///
+/// `holdless_update_callback`: the fence, then the row locked and its version checked
+/// (`stale` unless it is `p_version - 1`), the change, the settled attempt
+/// (`p_attempt` NULL: none) and the KPI delta of closing it (`p_kpi`, counted only
+/// when the stored callback was open). Outcomes: `fenced`, `stale`, `updated`
+/// (`old_state` the state it had).
+const CALLBACK_FUNCTIONS: &str = r#"
+CREATE FUNCTION holdless_create_callback(
+    p_epoch bigint, p_id text, p_phone text, p_queue text, p_state text, p_open boolean,
+    p_version bigint, p_created_by text, p_doc jsonb,
+    p_principal text, p_request_id text, p_fingerprint text, p_at timestamptz,
+    p_kpi_start timestamptz, p_kpi jsonb,
+    OUT outcome text, OUT answer jsonb, OUT lease_epoch bigint)
+LANGUAGE plpgsql AS $fn$
+DECLARE
+    v_fingerprint text;
+    v_named text;
+    v_id text;
+BEGIN
+    IF p_epoch <> 0 THEN
+        SELECT epoch INTO lease_epoch FROM cluster_lease WHERE id = 1 FOR KEY SHARE;
+        IF lease_epoch IS DISTINCT FROM p_epoch THEN
+            outcome := 'fenced';
+            RETURN;
+        END IF;
+    END IF;
+    IF p_request_id IS NOT NULL THEN
+        SELECT callback_id, fingerprint INTO v_named, v_fingerprint FROM callback_requests
+         WHERE principal = p_principal AND request_id = p_request_id;
+        IF FOUND THEN
+            IF v_fingerprint <> p_fingerprint THEN
+                outcome := 'reused';
+                RETURN;
+            END IF;
+            SELECT doc INTO answer FROM callbacks WHERE id = v_named;
+            IF FOUND THEN
+                outcome := 'replayed';
+            ELSE
+                outcome := 'lost';
+                answer := to_jsonb(v_named);
+            END IF;
+            RETURN;
+        END IF;
+    END IF;
+    -- Each pass either finds the open twin, or inserts, or meets a twin that committed
+    -- after the look (and finds it on the next pass); a twin that keeps closing and
+    -- reopening ends the loop, and the caller runs the statement again.
+    FOR n IN 1..8 LOOP
+        SELECT id, doc INTO v_id, answer FROM callbacks
+         WHERE phone = p_phone AND queue_id = p_queue AND is_open;
+        IF FOUND THEN
+            outcome := 'existing';
+            EXIT;
+        END IF;
+        INSERT INTO callbacks (id, phone, queue_id, state, is_open, version, created_by, doc)
+        VALUES (p_id, p_phone, p_queue, p_state, p_open, p_version, p_created_by, p_doc)
+        ON CONFLICT (phone, queue_id) WHERE is_open DO NOTHING
+        RETURNING id INTO v_id;
+        IF FOUND THEN
+            outcome := 'created';
+            EXIT;
+        END IF;
+    END LOOP;
+    IF outcome IS NULL THEN
+        RAISE EXCEPTION 'the open callback of % in % kept changing', p_phone, p_queue
+            USING ERRCODE = 'serialization_failure';
+    END IF;
+    IF outcome = 'created' AND p_kpi IS NOT NULL THEN
+        INSERT INTO kpi_deltas (queue_id, start, counters) VALUES (p_queue, p_kpi_start, p_kpi);
+    END IF;
+    IF p_request_id IS NOT NULL THEN
+        INSERT INTO callback_requests (principal, request_id, callback_id, fingerprint, at)
+        VALUES (p_principal, p_request_id, v_id, p_fingerprint, p_at);
+    END IF;
+END
+$fn$;
+
+CREATE FUNCTION holdless_update_callback(
+    p_epoch bigint, p_id text, p_phone text, p_queue text, p_state text, p_open boolean,
+    p_version bigint, p_created_by text, p_doc jsonb,
+    p_attempt text, p_at timestamptz, p_kpi_start timestamptz, p_kpi jsonb,
+    OUT outcome text, OUT old_state text, OUT lease_epoch bigint)
+LANGUAGE plpgsql AS $fn$
+DECLARE
+    v_open boolean;
+    v_version bigint;
+BEGIN
+    IF p_epoch <> 0 THEN
+        SELECT epoch INTO lease_epoch FROM cluster_lease WHERE id = 1 FOR KEY SHARE;
+        IF lease_epoch IS DISTINCT FROM p_epoch THEN
+            outcome := 'fenced';
+            RETURN;
+        END IF;
+    END IF;
+    SELECT state, is_open, version INTO old_state, v_open, v_version FROM callbacks
+     WHERE id = p_id FOR UPDATE;
+    IF NOT FOUND OR v_version <> p_version - 1 THEN
+        outcome := 'stale';
+        old_state := NULL;
+        RETURN;
+    END IF;
+    UPDATE callbacks SET phone = p_phone, queue_id = p_queue, state = p_state,
+        is_open = p_open, version = p_version, created_by = p_created_by, doc = p_doc
+     WHERE id = p_id;
+    IF p_attempt IS NOT NULL THEN
+        INSERT INTO settled_attempts (attempt_id, callback_id, at) VALUES (p_attempt, p_id, p_at)
+        ON CONFLICT (attempt_id) DO UPDATE SET callback_id = p_id, at = p_at;
+    END IF;
+    IF v_open AND p_kpi IS NOT NULL THEN
+        INSERT INTO kpi_deltas (queue_id, start, counters) VALUES (p_queue, p_kpi_start, p_kpi);
+    END IF;
+    outcome := 'updated';
+END
+$fn$;
+"#;
 
 /// Applies the migrations the database lacks, in `tx`; returns the schema version.
 pub(super) async fn migrate(tx: &Transaction<'_>) -> Result<i64, tokio_postgres::Error> {
+    migrate_with(tx, MIGRATIONS).await
+}
+
+/// [`migrate`] with a given list. A migration is applied when `schema_version` lacks
+/// its number, not when it is above the highest recorded: numbers are handed out to
+/// changes made in parallel, so one merged later may come below a number a database
+/// already has (migration 2 after 3), and it must still run there.
+pub(super) async fn migrate_with(
+    tx: &Transaction<'_>,
+    migrations: &[(i64, &str)],
+) -> Result<i64, tokio_postgres::Error> {
     tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])
         .await?;
     tx.batch_execute(
@@ -128,12 +272,14 @@ pub(super) async fn migrate(tx: &Transaction<'_>) -> Result<i64, tokio_postgres:
          )",
     )
     .await?;
-    let row = tx
-        .query_one("SELECT coalesce(max(version), 0) FROM schema_version", &[])
-        .await?;
-    let mut current: i64 = row.get(0);
-    for (version, sql) in MIGRATIONS {
-        if *version <= current {
+    let applied: std::collections::BTreeSet<i64> = tx
+        .query("SELECT version FROM schema_version", &[])
+        .await?
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    for (version, sql) in migrations {
+        if applied.contains(version) {
             continue;
         }
         tx.batch_execute(sql).await?;
@@ -142,7 +288,9 @@ pub(super) async fn migrate(tx: &Transaction<'_>) -> Result<i64, tokio_postgres:
             &[version],
         )
         .await?;
-        current = *version;
     }
-    Ok(current)
+    let row = tx
+        .query_one("SELECT coalesce(max(version), 0) FROM schema_version", &[])
+        .await?;
+    Ok(row.get(0))
 }

@@ -1,11 +1,14 @@
 //! PostgreSQL-only behaviour (the shared contract is in `store::conformance`).
 
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
 use tokio_postgres::NoTls;
 
 use super::*;
 use crate::domain::audit::AuditAction;
 use crate::domain::callback::CallbackState;
-use crate::store::conformance::{audit, customer, open_callback};
+use crate::store::conformance::{audit, customer, open_callback, utc};
 use crate::store::{pgtest, CallbackCreate, CallbackFilter, Store};
 
 fn options(url: &str) -> PgOptions {
@@ -106,6 +109,205 @@ async fn opening_twice_applies_the_migrations_once() {
         .unwrap()
         .get(0);
     assert_eq!(n, i64::try_from(schema::MIGRATIONS.len()).unwrap());
+    drop(client);
+    task.await.unwrap().unwrap();
+}
+
+/// The exchanges a client starts with the server: simple queries ('Q') and the Syncs
+/// that end each extended-protocol batch ('S'); the client waits for an answer after
+/// each, so this is the number of round trips.
+#[derive(Clone, Default)]
+struct RoundTrips(Arc<AtomicU64>);
+
+impl RoundTrips {
+    fn get(&self) -> u64 {
+        self.0.load(Ordering::SeqCst)
+    }
+}
+
+/// A loopback proxy in front of the test server that counts [`RoundTrips`]; returns a
+/// key=value connection string that goes through it.
+async fn counting_proxy(url: &str) -> (String, RoundTrips) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let config: tokio_postgres::Config = url.parse().unwrap();
+    let host = match &config.get_hosts()[0] {
+        tokio_postgres::config::Host::Tcp(h) => h.clone(),
+        other => panic!("the test server is not on TCP: {other:?}"),
+    };
+    let upstream = format!("{host}:{}", config.get_ports()[0]);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let trips = RoundTrips::default();
+    let counter = trips.clone();
+    tokio::spawn(async move {
+        while let Ok((client, _)) = listener.accept().await {
+            let server = tokio::net::TcpStream::connect(&upstream).await.unwrap();
+            let (mut server_read, mut server_write) = server.into_split();
+            let (mut client_read, mut client_write) = client.into_split();
+            tokio::spawn(async move {
+                let _ = tokio::io::copy(&mut server_read, &mut client_write).await;
+            });
+            let counter = counter.clone();
+            tokio::spawn(async move {
+                // The startup message has no type byte: a length, then the rest.
+                let len = client_read.read_i32().await.unwrap();
+                let mut rest = vec![0; usize::try_from(len - 4).unwrap()];
+                client_read.read_exact(&mut rest).await.unwrap();
+                server_write.write_i32(len).await.unwrap();
+                server_write.write_all(&rest).await.unwrap();
+                while let Ok(kind) = client_read.read_u8().await {
+                    let len = client_read.read_i32().await.unwrap();
+                    let mut body = vec![0; usize::try_from(len - 4).unwrap()];
+                    client_read.read_exact(&mut body).await.unwrap();
+                    if kind == b'Q' || kind == b'S' {
+                        counter.0.fetch_add(1, Ordering::SeqCst);
+                    }
+                    let mut msg = vec![kind];
+                    msg.extend_from_slice(&len.to_be_bytes());
+                    msg.extend_from_slice(&body);
+                    if server_write.write_all(&msg).await.is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+    });
+    let mut conn = format!("host=127.0.0.1 port={port} sslmode=disable");
+    if let Some(user) = config.get_user() {
+        conn.push_str(&format!(" user='{user}'"));
+    }
+    if let Some(password) = config.get_password() {
+        conn.push_str(&format!(
+            " password='{}'",
+            String::from_utf8_lossy(password)
+        ));
+    }
+    if let Some(db) = config.get_dbname() {
+        conn.push_str(&format!(" dbname='{db}'"));
+    }
+    (conn, trips)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_callback_create_change_or_settle_is_one_round_trip_with_the_fence_on() {
+    let url = pgtest::test_postgres().await;
+    let (proxied, trips) = counting_proxy(&url).await;
+    let mut opts = options(&proxied);
+    opts.pool_size = 1;
+    let s = PgStore::open(&opts).await.unwrap();
+    set_lease_epoch(&url, 2).await;
+    s.set_fence(2);
+    let key = |id: &str| crate::store::RequestKey {
+        principal: "web".into(),
+        request_id: id.into(),
+        fingerprint: "body".into(),
+    };
+    // The first use of each statement also prepares it (a round trip more).
+    let warm = open_callback("01J0000000000000000000000A", "+441", CallbackState::Pending);
+    s.create_callback(warm.clone(), Some(key("r1")))
+        .await
+        .unwrap();
+    let mut changed = warm.clone();
+    changed.version += 1;
+    changed.state = CallbackState::Dispatched;
+    s.update_callback(changed.clone()).await.unwrap();
+
+    let cb = open_callback("01J0000000000000000000000B", "+442", CallbackState::Pending);
+    let before = trips.get();
+    assert!(matches!(
+        s.create_callback(cb.clone(), Some(key("r2"))).await,
+        Ok(CallbackCreate::Created(_))
+    ));
+    assert_eq!(trips.get() - before, 1, "create");
+    let before = trips.get();
+    assert_eq!(
+        s.create_callback(cb.clone(), Some(key("r2"))).await,
+        Ok(CallbackCreate::Replayed(cb.clone()))
+    );
+    assert_eq!(trips.get() - before, 1, "replay");
+    let mut dispatched = cb.clone();
+    dispatched.version += 1;
+    dispatched.state = CallbackState::Dispatched;
+    let before = trips.get();
+    s.update_callback(dispatched.clone()).await.unwrap();
+    assert_eq!(trips.get() - before, 1, "change");
+    let mut done = dispatched.clone();
+    done.version += 1;
+    done.state = CallbackState::Completed;
+    let before = trips.get();
+    s.settle_callback(done.clone(), "a1".into()).await.unwrap();
+    assert_eq!(trips.get() - before, 1, "settle");
+    assert_eq!(s.callback(&cb.id).await.unwrap(), Some(done));
+    assert_eq!(s.settled_attempt("a1").await.unwrap(), Some(cb.id.clone()));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_callback_change_or_settle_under_a_superseded_epoch_is_refused_and_changes_nothing() {
+    let url = pgtest::test_postgres().await;
+    let s = PgStore::open(&options(&url)).await.unwrap();
+    set_lease_epoch(&url, 3).await;
+    s.set_fence(3);
+    let cb = open_callback(
+        "01J0000000000000000000000A",
+        "+441",
+        CallbackState::Dispatched,
+    );
+    s.create_callback(cb.clone(), None).await.unwrap();
+    set_lease_epoch(&url, 4).await;
+    let fenced = Err(StoreError::Fenced {
+        epoch: 3,
+        current: 4,
+    });
+    let mut done = cb.clone();
+    done.version += 1;
+    done.state = CallbackState::Completed;
+    assert_eq!(s.update_callback(done.clone()).await, fenced);
+    assert_eq!(s.settle_callback(done, "a1".into()).await, fenced);
+    assert_eq!(s.callback(&cb.id).await.unwrap(), Some(cb));
+    assert_eq!(s.settled_attempt("a1").await.unwrap(), None);
+    // Only the create's request was counted.
+    let kpi = s
+        .kpi_buckets(
+            None,
+            utc("2000-01-01T00:00:00Z"),
+            utc("2100-01-01T00:00:00Z"),
+        )
+        .await
+        .unwrap();
+    let mut total = crate::metrics::kpi::KpiCounters::default();
+    for b in &kpi {
+        total.add(&b.counters);
+    }
+    assert_eq!((total.cb_requested, total.cb_completed), (1, 0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_migration_numbered_below_the_newest_applied_is_still_applied() {
+    let url = pgtest::test_postgres().await;
+    PgStore::open(&options(&url)).await.unwrap();
+    // A database that has 1 and 3 meets a build that also has 2 (merged later).
+    let mut with_gap: Vec<(i64, &str)> = schema::MIGRATIONS.to_vec();
+    with_gap.push((2, "CREATE TABLE merged_later (x integer)"));
+    with_gap.sort_by_key(|(v, _)| *v);
+    let (mut client, conn) = tokio_postgres::connect(&url, NoTls).await.unwrap();
+    let task = tokio::spawn(conn);
+    let tx = client.transaction().await.unwrap();
+    schema::migrate_with(&tx, &with_gap).await.unwrap();
+    tx.commit().await.unwrap();
+    client
+        .execute("INSERT INTO merged_later (x) VALUES (1)", &[])
+        .await
+        .unwrap();
+    let versions: Vec<i64> = client
+        .query("SELECT version FROM schema_version ORDER BY version", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    let mut expected: Vec<i64> = with_gap.iter().map(|(v, _)| *v).collect();
+    expected.sort();
+    assert_eq!(versions, expected);
     drop(client);
     task.await.unwrap().unwrap();
 }
