@@ -135,6 +135,12 @@ INSERT INTO cluster_lease (id, holder, epoch, expires_at, advertise_addr) VALUES
 /// it; a concurrent use of the same key fails on `callback_requests`' primary key, and
 /// the caller runs the statement again, which then finds the key.
 ///
+/// `holdless_create_callbacks`: several creates in one transaction (one commit), each
+/// as `holdless_create_callback` would do it, in the order given (a later one sees the
+/// earlier ones: a twin in the same batch finds the first); the fence is checked once,
+/// and a fenced batch answers one `fenced` row. Parameters are arrays of the same
+/// length, one element per callback.
+///
 /// `holdless_update_callback`: the fence, then the row locked and its version checked
 /// (`stale` unless it is `p_version - 1`), the change, the settled attempt
 /// (`p_attempt` NULL: none) and the KPI delta of closing it (`p_kpi`, counted only
@@ -208,6 +214,32 @@ BEGIN
         INSERT INTO callback_requests (principal, request_id, callback_id, fingerprint, at)
         VALUES (p_principal, p_request_id, v_id, p_fingerprint, p_at);
     END IF;
+END
+$fn$;
+
+CREATE FUNCTION holdless_create_callbacks(
+    p_epoch bigint, p_ids text[], p_phones text[], p_queues text[], p_states text[],
+    p_open boolean[], p_versions bigint[], p_created_by text[], p_docs jsonb[],
+    p_principals text[], p_request_ids text[], p_fingerprints text[], p_at timestamptz[],
+    p_kpi_starts timestamptz[], p_kpis jsonb[])
+RETURNS TABLE (outcome text, answer jsonb, lease_epoch bigint)
+LANGUAGE plpgsql AS $fn$
+DECLARE
+    v_epoch bigint;
+BEGIN
+    IF p_epoch <> 0 THEN
+        SELECT l.epoch INTO v_epoch FROM cluster_lease l WHERE l.id = 1 FOR KEY SHARE;
+        IF v_epoch IS DISTINCT FROM p_epoch THEN
+            RETURN QUERY SELECT 'fenced'::text, NULL::jsonb, v_epoch;
+            RETURN;
+        END IF;
+    END IF;
+    FOR i IN 1..coalesce(array_length(p_ids, 1), 0) LOOP
+        RETURN QUERY SELECT c.outcome, c.answer, c.lease_epoch FROM holdless_create_callback(
+            0, p_ids[i], p_phones[i], p_queues[i], p_states[i], p_open[i], p_versions[i],
+            p_created_by[i], p_docs[i], p_principals[i], p_request_ids[i], p_fingerprints[i],
+            p_at[i], p_kpi_starts[i], p_kpis[i]) c;
+    END LOOP;
 END
 $fn$;
 

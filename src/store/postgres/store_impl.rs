@@ -295,7 +295,7 @@ impl Store for PgStore {
         callback: Callback,
         request: Option<RequestKey>,
     ) -> StoreResult<CallbackCreate> {
-        self.create(&callback, request.as_ref()).await
+        self.create(callback, request).await
     }
 
     async fn update_callback(&self, callback: Callback) -> StoreResult<()> {

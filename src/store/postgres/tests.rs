@@ -7,7 +7,7 @@ use tokio_postgres::NoTls;
 
 use super::*;
 use crate::domain::audit::AuditAction;
-use crate::domain::callback::CallbackState;
+use crate::domain::callback::{Callback, CallbackState};
 use crate::store::conformance::{audit, customer, open_callback, utc};
 use crate::store::{pgtest, CallbackCreate, CallbackFilter, Store};
 
@@ -310,4 +310,179 @@ async fn a_migration_numbered_below_the_newest_applied_is_still_applied() {
     assert_eq!(versions, expected);
     drop(client);
     task.await.unwrap().unwrap();
+}
+
+/// Creates queued while another create's transaction waits: `first` is sent and held
+/// (its fence check waits on the lease row, locked by another session), then `rest`
+/// are started and left queued; returns their tasks and the lock holder to release.
+async fn queue_behind_a_held_create(
+    s: &PgStore,
+    url: &str,
+    first: Callback,
+    rest: Vec<(Callback, Option<crate::store::RequestKey>)>,
+) -> (
+    Vec<tokio::task::JoinHandle<StoreResult<CallbackCreate>>>,
+    tokio_postgres::Client,
+) {
+    let (holder, conn) = tokio_postgres::connect(url, NoTls).await.unwrap();
+    tokio::spawn(conn);
+    holder
+        .batch_execute("BEGIN; SELECT epoch FROM cluster_lease WHERE id = 1 FOR UPDATE")
+        .await
+        .unwrap();
+    let s1 = s.clone();
+    let mut tasks = vec![tokio::spawn(async move {
+        s1.create_callback(first, None).await
+    })];
+    let waiting = "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'";
+    let mut polls = 0;
+    while holder
+        .query_one(waiting, &[])
+        .await
+        .unwrap()
+        .get::<_, i64>(0)
+        == 0
+    {
+        polls += 1;
+        assert!(
+            polls < 10_000,
+            "the first create never reached the lease row"
+        );
+        tokio::task::yield_now().await;
+    }
+    let n = rest.len();
+    for (cb, key) in rest {
+        let s = s.clone();
+        tasks.push(tokio::spawn(
+            async move { s.create_callback(cb, key).await },
+        ));
+    }
+    // The queue's worker holds the next one while it waits for the transaction slot
+    // (a pool of 4 has one), the others stay in the queue.
+    let mut polls = 0;
+    while callbacks::CREATE_QUEUE - s.inner.creates.capacity() < n - 1 {
+        polls += 1;
+        assert!(polls < 1_000_000, "the creates were never queued");
+        tokio::task::yield_now().await;
+    }
+    (tasks, holder)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn creates_queued_behind_a_transaction_share_the_next_one_and_keep_their_checks() {
+    let url = pgtest::test_postgres().await;
+    let (proxied, trips) = counting_proxy(&url).await;
+    let mut opts = options(&proxied);
+    opts.pool_size = 4;
+    let s = PgStore::open(&opts).await.unwrap();
+    set_lease_epoch(&url, 5).await;
+    s.set_fence(5);
+    let key = |id: &str| crate::store::RequestKey {
+        principal: "web".into(),
+        request_id: id.into(),
+        fingerprint: "body".into(),
+    };
+    let warm = open_callback("01J0000000000000000000000A", "+440", CallbackState::Pending);
+    s.create_callback(warm, None).await.unwrap();
+    let before = trips.get();
+    let first = open_callback("01J0000000000000000000000B", "+441", CallbackState::Pending);
+    // 60 numbers, a twin of the held first one, a twin within the batch and a
+    // repeated request key.
+    let mut rest: Vec<_> = (0..60)
+        .map(|i| {
+            let cb = open_callback(
+                &format!("01J1{i:022}"),
+                &format!("+4420{i:02}"),
+                CallbackState::Pending,
+            );
+            (cb, None)
+        })
+        .collect();
+    rest.push((
+        open_callback("01J2000000000000000000000A", "+441", CallbackState::Pending),
+        None,
+    ));
+    rest.push((
+        open_callback(
+            "01J2000000000000000000000B",
+            "+442000",
+            CallbackState::Pending,
+        ),
+        None,
+    ));
+    let keyed = open_callback("01J2000000000000000000000C", "+449", CallbackState::Pending);
+    rest.push((keyed.clone(), Some(key("k"))));
+    rest.push((keyed.clone(), Some(key("k"))));
+    let (tasks, holder) = queue_behind_a_held_create(&s, &url, first.clone(), rest).await;
+    holder.batch_execute("COMMIT").await.unwrap();
+    let mut outcomes = Vec::new();
+    for t in tasks {
+        outcomes.push(t.await.unwrap().unwrap());
+    }
+    // The held create's transaction, then one for the 64 queued behind it.
+    assert_eq!(trips.get() - before, 2);
+    assert_eq!(outcomes[0], CallbackCreate::Created(first.clone()));
+    let created = outcomes
+        .iter()
+        .filter(|o| matches!(o, CallbackCreate::Created(_)))
+        .count();
+    assert_eq!(created, 1 + 60 + 1, "{outcomes:?}");
+    assert_eq!(outcomes[61], CallbackCreate::Existing(first));
+    assert!(matches!(&outcomes[62], CallbackCreate::Existing(c) if c.phone == "+442000"));
+    let mut keyed_answers = vec![outcomes[63].clone(), outcomes[64].clone()];
+    keyed_answers.sort_by_key(|o| matches!(o, CallbackCreate::Replayed(_)));
+    assert_eq!(
+        keyed_answers,
+        vec![
+            CallbackCreate::Created(keyed.clone()),
+            CallbackCreate::Replayed(keyed)
+        ]
+    );
+    assert_eq!(s.open_callbacks().await.unwrap().len(), 1 + 1 + 60 + 1);
+    assert!(s.check_callback_indexes().await.unwrap().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_callback_the_database_refuses_fails_alone_and_its_batch_is_created() {
+    let url = pgtest::test_postgres().await;
+    let s = PgStore::open(&options(&url)).await.unwrap();
+    set_lease_epoch(&url, 5).await;
+    s.set_fence(5);
+    let first = open_callback("01J0000000000000000000000A", "+441", CallbackState::Pending);
+    let mut rest: Vec<_> = (0..8)
+        .map(|i| {
+            let cb = open_callback(
+                &format!("01J1{i:022}"),
+                &format!("+4420{i}"),
+                CallbackState::Pending,
+            );
+            (cb, None)
+        })
+        .collect();
+    // PostgreSQL's jsonb cannot hold a NUL character.
+    rest[3].0.notes = "call after \u{0} 5 pm".into();
+    let (tasks, holder) = queue_behind_a_held_create(&s, &url, first, rest).await;
+    holder.batch_execute("COMMIT").await.unwrap();
+    let mut outcomes = Vec::new();
+    for t in tasks {
+        outcomes.push(t.await.unwrap());
+    }
+    for (i, o) in outcomes.iter().enumerate() {
+        if i == 4 {
+            assert!(matches!(o, Err(StoreError::Io(_))), "{o:?}");
+        } else {
+            assert!(matches!(o, Ok(CallbackCreate::Created(_))), "{i}: {o:?}");
+        }
+    }
+    assert_eq!(s.open_callbacks().await.unwrap().len(), 8);
+    let kpi = s
+        .kpi_buckets(
+            None,
+            utc("2000-01-01T00:00:00Z"),
+            utc("2100-01-01T00:00:00Z"),
+        )
+        .await
+        .unwrap();
+    let requested: u64 = kpi.iter().map(|b| b.counters.cb_requested).sum();
+    assert_eq!(requested, 8);
 }
