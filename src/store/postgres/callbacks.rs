@@ -94,7 +94,7 @@ fn created(row: &Row, job: &CreateJob) -> StoreResult<CallbackCreate> {
             )))
         }
         other => Err(corrupt(format!(
-            "holdless_create_callback answered {other}"
+            "holdless_create_callbacks answered {other}"
         ))),
     }
 }

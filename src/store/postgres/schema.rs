@@ -121,25 +121,24 @@ INSERT INTO cluster_lease (id, holder, epoch, expires_at, advertise_addr) VALUES
     (3, CALLBACK_FUNCTIONS),
 ];
 
-/// Migration 3: a callback create and a callback change each as one function, called
+/// Migration 3: callback creates and a callback change each as one function, called
 /// in one autocommitted statement (one round trip instead of BEGIN, the fence check,
 /// the statements and COMMIT; see `store::postgres::callbacks`). Both run under READ
 /// COMMITTED, where each statement inside a function sees what committed before it.
 ///
-/// `holdless_create_callback`: the fence (`p_epoch` 0: none), then the request key
-/// (`p_request_id` NULL: none), then the dedupe, the insert, its KPI delta and the key.
-/// Outcomes: `fenced` (`lease_epoch` the lease's), `reused` (the key came with another
+/// `holdless_create_callbacks`: several creates in one transaction (one commit).
+/// Parameters are arrays of the same length, one element per callback (`p_epoch` is
+/// the fence, 0: none). The fence is checked once; a fenced call answers one `fenced`
+/// row (`lease_epoch` the lease's). Otherwise one row per callback, in the order
+/// given, each create seeing the ones before it (a twin later in the same call finds
+/// the first): its request key (`p_request_ids[i]` NULL: none), then the dedupe, the
+/// insert, the key remembered, and its KPI delta when it was created (the deltas
+/// inserted together at the end). Outcomes: `reused` (the key came with another
 /// body), `replayed` and `existing` (`answer` the callback), `lost` (the key names a
-/// callback that is gone; `answer` its id), `created`. A twin created concurrently makes
-/// the insert do nothing (the one-open index is its arbiter) and the next look find
-/// it; a concurrent use of the same key fails on `callback_requests`' primary key, and
-/// the caller runs the statement again, which then finds the key.
-///
-/// `holdless_create_callbacks`: several creates in one transaction (one commit), each
-/// as `holdless_create_callback` would do it, in the order given (a later one sees the
-/// earlier ones: a twin in the same batch finds the first); the fence is checked once,
-/// and a fenced batch answers one `fenced` row. Parameters are arrays of the same
-/// length, one element per callback.
+/// callback that is gone; `answer` its id), `created`. A twin created concurrently
+/// makes the insert do nothing (the one-open index is its arbiter) and the next look
+/// find it; a concurrent use of the same key fails on `callback_requests`' primary
+/// key, and the caller runs the statement again, which then finds the key.
 ///
 /// `holdless_update_callback`: the fence, then the row locked and its version checked
 /// (`stale` unless it is `p_version - 1`), the change, the settled attempt
@@ -147,76 +146,6 @@ INSERT INTO cluster_lease (id, holder, epoch, expires_at, advertise_addr) VALUES
 /// when the stored callback was open). Outcomes: `fenced`, `stale`, `updated`
 /// (`old_state` the state it had).
 const CALLBACK_FUNCTIONS: &str = r#"
-CREATE FUNCTION holdless_create_callback(
-    p_epoch bigint, p_id text, p_phone text, p_queue text, p_state text, p_open boolean,
-    p_version bigint, p_created_by text, p_doc jsonb,
-    p_principal text, p_request_id text, p_fingerprint text, p_at timestamptz,
-    p_kpi_start timestamptz, p_kpi jsonb,
-    OUT outcome text, OUT answer jsonb, OUT lease_epoch bigint)
-LANGUAGE plpgsql AS $fn$
-DECLARE
-    v_fingerprint text;
-    v_named text;
-    v_id text;
-BEGIN
-    IF p_epoch <> 0 THEN
-        SELECT epoch INTO lease_epoch FROM cluster_lease WHERE id = 1 FOR KEY SHARE;
-        IF lease_epoch IS DISTINCT FROM p_epoch THEN
-            outcome := 'fenced';
-            RETURN;
-        END IF;
-    END IF;
-    IF p_request_id IS NOT NULL THEN
-        SELECT callback_id, fingerprint INTO v_named, v_fingerprint FROM callback_requests
-         WHERE principal = p_principal AND request_id = p_request_id;
-        IF FOUND THEN
-            IF v_fingerprint <> p_fingerprint THEN
-                outcome := 'reused';
-                RETURN;
-            END IF;
-            SELECT doc INTO answer FROM callbacks WHERE id = v_named;
-            IF FOUND THEN
-                outcome := 'replayed';
-            ELSE
-                outcome := 'lost';
-                answer := to_jsonb(v_named);
-            END IF;
-            RETURN;
-        END IF;
-    END IF;
-    -- Each pass either finds the open twin, or inserts, or meets a twin that committed
-    -- after the look (and finds it on the next pass); a twin that keeps closing and
-    -- reopening ends the loop, and the caller runs the statement again.
-    FOR n IN 1..8 LOOP
-        SELECT id, doc INTO v_id, answer FROM callbacks
-         WHERE phone = p_phone AND queue_id = p_queue AND is_open;
-        IF FOUND THEN
-            outcome := 'existing';
-            EXIT;
-        END IF;
-        INSERT INTO callbacks (id, phone, queue_id, state, is_open, version, created_by, doc)
-        VALUES (p_id, p_phone, p_queue, p_state, p_open, p_version, p_created_by, p_doc)
-        ON CONFLICT (phone, queue_id) WHERE is_open DO NOTHING
-        RETURNING id INTO v_id;
-        IF FOUND THEN
-            outcome := 'created';
-            EXIT;
-        END IF;
-    END LOOP;
-    IF outcome IS NULL THEN
-        RAISE EXCEPTION 'the open callback of % in % kept changing', p_phone, p_queue
-            USING ERRCODE = 'serialization_failure';
-    END IF;
-    IF outcome = 'created' AND p_kpi IS NOT NULL THEN
-        INSERT INTO kpi_deltas (queue_id, start, counters) VALUES (p_queue, p_kpi_start, p_kpi);
-    END IF;
-    IF p_request_id IS NOT NULL THEN
-        INSERT INTO callback_requests (principal, request_id, callback_id, fingerprint, at)
-        VALUES (p_principal, p_request_id, v_id, p_fingerprint, p_at);
-    END IF;
-END
-$fn$;
-
 CREATE FUNCTION holdless_create_callbacks(
     p_epoch bigint, p_ids text[], p_phones text[], p_queues text[], p_states text[],
     p_open boolean[], p_versions bigint[], p_created_by text[], p_docs jsonb[],
@@ -226,20 +155,80 @@ RETURNS TABLE (outcome text, answer jsonb, lease_epoch bigint)
 LANGUAGE plpgsql AS $fn$
 DECLARE
     v_epoch bigint;
+    v_fingerprint text;
+    v_named text;
+    v_id text;
+    v_counted integer[] := '{}';
 BEGIN
     IF p_epoch <> 0 THEN
         SELECT l.epoch INTO v_epoch FROM cluster_lease l WHERE l.id = 1 FOR KEY SHARE;
         IF v_epoch IS DISTINCT FROM p_epoch THEN
-            RETURN QUERY SELECT 'fenced'::text, NULL::jsonb, v_epoch;
+            outcome := 'fenced';
+            lease_epoch := v_epoch;
+            RETURN NEXT;
             RETURN;
         END IF;
     END IF;
     FOR i IN 1..coalesce(array_length(p_ids, 1), 0) LOOP
-        RETURN QUERY SELECT c.outcome, c.answer, c.lease_epoch FROM holdless_create_callback(
-            0, p_ids[i], p_phones[i], p_queues[i], p_states[i], p_open[i], p_versions[i],
-            p_created_by[i], p_docs[i], p_principals[i], p_request_ids[i], p_fingerprints[i],
-            p_at[i], p_kpi_starts[i], p_kpis[i]) c;
+        outcome := NULL;
+        answer := NULL;
+        IF p_request_ids[i] IS NOT NULL THEN
+            SELECT r.callback_id, r.fingerprint INTO v_named, v_fingerprint
+              FROM callback_requests r
+             WHERE r.principal = p_principals[i] AND r.request_id = p_request_ids[i];
+            IF FOUND THEN
+                IF v_fingerprint <> p_fingerprints[i] THEN
+                    outcome := 'reused';
+                ELSE
+                    SELECT c.doc INTO answer FROM callbacks c WHERE c.id = v_named;
+                    IF FOUND THEN
+                        outcome := 'replayed';
+                    ELSE
+                        outcome := 'lost';
+                        answer := to_jsonb(v_named);
+                    END IF;
+                END IF;
+                RETURN NEXT;
+                CONTINUE;
+            END IF;
+        END IF;
+        -- Each pass either finds the open twin, or inserts, or meets a twin that
+        -- committed after the look (and finds it on the next pass); a twin that keeps
+        -- closing and reopening ends the loop, and the caller runs the statement again.
+        FOR n IN 1..8 LOOP
+            SELECT c.id, c.doc INTO v_id, answer FROM callbacks c
+             WHERE c.phone = p_phones[i] AND c.queue_id = p_queues[i] AND c.is_open;
+            IF FOUND THEN
+                outcome := 'existing';
+                EXIT;
+            END IF;
+            INSERT INTO callbacks AS c
+                (id, phone, queue_id, state, is_open, version, created_by, doc)
+            VALUES (p_ids[i], p_phones[i], p_queues[i], p_states[i], p_open[i],
+                    p_versions[i], p_created_by[i], p_docs[i])
+            ON CONFLICT (phone, queue_id) WHERE is_open DO NOTHING
+            RETURNING c.id INTO v_id;
+            IF FOUND THEN
+                outcome := 'created';
+                answer := NULL;
+                EXIT;
+            END IF;
+        END LOOP;
+        IF outcome IS NULL THEN
+            RAISE EXCEPTION 'the open callback of % in % kept changing', p_phones[i], p_queues[i]
+                USING ERRCODE = 'serialization_failure';
+        END IF;
+        IF outcome = 'created' AND p_kpis[i] IS NOT NULL THEN
+            v_counted := v_counted || i;
+        END IF;
+        IF p_request_ids[i] IS NOT NULL THEN
+            INSERT INTO callback_requests (principal, request_id, callback_id, fingerprint, at)
+            VALUES (p_principals[i], p_request_ids[i], v_id, p_fingerprints[i], p_at[i]);
+        END IF;
+        RETURN NEXT;
     END LOOP;
+    INSERT INTO kpi_deltas (queue_id, start, counters)
+    SELECT p_queues[k], p_kpi_starts[k], p_kpis[k] FROM unnest(v_counted) AS k;
 END
 $fn$;
 
