@@ -231,6 +231,8 @@ pub const DEFAULT_STORE_CACHE_MB: u64 = 256;
 
 /// Connections in the PostgreSQL pool: enough for 64 concurrent writers to keep the
 /// server's group commit busy on a small machine without a connection per request.
+/// Callback creates use a quarter of them (at most 4), each transaction carrying every
+/// create queued meanwhile.
 pub const DEFAULT_PG_POOL_SIZE: usize = 16;
 
 /// Which [`crate::store::Store`] implementation holds the data.

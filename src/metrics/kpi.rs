@@ -320,8 +320,18 @@ pub fn callback_delta(old: Option<&Callback>, new: &Callback) -> KpiCounters {
             d.cb_hold_avoided_ms += ms(new.ewt_at_request_secs.unwrap_or(0.0));
         }
     }
-    let was_open = old.is_none_or(|o| o.state.is_open());
-    if was_open && !new.state.is_open() {
+    if old.is_none_or(|o| o.state.is_open()) {
+        d.add(&callback_closing_delta(new));
+    }
+    d
+}
+
+/// The counts of a change from an open callback to `new` (zero while `new` is still
+/// open): what [`callback_delta`] adds when the stored callback was open. A store that
+/// checks whether it was open in the database computes this before asking it.
+pub fn callback_closing_delta(new: &Callback) -> KpiCounters {
+    let mut d = KpiCounters::default();
+    if !new.state.is_open() {
         let attempts = u64::from(new.attempts);
         match new.state {
             CallbackState::Completed => {

@@ -90,12 +90,17 @@ fn outcome_name(o: DispatchOutcome) -> &'static str {
 /// Counts a stored callback change in the process metrics (every backend calls it
 /// once per committed change).
 pub(crate) fn note_transition(old: Option<&Callback>, new: &Callback) {
-    if old.map(|o| o.state) != Some(new.state) {
+    note_state_change(old.map(|o| o.state), new);
+}
+
+/// [`note_transition`] from the stored state alone (`None`: just created).
+pub(crate) fn note_state_change(old: Option<CallbackState>, new: &Callback) {
+    if old != Some(new.state) {
         metrics::counter!("holdless_callback_transitions_total", "state" => state_name(new.state))
             .increment(1);
     }
     if let (Some(o), Some(outcome)) = (old, new.last_outcome) {
-        if o.state == CallbackState::Dispatched && new.state != CallbackState::Dispatched {
+        if o == CallbackState::Dispatched && new.state != CallbackState::Dispatched {
             metrics::counter!("holdless_dispatch_outcomes_total", "outcome" => outcome_name(outcome))
                 .increment(1);
         }

@@ -5,8 +5,9 @@
 //! would bring compile-time checked queries, which need a database or an offline cache
 //! at build time, and a larger dependency tree for nothing we use.)
 //!
-//! **Durability.** Every write method runs one transaction and returns after its
-//! `COMMIT` returned, on sessions whose `synchronous_commit` is the configured one
+//! **Durability.** Every write method runs one transaction (a callback write: one
+//! autocommitted call of a function in the database, creates grouped several to a
+//! transaction; see `callbacks`) and returns after its `COMMIT` returned, on sessions whose `synchronous_commit` is the configured one
 //! (`on` by default: the commit record is flushed to the server's disk, and to a
 //! synchronous standby's when the server is set up with one). Multi-row changes (a
 //! customer and their phones, a callback and its request key, a contact and its KPI
@@ -38,6 +39,7 @@
 
 pub(crate) mod admin;
 mod cache;
+mod callbacks;
 pub mod lease;
 mod schema;
 mod store_impl;
@@ -115,6 +117,8 @@ pub struct PgStore {
 
 struct Inner {
     pool: Pool,
+    /// The create queue (`callbacks::run_creates`).
+    creates: tokio::sync::mpsc::Sender<callbacks::CreateJob>,
     fence: AtomicU64,
     closed: AtomicBool,
     cache: Cache,
@@ -245,15 +249,20 @@ impl PgStore {
         tx.commit().await.map_err(pg_err)?;
         let cache = Cache::load(&client).await.map_err(TxError::into_store)?;
         drop(client);
-        Ok(Self {
-            inner: Arc::new(Inner {
+        let batches = callbacks::create_batches(options.pool_size.max(1));
+        let inner = Arc::new_cyclic(|weak| {
+            let (creates, queue) = tokio::sync::mpsc::channel(callbacks::CREATE_QUEUE);
+            tokio::spawn(callbacks::run_creates(queue, weak.clone(), batches));
+            Inner {
                 pool,
+                creates,
                 fence: AtomicU64::new(0),
                 closed: AtomicBool::new(false),
                 cache,
                 customer_writes: tokio::sync::Mutex::new(()),
-            }),
-        })
+            }
+        });
+        Ok(Self { inner })
     }
 
     /// Makes every later write require that the cluster lease still carries `epoch`

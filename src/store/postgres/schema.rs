@@ -15,7 +15,7 @@ use tokio_postgres::Transaction;
 /// Key of the advisory lock taken while migrating ("holdless" in ASCII).
 const MIGRATION_LOCK: i64 = 0x686f_6c64_6c65_7373;
 
-/// (version, SQL). Versions run 1, 2, 3, ... in order.
+/// (version, SQL), in increasing versions, applied in this order (see [`migrate_with`]).
 pub(super) const MIGRATIONS: &[(i64, &str)] = &[
     (
         1,
@@ -139,10 +139,172 @@ ALTER TABLE callbacks
         GENERATED ALWAYS AS ((doc -> 'lease' ->> 'until')::bigint) STORED;
 "#,
     ),
+    (3, CALLBACK_FUNCTIONS),
 ];
+
+/// Migration 3: callback creates and a callback change each as one function, called
+/// in one autocommitted statement (one round trip instead of BEGIN, the fence check,
+/// the statements and COMMIT; see `store::postgres::callbacks`). Both run under READ
+/// COMMITTED, where each statement inside a function sees what committed before it.
+///
+/// `holdless_create_callbacks`: several creates in one transaction (one commit).
+/// Parameters are arrays of the same length, one element per callback (`p_epoch` is
+/// the fence, 0: none). The fence is checked once; a fenced call answers one `fenced`
+/// row (`lease_epoch` the lease's). Otherwise one row per callback, in the order
+/// given, each create seeing the ones before it (a twin later in the same call finds
+/// the first): its request key (`p_request_ids[i]` NULL: none), then the dedupe, the
+/// insert, the key remembered, and its KPI delta when it was created (the deltas
+/// inserted together at the end). Outcomes: `reused` (the key came with another
+/// body), `replayed` and `existing` (`answer` the callback), `lost` (the key names a
+/// callback that is gone; `answer` its id), `created`. A twin created concurrently
+/// makes the insert do nothing (the one-open index is its arbiter) and the next look
+/// find it; a concurrent use of the same key fails on `callback_requests`' primary
+/// key, and the caller runs the statement again, which then finds the key.
+///
+/// `holdless_update_callback`: the fence, then the row locked and its version checked
+/// (`stale` unless it is `p_version - 1`), the change, the settled attempt
+/// (`p_attempt` NULL: none) and the KPI delta of closing it (`p_kpi`, counted only
+/// when the stored callback was open). Outcomes: `fenced`, `stale`, `updated`
+/// (`old_state` the state it had).
+const CALLBACK_FUNCTIONS: &str = r#"
+CREATE FUNCTION holdless_create_callbacks(
+    p_epoch bigint, p_ids text[], p_phones text[], p_queues text[], p_states text[],
+    p_open boolean[], p_versions bigint[], p_created_by text[], p_docs jsonb[],
+    p_principals text[], p_request_ids text[], p_fingerprints text[], p_at timestamptz[],
+    p_kpi_starts timestamptz[], p_kpis jsonb[])
+RETURNS TABLE (outcome text, answer jsonb, lease_epoch bigint)
+LANGUAGE plpgsql AS $fn$
+DECLARE
+    v_epoch bigint;
+    v_fingerprint text;
+    v_named text;
+    v_id text;
+    v_counted integer[] := '{}';
+BEGIN
+    IF p_epoch <> 0 THEN
+        SELECT l.epoch INTO v_epoch FROM cluster_lease l WHERE l.id = 1 FOR KEY SHARE;
+        IF v_epoch IS DISTINCT FROM p_epoch THEN
+            outcome := 'fenced';
+            lease_epoch := v_epoch;
+            RETURN NEXT;
+            RETURN;
+        END IF;
+    END IF;
+    FOR i IN 1..coalesce(array_length(p_ids, 1), 0) LOOP
+        outcome := NULL;
+        answer := NULL;
+        IF p_request_ids[i] IS NOT NULL THEN
+            SELECT r.callback_id, r.fingerprint INTO v_named, v_fingerprint
+              FROM callback_requests r
+             WHERE r.principal = p_principals[i] AND r.request_id = p_request_ids[i];
+            IF FOUND THEN
+                IF v_fingerprint <> p_fingerprints[i] THEN
+                    outcome := 'reused';
+                ELSE
+                    SELECT c.doc INTO answer FROM callbacks c WHERE c.id = v_named;
+                    IF FOUND THEN
+                        outcome := 'replayed';
+                    ELSE
+                        outcome := 'lost';
+                        answer := to_jsonb(v_named);
+                    END IF;
+                END IF;
+                RETURN NEXT;
+                CONTINUE;
+            END IF;
+        END IF;
+        -- Each pass either finds the open twin, or inserts, or meets a twin that
+        -- committed after the look (and finds it on the next pass); a twin that keeps
+        -- closing and reopening ends the loop, and the caller runs the statement again.
+        FOR n IN 1..8 LOOP
+            SELECT c.id, c.doc INTO v_id, answer FROM callbacks c
+             WHERE c.phone = p_phones[i] AND c.queue_id = p_queues[i] AND c.is_open;
+            IF FOUND THEN
+                outcome := 'existing';
+                EXIT;
+            END IF;
+            INSERT INTO callbacks AS c
+                (id, phone, queue_id, state, is_open, version, created_by, doc)
+            VALUES (p_ids[i], p_phones[i], p_queues[i], p_states[i], p_open[i],
+                    p_versions[i], p_created_by[i], p_docs[i])
+            ON CONFLICT (phone, queue_id) WHERE is_open DO NOTHING
+            RETURNING c.id INTO v_id;
+            IF FOUND THEN
+                outcome := 'created';
+                answer := NULL;
+                EXIT;
+            END IF;
+        END LOOP;
+        IF outcome IS NULL THEN
+            RAISE EXCEPTION 'the open callback of % in % kept changing', p_phones[i], p_queues[i]
+                USING ERRCODE = 'serialization_failure';
+        END IF;
+        IF outcome = 'created' AND p_kpis[i] IS NOT NULL THEN
+            v_counted := v_counted || i;
+        END IF;
+        IF p_request_ids[i] IS NOT NULL THEN
+            INSERT INTO callback_requests (principal, request_id, callback_id, fingerprint, at)
+            VALUES (p_principals[i], p_request_ids[i], v_id, p_fingerprints[i], p_at[i]);
+        END IF;
+        RETURN NEXT;
+    END LOOP;
+    INSERT INTO kpi_deltas (queue_id, start, counters)
+    SELECT p_queues[k], p_kpi_starts[k], p_kpis[k] FROM unnest(v_counted) AS k;
+END
+$fn$;
+
+CREATE FUNCTION holdless_update_callback(
+    p_epoch bigint, p_id text, p_phone text, p_queue text, p_state text, p_open boolean,
+    p_version bigint, p_created_by text, p_doc jsonb,
+    p_attempt text, p_at timestamptz, p_kpi_start timestamptz, p_kpi jsonb,
+    OUT outcome text, OUT old_state text, OUT lease_epoch bigint)
+LANGUAGE plpgsql AS $fn$
+DECLARE
+    v_open boolean;
+    v_version bigint;
+BEGIN
+    IF p_epoch <> 0 THEN
+        SELECT epoch INTO lease_epoch FROM cluster_lease WHERE id = 1 FOR KEY SHARE;
+        IF lease_epoch IS DISTINCT FROM p_epoch THEN
+            outcome := 'fenced';
+            RETURN;
+        END IF;
+    END IF;
+    SELECT state, is_open, version INTO old_state, v_open, v_version FROM callbacks
+     WHERE id = p_id FOR UPDATE;
+    IF NOT FOUND OR v_version <> p_version - 1 THEN
+        outcome := 'stale';
+        old_state := NULL;
+        RETURN;
+    END IF;
+    UPDATE callbacks SET phone = p_phone, queue_id = p_queue, state = p_state,
+        is_open = p_open, version = p_version, created_by = p_created_by, doc = p_doc
+     WHERE id = p_id;
+    IF p_attempt IS NOT NULL THEN
+        INSERT INTO settled_attempts (attempt_id, callback_id, at) VALUES (p_attempt, p_id, p_at)
+        ON CONFLICT (attempt_id) DO UPDATE SET callback_id = p_id, at = p_at;
+    END IF;
+    IF v_open AND p_kpi IS NOT NULL THEN
+        INSERT INTO kpi_deltas (queue_id, start, counters) VALUES (p_queue, p_kpi_start, p_kpi);
+    END IF;
+    outcome := 'updated';
+END
+$fn$;
+"#;
 
 /// Applies the migrations the database lacks, in `tx`; returns the schema version.
 pub(super) async fn migrate(tx: &Transaction<'_>) -> Result<i64, tokio_postgres::Error> {
+    migrate_with(tx, MIGRATIONS).await
+}
+
+/// [`migrate`] with a given list. A migration is applied when `schema_version` lacks
+/// its number, not when it is above the highest recorded: numbers are handed out to
+/// changes made in parallel, so one merged later may come below a number a database
+/// already has (migration 2 after 3), and it must still run there.
+pub(super) async fn migrate_with(
+    tx: &Transaction<'_>,
+    migrations: &[(i64, &str)],
+) -> Result<i64, tokio_postgres::Error> {
     tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])
         .await?;
     tx.batch_execute(
@@ -152,12 +314,14 @@ pub(super) async fn migrate(tx: &Transaction<'_>) -> Result<i64, tokio_postgres:
          )",
     )
     .await?;
-    let row = tx
-        .query_one("SELECT coalesce(max(version), 0) FROM schema_version", &[])
-        .await?;
-    let mut current: i64 = row.get(0);
-    for (version, sql) in MIGRATIONS {
-        if *version <= current {
+    let applied: std::collections::BTreeSet<i64> = tx
+        .query("SELECT version FROM schema_version", &[])
+        .await?
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    for (version, sql) in migrations {
+        if applied.contains(version) {
             continue;
         }
         tx.batch_execute(sql).await?;
@@ -166,7 +330,9 @@ pub(super) async fn migrate(tx: &Transaction<'_>) -> Result<i64, tokio_postgres:
             &[version],
         )
         .await?;
-        current = *version;
     }
-    Ok(current)
+    let row = tx
+        .query_one("SELECT coalesce(max(version), 0) FROM schema_version", &[])
+        .await?;
+    Ok(row.get(0))
 }

@@ -14,9 +14,8 @@ use crate::domain::contact::ContactRecord;
 use crate::domain::{Customer, CustomerId};
 use crate::metrics::kpi::{bucket_start, survey_delta, KpiCounters, Survey};
 use crate::store::{
-    note_transition, AppliedPlan, CallbackCreate, CallbackFilter, KpiBucket, NewPlan, PlanRecord,
-    RecordCounts, RequestKey, Store, StoreError, StoreImport, StoreResult, SurveyOutcome,
-    UpsertOutcome,
+    AppliedPlan, CallbackCreate, CallbackFilter, KpiBucket, NewPlan, PlanRecord, RecordCounts,
+    RequestKey, Store, StoreError, StoreImport, StoreResult, SurveyOutcome, UpsertOutcome,
 };
 
 fn docs<T: serde::de::DeserializeOwned>(rows: &[Row]) -> StoreResult<Vec<T>> {
@@ -328,12 +327,7 @@ impl Store for PgStore {
         callback: Callback,
         request: Option<RequestKey>,
     ) -> StoreResult<CallbackCreate> {
-        let outcome =
-            in_tx!(self, tx => Self::create_callback_tx(&tx, &callback, request.as_ref()).await?)?;
-        if let CallbackCreate::Created(c) = &outcome {
-            note_transition(None, c);
-        }
-        Ok(outcome)
+        self.create(callback, request).await
     }
 
     async fn update_callback(&self, callback: Callback) -> StoreResult<()> {
@@ -362,13 +356,7 @@ impl Store for PgStore {
     }
 
     async fn requested_callback(&self, request: &RequestKey) -> StoreResult<Option<Callback>> {
-        let mut client = self.client().await.map_err(TxError::into_store)?;
-        let tx = client.transaction().await.map_err(pg_err)?;
-        let found = requested_tx(&tx, request)
-            .await
-            .map_err(TxError::into_store)?;
-        tx.commit().await.map_err(pg_err)?;
-        Ok(found)
+        self.requested(request).await
     }
 
     async fn open_callbacks(&self) -> StoreResult<Vec<Box<Callback>>> {

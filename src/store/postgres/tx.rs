@@ -2,7 +2,6 @@
 
 use chrono::{DateTime, Utc};
 use deadpool_postgres::Transaction;
-use tokio_postgres::error::SqlState;
 use tokio_postgres::types::{Json, ToSql};
 use tokio_postgres::Row;
 
@@ -11,32 +10,13 @@ use crate::domain::audit::AuditEntry;
 use crate::domain::callback::{Callback, CallbackState};
 use crate::domain::contact::ContactRecord;
 use crate::domain::Customer;
-use crate::metrics::kpi::{
-    bucket_start, callback_delta, contact_delta, is_answered, KpiCounters, FCR_DAYS,
-};
+use crate::metrics::kpi::{bucket_start, contact_delta, is_answered, KpiCounters, FCR_DAYS};
 use crate::store::{
-    content_hash, note_transition, AppliedPlan, CallbackCreate, NewPlan, PlanRecord, RequestKey,
-    StoreError, StoreImport, StoreResult, UpsertOutcome,
+    content_hash, AppliedPlan, NewPlan, PlanRecord, StoreError, StoreImport, StoreResult,
+    UpsertOutcome,
 };
 
 pub(super) type TxResult<T> = Result<T, TxError>;
-
-/// The outcome of statements sent together in one transaction: when one fails, the
-/// server refuses the rest with "transaction aborted", so the error that says why
-/// (and whether running again helps) is the one that is not that.
-pub(super) fn cause<const N: usize>(results: [TxResult<()>; N]) -> TxResult<()> {
-    let mut first = None;
-    for r in results {
-        if let Err(e) = r {
-            let aborted = matches!(&e, TxError::Pg(p) if p.code() == Some(&SqlState::IN_FAILED_SQL_TRANSACTION));
-            if !aborted {
-                return Err(e);
-            }
-            first.get_or_insert(e);
-        }
-    }
-    first.map_or(Ok(()), Err)
-}
 
 pub(super) fn i64_of(v: u64) -> i64 {
     i64::try_from(v).unwrap_or(i64::MAX)
@@ -141,22 +121,6 @@ pub(super) async fn add_kpi_tx(
     Ok(())
 }
 
-pub(super) async fn callback_tx(
-    tx: &Transaction<'_>,
-    id: &str,
-    lock: bool,
-) -> TxResult<Option<Callback>> {
-    let sql = if lock {
-        "SELECT doc FROM callbacks WHERE id = $1 FOR UPDATE"
-    } else {
-        "SELECT doc FROM callbacks WHERE id = $1"
-    };
-    match query(tx, sql, &[&id]).await?.first() {
-        Some(r) => Ok(Some(doc(r, 0)?)),
-        None => Ok(None),
-    }
-}
-
 pub(super) async fn put_callback_tx(tx: &Transaction<'_>, c: &Callback) -> TxResult<()> {
     exec(
         tx,
@@ -179,150 +143,7 @@ pub(super) async fn put_callback_tx(tx: &Transaction<'_>, c: &Callback) -> TxRes
     Ok(())
 }
 
-/// The request key's first answer, or a refusal when its body differs.
-pub(super) async fn requested_tx(
-    tx: &Transaction<'_>,
-    r: &RequestKey,
-) -> TxResult<Option<Callback>> {
-    let rows = query(
-        tx,
-        "SELECT callback_id, fingerprint FROM callback_requests \
-         WHERE principal = $1 AND request_id = $2",
-        &[&r.principal, &r.request_id],
-    )
-    .await?;
-    let Some(row) = rows.first() else {
-        return Ok(None);
-    };
-    let callback_id: String = row.get(0);
-    let fingerprint: String = row.get(1);
-    if fingerprint != r.fingerprint {
-        return Err(StoreError::RequestIdReused {
-            request_id: r.request_id.clone(),
-        }
-        .into());
-    }
-    match callback_tx(tx, &callback_id, false).await? {
-        Some(c) => Ok(Some(c)),
-        None => Err(StoreError::Corrupt(format!(
-            "request {} names missing callback {callback_id}",
-            r.request_id
-        ))
-        .into()),
-    }
-}
-
 impl PgStore {
-    pub(super) async fn create_callback_tx(
-        tx: &Transaction<'_>,
-        cb: &Callback,
-        request: Option<&RequestKey>,
-    ) -> TxResult<CallbackCreate> {
-        // The two reads, then the writes, each sent together (pipelined on the
-        // connection): a create costs four round trips with BEGIN and COMMIT.
-        let replay = async {
-            match request {
-                Some(r) => requested_tx(tx, r).await,
-                None => Ok(None),
-            }
-        };
-        let params: [&(dyn ToSql + Sync); 2] = [&cb.phone, &cb.queue_id];
-        let open = query(
-            tx,
-            "SELECT doc FROM callbacks WHERE phone = $1 AND queue_id = $2 AND is_open",
-            &params,
-        );
-        let (replay, open) = tokio::join!(replay, open);
-        let (replay, open) = match (replay, open) {
-            (Ok(r), Ok(o)) => (r, o),
-            (r, o) => {
-                return Err(match cause([r.map(|_| ()), o.map(|_| ())]) {
-                    Err(e) => e,
-                    Ok(()) => StoreError::Io("a read failed without an error".into()).into(),
-                })
-            }
-        };
-        if let Some(c) = replay {
-            return Ok(CallbackCreate::Replayed(c));
-        }
-        let outcome = match open.first() {
-            Some(row) => CallbackCreate::Existing(doc(row, 0)?),
-            None => CallbackCreate::Created(cb.clone()),
-        };
-        let id = match &outcome {
-            CallbackCreate::Created(c)
-            | CallbackCreate::Existing(c)
-            | CallbackCreate::Replayed(c) => c.id.clone(),
-        };
-        let created = matches!(outcome, CallbackCreate::Created(_));
-        // A concurrent twin makes the insert fail on the one-open index; the
-        // transaction is then run again and finds it.
-        let insert = async {
-            if created {
-                put_callback_tx(tx, cb).await?;
-            }
-            Ok::<_, TxError>(())
-        };
-        let count = async {
-            if created {
-                let delta = callback_delta(None, cb);
-                add_kpi_tx(tx, &cb.queue_id, bucket_start(cb.created_at), &delta).await?;
-            }
-            Ok::<_, TxError>(())
-        };
-        let remember = async {
-            if let Some(r) = request {
-                exec(
-                    tx,
-                    "INSERT INTO callback_requests (principal, request_id, callback_id, fingerprint, at) \
-                     VALUES ($1, $2, $3, $4, $5)",
-                    &[&r.principal, &r.request_id, &id, &r.fingerprint, &cb.created_at],
-                )
-                .await?;
-            }
-            Ok::<_, TxError>(())
-        };
-        let (a, b, c) = tokio::join!(insert, count, remember);
-        cause([a, b, c])?;
-        Ok(outcome)
-    }
-
-    pub(super) async fn update_callback_tx(
-        tx: &Transaction<'_>,
-        cb: &Callback,
-        settled: Option<&str>,
-    ) -> TxResult<Option<Callback>> {
-        let old = callback_tx(tx, &cb.id, true).await?;
-        match &old {
-            Some(o) if o.version + 1 == cb.version => {}
-            _ => return Err(StoreError::Stale { id: cb.id.clone() }.into()),
-        }
-        let settle = async {
-            if let Some(attempt) = settled {
-                exec(
-                    tx,
-                    "INSERT INTO settled_attempts (attempt_id, callback_id, at) VALUES ($1, $2, $3) \
-                     ON CONFLICT (attempt_id) DO UPDATE SET callback_id = $2, at = $3",
-                    &[&attempt, &cb.id, &cb.updated_at],
-                )
-                .await?;
-            }
-            Ok::<_, TxError>(())
-        };
-        let delta = callback_delta(old.as_ref(), cb);
-        let count = add_kpi_tx(tx, &cb.queue_id, bucket_start(cb.created_at), &delta);
-        let (a, b, c) = tokio::join!(put_callback_tx(tx, cb), settle, count);
-        cause([a, b, c])?;
-        Ok(old)
-    }
-
-    pub(super) async fn update(&self, cb: Callback, settled: Option<String>) -> StoreResult<()> {
-        let old =
-            in_tx!(self, tx => Self::update_callback_tx(&tx, &cb, settled.as_deref()).await?)?;
-        note_transition(old.as_ref(), &cb);
-        Ok(())
-    }
-
     pub(super) async fn upsert_customer_tx(
         tx: &Transaction<'_>,
         customer: &Customer,
