@@ -1,7 +1,8 @@
 //! The callback scheduler: one actor task that owns the open callbacks (its index of
-//! them rebuilt from the store at start), decides when each is due, reserves an agent, leases the callback to
-//! one connected dialer, and applies outcomes, retries, expiry and cancellations. Every
-//! change is persisted (durably) before it is acted on or acknowledged.
+//! them rebuilt from the store at start), decides when each is due, reserves an agent,
+//! leases the callback to one connected dialer, and applies outcomes, retries, expiry
+//! and cancellations. Every change is persisted (durably) before it is acted on or
+//! acknowledged.
 //!
 //! Shape (after mini-redis's expiry worker and console's aggregator): a loop over one
 //! `select!` of commands (bounded channel, oneshot replies), the next timer (from the
@@ -424,6 +425,15 @@ impl Entry {
             state: r.state,
         }
     }
+}
+
+/// What reading an indexed callback's record found.
+enum Read {
+    Open(Callback),
+    /// Closed or missing in the store: dropped from the index.
+    Gone,
+    /// The store did not answer: kept, and looked at again shortly.
+    Failed,
 }
 
 /// Matched callbacks taken from the floor per pass (a line of callbacks all outside
@@ -985,7 +995,13 @@ impl Actor {
             .get(id)
             .is_some_and(|e| e.state == CallbackState::Pending);
         let cb = match pending {
-            true => self.read_open(id, now).await,
+            true => match self.read_record(id, now).await {
+                Read::Open(cb) => Some(cb),
+                Read::Gone => None,
+                // Parked in its place (which let the agent go) and looked at again
+                // shortly.
+                Read::Failed => return,
+            },
             false => None,
         };
         let queue = cb
@@ -1012,16 +1028,16 @@ impl Actor {
     }
 
     /// Reads an open callback's record to act on it. When the store cannot answer, the
-    /// callback keeps its entry and place, and its timer is filed a few seconds on, so
-    /// it is looked at again; a record that is no longer open (or gone) leaves the
-    /// index.
-    async fn read_open(&mut self, id: &str, now: DateTime<Utc>) -> Option<Callback> {
+    /// callback keeps its entry and place (parked: an agent held for it goes to the
+    /// next in line), and its timer is filed a few seconds on, so it is looked at
+    /// again; a record that is no longer open (or gone) leaves the index.
+    async fn read_record(&mut self, id: &str, now: DateTime<Utc>) -> Read {
         match self.hl.store().callback(id).await {
-            Ok(Some(cb)) if cb.state.is_open() => Some(cb),
+            Ok(Some(cb)) if cb.state.is_open() => Read::Open(cb),
             Ok(_) => {
                 tracing::warn!(callback_id = %id, "indexed callback is no longer open in the store; dropping it");
                 self.forget(id, None);
-                None
+                Read::Gone
             }
             Err(e) => {
                 tracing::warn!(callback_id = %id, error = %e, "could not read callback; trying again shortly");
@@ -1029,8 +1045,16 @@ impl Actor {
                 self.waiting_window
                     .insert(id.to_owned(), now + chrono::Duration::seconds(RETRY_SECS));
                 self.rearm(id, now + chrono::Duration::seconds(RETRY_SECS));
-                None
+                Read::Failed
             }
+        }
+    }
+
+    /// [`Self::read_record`] for callers that act on an open record only.
+    async fn read_open(&mut self, id: &str, now: DateTime<Utc>) -> Option<Callback> {
+        match self.read_record(id, now).await {
+            Read::Open(cb) => Some(cb),
+            Read::Gone | Read::Failed => None,
         }
     }
 
