@@ -429,7 +429,7 @@ impl Entry {
 
 /// What reading an indexed callback's record found.
 enum Read {
-    Open(Callback),
+    Open(Box<Callback>),
     /// Closed or missing in the store: dropped from the index.
     Gone,
     /// The store did not answer: kept, and looked at again shortly.
@@ -996,7 +996,7 @@ impl Actor {
             .is_some_and(|e| e.state == CallbackState::Pending);
         let cb = match pending {
             true => match self.read_record(id, now).await {
-                Read::Open(cb) => Some(cb),
+                Read::Open(cb) => Some(*cb),
                 Read::Gone => None,
                 // Parked in its place (which let the agent go) and looked at again
                 // shortly.
@@ -1033,7 +1033,7 @@ impl Actor {
     /// again; a record that is no longer open (or gone) leaves the index.
     async fn read_record(&mut self, id: &str, now: DateTime<Utc>) -> Read {
         match self.hl.store().callback(id).await {
-            Ok(Some(cb)) if cb.state.is_open() => Read::Open(cb),
+            Ok(Some(cb)) if cb.state.is_open() => Read::Open(Box::new(cb)),
             Ok(_) => {
                 tracing::warn!(callback_id = %id, "indexed callback is no longer open in the store; dropping it");
                 self.forget(id, None);
@@ -1053,7 +1053,7 @@ impl Actor {
     /// [`Self::read_record`] for callers that act on an open record only.
     async fn read_open(&mut self, id: &str, now: DateTime<Utc>) -> Option<Callback> {
         match self.read_record(id, now).await {
-            Read::Open(cb) => Some(cb),
+            Read::Open(cb) => Some(*cb),
             Read::Gone | Read::Failed => None,
         }
     }
