@@ -547,10 +547,11 @@ impl Floor {
         self.queue_mut(&queue).line.rank(&key) as u32 + 1
     }
 
-    /// Puts every given pending callback in its line at once (start-up): room is made
-    /// for all of them first and no positions are computed. `callbacks` need not be
-    /// sorted; each line is filled in its own order, which keeps the inserts at the
-    /// ends of the tree's nodes. Agents are matched to them when dispatching starts.
+    /// Puts every given pending callback (each id once) in its line at once (start-up):
+    /// room is made for all of them first and no positions are computed. `callbacks`
+    /// need not be sorted; each line is filled in its own order, which keeps the inserts
+    /// at the ends of the tree's nodes. Agents are matched to them when dispatching
+    /// starts.
     pub fn enqueue_callbacks<'q>(
         &mut self,
         mut callbacks: Vec<(Arc<str>, QueueInfo<'q>, i32, DateTime<Utc>)>,
