@@ -76,6 +76,16 @@ pub enum CallbackKind {
     },
 }
 
+impl CallbackKind {
+    /// A scheduled callback's slot start; `None` for an ASAP one.
+    pub fn slot_start(&self) -> Option<DateTime<Utc>> {
+        match self {
+            CallbackKind::Scheduled { start, .. } => Some(*start),
+            CallbackKind::Asap => None,
+        }
+    }
+}
+
 /// A dispatch in progress. (Stored compactly: instants as epoch milliseconds.)
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Lease {

@@ -803,7 +803,7 @@ impl Actor {
         capacity: u32,
         now: DateTime<Utc>,
     ) -> Result<crate::store::CallbackCreate, ServiceError> {
-        if let crate::domain::callback::CallbackKind::Scheduled { start, .. } = cb.kind {
+        if let Some(start) = cb.kind.slot_start() {
             // One open callback per number and queue: a twin request gets the first,
             // whatever the slot's capacity. A keyed twin still goes to the store, which
             // checks the key against its first use and remembers it.

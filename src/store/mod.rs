@@ -138,10 +138,7 @@ impl<'a> OpenCallbackRef<'a> {
             virtual_enqueued_at: cb.virtual_enqueued_at,
             not_before: cb.not_before,
             expires_at: cb.expires_at,
-            slot_start: match cb.kind {
-                crate::domain::callback::CallbackKind::Scheduled { start, .. } => Some(start),
-                crate::domain::callback::CallbackKind::Asap => None,
-            },
+            slot_start: cb.kind.slot_start(),
             lease: cb.lease.as_ref().map(|l| (l.attempt_id.as_str(), l.until)),
         }
     }

@@ -83,10 +83,7 @@ fn decode_head(bytes: &[u8]) -> StoreResult<OpenCallbackRef<'_>> {
         virtual_enqueued_at: h.virtual_enqueued_at,
         not_before: h.not_before,
         expires_at: h.expires_at,
-        slot_start: match h.kind {
-            CallbackKind::Scheduled { start, .. } => Some(start),
-            CallbackKind::Asap => None,
-        },
+        slot_start: h.kind.slot_start(),
         lease: h.lease.map(|l| (l.attempt_id, l.until)),
     })
 }
