@@ -105,7 +105,8 @@ all_backends!(
     import_refuses_records_that_would_break_the_indexes,
     first_contact_resolution_of_frequent_callers_matches_the_definition,
     a_second_call_within_seven_days_spoils_first_contact_resolution_once,
-    the_open_scan_gives_the_index_fields_of_open_callbacks_only
+    the_open_scan_gives_the_index_fields_of_open_callbacks_only,
+    a_customer_listing_a_number_twice_is_refused_and_changes_nothing
 );
 
 pub(crate) fn customer(id: &str, phones: &[&str]) -> Customer {
@@ -684,6 +685,24 @@ pub(super) async fn import_restores_versions_phones_and_callback_indexes<B: Back
     let s = b.open().await;
     assert_eq!(s.all_plans().await.unwrap().len(), 4);
     assert_eq!(s.open_callbacks().await.unwrap().len(), 2);
+}
+
+pub(super) async fn a_customer_listing_a_number_twice_is_refused_and_changes_nothing<B: Backend>() {
+    let b = B::fresh().await;
+    let s = b.open().await;
+    let twice = customer("a", &["+441", "+442", "+441"]);
+    assert_eq!(
+        s.upsert_customer(twice, audit(AuditAction::CustomerUpsert))
+            .await,
+        Err(StoreError::DuplicatePhone {
+            phone: "+441".into()
+        })
+    );
+    assert_eq!(
+        s.customer(&CustomerId::new_checked("a".into())).unwrap(),
+        None
+    );
+    assert_eq!(s.customer_by_phone("+442").unwrap(), None);
 }
 
 pub(super) async fn the_open_scan_gives_the_index_fields_of_open_callbacks_only<B: Backend>() {

@@ -87,6 +87,16 @@ fn outcome_name(o: DispatchOutcome) -> &'static str {
     }
 }
 
+/// Refuses a customer that lists one phone number twice (every backend checks it
+/// before writing, as the phone index keys on the number).
+pub(crate) fn check_unique_phones(customer: &Customer) -> StoreResult<()> {
+    let mut seen = std::collections::HashSet::new();
+    match customer.phones.iter().find(|p| !seen.insert(*p)) {
+        Some(p) => Err(StoreError::DuplicatePhone { phone: p.clone() }),
+        None => Ok(()),
+    }
+}
+
 /// Counts a stored callback change in the process metrics (every backend calls it
 /// once per committed change).
 pub(crate) fn note_transition(old: Option<&Callback>, new: &Callback) {

@@ -129,12 +129,7 @@ impl Store for PgStore {
         customer: Customer,
         audit: AuditEntry,
     ) -> StoreResult<UpsertOutcome> {
-        let mut seen = std::collections::HashSet::new();
-        for p in &customer.phones {
-            if !seen.insert(p) {
-                return Err(StoreError::DuplicatePhone { phone: p.clone() });
-            }
-        }
+        crate::store::check_unique_phones(&customer)?;
         let _order = self.inner.customer_writes.lock().await;
         let (outcome, changed) =
             in_tx!(self, tx => Self::upsert_customer_tx(&tx, &customer, &audit).await?)?;

@@ -600,14 +600,7 @@ impl Store for SledStore {
         customer: Customer,
         audit: AuditEntry,
     ) -> StoreResult<UpsertOutcome> {
-        {
-            let mut seen = std::collections::HashSet::new();
-            for p in &customer.phones {
-                if !seen.insert(p) {
-                    return Err(StoreError::DuplicatePhone { phone: p.clone() });
-                }
-            }
-        }
+        crate::store::check_unique_phones(&customer)?;
         for p in &customer.phones {
             self.known.insert(p);
         }
