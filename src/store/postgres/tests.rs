@@ -188,20 +188,32 @@ async fn counting_proxy(url: &str) -> (String, RoundTrips) {
     (conn, trips)
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_callback_create_change_or_settle_is_one_round_trip_with_the_fence_on() {
+/// A store with `pool_size` connections through a [`counting_proxy`], fenced at
+/// `epoch` (the lease row set to it); returns it with the server's own URL and the
+/// proxy's count.
+async fn fenced_through_proxy(pool_size: usize, epoch: i64) -> (PgStore, String, RoundTrips) {
     let url = pgtest::test_postgres().await;
     let (proxied, trips) = counting_proxy(&url).await;
     let mut opts = options(&proxied);
-    opts.pool_size = 1;
+    opts.pool_size = pool_size;
     let s = PgStore::open(&opts).await.unwrap();
-    set_lease_epoch(&url, 2).await;
-    s.set_fence(2);
-    let key = |id: &str| crate::store::RequestKey {
+    set_lease_epoch(&url, epoch).await;
+    s.set_fence(u64::try_from(epoch).unwrap());
+    (s, url, trips)
+}
+
+/// A request key of the `web` principal.
+fn key(id: &str) -> crate::store::RequestKey {
+    crate::store::RequestKey {
         principal: "web".into(),
         request_id: id.into(),
         fingerprint: "body".into(),
-    };
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_callback_create_change_or_settle_is_one_round_trip_with_the_fence_on() {
+    let (s, _, trips) = fenced_through_proxy(1, 2).await;
     // The first use of each statement also prepares it (a round trip more).
     let warm = open_callback("01J0000000000000000000000A", "+441", CallbackState::Pending);
     s.create_callback(warm.clone(), Some(key("r1")))
@@ -380,18 +392,7 @@ async fn queue_behind_a_held_create(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn creates_queued_behind_a_transaction_share_the_next_one_and_keep_their_checks() {
-    let url = pgtest::test_postgres().await;
-    let (proxied, trips) = counting_proxy(&url).await;
-    let mut opts = options(&proxied);
-    opts.pool_size = 4;
-    let s = PgStore::open(&opts).await.unwrap();
-    set_lease_epoch(&url, 5).await;
-    s.set_fence(5);
-    let key = |id: &str| crate::store::RequestKey {
-        principal: "web".into(),
-        request_id: id.into(),
-        fingerprint: "body".into(),
-    };
+    let (s, url, trips) = fenced_through_proxy(4, 5).await;
     let warm = open_callback("01J0000000000000000000000A", "+440", CallbackState::Pending);
     s.create_callback(warm, None).await.unwrap();
     let before = trips.get();
