@@ -535,12 +535,7 @@ pub async fn snapshot(store: &dyn Store) -> StoreResult<StoreImport> {
     let plans = store.all_plans().await?;
     let active_version = store.active_plan().await?.map(|p| p.version);
     let customers = store.all_customers().await?;
-    let mut callbacks: Vec<_> = store
-        .open_callbacks()
-        .await?
-        .into_iter()
-        .map(|c| *c)
-        .collect();
+    let mut callbacks = store.open_callbacks().await?;
     callbacks.sort_by(|a, b| a.id.cmp(&b.id));
     Ok(StoreImport {
         plans,

@@ -666,10 +666,7 @@ pub(super) async fn import_restores_versions_phones_and_callback_indexes<B: Back
         s.check_callback_indexes().await.unwrap(),
         Vec::<String>::new()
     );
-    assert_eq!(
-        s.open_callbacks().await.unwrap(),
-        vec![Box::new(pending), Box::new(dispatched)]
-    );
+    assert_eq!(s.open_callbacks().await.unwrap(), vec![pending, dispatched]);
     // The dedupe index is live: a second request for the number gets the first.
     let twin = open_callback("01J0000000000000000000000C", "+441", CallbackState::Pending);
     assert!(matches!(

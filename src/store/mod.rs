@@ -471,8 +471,8 @@ pub trait Store: Send + Sync + 'static {
     /// Lets a retry get its first answer even when what the request named is gone
     /// (the offered call already left the line).
     async fn requested_callback(&self, request: &RequestKey) -> StoreResult<Option<Callback>>;
-    /// Every pending or dispatched callback whole, each boxed (export).
-    async fn open_callbacks(&self) -> StoreResult<Vec<Box<Callback>>>;
+    /// Every pending or dispatched callback whole (export).
+    async fn open_callbacks(&self) -> StoreResult<Vec<Callback>>;
     /// Calls `visit` with the index fields of every pending or dispatched callback, in
     /// no set order, reading only those fields (start-up and takeover rebuild the
     /// scheduler from them; records are read when a callback is acted on). Returns how

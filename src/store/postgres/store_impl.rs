@@ -354,11 +354,11 @@ impl Store for PgStore {
         self.requested(request).await
     }
 
-    async fn open_callbacks(&self) -> StoreResult<Vec<Box<Callback>>> {
+    async fn open_callbacks(&self) -> StoreResult<Vec<Callback>> {
         let rows = self
             .rows("SELECT doc FROM callbacks WHERE is_open ORDER BY id", &[])
             .await?;
-        Ok(docs::<Callback>(&rows)?.into_iter().map(Box::new).collect())
+        docs::<Callback>(&rows)
     }
 
     async fn scan_open_callbacks(

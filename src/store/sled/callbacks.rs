@@ -442,10 +442,8 @@ impl SledStore {
 
     /// Every open callback whole (export): one sequential scan of the records (much
     /// faster than following the open index record by record), decoded on the other
-    /// cores while the scan goes on, each into its own allocation. Records come back in
-    /// id order.
-    #[allow(clippy::vec_box, reason = "as the trait's open_callbacks")]
-    pub(crate) fn open_callbacks_blocking(&self) -> StoreResult<Vec<Box<Callback>>> {
+    /// cores while the scan goes on. Records come back in id order.
+    pub(crate) fn open_callbacks_blocking(&self) -> StoreResult<Vec<Callback>> {
         let decoders = std::thread::available_parallelism()
             .map_or(1, |n| n.get())
             .saturating_sub(1);
@@ -453,14 +451,10 @@ impl SledStore {
     }
 
     /// [`Self::open_callbacks_blocking`] with `decoders` decoding threads (at least one).
-    #[allow(clippy::vec_box, reason = "as open_callbacks_blocking")]
-    pub(crate) fn open_callbacks_decoded_by(
-        &self,
-        decoders: usize,
-    ) -> StoreResult<Vec<Box<Callback>>> {
+    pub(crate) fn open_callbacks_decoded_by(&self, decoders: usize) -> StoreResult<Vec<Callback>> {
         /// Records handed to a decoder at a time.
         const CHUNK: usize = 4_096;
-        type Decoded = StoreResult<Vec<(usize, Vec<Box<Callback>>)>>;
+        type Decoded = StoreResult<Vec<(usize, Vec<Callback>)>>;
         let decoders = decoders.max(1);
         let scan = self.trees.callbacks.scan_prefix([RECORD]).values();
         let (scanned, decoded) = std::thread::scope(|scope| {
@@ -476,7 +470,7 @@ impl SledStore {
                         for v in &chunk {
                             let c = decode_cb(v)?;
                             if c.state.is_open() {
-                                part.push(Box::new(c));
+                                part.push(c);
                             }
                         }
                         out.push((n, part));

@@ -917,7 +917,7 @@ impl Store for SledStore {
         self.requested_callback_blocking(request)
     }
 
-    async fn open_callbacks(&self) -> StoreResult<Vec<Box<Callback>>> {
+    async fn open_callbacks(&self) -> StoreResult<Vec<Callback>> {
         let this = self.clone();
         tokio::task::spawn_blocking(move || this.open_callbacks_blocking())
             .await
@@ -1182,7 +1182,7 @@ mod tests {
             .filter(|i| ![17, 9_998].contains(i))
             .map(|i| format!("01J{i:023}"))
             .collect();
-        let ids = |c: Vec<Box<Callback>>| c.into_iter().map(|c| c.id).collect::<Vec<_>>();
+        let ids = |c: Vec<Callback>| c.into_iter().map(|c| c.id).collect::<Vec<_>>();
         assert_eq!(ids(s.open_callbacks().await.unwrap()), expected);
         // With several decoders taking turns, the chunks are put back in order.
         for decoders in [1, 2] {
