@@ -570,11 +570,11 @@ impl Actor {
     /// The index entry of an open callback (everything but its place in line), new or
     /// replacing the one it had.
     fn index(&mut self, cb: &OpenCallbackRef<'_>, now: DateTime<Utc>) {
-        let id = match self.open.get_key_value(cb.id) {
-            Some((id, _)) => id.clone(),
-            None => Id::from(cb.id),
+        let (id, old) = match self.open.get_key_value(cb.id) {
+            Some((id, e)) => (id.clone(), e.timer),
+            None => (Id::from(cb.id), None),
         };
-        if let Some(old) = self.open.get(&id).and_then(|e| e.timer) {
+        if let Some(old) = old {
             self.timers.remove(&(old, id.clone()));
         }
         let timer = self.timer_for(cb, now);
@@ -629,10 +629,10 @@ impl Actor {
         if let Some(old) = old {
             self.timers.remove(&(old, id.clone()));
         }
-        self.timers.insert((at, id.clone()));
         if let Some(e) = self.open.get_mut(&id) {
             e.timer = Some(at);
         }
+        self.timers.insert((at, id));
     }
 
     fn unbook(&mut self, id: &str) {
