@@ -13,10 +13,6 @@ const NY: &str = "+12125550100";
 /// Bound on waiting for a message that is due (a failing test, not a slow one).
 const WAIT: Duration = Duration::from_secs(20);
 
-fn stats(app: &TestApp) -> pb::stats_service_client::StatsServiceClient<tonic::transport::Channel> {
-    pb::stats_service_client::StatsServiceClient::new(app.channel.clone())
-}
-
 async fn watch(
     app: &TestApp,
     queues: &[&str],

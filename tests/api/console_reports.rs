@@ -8,9 +8,7 @@ use std::time::Duration as StdDuration;
 
 use chrono::{DateTime, Duration, Utc};
 use holdless::api::pb;
-use prost_types::Timestamp;
 use regex::Regex;
-use tonic::transport::Channel;
 
 use crate::helpers::*;
 use crate::live::agent;
@@ -35,24 +33,6 @@ async fn http(addr: SocketAddr, method: &str, path: &str, cookie: &str, body: &s
 
 async fn get(app: &TestApp, path: &str) -> HttpReply {
     http(app.console_addr.expect("console on"), "GET", path, "", "").await
-}
-
-fn stats(app: &TestApp) -> pb::stats_service_client::StatsServiceClient<Channel> {
-    pb::stats_service_client::StatsServiceClient::new(app.channel.clone())
-}
-
-fn ts(t: DateTime<Utc>) -> Option<Timestamp> {
-    Some(Timestamp {
-        seconds: t.timestamp(),
-        nanos: 0,
-    })
-}
-
-fn secs(s: i64) -> Option<prost_types::Duration> {
-    Some(prost_types::Duration {
-        seconds: s,
-        nanos: 0,
-    })
 }
 
 fn to_secs(d: &Option<prost_types::Duration>) -> Option<f64> {

@@ -311,3 +311,24 @@ pub async fn http_exchange(
         body: body.to_owned(),
     }
 }
+
+/// A StatsService client on the app's channel.
+pub fn stats(app: &TestApp) -> pb::stats_service_client::StatsServiceClient<Channel> {
+    pb::stats_service_client::StatsServiceClient::new(app.channel.clone())
+}
+
+/// `t` as a protobuf timestamp (whole seconds).
+pub fn ts(t: DateTime<Utc>) -> Option<prost_types::Timestamp> {
+    Some(prost_types::Timestamp {
+        seconds: t.timestamp(),
+        nanos: 0,
+    })
+}
+
+/// `s` seconds as a protobuf duration.
+pub fn secs(s: i64) -> Option<prost_types::Duration> {
+    Some(prost_types::Duration {
+        seconds: s,
+        nanos: 0,
+    })
+}

@@ -6,29 +6,9 @@ use std::collections::BTreeMap;
 
 use chrono::{DateTime, Duration, Utc};
 use holdless::api::pb;
-use prost_types::Timestamp;
-use tonic::transport::Channel;
 
 use crate::helpers::*;
 use crate::live::agent;
-
-fn stats(app: &TestApp) -> pb::stats_service_client::StatsServiceClient<Channel> {
-    pb::stats_service_client::StatsServiceClient::new(app.channel.clone())
-}
-
-fn ts(t: DateTime<Utc>) -> Option<Timestamp> {
-    Some(Timestamp {
-        seconds: t.timestamp(),
-        nanos: 0,
-    })
-}
-
-fn secs(s: i64) -> Option<prost_types::Duration> {
-    Some(prost_types::Duration {
-        seconds: s,
-        nanos: 0,
-    })
-}
 
 /// xorshift64*: small, deterministic, good enough to shuffle a test day.
 struct Rng(u64);
