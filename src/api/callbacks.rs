@@ -2,11 +2,13 @@
 
 use std::pin::Pin;
 
-use tokio_stream::Stream;
+use tokio_stream::wrappers::ReceiverStream;
+use tokio_stream::{Stream, StreamExt};
 use tonic::{Request, Response, Status};
 use tracing::instrument;
 
 use super::convert::{duration, instant, timestamp};
+use super::drain::UntilDrained;
 use super::error::{invalid_argument, unknown_enum_value};
 use super::pb::{
     self, callback_service_server::CallbackService, dispatch_service_server::DispatchService,
@@ -93,67 +95,6 @@ pub struct DispatchApi {
     /// Turns true when the server starts shutting down: every open `WatchDispatches`
     /// stream then ends at once (see [`DrainingStream`]).
     pub draining: tokio::sync::watch::Receiver<bool>,
-}
-
-/// A dialer's dispatch stream that ends with UNAVAILABLE "draining" as soon as the
-/// server starts shutting down.
-///
-/// A server stream never ends by itself, so without this every restart with a dialer
-/// connected waited the whole shutdown grace period and then cancelled the stream.
-/// Ending it at once costs nothing: the dispatches already sent keep their leases in
-/// the store, and a lease that runs out while holdless is down sends the same attempt
-/// again after the next start. Dispatches queued for this dialer but not yet sent are
-/// leased as well and go out again the same way.
-struct DrainingStream {
-    dispatches: tokio::sync::mpsc::Receiver<DispatchMsg>,
-    drained: Pin<Box<dyn std::future::Future<Output = ()> + Send>>,
-    done: bool,
-}
-
-impl DrainingStream {
-    fn new(
-        dispatches: tokio::sync::mpsc::Receiver<DispatchMsg>,
-        mut draining: tokio::sync::watch::Receiver<bool>,
-    ) -> Self {
-        Self {
-            dispatches,
-            drained: Box::pin(async move {
-                // A dropped sender means the server is gone: drain as well.
-                let _ = draining.wait_for(|d| *d).await;
-            }),
-            done: false,
-        }
-    }
-}
-
-impl Stream for DrainingStream {
-    type Item = Result<pb::Dispatch, Status>;
-
-    fn poll_next(
-        mut self: Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Option<Self::Item>> {
-        use std::task::Poll;
-        if self.done {
-            return Poll::Ready(None);
-        }
-        if self.drained.as_mut().poll(cx).is_ready() {
-            self.done = true;
-            self.dispatches.close();
-            return Poll::Ready(Some(Err(Status::unavailable(
-                "draining: holdless is shutting down; reconnect after it restarts \
-                 (dispatches already sent keep their leases)",
-            ))));
-        }
-        match self.dispatches.poll_recv(cx) {
-            Poll::Ready(Some(d)) => Poll::Ready(Some(Ok(dispatch_to_pb(d)))),
-            Poll::Ready(None) => {
-                self.done = true;
-                Poll::Ready(None)
-            }
-            Poll::Pending => Poll::Pending,
-        }
-    }
 }
 
 use super::principal;
@@ -605,9 +546,16 @@ impl DispatchService for DispatchApi {
             return Err(Status::unavailable("draining: holdless is shutting down"));
         }
         let rx = holdless.watch_dispatches(dialer).await?;
-        Ok(Response::new(Box::pin(DrainingStream::new(
-            rx,
+        // Ending the stream at shutdown costs nothing: the dispatches already sent keep
+        // their leases in the store, and a lease that runs out while holdless is down
+        // sends the same attempt again after the next start. Dispatches queued for this
+        // dialer but not yet sent are leased as well and go out again the same way.
+        let dispatches = ReceiverStream::new(rx).map(|d| Ok(dispatch_to_pb(d)));
+        Ok(Response::new(Box::pin(UntilDrained::new(
+            dispatches,
             self.draining.clone(),
+            "draining: holdless is shutting down; reconnect after it restarts \
+             (dispatches already sent keep their leases)",
         ))))
     }
 

@@ -4,6 +4,7 @@
 pub mod callbacks;
 pub mod convert;
 pub mod customer;
+mod drain;
 pub mod error;
 pub mod plan;
 pub mod routing;

@@ -1,7 +1,6 @@
 //! `StatsService`: live queue figures for supervisors and wallboards, KPI reports,
 //! staffing plans and customer surveys.
 
-use std::future::Future;
 use std::pin::Pin;
 
 use tokio_stream::Stream;
@@ -11,6 +10,7 @@ use tracing::instrument;
 use chrono::{DateTime, Utc};
 
 use super::convert::{duration, instant, std_duration, timestamp};
+use super::drain::UntilDrained;
 use super::error::invalid_argument;
 use super::pb::{self, stats_service_server::StatsService};
 use super::{ready, Ready};
@@ -30,10 +30,10 @@ pub struct StatsApi {
 }
 
 /// A wallboard stream: boards until the watcher is dropped (RESOURCE_EXHAUSTED, so the
-/// client knows to resubscribe and read faster) or holdless shuts down (UNAVAILABLE).
+/// client knows to resubscribe and read faster); wrapped in [`UntilDrained`], it also
+/// ends when holdless shuts down (UNAVAILABLE).
 struct BoardStream {
     watch: BoardWatch,
-    drained: Pin<Box<dyn Future<Output = ()> + Send>>,
     first: bool,
     done: bool,
 }
@@ -48,13 +48,6 @@ impl Stream for BoardStream {
         use std::task::Poll;
         if self.done {
             return Poll::Ready(None);
-        }
-        if self.drained.as_mut().poll(cx).is_ready() {
-            self.done = true;
-            self.watch.boards.close();
-            return Poll::Ready(Some(Err(Status::unavailable(
-                "draining: holdless is shutting down; resubscribe after it restarts",
-            ))));
         }
         match self.watch.boards.poll_recv(cx) {
             Poll::Ready(Some(boards)) => {
@@ -174,16 +167,16 @@ impl StatsService for StatsApi {
             return Err(Status::unavailable("draining: holdless is shutting down"));
         }
         let watch = holdless.subscribe_boards(&queue_ids, max_updates_per_second)?;
-        let mut draining = self.draining.clone();
-        Ok(Response::new(Box::pin(BoardStream {
+        let boards = BoardStream {
             watch,
-            drained: Box::pin(async move {
-                // A dropped sender means the server is gone: end as well.
-                let _ = draining.wait_for(|d| *d).await;
-            }),
             first: true,
             done: false,
-        })))
+        };
+        Ok(Response::new(Box::pin(UntilDrained::new(
+            boards,
+            self.draining.clone(),
+            "draining: holdless is shutting down; resubscribe after it restarts",
+        ))))
     }
 
     #[instrument(skip_all)]
