@@ -435,24 +435,31 @@ impl Application {
             settings.callbacks.request_id_retention_hours,
             stop_rx,
         ));
-        for name in std::iter::once("").chain(SERVICE_NAMES.iter().copied()) {
-            health
-                .set_service_status(name, ServingStatus::Serving)
-                .await;
-        }
-        if let (Some(state), Some(epoch)) = (&cluster, epoch) {
-            if !state.promote(epoch) {
-                // Lost while loading: the select below sees the step-down at once.
-                tracing::warn!(epoch, "the lease was lost while loading the store");
+        // The serving gate opens (promote) before health says SERVING, so a client or
+        // readiness probe that sees SERVING is never refused as "taking over".
+        let promoted = match (&cluster, epoch) {
+            (Some(state), Some(epoch)) => Some((epoch, state.promote(epoch))),
+            _ => None,
+        };
+        if promoted.is_none_or(|(_, ok)| ok) {
+            for name in std::iter::once("").chain(SERVICE_NAMES.iter().copied()) {
+                health
+                    .set_service_status(name, ServingStatus::Serving)
+                    .await;
             }
-            tracing::info!(
+        }
+        match promoted {
+            Some((epoch, true)) => tracing::info!(
                 %addr,
                 epoch,
                 load_ms = taking_over_at.elapsed().as_millis() as u64,
                 "holdless is SERVING as the cluster leader"
-            );
-        } else {
-            tracing::info!(%addr, "holdless is SERVING");
+            ),
+            // Lost while loading: the select below sees the step-down at once.
+            Some((epoch, false)) => {
+                tracing::warn!(epoch, "the lease was lost while loading the store")
+            }
+            None => tracing::info!(%addr, "holdless is SERVING"),
         }
 
         let server_result = tokio::select! {
