@@ -18,12 +18,13 @@
 //! off the line, then return to their original place.
 //!
 //! Memory: the actor keeps an index entry per open callback (id, queue, number, due
-//! time, timer, state: [`Entry`]), not its record; a callback's record is read from the
+//! time, timer, state: [`index::Entry`]), not its record; a callback's record is read from the
 //! store when it is acted on (its timer fires, it is matched, dialed, reported on,
 //! cancelled). So start-up and a cluster takeover read only the index fields
 //! ([`crate::store::Store::scan_open_callbacks`]), and a million open callbacks take a
 //! few hundred bytes each rather than their records.
 
+mod index;
 mod numbers;
 pub mod policy;
 
@@ -146,15 +147,12 @@ impl Scheduler {
             config,
             rx,
             kick: kick.clone(),
-            open: numbers::Open::new(),
-            queues: Vec::new(),
+            open: index::Index::default(),
             by_attempt: HashMap::new(),
             dialers: Vec::new(),
             next_dialer: 0,
             waiting_window: HashMap::new(),
-            timers: Default::default(),
             orphaned: HashSet::new(),
-            by_number: numbers::NumberIndex::default(),
             booked: HashMap::new(),
             slot_of: HashMap::new(),
             open_count: Arc::new(AtomicUsize::new(0)),
@@ -166,43 +164,26 @@ impl Scheduler {
         let plan = actor.hl.active_plan();
         let store = actor.hl.store().clone();
         let mut due = Vec::new();
-        let mut timers = Vec::new();
-        let mut entries = Vec::new();
         let n = store
             .scan_open_callbacks(&mut |r| {
-                let id = Id::from(r.id);
+                let timer = actor.timer_for(&r, now);
+                let id = actor.open.load(r.id, fields(&r), timer);
+                actor.note_refs(&id, &r);
                 if r.state == CallbackState::Pending && r.not_before <= now {
                     if let Some(q) = plan.queue(r.queue_id) {
                         let q = crate::service::queue_info(q);
-                        due.push((id.clone(), q, r.priority, r.virtual_enqueued_at));
+                        due.push((id, q, r.priority, r.virtual_enqueued_at));
                     }
                 }
-                let timer = actor.timer_for(&r, now);
-                if let Some(t) = timer {
-                    timers.push((t, id.clone()));
-                }
-                actor.note_refs(&id, &r);
-                let queue = actor.queue_name(r.queue_id);
-                entries.push((id, Entry::of(&r, queue, timer)));
             })
             .await?;
         let loaded_ms = loading.elapsed().as_millis() as u64;
-        // The lines on one thread while this one builds the lookups, each built whole:
-        // the entries as one B-tree (from id order, which the scan mostly gives
-        // already), the numbers in a table sized once, the timers sorted once. They
-        // share nothing but the ids (a second core halves a large start-up).
+        // The lines on one thread while this one files the timers (the id and number
+        // lookups were filled during the scan).
         let hl = actor.hl.clone();
         std::thread::scope(|s| {
             let lines = s.spawn(|| hl.with_floor(|f| f.enqueue_callbacks(due)));
-            entries.sort_by(|a, b| a.0.cmp(&b.0));
-            actor.open = entries.into_iter().collect();
-            actor.by_number = numbers::NumberIndex::with_capacity(actor.open.len());
-            for (id, e) in &actor.open {
-                actor
-                    .by_number
-                    .insert(&actor.open, id.clone(), &e.phone, &e.queue);
-            }
-            actor.timers = timers.into_iter().collect();
+            actor.open.finish_load();
             // A panic on the other thread surfaces here, as it would have inline.
             if let Err(panic) = lines.join() {
                 std::panic::resume_unwind(panic);
@@ -369,10 +350,10 @@ struct Actor {
     config: SchedulerConfig,
     rx: mpsc::Receiver<Command>,
     kick: Arc<Notify>,
-    /// Pending and dispatched callbacks, by id: their index entries.
-    open: numbers::Open,
-    /// The queue ids the entries name, one allocation per queue.
-    queues: Vec<Arc<str>>,
+    /// Pending and dispatched callbacks: their index entries, found by id, by number
+    /// and queue (dedupe, auto-cancel) and by timer (each one's next instant of
+    /// interest: expiry, retry, slot, lease, window).
+    open: index::Index,
     /// Attempt id -> callback id, for dispatched callbacks.
     by_attempt: HashMap<String, Id>,
     dialers: Vec<Dialer>,
@@ -380,50 +361,28 @@ struct Actor {
     /// Due callbacks the calling window or business hours keep from dialing, and when
     /// they may be dialed next.
     waiting_window: HashMap<String, DateTime<Utc>>,
-    /// Each open callback's next instant of interest (expiry, retry, slot, lease,
-    /// window), earliest first; its entry's `timer` finds it to move it.
-    timers: std::collections::BTreeSet<(DateTime<Utc>, Id)>,
     /// Dispatched callbacks whose lease ran out while no dialer was connected.
     orphaned: HashSet<String>,
-    /// (phone, queue) -> open callback id: the dedupe and auto-cancel lookup.
-    by_number: numbers::NumberIndex,
     /// Open scheduled callbacks per (queue, slot start), and each one's slot.
-    booked: HashMap<(String, DateTime<Utc>), u32>,
-    slot_of: HashMap<String, (String, DateTime<Utc>)>,
+    booked: HashMap<(Arc<str>, DateTime<Utc>), u32>,
+    /// Keyed by the shared id and naming the shared queue id: no allocation per
+    /// scheduled callback (a tenth of a million at start-up, say).
+    slot_of: HashMap<Id, (Arc<str>, DateTime<Utc>)>,
     /// `open.len()` for the metrics, published after each pass.
     open_count: Arc<AtomicUsize>,
     /// `dialers.len()` likewise.
     dialer_count: Arc<AtomicUsize>,
 }
 
-/// A callback id as the in-memory lookups hold it: one allocation shared by all of
-/// them (a million open callbacks at start-up).
-type Id = Arc<str>;
+use index::Id;
 
-/// What the scheduler holds of an open callback: enough to time it, count it for the
-/// wallboards and find it by number. Its record stays in the store and is read when
-/// the callback is acted on; its place in line (priority, virtual enqueue time) is the
-/// floor's.
-pub(super) struct Entry {
-    /// The queue id, shared by every entry of the queue.
-    queue: Arc<str>,
-    phone: numbers::Phone,
-    /// Not dialed before this instant (the wallboards count due and overdue from it).
-    not_before: DateTime<Utc>,
-    /// Its instant in `timers`, if any.
-    timer: Option<DateTime<Utc>>,
-    state: CallbackState,
-}
-
-impl Entry {
-    fn of(r: &OpenCallbackRef<'_>, queue: Arc<str>, timer: Option<DateTime<Utc>>) -> Self {
-        Self {
-            queue,
-            phone: numbers::Phone::of(r.phone),
-            not_before: r.not_before,
-            timer,
-            state: r.state,
-        }
+/// The index fields of an open callback.
+fn fields<'a>(r: &OpenCallbackRef<'a>) -> index::Fields<'a> {
+    index::Fields {
+        phone: r.phone,
+        queue: r.queue_id,
+        not_before: r.not_before,
+        state: r.state,
     }
 }
 
@@ -517,7 +476,7 @@ impl Actor {
 
     /// The earliest instant something becomes due.
     fn next_wakeup(&self, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
-        self.timers.first().map(|(t, _)| (*t).max(now))
+        self.open.next_timer().map(|t| t.max(now))
     }
 
     fn timer_for(&self, cb: &OpenCallbackRef<'_>, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
@@ -568,71 +527,36 @@ impl Actor {
     }
 
     /// The index entry of an open callback (everything but its place in line), new or
-    /// replacing the one it had.
+    /// replacing the one it had, with its timer and its other lookups: by attempt, its
+    /// slot booking.
     fn index(&mut self, cb: &OpenCallbackRef<'_>, now: DateTime<Utc>) {
-        let (id, old) = match self.open.get_key_value(cb.id) {
-            Some((id, e)) => (id.clone(), e.timer),
-            None => (Id::from(cb.id), None),
-        };
-        if let Some(old) = old {
-            self.timers.remove(&(old, id.clone()));
-        }
         let timer = self.timer_for(cb, now);
-        if let Some(t) = timer {
-            self.timers.insert((t, id.clone()));
-        }
-        self.insert(id, cb, timer);
-    }
-
-    /// Stores an entry and its lookups (`id` is its id, shared by every lookup): by
-    /// attempt, by number, its slot booking. Its timer is the caller's to file.
-    fn insert(&mut self, id: Id, cb: &OpenCallbackRef<'_>, timer: Option<DateTime<Utc>>) {
-        let queue = self.queue_name(cb.queue_id);
-        let entry = Entry::of(cb, queue, timer);
+        let id = self.open.upsert(cb.id, fields(cb), timer);
         self.note_refs(&id, cb);
-        self.by_number
-            .insert(&self.open, id.clone(), &entry.phone, cb.queue_id);
-        self.open.insert(id, entry);
     }
 
-    /// The lookups of an open callback besides its entry and number: by attempt, and
-    /// its slot booking.
+    /// The lookups of an open callback besides its entry: by attempt, and its slot
+    /// booking.
     fn note_refs(&mut self, id: &Id, cb: &OpenCallbackRef<'_>) {
         if let Some((attempt, _)) = cb.lease {
             self.by_attempt.insert(attempt.to_owned(), id.clone());
         }
         self.unbook(cb.id);
         if let Some(start) = cb.slot_start {
-            let slot = (cb.queue_id.to_owned(), start);
+            let queue = match self.open.get(cb.id) {
+                Some(e) => self.open.queue_of(e).clone(),
+                None => Arc::from(cb.queue_id),
+            };
+            let slot = (queue, start);
             *self.booked.entry(slot.clone()).or_insert(0) += 1;
-            self.slot_of.insert(cb.id.to_owned(), slot);
+            self.slot_of.insert(id.clone(), slot);
         }
-    }
-
-    /// The shared name of a queue (a plan names a handful: a linear search).
-    fn queue_name(&mut self, queue: &str) -> Arc<str> {
-        if let Some(q) = self.queues.iter().find(|q| &***q == queue) {
-            return q.clone();
-        }
-        let q: Arc<str> = Arc::from(queue);
-        self.queues.push(q.clone());
-        q
     }
 
     /// Files a timer for an open callback at `at` (replacing its own), e.g. to try again
     /// after its record could not be read.
     fn rearm(&mut self, id: &str, at: DateTime<Utc>) {
-        let Some((id, entry)) = self.open.get_key_value(id) else {
-            return;
-        };
-        let (id, old) = (id.clone(), entry.timer);
-        if let Some(old) = old {
-            self.timers.remove(&(old, id.clone()));
-        }
-        if let Some(e) = self.open.get_mut(&id) {
-            e.timer = Some(at);
-        }
-        self.timers.insert((at, id));
+        self.open.set_timer(id, Some(at));
     }
 
     fn unbook(&mut self, id: &str) {
@@ -661,12 +585,7 @@ impl Actor {
     /// is the attempt it was out on, if any.
     fn forget(&mut self, id: &str, attempt: Option<&str>) {
         self.unbook(id);
-        if let Some((key, entry)) = self.open.remove_entry(id) {
-            self.by_number.remove(id, &entry.phone, &entry.queue);
-            if let Some(t) = entry.timer {
-                self.timers.remove(&(t, key));
-            }
-        }
+        self.open.remove(id);
         if let Some(a) = attempt {
             self.by_attempt.remove(a);
         }
@@ -682,10 +601,11 @@ impl Actor {
             Command::Added(cb) => self.track(&cb, now),
             Command::Counts(reply) => {
                 let mut counts: HashMap<String, crate::service::CallbackCounts> = HashMap::new();
-                for (id, cb) in &self.open {
-                    let c = match counts.get_mut(&*cb.queue) {
+                for cb in self.open.iter() {
+                    let queue = self.open.queue_of(cb);
+                    let c = match counts.get_mut(&**queue) {
                         Some(c) => c,
-                        None => counts.entry(String::from(&*cb.queue)).or_default(),
+                        None => counts.entry(String::from(&**queue)).or_default(),
                     };
                     match cb.state {
                         CallbackState::Pending => {
@@ -694,7 +614,7 @@ impl Actor {
                                 c.due += 1;
                                 // Held back by the calling window or business hours
                                 // is waiting as promised, not overdue.
-                                let held = self.waiting_window.get(&**id).is_some_and(|w| *w > now);
+                                let held = self.waiting_window.get(&*cb.id).is_some_and(|w| *w > now);
                                 if !held && now - cb.not_before > policy::overdue_after() {
                                     c.overdue += 1;
                                 }
@@ -746,10 +666,7 @@ impl Actor {
             Command::AnsweredInbound { phones, queue } => {
                 let ids: Vec<Id> = phones
                     .iter()
-                    .filter_map(|phone| {
-                        self.by_number
-                            .get(&self.open, &numbers::Phone::of(phone), &queue)
-                    })
+                    .filter_map(|phone| self.open.by_number(&numbers::Phone::of(phone), &queue))
                     .filter(|id| {
                         self.open
                             .get(*id)
@@ -791,7 +708,7 @@ impl Actor {
     fn booked(&self, queue: &str) -> HashMap<DateTime<Utc>, u32> {
         self.booked
             .iter()
-            .filter(|((q, _), _)| q == queue)
+            .filter(|((q, _), _)| &**q == queue)
             .map(|((_, start), n)| (*start, *n))
             .collect()
     }
@@ -808,8 +725,8 @@ impl Actor {
             // whatever the slot's capacity. A keyed twin still goes to the store, which
             // checks the key against its first use and remembers it.
             let twin = self
-                .by_number
-                .get(&self.open, &numbers::Phone::of(&cb.phone), &cb.queue_id)
+                .open
+                .by_number(&numbers::Phone::of(&cb.phone), &cb.queue_id)
                 .cloned();
             match twin {
                 Some(existing) if request.is_none() => {
@@ -923,14 +840,7 @@ impl Actor {
     async fn step(&mut self, now: DateTime<Utc>) {
         let plan = self.hl.active_plan();
         self.dialers.retain(|d| !d.tx.is_closed());
-        while let Some((t, id)) = self.timers.first().cloned() {
-            if t > now {
-                break;
-            }
-            self.timers.pop_first();
-            if let Some(e) = self.open.get_mut(&id) {
-                e.timer = None;
-            }
+        while let Some(id) = self.open.pop_due(now) {
             self.fire(&id, &plan, now).await;
         }
         // Callbacks are matched to agents only while somebody can dial them.
@@ -951,7 +861,7 @@ impl Actor {
 
     /// A callback's timer went off: expire it, put it in line, or re-lease it.
     async fn fire(&mut self, id: &str, plan: &CompiledPlan, now: DateTime<Utc>) {
-        if !self.open.contains_key(id) {
+        if !self.open.contains(id) {
             return;
         }
         let Some(cb) = self.read_open(id, now).await else {
