@@ -310,20 +310,6 @@ impl Callback {
 }
 
 #[cfg(test)]
-impl Callback {
-    /// A pending ASAP callback with this id, number and queue, for tests elsewhere in
-    /// the crate.
-    pub(crate) fn pending_for_test(id: &str, phone: &str, queue: &str) -> Callback {
-        Callback {
-            id: id.into(),
-            phone: phone.into(),
-            queue_id: queue.into(),
-            ..tests::pending()
-        }
-    }
-}
-
-#[cfg(test)]
 mod tests {
     use super::*;
 

@@ -170,10 +170,7 @@ impl Index {
     pub fn finish_load(&mut self) {
         let mut loaded = std::mem::take(&mut self.loaded_timers);
         // Only an entry's current timer counts (an id loaded twice keeps its last).
-        loaded.retain(|&(t, h)| {
-            self.entry_at(h)
-                .is_some_and(|e| e.timed && e.timer == t)
-        });
+        loaded.retain(|&(t, h)| self.entry_at(h).is_some_and(|e| e.timed && e.timer == t));
         loaded.sort_unstable();
         loaded.dedup();
         let mut built: BTreeSet<_> = loaded.into_iter().collect();
@@ -315,14 +312,22 @@ impl Index {
     /// Takes the earliest timer if it is due by `now`: the entry's id (its timer is
     /// then cleared).
     pub fn pop_due(&mut self, now: DateTime<Utc>) -> Option<Id> {
-        let &(t, h) = self.timers.first()?;
-        if t > now {
-            return None;
+        loop {
+            let &(t, h) = self.timers.first()?;
+            if t > now {
+                return None;
+            }
+            self.timers.pop_first();
+            // Every change keeps the set and the entries in step; a timer that is not
+            // its entry's own would be skipped, never fired for another callback.
+            match self.slots.get_mut(h as usize).and_then(Option::as_mut) {
+                Some(e) if e.timed && e.timer == t => {
+                    e.timed = false;
+                    return Some(e.id.clone());
+                }
+                _ => continue,
+            }
         }
-        self.timers.pop_first();
-        let e = self.slots.get_mut(h as usize).and_then(Option::as_mut)?;
-        e.timed = false;
-        Some(e.id.clone())
     }
 
     /// Drops an entry and its lookups; returns it.

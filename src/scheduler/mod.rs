@@ -614,7 +614,8 @@ impl Actor {
                                 c.due += 1;
                                 // Held back by the calling window or business hours
                                 // is waiting as promised, not overdue.
-                                let held = self.waiting_window.get(&*cb.id).is_some_and(|w| *w > now);
+                                let held =
+                                    self.waiting_window.get(&*cb.id).is_some_and(|w| *w > now);
                                 if !held && now - cb.not_before > policy::overdue_after() {
                                     c.overdue += 1;
                                 }
@@ -669,7 +670,7 @@ impl Actor {
                     .filter_map(|phone| self.open.by_number(&numbers::Phone::of(phone), &queue))
                     .filter(|id| {
                         self.open
-                            .get(*id)
+                            .get(id)
                             .is_some_and(|c| c.state == CallbackState::Pending)
                     })
                     .cloned()
