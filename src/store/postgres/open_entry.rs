@@ -1,7 +1,8 @@
 //! A callback's index fields as the database packs them into `callbacks.open_entry`
 //! (migration 4), read back without allocating: the start-up and takeover scan reads
-//! this one column of a million rows instead of eleven, which halves the work on both
-//! sides of the connection (see `schema::OPEN_ENTRIES`).
+//! this one column of a million rows instead of eleven, in well under half the time
+//! (the server sends one value a row, the client decodes one; see
+//! `schema::OPEN_ENTRIES` and docs/PERFORMANCE.md).
 //!
 //! Layout, every number big-endian (PostgreSQL's `int4send`/`int8send`):
 //!
