@@ -59,10 +59,9 @@ impl PgLease {
                 client
             }
         };
-        // Idempotent, and serialized among nodes by the migrations' own lock.
-        let tx = client.transaction().await?;
-        super::schema::migrate(&tx).await?;
-        tx.commit().await?;
+        // Idempotent, and serialized among nodes by the migrations' own lock; only
+        // what the lease needs (the store's open applies the rest, unbounded).
+        super::schema::migrate_for_lease(&mut client).await?;
         Ok(client)
     }
 
@@ -289,6 +288,33 @@ mod tests {
             !a.renew(&node("a"), 1, ttl).await.unwrap(),
             "epoch 1 is over"
         );
+    }
+
+    #[tokio::test]
+    async fn the_lease_connects_while_the_store_migrates() {
+        let url = lease_db().await;
+        lease(&url)
+            .claim(&node("a"), Duration::from_secs(30))
+            .await
+            .unwrap();
+        // A store opening holds the migration lock (for as long as a table rewrite
+        // takes); a lease connecting meanwhile has nothing to apply and does not wait.
+        let (client, conn) = tokio_postgres::connect(&url, NoTls).await.unwrap();
+        let task = tokio::spawn(conn);
+        client
+            .execute(
+                "SELECT pg_advisory_lock($1)",
+                &[&super::super::schema::MIGRATION_LOCK],
+            )
+            .await
+            .unwrap();
+        let b = PgLease::new(&options(&url), Duration::from_secs(5)).expect("lease");
+        assert!(matches!(
+            b.claim(&node("b"), Duration::from_secs(30)).await,
+            Ok(Claim::Held(Some(_)))
+        ));
+        drop(client);
+        task.await.unwrap().unwrap();
     }
 
     #[tokio::test]

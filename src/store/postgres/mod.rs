@@ -41,6 +41,7 @@ pub(crate) mod admin;
 mod cache;
 mod callbacks;
 pub mod lease;
+mod open_entry;
 mod schema;
 mod store_impl;
 mod tx;
@@ -216,9 +217,13 @@ impl PgStore {
             .map_err(|e| StoreError::Io(format!("store.postgres.url: {e}")))?;
         // A transaction left idle (its client stalled: SIGSTOP, a partition) is ended
         // by the server after IDLE_TX_TIMEOUT_MS, so the lease row it holds FOR KEY SHARE
-        // (the fence check) cannot block another node's takeover for long.
+        // (the fence check) cannot block another node's takeover for long. JIT
+        // compilation is off: the server turns it on for plans it thinks expensive,
+        // which for holdless means whole-table reads, and on the start-up scan of a
+        // million open callbacks compiling cost more (~0.1 s) than it saved.
         config.options(format!(
-            "-c synchronous_commit={} -c idle_in_transaction_session_timeout={IDLE_TX_TIMEOUT_MS}",
+            "-c synchronous_commit={} -c idle_in_transaction_session_timeout={IDLE_TX_TIMEOUT_MS} \
+             -c jit=off",
             options.synchronous_commit
         ));
         // The URL's own application_name wins (one per node shows who writes what).
@@ -244,9 +249,7 @@ impl PgStore {
             .get()
             .await
             .map_err(|e| StoreError::Io(format!("cannot connect to PostgreSQL: {e}")))?;
-        let tx = client.transaction().await.map_err(pg_err)?;
-        schema::migrate(&tx).await.map_err(pg_err)?;
-        tx.commit().await.map_err(pg_err)?;
+        schema::migrate_client(&mut client).await.map_err(pg_err)?;
         let cache = Cache::load(&client).await.map_err(TxError::into_store)?;
         drop(client);
         let batches = callbacks::create_batches(options.pool_size.max(1));
