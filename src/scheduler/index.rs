@@ -84,14 +84,37 @@ impl Index {
         self.len
     }
 
+    /// Makes room for `n` more entries (a bulk load that knows its size grows each
+    /// table once instead of rehashing it at every doubling).
+    pub fn reserve(&mut self, n: usize) {
+        self.slots.reserve(n);
+        let (slots, hasher) = (&self.slots, &self.hasher);
+        self.by_id.reserve(n, |&k| {
+            slots
+                .get(k as usize)
+                .and_then(Option::as_ref)
+                .map_or(0, |e| hasher.hash_one(&*e.id))
+        });
+        self.by_number.reserve(n, |&k| {
+            slots
+                .get(k as usize)
+                .and_then(Option::as_ref)
+                .map_or(0, |e| hasher.hash_one((&e.phone, e.queue)))
+        });
+    }
+
     fn entry_at(&self, h: Handle) -> Option<&Entry> {
         self.slots.get(h as usize).and_then(Option::as_ref)
     }
 
     fn handle(&self, id: &str) -> Option<Handle> {
+        self.handle_hashed(self.hasher.hash_one(id), id)
+    }
+
+    fn handle_hashed(&self, hash: u64, id: &str) -> Option<Handle> {
         let slots = &self.slots;
         self.by_id
-            .find(self.hasher.hash_one(id), |&h| {
+            .find(hash, |&h| {
                 slots
                     .get(h as usize)
                     .and_then(Option::as_ref)
@@ -182,7 +205,7 @@ impl Index {
         let queue = self.queue_index(fields.queue);
         let phone = Phone::of(fields.phone);
         let hash = self.hasher.hash_one(id);
-        let h = match self.handle(id) {
+        let h = match self.handle_hashed(hash, id) {
             Some(h) => {
                 // Its number or queue may have changed: file it afresh.
                 self.unfile_number(h);

@@ -44,6 +44,8 @@ use crate::store::OpenCallbackRef;
 
 /// Commands waiting for the actor before senders feel back-pressure.
 const COMMAND_QUEUE: usize = 4_096;
+/// The most open callbacks the start-up sizes its tables for ahead of the scan.
+const MAX_PRESIZE: usize = 10_000_000;
 /// Dispatches buffered per dialer before it counts as slow.
 const DIALER_QUEUE: usize = 64;
 
@@ -163,7 +165,18 @@ impl Scheduler {
         // allocated once, shared by the floor's line and every lookup here.
         let plan = actor.hl.active_plan();
         let store = actor.hl.store().clone();
-        let mut due = Vec::new();
+        // Sized once when the store can say roughly how many there are (a stale
+        // figure only costs a regrowth or some slack); capped so a wild one cannot.
+        let estimate = match store.open_callbacks_estimate().await {
+            Ok(Some(n)) => usize::try_from(n).unwrap_or(0).min(MAX_PRESIZE),
+            Ok(None) => 0,
+            Err(e) => {
+                tracing::warn!(error = %e, "no estimate of the open callbacks; growing as they come");
+                0
+            }
+        };
+        actor.open.reserve(estimate);
+        let mut due = Vec::with_capacity(estimate);
         let n = store
             .scan_open_callbacks(&mut |r| {
                 let timer = actor.timer_for(&r, now);
