@@ -1,9 +1,11 @@
 //! Floor tests with hand-set times, and a replay of a generated day.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 
+use super::floor::WaitKey;
 use super::*;
 use crate::domain::agent::{AgentState, Skills};
 
@@ -704,4 +706,166 @@ fn call_ids_short_and_long_keep_their_place_and_history() {
     assert_eq!(history.visited, vec!["general", "billing", "general"]);
     assert_eq!((history.transfers, history.transfer_loop), (2, true));
     assert_eq!(f.position(long), Some(6), "behind the five still waiting");
+}
+
+/// Queues for the start-up tests: three queues any `support` agent serves, so an agent
+/// freed at once is matched across all three by place.
+const STARTUP_QUEUES: [&str; 3] = ["general", "billing", "sales"];
+
+fn startup_queue(i: usize, skills: &[String]) -> QueueInfo<'_> {
+    QueueInfo {
+        id: STARTUP_QUEUES[i % 3],
+        skills,
+        default_aht_secs: 300,
+        max_waiting: 0,
+    }
+}
+
+/// Callbacks spread over three queues, three priorities and a handful of virtual
+/// enqueue times (so most places tie on both and arrival order decides), with the
+/// first queue holding several nodes' worth; one id comes twice.
+fn startup_callbacks(n: usize) -> Vec<(String, usize, i32, DateTime<Utc>)> {
+    let mut x: u64 = 0x2545_F491_4F6C_DD1D;
+    let mut out: Vec<_> = (0..n)
+        .map(|i| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let queue = if x.is_multiple_of(4) {
+                1 + (x >> 3) as usize % 2
+            } else {
+                0
+            };
+            let priority = ((x >> 8) % 3) as i32;
+            let at = t(((x >> 16) % 5) as i64 * 60);
+            (format!("cb-{i:04}"), queue, priority, at)
+        })
+        .collect();
+    let again = out[n / 3].clone();
+    out.push((again.0, 2, 1, t(30)));
+    out
+}
+
+#[test]
+fn callbacks_lined_up_at_start_up_stand_as_if_put_in_one_at_a_time() {
+    let s = support();
+    let input = startup_callbacks(1_500);
+    let mut one_by_one = floor();
+    for (id, queue, priority, at) in &input {
+        one_by_one.enqueue_callback(id, startup_queue(*queue, &s), *priority, *at, None, t(0));
+    }
+    let mut at_once = floor();
+    at_once.enqueue_callbacks(
+        input
+            .iter()
+            .map(|(id, queue, priority, at)| {
+                (
+                    Arc::from(id.as_str()),
+                    startup_queue(*queue, &s),
+                    *priority,
+                    *at,
+                )
+            })
+            .collect(),
+    );
+    assert_eq!(at_once.tracked(), one_by_one.tracked());
+    let positions = |f: &Floor| -> Vec<(String, Option<u32>)> {
+        input
+            .iter()
+            .map(|(id, ..)| (id.clone(), f.callback_position(id, &s).map(|p| p.0)))
+            .collect()
+    };
+    let before = positions(&one_by_one);
+    assert_eq!(positions(&at_once), before);
+    // Every queue's line is a permutation of 1..=len: positions are ranks, not guesses.
+    assert!(before.iter().all(|(_, p)| p.is_some()));
+
+    // Agents free when dialing starts take the heads across the three queues, in
+    // place order; the same ones in the same order either way.
+    for f in [&mut one_by_one, &mut at_once] {
+        for a in 0..7 {
+            let at = t(600 + a);
+            f.report_agent(
+                &format!("a{a}"),
+                skills(&["support"]),
+                AgentState::Available,
+                at,
+                at,
+            );
+        }
+        f.set_dispatching(true, t(700));
+    }
+    let matched = one_by_one.take_matches(100);
+    assert_eq!(matched.len(), 7);
+    assert_eq!(at_once.take_matches(100), matched);
+    assert_eq!(
+        positions(&at_once),
+        before,
+        "matching keeps everyone's place"
+    );
+    // Parking the first match hands its agent to the next in line, alike.
+    for f in [&mut one_by_one, &mut at_once] {
+        f.park_callback(&matched[0].0, t(701));
+    }
+    assert_eq!(at_once.take_matches(100), one_by_one.take_matches(100));
+}
+
+#[test]
+fn a_line_built_whole_holds_its_keys_in_order() {
+    let node = floor::LINE_NODE_SIZE;
+    for n in [
+        0,
+        1,
+        node / 2,
+        node - 1,
+        node,
+        node + 1,
+        node + node / 2 - 1,
+        node + node / 2,
+        2 * node,
+        2 * node + 1,
+        5 * node + 7,
+    ] {
+        let keys: Vec<WaitKey> = (0..n as u64)
+            .map(|i| WaitKey {
+                place: floor::Place::new((n as i32 - i as i32) / 5, t(i as i64 / 3), i, i % 2 == 1),
+                id: Arc::from(format!("k{i}").as_str()),
+            })
+            .collect();
+        let mut keys = keys;
+        keys.sort();
+        let mut line = floor::line_of(&keys);
+        assert_eq!(line.len(), n);
+        assert!(line.iter().eq(keys.iter()), "{n} keys in order");
+        for (i, k) in keys.iter().enumerate() {
+            assert_eq!(line.rank(k), i, "rank of key {i} of {n}");
+        }
+        let sizes = floor::node_sizes(n, node);
+        assert_eq!(sizes.iter().sum::<usize>(), n);
+        // A built line takes live changes like any other.
+        if let Some(k) = keys.get(n / 2) {
+            assert!(line.remove(k));
+            assert!(line.insert(k.clone()));
+            assert_eq!(line.rank(k), n / 2);
+        }
+    }
+}
+
+#[test]
+fn a_lined_callback_takes_48_bytes_and_a_line_key_40() {
+    assert!(std::mem::size_of::<floor::LinedCallback>() <= 48);
+    assert!(std::mem::size_of::<WaitKey>() <= 40);
+    assert!(std::mem::size_of::<floor::CallbackLine>() <= 1);
+}
+
+#[test]
+fn a_call_goes_before_a_callback_of_the_same_arrival_and_arrival_before_kind() {
+    use floor::Place;
+    let p = |seq, callback| Place::new(0, t(0), seq, callback);
+    assert!(p(5, false) < p(5, true));
+    assert!(p(5, true) < p(6, false));
+    assert!(Place::new(1, t(9), 9, true) < p(0, false), "priority first");
+    assert!(Place::new(0, t(0), 9, true) < Place::new(0, t(1), 0, false));
+    let huge = Place::new(0, t(0), u64::MAX, true);
+    assert_eq!((huge.seq(), huge.is_callback()), (u64::MAX >> 1, true));
 }
