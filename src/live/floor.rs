@@ -80,11 +80,17 @@ type Number = smallstr::SmallString<[u8; 16]>;
 /// they arrived in), then a live call before a callback of the same arrival. 24 bytes:
 /// a lined callback keeps only this (its id is its map key), so a million waiting
 /// callbacks at start-up cost no more than they must.
+///
+/// The enqueue time is kept as Unix seconds and nanoseconds, which order alike
+/// (chrono's leap-second nanoseconds past 10^9 stay within their second) and compare
+/// as two integers: every insert, removal and rank in a line compares places, and
+/// start-up sorts a million of them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub struct Place {
     // Compared in this order (the derived `Ord`).
     priority: Reverse<i32>,
-    enqueued_at: DateTime<Utc>,
+    secs: i64,
+    nanos: u32,
     /// `seq << 1 | callback`: the arrival order and the kind in one word, ordered as the
     /// pair `(seq, callback)` would be. One word less than the pair makes a line's key
     /// 40 bytes rather than 48.
@@ -101,7 +107,8 @@ impl Place {
     pub fn new(priority: i32, enqueued_at: DateTime<Utc>, seq: u64, callback: bool) -> Self {
         Self {
             priority: Reverse(priority),
-            enqueued_at,
+            secs: enqueued_at.timestamp(),
+            nanos: enqueued_at.timestamp_subsec_nanos(),
             order: (seq.min(MAX_SEQ) << 1) | u64::from(callback),
         }
     }
@@ -111,7 +118,8 @@ impl Place {
     }
 
     pub fn enqueued_at(&self) -> DateTime<Utc> {
-        self.enqueued_at
+        DateTime::from_timestamp(self.secs, self.nanos)
+            .expect("a place's time is taken from a DateTime, so it converts back")
     }
 
     /// The arrival order in the floor.
@@ -141,7 +149,7 @@ impl WaitKey {
     }
 
     pub fn enqueued_at(&self) -> DateTime<Utc> {
-        self.place.enqueued_at
+        self.place.enqueued_at()
     }
 
     pub fn seq(&self) -> u64 {
@@ -718,10 +726,11 @@ impl Floor {
         // Each queue looked up once: its index in `names`. Callbacks of one queue mostly
         // name it with the same string (the plan's), so a pointer compare finds it.
         let mut names: Vec<Arc<str>> = Vec::new();
-        let mut index: Map<&'q str, u32> = Map::new();
-        let mut last: Option<(&'q str, u32)> = None;
+        let mut index: Map<&'q str, usize> = Map::new();
+        let mut last: Option<(&'q str, usize)> = None;
         let mut repeated = false;
-        let mut keys: Vec<(u32, WaitKey)> = Vec::with_capacity(callbacks.len());
+        // Each queue's keys, in the order given.
+        let mut lines: Vec<Vec<WaitKey>> = Vec::new();
         for ((id, queue, priority, at), seq) in callbacks.into_iter().zip(first_seq..) {
             let qi = match last {
                 Some((name, qi)) if std::ptr::eq(name, queue.id) => qi,
@@ -729,8 +738,9 @@ impl Floor {
                     let qi = match index.get(queue.id) {
                         Some(&qi) => qi,
                         None => {
-                            let qi = names.len() as u32;
+                            let qi = names.len();
                             names.push(self.queue_mut(&queue).name.clone());
+                            lines.push(Vec::new());
                             index.insert(queue.id, qi);
                             qi
                         }
@@ -741,35 +751,34 @@ impl Floor {
             };
             let place = Place::new(priority, at, seq, true);
             let lined = LinedCallback {
-                queue: names[qi as usize].clone(),
+                queue: names[qi].clone(),
                 place,
                 state: CallbackLine::Ready,
             };
             repeated |= self.callbacks.insert(id.clone(), lined).is_some();
-            keys.push((qi, WaitKey { place, id }));
+            lines[qi].push(WaitKey { place, id });
         }
-        if repeated {
-            let callbacks = &self.callbacks;
-            keys.retain(|(_, k)| callbacks.get(&*k.id).is_some_and(|l| l.place == k.place));
-        }
-        // Places are distinct (each has its own arrival order), so an unstable sort
-        // gives the one order.
-        keys.sort_unstable_by_key(|(qi, k)| (*qi, k.place));
-        for run in keys.chunk_by(|a, b| a.0 == b.0) {
-            let Some(q) = self.queues.get_mut(&*names[run[0].0 as usize]) else {
+        for (name, mut keys) in names.into_iter().zip(lines) {
+            if repeated {
+                let callbacks = &self.callbacks;
+                keys.retain(|k| callbacks.get(&*k.id).is_some_and(|l| l.place == k.place));
+            }
+            // Places are distinct (each has its own arrival order), so an unstable
+            // sort gives the one order.
+            keys.sort_unstable_by_key(|k| k.place);
+            let Some(q) = self.queues.get_mut(&*name) else {
                 continue;
             };
-            let run: Vec<WaitKey> = run.iter().map(|(_, k)| k.clone()).collect();
             if q.line.is_empty() {
-                q.line = line_of(&run);
+                q.line = line_of(&keys);
             } else {
-                for k in &run {
+                for k in &keys {
                     q.line.insert(k.clone());
                 }
             }
             // Built whole from sorted keys (full nodes), then merged with any already
             // there (a call-free set: std's `append` merges by bulk build too).
-            let mut ready: BTreeSet<WaitKey> = run.into_iter().collect();
+            let mut ready: BTreeSet<WaitKey> = keys.into_iter().collect();
             q.ready_callbacks.append(&mut ready);
         }
     }
@@ -1687,9 +1696,9 @@ impl Floor {
         let longest = q
             .line
             .iter()
-            .map(|k| k.enqueued_at())
-            .min()
-            .map(|t| since(now, t))
+            .map(|k| k.place)
+            .min_by_key(|p| (p.secs, p.nanos))
+            .map(|p| since(now, p.enqueued_at()))
             .unwrap_or_default();
         QueueSnapshot {
             waiting,

@@ -869,3 +869,31 @@ fn a_call_goes_before_a_callback_of_the_same_arrival_and_arrival_before_kind() {
     let huge = Place::new(0, t(0), u64::MAX, true);
     assert_eq!((huge.seq(), huge.is_callback()), (u64::MAX >> 1, true));
 }
+
+#[test]
+fn a_place_keeps_its_time_exactly_and_orders_by_it_as_chrono_does() {
+    use floor::Place;
+    let leap = chrono::NaiveDate::from_ymd_opt(2016, 12, 31)
+        .and_then(|d| d.and_hms_nano_opt(23, 59, 59, 1_500_000_000))
+        .unwrap()
+        .and_utc();
+    let mut times = vec![
+        DateTime::<Utc>::MIN_UTC,
+        t(-1) + chrono::Duration::nanoseconds(999_999_999),
+        t(0),
+        t(0) + chrono::Duration::nanoseconds(1),
+        leap - chrono::Duration::milliseconds(600),
+        leap,
+        leap + chrono::Duration::milliseconds(600),
+        DateTime::<Utc>::MAX_UTC,
+    ];
+    times.sort();
+    let places: Vec<Place> = times
+        .iter()
+        .map(|at| Place::new(0, *at, 1, false))
+        .collect();
+    for (p, at) in places.iter().zip(&times) {
+        assert_eq!(p.enqueued_at(), *at);
+    }
+    assert!(places.windows(2).all(|w| w[0] < w[1]), "{times:?}");
+}
