@@ -751,10 +751,14 @@ fn callbacks_lined_up_at_start_up_stand_as_if_put_in_one_at_a_time() {
     let s = support();
     let input = startup_callbacks(1_500);
     let mut one_by_one = floor();
+    let mut at_once = floor();
+    // A call waits in `general` already (its line is not empty at start-up).
+    for f in [&mut one_by_one, &mut at_once] {
+        route(f, "early-call", 1, t(60));
+    }
     for (id, queue, priority, at) in &input {
         one_by_one.enqueue_callback(id, startup_queue(*queue, &s), *priority, *at, None, t(0));
     }
-    let mut at_once = floor();
     at_once.enqueue_callbacks(
         input
             .iter()
@@ -775,10 +779,17 @@ fn callbacks_lined_up_at_start_up_stand_as_if_put_in_one_at_a_time() {
             .map(|(id, ..)| (id.clone(), f.callback_position(id, &s).map(|p| p.0)))
             .collect()
     };
-    let before = positions(&one_by_one);
-    assert_eq!(positions(&at_once), before);
-    // Every queue's line is a permutation of 1..=len: positions are ranks, not guesses.
-    assert!(before.iter().all(|(_, p)| p.is_some()));
+    let same_places = |a: &Floor, b: &Floor| {
+        let (a, b) = (positions(a), positions(b));
+        let first_difference = a.iter().zip(&b).find(|(x, y)| x != y);
+        assert!(first_difference.is_none(), "{first_difference:?}");
+        assert!(a.iter().all(|(_, p)| p.is_some()));
+    };
+    same_places(&at_once, &one_by_one);
+    assert_eq!(
+        at_once.position("early-call"),
+        one_by_one.position("early-call")
+    );
 
     // Agents free when dialing starts take the heads across the three queues, in
     // place order; the same ones in the same order either way.
@@ -795,14 +806,14 @@ fn callbacks_lined_up_at_start_up_stand_as_if_put_in_one_at_a_time() {
         }
         f.set_dispatching(true, t(700));
     }
+    // Seven agents: six callbacks and the call, which is among the heads.
     let matched = one_by_one.take_matches(100);
-    assert_eq!(matched.len(), 7);
+    assert_eq!(matched.len(), 6);
     assert_eq!(at_once.take_matches(100), matched);
-    assert_eq!(
-        positions(&at_once),
-        before,
-        "matching keeps everyone's place"
-    );
+    let call_agent = one_by_one.reserved_agent_of("early-call");
+    assert!(call_agent.is_some());
+    assert_eq!(at_once.reserved_agent_of("early-call"), call_agent);
+    same_places(&at_once, &one_by_one);
     // Parking the first match hands its agent to the next in line, alike.
     for f in [&mut one_by_one, &mut at_once] {
         f.park_callback(&matched[0].0, t(701));
@@ -896,4 +907,53 @@ fn a_place_keeps_its_time_exactly_and_orders_by_it_as_chrono_does() {
         assert_eq!(p.enqueued_at(), *at);
     }
     assert!(places.windows(2).all(|w| w[0] < w[1]), "{times:?}");
+}
+
+#[test]
+fn callbacks_lined_up_in_bulk_after_others_replace_their_places_as_one_at_a_time() {
+    let s = support();
+    let input = startup_callbacks(400);
+    let (first, rest) = input.split_at(100);
+    let mut one_by_one = floor();
+    let mut bulk = floor();
+    for f in [&mut one_by_one, &mut bulk] {
+        let at = t(1);
+        f.report_agent("a1", skills(&["support"]), AgentState::Available, at, at);
+        f.set_dispatching(true, t(2));
+        for (id, queue, priority, at) in first {
+            f.enqueue_callback(id, startup_queue(*queue, &s), *priority, *at, None, t(3));
+        }
+    }
+    // The head of the line holds the agent; it comes again in the bulk, which frees
+    // the agent for whoever heads the line then.
+    let (held, _) = one_by_one.take_matches(1)[0].clone();
+    assert_eq!(bulk.take_matches(1)[0].0, held);
+    let mut again: Vec<_> = rest.to_vec();
+    again.insert(0, (held.clone(), 2, 2, t(0)));
+    for (id, queue, priority, at) in &again {
+        one_by_one.enqueue_callback(id, startup_queue(*queue, &s), *priority, *at, None, t(4));
+    }
+    bulk.enqueue_callbacks(
+        again
+            .iter()
+            .map(|(id, queue, priority, at)| {
+                (
+                    Arc::from(id.as_str()),
+                    startup_queue(*queue, &s),
+                    *priority,
+                    *at,
+                )
+            })
+            .collect(),
+    );
+    bulk.expire(t(4));
+    assert_eq!(bulk.tracked(), one_by_one.tracked());
+    for (id, ..) in &input {
+        assert_eq!(
+            bulk.callback_position(id, &s),
+            one_by_one.callback_position(id, &s),
+            "{id}"
+        );
+    }
+    assert_eq!(bulk.take_matches(10), one_by_one.take_matches(10));
 }
