@@ -710,13 +710,16 @@ impl Floor {
         callbacks: Vec<(Arc<str>, QueueInfo<'q>, i32, DateTime<Utc>)>,
     ) {
         if !self.callbacks.is_empty() {
+            // As one at a time, but matched (its agent, if it had one, freed) when the
+            // floor next settles.
             for (id, queue, priority, at) in callbacks {
-                // Its agent, if it had one, is matched again when the floor next settles.
                 if let Some(agent) = self.unline_callback(&id) {
                     self.release(&agent, &id);
                 }
                 let seq = self.seq();
-                self.line_up_callback(id, &queue, priority, at, seq);
+                let key = self.line_up_callback(id, &queue, priority, at, seq);
+                let name = self.queue_mut(&queue).name.clone();
+                self.fresh.push((name, key));
             }
             return;
         }
