@@ -19,7 +19,8 @@ use smallvec::SmallVec;
 
 mod matching;
 
-use matching::{required_skills, CallbackLine, LinedCallback};
+use matching::required_skills;
+pub(in crate::live) use matching::{CallbackLine, LinedCallback};
 
 use super::agents::{AgentLive, Agents};
 use super::ewt::{estimated_wait, Aht, EwtError};
@@ -74,33 +75,103 @@ pub type PendingOffers = hashbrown::HashMap<DateTime<Utc>, hashbrown::HashMap<St
 /// entry: RouteCall compares it on every call asked about again.
 type Number = smallstr::SmallString<[u8; 16]>;
 
-/// Ordering key of a queue's line: priority desc, enqueue time asc, then arrival order
-/// (calls that entered within the same clock tick keep the order they arrived in).
+/// A place in a queue's line, without who holds it: priority desc, enqueue time asc,
+/// then arrival order (calls that entered within the same clock tick keep the order
+/// they arrived in), then a live call before a callback of the same arrival. 24 bytes:
+/// a lined callback keeps only this (its id is its map key), so a million waiting
+/// callbacks at start-up cost no more than they must.
+///
+/// The enqueue time is kept as Unix seconds and nanoseconds, which order alike
+/// (chrono's leap-second nanoseconds past 10^9 stay within their second) and compare
+/// as two integers: every insert, removal and rank in a line compares places, and
+/// start-up sorts a million of them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Place {
+    // Compared in this order (the derived `Ord`).
+    priority: Reverse<i32>,
+    secs: i64,
+    nanos: u32,
+    /// `seq << 1 | callback`: the arrival order and the kind in one word, ordered as the
+    /// pair `(seq, callback)` would be. One word less than the pair makes a line's key
+    /// 40 bytes rather than 48.
+    order: u64,
+}
+
+/// The largest arrival order a place keeps (one bit of the word holds the kind). The
+/// floor hands out arrival orders one at a time from 1, so it never gets there; one
+/// handed back beyond it (a `TakenCall::seq` the floor never made) is capped, which
+/// only ties it with others so capped (their ids then decide).
+const MAX_SEQ: u64 = u64::MAX >> 1;
+
+impl Place {
+    pub fn new(priority: i32, enqueued_at: DateTime<Utc>, seq: u64, callback: bool) -> Self {
+        Self {
+            priority: Reverse(priority),
+            secs: enqueued_at.timestamp(),
+            nanos: enqueued_at.timestamp_subsec_nanos(),
+            order: (seq.min(MAX_SEQ) << 1) | u64::from(callback),
+        }
+    }
+
+    pub fn priority(&self) -> i32 {
+        self.priority.0
+    }
+
+    pub fn enqueued_at(&self) -> DateTime<Utc> {
+        DateTime::from_timestamp(self.secs, self.nanos)
+            .expect("a place's time is taken from a DateTime, so it converts back")
+    }
+
+    /// The arrival order in the floor.
+    pub fn seq(&self) -> u64 {
+        self.order >> 1
+    }
+
+    /// A pending callback (rather than a live call) holds this place.
+    pub fn is_callback(&self) -> bool {
+        self.order & 1 == 1
+    }
+}
+
+/// Ordering key of a queue's line: the place, then the id (never reached in practice:
+/// arrival orders are unique).
 #[derive(Debug, Clone)]
 pub struct WaitKey {
-    pub priority: Reverse<i32>,
-    pub enqueued_at: DateTime<Utc>,
-    pub seq: u64,
-    /// A pending callback (rather than a live call) holding this place.
-    pub callback: bool,
+    pub place: Place,
     /// Shared with the floor's callback lookup (a million waiting callbacks at start-up
     /// are one allocation each, not three).
     pub id: Arc<str>,
+}
+
+impl WaitKey {
+    pub fn priority(&self) -> i32 {
+        self.place.priority()
+    }
+
+    pub fn enqueued_at(&self) -> DateTime<Utc> {
+        self.place.enqueued_at()
+    }
+
+    pub fn seq(&self) -> u64 {
+        self.place.seq()
+    }
+
+    pub fn is_callback(&self) -> bool {
+        self.place.is_callback()
+    }
 }
 
 impl Ord for WaitKey {
     /// By place, then by id. A key compared with the entry it was cloned from (a call
     /// looking up its own place) is equal without reading the id's memory.
     fn cmp(&self, other: &Self) -> Ordering {
-        (self.priority, self.enqueued_at, self.seq, self.callback)
-            .cmp(&(other.priority, other.enqueued_at, other.seq, other.callback))
-            .then_with(|| {
-                if Arc::ptr_eq(&self.id, &other.id) {
-                    Ordering::Equal
-                } else {
-                    self.id.cmp(&other.id)
-                }
-            })
+        self.place.cmp(&other.place).then_with(|| {
+            if Arc::ptr_eq(&self.id, &other.id) {
+                Ordering::Equal
+            } else {
+                self.id.cmp(&other.id)
+            }
+        })
     }
 }
 
@@ -148,7 +219,7 @@ impl CallState {
 struct CallLive {
     /// The call's place in its queue's line, as the line's entry holds it (the id
     /// shared with it): a lookup of the call's position clones nothing and reads no
-    /// other memory. `place.seq` is the call's arrival order in the floor.
+    /// other memory. `place.seq()` is the call's arrival order in the floor.
     place: WaitKey,
     /// The queue, as the floor's own name of it (so compared by pointer).
     queue: Arc<str>,
@@ -188,11 +259,11 @@ impl CallLive {
     }
 
     fn priority(&self) -> i32 {
-        self.place.priority.0
+        self.place.priority()
     }
 
     fn enqueued_at(&self) -> DateTime<Utc> {
-        self.place.enqueued_at
+        self.place.enqueued_at()
     }
 
     /// The queue the call waits in (or has an agent reserved in), if any.
@@ -217,7 +288,75 @@ type Line = indexset::BTreeSet<WaitKey>;
 /// RouteCall; smaller nodes shift less but rebuild the node index more often when they
 /// split (a cost that grows with the number of nodes, so it shows in lines of a
 /// million callbacks at start-up). 256 keeps both small.
-const LINE_NODE_SIZE: usize = 256;
+pub(in crate::live) const LINE_NODE_SIZE: usize = 256;
+
+/// A line holding `keys` (sorted and distinct) in nodes that are all full but the last.
+///
+/// indexset 0.18 has no bulk build (its `FromIterator` inserts one at a time), and keys
+/// inserted in order leave every node half full: a full node is halved and only its
+/// upper half takes the keys that follow. That is twice the memory of the keys, and
+/// twice the splits, each of which rebuilds the tree's node index. So each node's keys
+/// go in in an order that fills the lower half of every split: the node's smallest
+/// keys but one and its largest first, then the next node's likewise (appended to the
+/// same node, which fills up), then the rest of the node's keys, the first of which
+/// splits it exactly there; each of these lands just before the node's largest, a
+/// one-entry shift.
+pub(in crate::live) fn line_of(keys: &[WaitKey]) -> Line {
+    let mut line = Line::with_maximum_node_size(LINE_NODE_SIZE);
+    let sizes = node_sizes(keys.len(), LINE_NODE_SIZE);
+    if sizes.len() == 1 {
+        for k in keys {
+            line.insert(k.clone());
+        }
+        return line;
+    }
+    let half = LINE_NODE_SIZE / 2;
+    let mut blocks = Vec::with_capacity(sizes.len());
+    let mut rest = keys;
+    for n in sizes {
+        let (block, tail) = rest.split_at(n);
+        blocks.push(block);
+        rest = tail;
+    }
+    fn early(b: &[WaitKey], half: usize) -> impl Iterator<Item = &WaitKey> {
+        b[..half - 1].iter().chain(b.last())
+    }
+    fn middle(b: &[WaitKey], half: usize) -> &[WaitKey] {
+        &b[half - 1..b.len() - 1]
+    }
+    let mut insert = |k: &WaitKey| {
+        line.insert(k.clone());
+    };
+    early(blocks[0], half).for_each(&mut insert);
+    for pair in blocks.windows(2) {
+        early(pair[1], half).for_each(&mut insert);
+        middle(pair[0], half).iter().for_each(&mut insert);
+    }
+    if let Some(last) = blocks.last() {
+        middle(last, half).iter().for_each(&mut insert);
+    }
+    line
+}
+
+/// How many keys each node of a line of `n` keys built by [`line_of`] holds: full
+/// nodes of `capacity`, every one but the last holding more than half (its first
+/// insert after the split must find it full), the last at least half. A remainder
+/// short of half is evened out with the node before it.
+pub(in crate::live) fn node_sizes(n: usize, capacity: usize) -> Vec<usize> {
+    if n <= capacity {
+        return vec![n];
+    }
+    let (full, rest) = (n / capacity, n % capacity);
+    let mut sizes = vec![capacity; full];
+    if rest >= capacity / 2 {
+        sizes.push(rest);
+    } else if rest > 0 {
+        sizes.pop();
+        sizes.push((capacity + rest).div_ceil(2));
+        sizes.push((capacity + rest) / 2);
+    }
+    sizes
+}
 
 #[derive(Debug)]
 struct QueueLive {
@@ -366,6 +505,10 @@ pub struct Floor {
     dispatching: bool,
     /// Callbacks matched to an agent (held for them), not yet taken by the scheduler.
     matches: Vec<(Arc<str>, String)>,
+    /// The agent held for each matched callback, until it is dispatched, parked,
+    /// removed or handed back (taken by the scheduler or not). Kept here, not in the
+    /// lined entry: at most one per agent, while a line may hold a million callbacks.
+    matched: Map<Arc<str>, String>,
     /// Agents freed during the operation in hand, and entries that became ready for an
     /// agent: [`Floor::settle`] matches them before the operation returns.
     freed: Vec<String>,
@@ -409,6 +552,7 @@ impl Floor {
             callbacks: Map::new(),
             dispatching: false,
             matches: Vec::new(),
+            matched: Map::new(),
             freed: Vec::new(),
             fresh: Vec::new(),
             preferred_deadlines: BTreeSet::new(),
@@ -540,6 +684,10 @@ impl Floor {
         now: DateTime<Utc>,
     ) -> u32 {
         self.remove_callback(id, now);
+        let seq = match seq {
+            Some(s) => s,
+            None => self.seq(),
+        };
         let key = self.line_up_callback(Arc::from(id), &queue, priority, virtual_enqueued_at, seq);
         let name = self.queue_mut(&queue).name.clone();
         self.fresh.push((name, key.clone()));
@@ -547,43 +695,95 @@ impl Floor {
         self.queue_mut(&queue).line.rank(&key) as u32 + 1
     }
 
-    /// Puts every given pending callback (each id once) in its line at once (start-up):
-    /// room is made for all of them first and no positions are computed. `callbacks`
-    /// need not be sorted; each line is filled in its own order, which keeps the inserts
-    /// at the ends of the tree's nodes. Agents are matched to them when dispatching
-    /// starts.
+    /// Puts every given pending callback in its line at once (start-up), where each
+    /// ends as if put in one at a time with [`Floor::enqueue_callback`] in the order
+    /// given (so ties of priority and virtual enqueue time keep that order, across
+    /// queues too; a repeated id keeps its last place). No positions are computed, and
+    /// agents are matched to them when dispatching starts.
+    ///
+    /// Into a floor holding no callbacks yet, each line is built whole: the callbacks
+    /// are numbered in the order given, sorted once per queue by place, and every line
+    /// without calls yet is filled with full nodes (see [`line_of`]); the lookup table
+    /// is sized once. A floor holding callbacks already takes them one at a time.
     pub fn enqueue_callbacks<'q>(
         &mut self,
-        mut callbacks: Vec<(Arc<str>, QueueInfo<'q>, i32, DateTime<Utc>)>,
+        callbacks: Vec<(Arc<str>, QueueInfo<'q>, i32, DateTime<Utc>)>,
     ) {
-        callbacks.sort_by(|a, b| (a.1.id, Reverse(a.2), a.3).cmp(&(b.1.id, Reverse(b.2), b.3)));
-        self.callbacks.reserve(callbacks.len());
-        // Each queue's ready set is built whole from its keys, in order (a B-tree built
-        // from sorted keys has full nodes; one filled an insert at a time, half-full).
-        let mut ready: Vec<WaitKey> = Vec::new();
-        let mut current: Option<&str> = None;
-        let mut last_queue = None;
-        for (id, queue, priority, at) in &callbacks {
-            if current != Some(queue.id) {
-                if let Some(q) = last_queue.take() {
-                    self.fill_ready(&q, &mut ready);
+        if !self.callbacks.is_empty() {
+            // As one at a time, but matched (its agent, if it had one, freed) when the
+            // floor next settles.
+            for (id, queue, priority, at) in callbacks {
+                if let Some(agent) = self.unline_callback(&id) {
+                    self.release(&agent, &id);
                 }
-                current = Some(queue.id);
+                let seq = self.seq();
+                let key = self.line_up_callback(id, &queue, priority, at, seq);
+                let name = self.queue_mut(&queue).name.clone();
+                self.fresh.push((name, key));
             }
-            self.unline_callback(id);
-            let key = self.line_up_callback_unready(id.clone(), queue, *priority, *at, None);
-            ready.push(key);
-            last_queue = Some(*queue);
+            return;
         }
-        if let Some(q) = last_queue {
-            self.fill_ready(&q, &mut ready);
+        let first_seq = self.next_seq + 1;
+        self.next_seq += callbacks.len() as u64;
+        self.callbacks.reserve(callbacks.len());
+        // Each queue looked up once: its index in `names`. Callbacks of one queue mostly
+        // name it with the same string (the plan's), so a pointer compare finds it.
+        let mut names: Vec<Arc<str>> = Vec::new();
+        let mut index: Map<&'q str, usize> = Map::new();
+        let mut last: Option<(&'q str, usize)> = None;
+        let mut repeated = false;
+        // Each queue's keys, in the order given.
+        let mut lines: Vec<Vec<WaitKey>> = Vec::new();
+        for ((id, queue, priority, at), seq) in callbacks.into_iter().zip(first_seq..) {
+            let qi = match last {
+                Some((name, qi)) if std::ptr::eq(name, queue.id) => qi,
+                _ => {
+                    let qi = match index.get(queue.id) {
+                        Some(&qi) => qi,
+                        None => {
+                            let qi = names.len();
+                            names.push(self.queue_mut(&queue).name.clone());
+                            lines.push(Vec::new());
+                            index.insert(queue.id, qi);
+                            qi
+                        }
+                    };
+                    last = Some((queue.id, qi));
+                    qi
+                }
+            };
+            let place = Place::new(priority, at, seq, true);
+            let lined = LinedCallback {
+                queue: names[qi].clone(),
+                place,
+                state: CallbackLine::Ready,
+            };
+            repeated |= self.callbacks.insert(id.clone(), lined).is_some();
+            lines[qi].push(WaitKey { place, id });
         }
-    }
-
-    /// Adds `keys` (sorted) to a queue's ready callbacks in one bulk build.
-    fn fill_ready(&mut self, queue: &QueueInfo<'_>, keys: &mut Vec<WaitKey>) {
-        let mut bulk: BTreeSet<WaitKey> = keys.drain(..).collect();
-        self.queue_mut(queue).ready_callbacks.append(&mut bulk);
+        for (name, mut keys) in names.into_iter().zip(lines) {
+            if repeated {
+                let callbacks = &self.callbacks;
+                keys.retain(|k| callbacks.get(&*k.id).is_some_and(|l| l.place == k.place));
+            }
+            // Places are distinct (each has its own arrival order), so an unstable
+            // sort gives the one order.
+            keys.sort_unstable_by_key(|k| k.place);
+            let Some(q) = self.queues.get_mut(&*name) else {
+                continue;
+            };
+            if q.line.is_empty() {
+                q.line = line_of(&keys);
+            } else {
+                for k in &keys {
+                    q.line.insert(k.clone());
+                }
+            }
+            // Built whole from sorted keys (full nodes), then merged with any already
+            // there (a call-free set: std's `append` merges by bulk build too).
+            let mut ready: BTreeSet<WaitKey> = keys.into_iter().collect();
+            q.ready_callbacks.append(&mut ready);
+        }
     }
 
     fn line_up_callback(
@@ -592,41 +792,22 @@ impl Floor {
         queue: &QueueInfo<'_>,
         priority: i32,
         virtual_enqueued_at: DateTime<Utc>,
-        seq: Option<u64>,
+        seq: u64,
     ) -> WaitKey {
-        let key = self.line_up_callback_unready(id, queue, priority, virtual_enqueued_at, seq);
-        self.queue_mut(queue).ready_callbacks.insert(key.clone());
-        key
-    }
-
-    /// [`Self::line_up_callback`] but for the ready set, which the caller fills.
-    fn line_up_callback_unready(
-        &mut self,
-        id: Arc<str>,
-        queue: &QueueInfo<'_>,
-        priority: i32,
-        virtual_enqueued_at: DateTime<Utc>,
-        seq: Option<u64>,
-    ) -> WaitKey {
-        let seq = match seq {
-            Some(s) => s,
-            None => self.seq(),
-        };
+        let place = Place::new(priority, virtual_enqueued_at, seq, true);
         let key = WaitKey {
-            priority: Reverse(priority),
-            enqueued_at: virtual_enqueued_at,
-            seq,
-            callback: true,
+            place,
             id: id.clone(),
         };
         let live = self.queue_mut(queue);
         live.line.insert(key.clone());
+        live.ready_callbacks.insert(key.clone());
         let queue = live.name.clone();
         self.callbacks.insert(
             id,
             LinedCallback {
                 queue,
-                key: key.clone(),
+                place,
                 state: CallbackLine::Ready,
             },
         );
@@ -636,18 +817,23 @@ impl Floor {
     /// Takes a callback out of its line and the floor; the agent held for it, if any,
     /// is handed back (the caller settles).
     fn unline_callback(&mut self, id: &str) -> Option<String> {
-        let lined = self.callbacks.remove(id)?;
+        let (id, lined) = self.callbacks.remove_entry(id)?;
+        let key = lined.key(&id);
         if let Some(q) = self.queues.get_mut(&*lined.queue) {
-            q.line.remove(&lined.key);
-            q.ready_callbacks.remove(&lined.key);
+            q.line.remove(&key);
+            q.ready_callbacks.remove(&key);
         }
-        match lined.state {
-            CallbackLine::Matched(agent) => {
-                self.matches.retain(|(m, _)| &**m != id);
-                Some(agent)
-            }
-            _ => None,
+        self.unmatch(&id, lined.state)
+    }
+
+    /// Forgets the match of a callback that was in `state`: the agent that was held for
+    /// it, if any (the caller releases them).
+    fn unmatch(&mut self, id: &str, state: CallbackLine) -> Option<String> {
+        if state != CallbackLine::Matched {
+            return None;
         }
+        self.matches.retain(|(m, _)| &**m != id);
+        self.matched.remove(id)
     }
 
     /// Takes a callback out of its line (cancelled, expired, rescheduled, done): an
@@ -669,31 +855,30 @@ impl Floor {
     /// Keeps a callback in its place but out of matching (its calling window is
     /// closed): the agent held for it, if any, is free for the next in line.
     pub fn park_callback(&mut self, id: &str, now: DateTime<Utc>) {
-        let Some(lined) = self.callbacks.get_mut(id) else {
+        let Some((id, lined)) = self.callbacks.get_key_value_mut(id) else {
             return;
         };
         let was = std::mem::replace(&mut lined.state, CallbackLine::Parked);
-        let (queue, key) = (lined.queue.clone(), lined.key.clone());
+        let (id, queue, key) = (id.clone(), lined.queue.clone(), lined.key(id));
         if let Some(q) = self.queues.get_mut(&*queue) {
             q.ready_callbacks.remove(&key);
         }
-        if let CallbackLine::Matched(agent) = was {
-            self.matches.retain(|(m, _)| &**m != id);
-            self.release(&agent, id);
+        if let Some(agent) = self.unmatch(&id, was) {
+            self.release(&agent, &id);
         }
         self.settle(now);
     }
 
     /// A parked callback may be dialed again: it is matched from its place in line.
     pub fn unpark_callback(&mut self, id: &str, now: DateTime<Utc>) {
-        let Some(lined) = self.callbacks.get_mut(id) else {
+        let Some((id, lined)) = self.callbacks.get_key_value_mut(id) else {
             return;
         };
         if lined.state != CallbackLine::Parked {
             return;
         }
         lined.state = CallbackLine::Ready;
-        let (queue, key) = (lined.queue.clone(), lined.key.clone());
+        let (queue, key) = (lined.queue.clone(), lined.key(id));
         if let Some(q) = self.queues.get_mut(&*queue) {
             q.ready_callbacks.insert(key.clone());
         }
@@ -715,10 +900,11 @@ impl Floor {
             self.freed.extend(free);
         } else {
             for (id, agent) in std::mem::take(&mut self.matches) {
+                self.matched.remove(&id);
                 if let Some(lined) = self.callbacks.get_mut(&id) {
                     lined.state = CallbackLine::Ready;
                     if let Some(q) = self.queues.get_mut(&*lined.queue) {
-                        q.ready_callbacks.insert(lined.key.clone());
+                        q.ready_callbacks.insert(lined.key(&id));
                     }
                 }
                 self.release(&agent, &id);
@@ -760,9 +946,9 @@ impl Floor {
         id: &str,
         skills: &[String],
     ) -> Option<(u32, Option<Duration>)> {
-        let lined = self.callbacks.get(id)?;
+        let (id, lined) = self.callbacks.get_key_value(id)?;
         let q = self.queues.get(&*lined.queue)?;
-        let position = q.line.rank(&lined.key) as u32 + 1;
+        let position = q.line.rank(&lined.key(id)) as u32 + 1;
         let agents = self.agent_counts(skills);
         Some((
             position,
@@ -853,7 +1039,7 @@ impl Floor {
             caller: call.caller.as_deref().map(str::to_owned),
             customer_id: call.customer_id.clone(),
             predicted_wait: call.predicted_wait,
-            seq: call.place.seq,
+            seq: call.place.seq(),
         })
     }
 
@@ -861,11 +1047,11 @@ impl Floor {
     /// A callback whose matched agent was handed back goes back to matching the same
     /// way.
     fn requeue(&mut self, call_id: &str, now: DateTime<Utc>) {
-        if let Some(lined) = self.callbacks.get_mut(call_id) {
-            if matches!(lined.state, CallbackLine::Matched(_)) {
+        if let Some((id, lined)) = self.callbacks.get_key_value_mut(call_id) {
+            if lined.state == CallbackLine::Matched {
                 lined.state = CallbackLine::Ready;
-                let (queue, key) = (lined.queue.clone(), lined.key.clone());
-                self.matches.retain(|(m, _)| &**m != call_id);
+                let (queue, key) = (lined.queue.clone(), lined.key(id));
+                self.unmatch(call_id, CallbackLine::Matched);
                 if let Some(q) = self.queues.get_mut(&*queue) {
                     q.ready_callbacks.insert(key.clone());
                 }
@@ -1067,7 +1253,7 @@ impl Floor {
             .as_ref()
             .filter(|p| same_queue(&p.queue, &name) && p.state == CallState::Waiting);
         let (enqueued_at, seq) = match same_place {
-            Some(p) => (p.enqueued_at(), p.place.seq),
+            Some(p) => (p.enqueued_at(), p.place.seq()),
             None => (now, self.seq()),
         };
         let kept_preference = same_place.and_then(|p| p.prefers.clone());
@@ -1077,10 +1263,7 @@ impl Floor {
         let queue_full = queue.max_waiting > 0 && waiting_now >= queue.max_waiting;
         let mut call = CallLive {
             place: WaitKey {
-                priority: Reverse(priority),
-                enqueued_at,
-                seq,
-                callback: false,
+                place: Place::new(priority, enqueued_at, seq, false),
                 id: match &previous {
                     Some(p) => p.place.id.clone(),
                     None => Arc::from(call_id),
@@ -1405,8 +1588,7 @@ impl Floor {
                 moved.queue = name.clone();
                 moved.state = CallState::Waiting;
                 moved.prefers = None;
-                moved.place.enqueued_at = now;
-                moved.place.seq = self.seq();
+                moved.place.place = Place::new(moved.priority(), now, self.seq(), false);
                 moved.last_change = now;
                 let key = moved.key();
                 let q = self.queue_mut(&info);
@@ -1517,9 +1699,9 @@ impl Floor {
         let longest = q
             .line
             .iter()
-            .map(|k| k.enqueued_at)
-            .min()
-            .map(|t| since(now, t))
+            .map(|k| k.place)
+            .min_by_key(|p| (p.secs, p.nanos))
+            .map(|p| since(now, p.enqueued_at()))
             .unwrap_or_default();
         QueueSnapshot {
             waiting,

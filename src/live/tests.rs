@@ -1,9 +1,11 @@
 //! Floor tests with hand-set times, and a replay of a generated day.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 
+use super::floor::WaitKey;
 use super::*;
 use crate::domain::agent::{AgentState, Skills};
 
@@ -704,4 +706,254 @@ fn call_ids_short_and_long_keep_their_place_and_history() {
     assert_eq!(history.visited, vec!["general", "billing", "general"]);
     assert_eq!((history.transfers, history.transfer_loop), (2, true));
     assert_eq!(f.position(long), Some(6), "behind the five still waiting");
+}
+
+/// Queues for the start-up tests: three queues any `support` agent serves, so an agent
+/// freed at once is matched across all three by place.
+const STARTUP_QUEUES: [&str; 3] = ["general", "billing", "sales"];
+
+fn startup_queue(i: usize, skills: &[String]) -> QueueInfo<'_> {
+    QueueInfo {
+        id: STARTUP_QUEUES[i % 3],
+        skills,
+        default_aht_secs: 300,
+        max_waiting: 0,
+    }
+}
+
+/// Callbacks spread over three queues, three priorities and a handful of virtual
+/// enqueue times (so most places tie on both and arrival order decides), with the
+/// first queue holding several nodes' worth; one id comes twice.
+fn startup_callbacks(n: usize) -> Vec<(String, usize, i32, DateTime<Utc>)> {
+    let mut x: u64 = 0x2545_F491_4F6C_DD1D;
+    let mut out: Vec<_> = (0..n)
+        .map(|i| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let queue = if x.is_multiple_of(4) {
+                1 + (x >> 3) as usize % 2
+            } else {
+                0
+            };
+            let priority = ((x >> 8) % 3) as i32;
+            let at = t(((x >> 16) % 5) as i64 * 60);
+            (format!("cb-{i:04}"), queue, priority, at)
+        })
+        .collect();
+    let again = out[n / 3].clone();
+    out.push((again.0, 2, 1, t(30)));
+    out
+}
+
+#[test]
+fn callbacks_lined_up_at_start_up_stand_as_if_put_in_one_at_a_time() {
+    let s = support();
+    let input = startup_callbacks(1_500);
+    let mut one_by_one = floor();
+    let mut at_once = floor();
+    // A call waits in `general` already (its line is not empty at start-up).
+    for f in [&mut one_by_one, &mut at_once] {
+        route(f, "early-call", 1, t(60));
+    }
+    for (id, queue, priority, at) in &input {
+        one_by_one.enqueue_callback(id, startup_queue(*queue, &s), *priority, *at, None, t(0));
+    }
+    at_once.enqueue_callbacks(
+        input
+            .iter()
+            .map(|(id, queue, priority, at)| {
+                (
+                    Arc::from(id.as_str()),
+                    startup_queue(*queue, &s),
+                    *priority,
+                    *at,
+                )
+            })
+            .collect(),
+    );
+    assert_eq!(at_once.tracked(), one_by_one.tracked());
+    let positions = |f: &Floor| -> Vec<(String, Option<u32>)> {
+        input
+            .iter()
+            .map(|(id, ..)| (id.clone(), f.callback_position(id, &s).map(|p| p.0)))
+            .collect()
+    };
+    let same_places = |a: &Floor, b: &Floor| {
+        let (a, b) = (positions(a), positions(b));
+        let first_difference = a.iter().zip(&b).find(|(x, y)| x != y);
+        assert!(first_difference.is_none(), "{first_difference:?}");
+        assert!(a.iter().all(|(_, p)| p.is_some()));
+    };
+    same_places(&at_once, &one_by_one);
+    assert_eq!(
+        at_once.position("early-call"),
+        one_by_one.position("early-call")
+    );
+
+    // Agents free when dialing starts take the heads across the three queues, in
+    // place order; the same ones in the same order either way.
+    for f in [&mut one_by_one, &mut at_once] {
+        for a in 0..7 {
+            let at = t(600 + a);
+            f.report_agent(
+                &format!("a{a}"),
+                skills(&["support"]),
+                AgentState::Available,
+                at,
+                at,
+            );
+        }
+        f.set_dispatching(true, t(700));
+    }
+    // Seven agents: six callbacks and the call, which is among the heads.
+    let matched = one_by_one.take_matches(100);
+    assert_eq!(matched.len(), 6);
+    assert_eq!(at_once.take_matches(100), matched);
+    let call_agent = one_by_one.reserved_agent_of("early-call");
+    assert!(call_agent.is_some());
+    assert_eq!(at_once.reserved_agent_of("early-call"), call_agent);
+    same_places(&at_once, &one_by_one);
+    // Parking the first match hands its agent to the next in line, alike.
+    for f in [&mut one_by_one, &mut at_once] {
+        f.park_callback(&matched[0].0, t(701));
+    }
+    assert_eq!(at_once.take_matches(100), one_by_one.take_matches(100));
+}
+
+#[test]
+fn a_line_built_whole_holds_its_keys_in_order() {
+    let node = floor::LINE_NODE_SIZE;
+    for n in [
+        0,
+        1,
+        node / 2,
+        node - 1,
+        node,
+        node + 1,
+        node + node / 2 - 1,
+        node + node / 2,
+        2 * node,
+        2 * node + 1,
+        5 * node + 7,
+    ] {
+        let keys: Vec<WaitKey> = (0..n as u64)
+            .map(|i| WaitKey {
+                place: floor::Place::new((n as i32 - i as i32) / 5, t(i as i64 / 3), i, i % 2 == 1),
+                id: Arc::from(format!("k{i}").as_str()),
+            })
+            .collect();
+        let mut keys = keys;
+        keys.sort();
+        let mut line = floor::line_of(&keys);
+        assert_eq!(line.len(), n);
+        assert!(line.iter().eq(keys.iter()), "{n} keys in order");
+        for (i, k) in keys.iter().enumerate() {
+            assert_eq!(line.rank(k), i, "rank of key {i} of {n}");
+        }
+        let sizes = floor::node_sizes(n, node);
+        assert_eq!(sizes.iter().sum::<usize>(), n);
+        // A built line takes live changes like any other.
+        if let Some(k) = keys.get(n / 2) {
+            assert!(line.remove(k));
+            assert!(line.insert(k.clone()));
+            assert_eq!(line.rank(k), n / 2);
+        }
+    }
+}
+
+#[test]
+fn a_lined_callback_takes_48_bytes_and_a_line_key_40() {
+    assert!(std::mem::size_of::<floor::LinedCallback>() <= 48);
+    assert!(std::mem::size_of::<WaitKey>() <= 40);
+    assert!(std::mem::size_of::<floor::CallbackLine>() <= 1);
+}
+
+#[test]
+fn a_call_goes_before_a_callback_of_the_same_arrival_and_arrival_before_kind() {
+    use floor::Place;
+    let p = |seq, callback| Place::new(0, t(0), seq, callback);
+    assert!(p(5, false) < p(5, true));
+    assert!(p(5, true) < p(6, false));
+    assert!(Place::new(1, t(9), 9, true) < p(0, false), "priority first");
+    assert!(Place::new(0, t(0), 9, true) < Place::new(0, t(1), 0, false));
+    let huge = Place::new(0, t(0), u64::MAX, true);
+    assert_eq!((huge.seq(), huge.is_callback()), (u64::MAX >> 1, true));
+}
+
+#[test]
+fn a_place_keeps_its_time_exactly_and_orders_by_it_as_chrono_does() {
+    use floor::Place;
+    let leap = chrono::NaiveDate::from_ymd_opt(2016, 12, 31)
+        .and_then(|d| d.and_hms_nano_opt(23, 59, 59, 1_500_000_000))
+        .unwrap()
+        .and_utc();
+    let mut times = vec![
+        DateTime::<Utc>::MIN_UTC,
+        t(-1) + chrono::Duration::nanoseconds(999_999_999),
+        t(0),
+        t(0) + chrono::Duration::nanoseconds(1),
+        leap - chrono::Duration::milliseconds(600),
+        leap,
+        leap + chrono::Duration::milliseconds(600),
+        DateTime::<Utc>::MAX_UTC,
+    ];
+    times.sort();
+    let places: Vec<Place> = times
+        .iter()
+        .map(|at| Place::new(0, *at, 1, false))
+        .collect();
+    for (p, at) in places.iter().zip(&times) {
+        assert_eq!(p.enqueued_at(), *at);
+    }
+    assert!(places.windows(2).all(|w| w[0] < w[1]), "{times:?}");
+}
+
+#[test]
+fn callbacks_lined_up_in_bulk_after_others_replace_their_places_as_one_at_a_time() {
+    let s = support();
+    let input = startup_callbacks(400);
+    let (first, rest) = input.split_at(100);
+    let mut one_by_one = floor();
+    let mut bulk = floor();
+    for f in [&mut one_by_one, &mut bulk] {
+        let at = t(1);
+        f.report_agent("a1", skills(&["support"]), AgentState::Available, at, at);
+        f.set_dispatching(true, t(2));
+        for (id, queue, priority, at) in first {
+            f.enqueue_callback(id, startup_queue(*queue, &s), *priority, *at, None, t(3));
+        }
+    }
+    // The head of the line holds the agent; it comes again in the bulk, which frees
+    // the agent for whoever heads the line then.
+    let (held, _) = one_by_one.take_matches(1)[0].clone();
+    assert_eq!(bulk.take_matches(1)[0].0, held);
+    let mut again: Vec<_> = rest.to_vec();
+    again.insert(0, (held.clone(), 2, 2, t(0)));
+    for (id, queue, priority, at) in &again {
+        one_by_one.enqueue_callback(id, startup_queue(*queue, &s), *priority, *at, None, t(4));
+    }
+    bulk.enqueue_callbacks(
+        again
+            .iter()
+            .map(|(id, queue, priority, at)| {
+                (
+                    Arc::from(id.as_str()),
+                    startup_queue(*queue, &s),
+                    *priority,
+                    *at,
+                )
+            })
+            .collect(),
+    );
+    bulk.expire(t(4));
+    assert_eq!(bulk.tracked(), one_by_one.tracked());
+    for (id, ..) in &input {
+        assert_eq!(
+            bulk.callback_position(id, &s),
+            one_by_one.callback_position(id, &s),
+            "{id}"
+        );
+    }
+    assert_eq!(bulk.take_matches(10), one_by_one.take_matches(10));
 }

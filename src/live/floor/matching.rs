@@ -24,7 +24,7 @@ use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 
-use super::{CallState, Floor, WaitKey};
+use super::{CallState, Floor, Place, WaitKey};
 use crate::domain::agent::has_skills;
 
 /// Entries of a queue's ready calls an agent looks past (calls needing skills it
@@ -32,23 +32,37 @@ use crate::domain::agent::has_skills;
 /// line full of calls for a rarer skill.
 const MAX_SKIPPED: usize = 1024;
 
-/// A pending callback holding a place in a line.
+/// A pending callback holding a place in a line: 48 bytes, as a million of them wait
+/// at start-up. Its id is the floor's map key, so the entry keeps only the place, and
+/// [`LinedCallback::key`] rebuilds the line's key with that same id (the line's entry
+/// shares it, so the two compare equal by pointer).
 #[derive(Debug)]
-pub(super) struct LinedCallback {
+pub(in crate::live) struct LinedCallback {
     pub queue: Arc<str>,
-    pub key: WaitKey,
+    pub place: Place,
     pub state: CallbackLine,
 }
 
+impl LinedCallback {
+    /// The callback's key in its line, given its id (the map's key).
+    pub fn key(&self, id: &Arc<str>) -> WaitKey {
+        WaitKey {
+            place: self.place,
+            id: id.clone(),
+        }
+    }
+}
+
 /// Where a lined callback stands with matching.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(super) enum CallbackLine {
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(in crate::live) enum CallbackLine {
     /// May be matched to a free agent.
     Ready,
     /// Kept in its place, but not matched: its calling window is closed.
     Parked,
-    /// An agent is held for it until the scheduler dispatches it.
-    Matched(String),
+    /// An agent is held for it until the scheduler dispatches it (the agent is in
+    /// the floor's `matched`).
+    Matched,
 }
 
 /// The skills a call needs: its queue's plus the rule's extra ones.
@@ -146,7 +160,7 @@ impl Floor {
         let Some(q) = self.queues.get(&**queue) else {
             return;
         };
-        let agent = if key.callback {
+        let agent = if key.is_callback() {
             if !self.dispatching || !q.ready_callbacks.contains(key) {
                 return;
             }
@@ -172,11 +186,12 @@ impl Floor {
     /// Matches a free agent to an entry: reserves them for a call, or holds them for
     /// a callback and hands the pair to the scheduler.
     fn assign(&mut self, agent: &str, queue: &Arc<str>, key: &WaitKey, now: DateTime<Utc>) {
-        if key.callback {
+        if key.is_callback() {
             let Some(lined) = self.callbacks.get_mut(&*key.id) else {
                 return;
             };
-            lined.state = CallbackLine::Matched(agent.to_owned());
+            lined.state = CallbackLine::Matched;
+            self.matched.insert(key.id.clone(), agent.to_owned());
             if let Some(q) = self.queues.get_mut(&**queue) {
                 q.ready_callbacks.remove(key);
             }
