@@ -634,6 +634,21 @@ impl Issues {
 /// pairs are unique with exactly one active plan. Returns every record, or the
 /// problems found (at most [`MAX_REPORTED_ISSUES`], each naming its line).
 pub fn read(input: impl BufRead) -> Result<StoreImport, Vec<Issue>> {
+    let mut callbacks = Vec::new();
+    let mut data = read_with(input, &mut |c| callbacks.push(c))?;
+    data.callbacks = callbacks;
+    Ok(data)
+}
+
+/// [`read`] without holding the callbacks: each valid callback goes to `sink` as its
+/// line is read, and the records returned have none. The checks are the same, so a
+/// file of a million callbacks is checked in the memory its ids and (phone, queue)
+/// pairs take (~200 MB), not its records'. `sink` also sees the callbacks of a file
+/// that turns out to be bad: only an `Ok` means every one it was given is valid.
+pub fn read_with(
+    input: impl BufRead,
+    sink: &mut dyn FnMut(Callback),
+) -> Result<StoreImport, Vec<Issue>> {
     let mut input = input;
     let mut issues = Issues(Vec::new());
     let mut data = StoreImport::default();
@@ -794,7 +809,7 @@ pub fn read(input: impl BufRead) -> Result<StoreImport, Vec<Issue>> {
                                 ),
                             );
                         }
-                        data.callbacks.push(c);
+                        sink(c);
                     }
                 }
             }

@@ -191,14 +191,66 @@ fn put(b: &mut Writes, c: &Callback) {
     b.insert(record_key(&c.id), encode_cb(c));
 }
 
-/// The records and index entries of callbacks restored into an empty store: the same
-/// entries `create_callback` writes (KPIs are not counted again).
-pub(crate) fn import_batch(callbacks: &[Callback]) -> sled::Batch {
-    let mut b = Writes::default();
-    for c in callbacks {
-        put(&mut b, c);
+/// Removes every callback record and index entry (request ids and settled attempts
+/// stay): what an import that did not finish wrote into a store that held no callback
+/// before it. Removed in batches, so memory stays bounded. Returns the records removed.
+pub(crate) fn remove_imported(tree: &sled::Tree) -> StoreResult<u64> {
+    let records = remove_space(tree, RECORD)?;
+    remove_space(tree, OPEN)?;
+    remove_space(tree, DUE)?;
+    Ok(records)
+}
+
+/// Removes every key of one key space, [`REMOVE_CHUNK`] keys per batch.
+fn remove_space(tree: &sled::Tree, space: u8) -> StoreResult<u64> {
+    /// Keys removed per batch.
+    const REMOVE_CHUNK: usize = 10_000;
+    let mut n = 0u64;
+    loop {
+        let mut batch = sled::Batch::default();
+        let mut len = 0;
+        for k in tree.scan_prefix([space]).keys().take(REMOVE_CHUNK) {
+            batch.remove(k.map_err(io)?);
+            len += 1;
+        }
+        if len == 0 {
+            return Ok(n);
+        }
+        tree.apply_batch(batch).map_err(io)?;
+        n += len;
     }
-    b.into_batch()
+}
+
+impl SledStore {
+    /// Runs on the writer thread only. Writes one batch of an import into the callback
+    /// tree: the same records and index entries `create_callback` writes (KPIs are not
+    /// counted again). Refused, writing nothing, when a callback is not open or its id
+    /// or its open (phone, queue) pair is already stored: the caller checked the file,
+    /// this keeps the indexes whole whatever it sends.
+    pub(crate) fn import_callbacks_blocking(&self, callbacks: &[Callback]) -> StoreResult<u64> {
+        let bad = |m: String| Err(StoreError::BadImport(m));
+        let mut b = Writes::default();
+        let tree = &self.trees.callbacks;
+        for c in callbacks {
+            if !c.state.is_open() {
+                return bad(format!("callback {} is {:?}, not open", c.id, c.state));
+            }
+            let rk = record_key(&c.id);
+            if b.0.contains_key(rk.as_slice()) || tree.contains_key(&rk).map_err(io)? {
+                return bad(format!("callback {} appears twice", c.id));
+            }
+            let ok = open_key(&c.phone, &c.queue_id);
+            if b.0.contains_key(ok.as_slice()) || tree.contains_key(&ok).map_err(io)? {
+                return bad(format!(
+                    "two open callbacks for {} in queue {}",
+                    c.phone, c.queue_id
+                ));
+            }
+            put(&mut b, c);
+        }
+        tree.apply_batch(b.into_batch()).map_err(io)?;
+        Ok(u64::try_from(callbacks.len()).unwrap_or(u64::MAX))
+    }
 }
 
 impl SledStore {
