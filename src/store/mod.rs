@@ -488,8 +488,9 @@ pub trait Store: Send + Sync + 'static {
     ) -> StoreResult<Vec<Callback>>;
     /// Forgets request ids and settled attempts older than `before`; returns how many.
     async fn prune_callback_requests(&self, before: DateTime<Utc>) -> StoreResult<usize>;
-    /// Checks that the due and dedupe indexes agree with the records; returns a
-    /// description of every disagreement (empty when consistent).
+    /// Checks that the indexes the backend keeps beside the records (the dedupe index;
+    /// on PostgreSQL its due index too) agree with them; returns a description of
+    /// every disagreement (empty when consistent).
     async fn check_callback_indexes(&self) -> StoreResult<Vec<String>>;
 
     /// Restores an export: writes `import` (plan versions with their numbers and the

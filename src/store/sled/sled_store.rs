@@ -263,6 +263,17 @@ impl SledStore {
                  removed and the store is empty again; run the import again"
             );
         }
+        let dropping = std::time::Instant::now();
+        let dropped = super::callbacks::drop_due_index(&callbacks)?;
+        if dropped > 0 {
+            db.flush().map_err(io)?;
+            data_file.sync_data().map_err(io)?;
+            tracing::info!(
+                entries = dropped,
+                ms = dropping.elapsed().as_millis() as u64,
+                "removed the due index an earlier release kept (once; nothing reads it)"
+            );
+        }
         let phones = db.open_tree("customer_phones").map_err(io)?;
         let contacts_by_party = db.open_tree("contacts_by_party").map_err(io)?;
         let known = Arc::new(known_numbers(&phones, &contacts_by_party)?);
@@ -1111,6 +1122,34 @@ mod tests {
     use crate::domain::audit::AuditAction;
     use crate::domain::callback::CallbackState;
     use crate::store::conformance::{audit, contact, customer, open_callback, utc};
+
+    /// A store written by a release that kept a due index loses it on open, once;
+    /// its callbacks and their dedupe entries stay.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn opening_a_store_removes_the_due_index_of_earlier_releases() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = SledStore::open(dir.path()).unwrap();
+        let cb = open_callback("01J0000000000000000000000A", "+441", CallbackState::Pending);
+        s.create_callback(cb.clone(), None).await.unwrap();
+        assert_eq!(s.legacy_due_entries(), 0, "new writes keep no due index");
+        s.put_legacy_due_entry(&cb).unwrap();
+        s.close().await;
+        drop(s);
+
+        let s = SledStore::open(dir.path()).unwrap();
+        assert_eq!(s.legacy_due_entries(), 0);
+        assert_eq!(s.open_callbacks().await.unwrap(), vec![cb.clone()]);
+        assert_eq!(
+            s.check_callback_indexes().await.unwrap(),
+            Vec::<String>::new()
+        );
+        let twin = open_callback("01J0000000000000000000000B", "+441", CallbackState::Pending);
+        assert!(matches!(
+            s.create_callback(twin, None).await.unwrap(),
+            CallbackCreate::Existing(c) if c.id == cb.id
+        ));
+        s.close().await;
+    }
 
     /// A crash between two batches of an import leaves written callbacks and the
     /// unfinished mark: the next open removes them, and the import can run again.
