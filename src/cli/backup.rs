@@ -120,6 +120,9 @@ fn write_file(
 
 /// Callbacks per durable batch when `holdless import` writes a file.
 pub const IMPORT_BATCH: usize = 10_000;
+/// The most page cache (MB) `holdless import` gives sled, whatever `store.cache_mb`
+/// says (sled's resident memory runs to a few times its cache).
+pub const IMPORT_CACHE_MB: u64 = 32;
 
 /// Where an import reads its file from, twice: once to check it whole, once to write
 /// it. Standard input cannot be read twice, so the first read keeps a copy of it in an
@@ -192,7 +195,7 @@ fn send_callbacks(
     let mut pending = Vec::with_capacity(batch);
     // The store stopped taking batches (it failed): read on without sending.
     let mut stopped = false;
-    let checked = export::read_with(BufReader::new(input), &mut |c| {
+    let checked = export::read_again(BufReader::new(input), &mut |c| {
         if stopped {
             return;
         }
@@ -251,7 +254,11 @@ pub async fn import(
             message,
         }
     })?;
-    let store = open(&settings.store).await?;
+    // Writing reads few pages back (the last leaf of each key space, a dedupe lookup
+    // per callback), so a large page cache only holds memory here.
+    let mut store_settings = settings.store.clone();
+    store_settings.cache_mb = store_settings.cache_mb.min(IMPORT_CACHE_MB);
+    let store = open(&store_settings).await?;
     let batch = batch.max(1);
     // Two batches in flight: one being written, the next being read.
     let (tx, rx) = tokio::sync::mpsc::channel(2);
