@@ -643,7 +643,7 @@ pub fn read(input: impl BufRead) -> Result<StoreImport, Vec<Issue>> {
 /// [`read`] without holding the callbacks: each valid callback goes to `sink` as its
 /// line is read, and the records returned have none. The checks are the same, so a
 /// file of a million callbacks is checked in the memory its ids and (phone, queue)
-/// pairs take (~200 MB), not its records'. `sink` also sees the callbacks of a file
+/// pairs take (under 200 MB), not its records'. `sink` also sees the callbacks of a file
 /// that turns out to be bad: only an `Ok` means every one it was given is valid.
 pub fn read_with(
     input: impl BufRead,
