@@ -108,6 +108,10 @@ pub enum Command {
         /// Config file, as for `serve`; the file is imported into its `store.path`.
         #[arg(long, short)]
         config: Option<PathBuf>,
+        /// Callbacks written per durable batch (tests set it small to import in many
+        /// batches).
+        #[arg(long, hide = true, default_value_t = backup::IMPORT_BATCH)]
+        batch: usize,
     },
     /// Crash test: start `holdless serve`, load it, SIGKILL it, check the store against
     /// every acknowledged write; repeat.
@@ -901,9 +905,13 @@ async fn admin(command: Command) -> ExitCode {
             init_tracing(crate::config::LogFormat::Text);
             backup::export(config, out).await
         }
-        Command::Import { file, config } => {
+        Command::Import {
+            file,
+            config,
+            batch,
+        } => {
             init_tracing(crate::config::LogFormat::Text);
-            backup::import(config, file).await
+            backup::import(config, file, batch).await
         }
     };
     match result {

@@ -224,10 +224,13 @@ pub struct ConsoleSettings {
     pub session_minutes: u32,
 }
 
-/// sled's own default is 1 GiB; a quarter of that holds the hot callback, customer and
-/// KPI pages of a large center. sled counts pages at their on-disk size, so resident
-/// memory runs to a few times this once warm (docs/PERFORMANCE.md, "Soak").
-pub const DEFAULT_STORE_CACHE_MB: u64 = 256;
+/// sled's own default is 1 GiB. The hot pages of a center are few (the newest
+/// records, the dedupe entries being looked up; the scheduler keeps its index in
+/// memory, not in sled), so 64 MB costs the durable callback bench nothing measurable,
+/// while the start-up scan of a million callbacks fills whatever the cache allows:
+/// sled counts pages at their on-disk size, so resident memory runs to a few times
+/// this once warm, and 256 held ~250 MB more after a restart (docs/PERFORMANCE.md).
+pub const DEFAULT_STORE_CACHE_MB: u64 = 64;
 
 /// Connections in the PostgreSQL pool: enough for 64 concurrent writers to keep the
 /// server's group commit busy on a small machine without a connection per request.

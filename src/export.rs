@@ -634,6 +634,40 @@ impl Issues {
 /// pairs are unique with exactly one active plan. Returns every record, or the
 /// problems found (at most [`MAX_REPORTED_ISSUES`], each naming its line).
 pub fn read(input: impl BufRead) -> Result<StoreImport, Vec<Issue>> {
+    let mut callbacks = Vec::new();
+    let mut data = read_with(input, &mut |c| callbacks.push(c))?;
+    data.callbacks = callbacks;
+    Ok(data)
+}
+
+/// [`read`] without holding the callbacks: each valid callback goes to `sink` as its
+/// line is read, and the records returned have none. The checks are the same, so a
+/// file of a million callbacks is checked in the memory its ids and (phone, queue)
+/// pairs take (under 200 MB), not its records'. `sink` also sees the callbacks of a file
+/// that turns out to be bad: only an `Ok` means every one it was given is valid.
+pub fn read_with(
+    input: impl BufRead,
+    sink: &mut dyn FnMut(Callback),
+) -> Result<StoreImport, Vec<Issue>> {
+    read_checked(input, sink, true)
+}
+
+/// The second read of a file [`read_with`] accepted, to write it: the same checks but
+/// one, that callback ids and open (phone, queue) pairs are unique across the file.
+/// That one takes memory in proportion to the callbacks, and the store checks it
+/// again as it writes them (against what it already holds).
+pub fn read_again(
+    input: impl BufRead,
+    sink: &mut dyn FnMut(Callback),
+) -> Result<StoreImport, Vec<Issue>> {
+    read_checked(input, sink, false)
+}
+
+fn read_checked(
+    input: impl BufRead,
+    sink: &mut dyn FnMut(Callback),
+    unique_callbacks: bool,
+) -> Result<StoreImport, Vec<Issue>> {
     let mut input = input;
     let mut issues = Issues(Vec::new());
     let mut data = StoreImport::default();
@@ -644,8 +678,11 @@ pub fn read(input: impl BufRead) -> Result<StoreImport, Vec<Issue>> {
     let mut versions: HashMap<u64, usize> = HashMap::new();
     let mut customer_ids: HashMap<String, usize> = HashMap::new();
     let mut phones: HashMap<String, usize> = HashMap::new();
-    let mut callback_ids: HashMap<String, usize> = HashMap::new();
-    let mut open: HashMap<(String, String), usize> = HashMap::new();
+    // Compact keys: a million callbacks are checked in ~100 MB. An id is a valid
+    // ULID by the time it is remembered, so its 128 bits are the id.
+    let mut callback_ids: HashMap<u128, usize> = HashMap::new();
+    // Phone, 0x00, queue.
+    let mut open: HashMap<String, usize> = HashMap::new();
     let mut buf = Vec::new();
     let mut n = 0usize;
     while !issues.full() {
@@ -781,20 +818,24 @@ pub fn read(input: impl BufRead) -> Result<StoreImport, Vec<Issue>> {
                 match c.into_callback() {
                     Err(m) => issues.add(at, m),
                     Ok(c) => {
-                        if let Some(first) = callback_ids.insert(c.id.clone(), n) {
-                            issues.add(at, format!("callback {} is also on line {first}", c.id));
+                        if unique_callbacks {
+                            let id = ulid::Ulid::from_string(&c.id).map_or(0, u128::from);
+                            if let Some(first) = callback_ids.insert(id, n) {
+                                issues
+                                    .add(at, format!("callback {} is also on line {first}", c.id));
+                            }
+                            let key = format!("{}\0{}", c.phone, c.queue_id);
+                            if let Some(first) = open.insert(key, n) {
+                                issues.add(
+                                    at,
+                                    format!(
+                                        "a second open callback for {} in queue {} (the first is on line {first})",
+                                        c.phone, c.queue_id
+                                    ),
+                                );
+                            }
                         }
-                        let key = (c.phone.clone(), c.queue_id.clone());
-                        if let Some(first) = open.insert(key, n) {
-                            issues.add(
-                                at,
-                                format!(
-                                    "a second open callback for {} in queue {} (the first is on line {first})",
-                                    c.phone, c.queue_id
-                                ),
-                            );
-                        }
-                        data.callbacks.push(c);
+                        sink(c);
                     }
                 }
             }

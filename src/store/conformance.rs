@@ -103,6 +103,8 @@ all_backends!(
     import_restores_versions_phones_and_callback_indexes,
     import_refuses_a_store_that_holds_anything_and_changes_nothing,
     import_refuses_records_that_would_break_the_indexes,
+    import_in_batches_writes_every_batch_then_the_plans,
+    an_import_whose_batches_fail_leaves_nothing_behind,
     first_contact_resolution_of_frequent_callers_matches_the_definition,
     a_second_call_within_seven_days_spoils_first_contact_resolution_once,
     the_open_scan_gives_the_index_fields_of_open_callbacks_only,
@@ -682,6 +684,99 @@ pub(super) async fn import_restores_versions_phones_and_callback_indexes<B: Back
     let s = b.open().await;
     assert_eq!(s.all_plans().await.unwrap().len(), 4);
     assert_eq!(s.open_callbacks().await.unwrap().len(), 2);
+}
+
+/// Sends `batches` (in order) on a channel `import_batches` reads, then closes it.
+fn batch_channel(
+    batches: Vec<StoreResult<Vec<Callback>>>,
+) -> tokio::sync::mpsc::Receiver<StoreResult<Vec<Callback>>> {
+    let (tx, rx) = tokio::sync::mpsc::channel(batches.len().max(1));
+    for b in batches {
+        tx.try_send(b).unwrap();
+    }
+    rx
+}
+
+fn numbered_callback(i: usize) -> Callback {
+    open_callback(
+        &format!("01J00000000000000000000{i:03}"),
+        &format!("+4420{i:04}"),
+        CallbackState::Pending,
+    )
+}
+
+pub(super) async fn import_in_batches_writes_every_batch_then_the_plans<B: Backend>() {
+    let b = B::fresh().await;
+    let s = b.open().await;
+    let all: Vec<Callback> = (0..7).map(numbered_callback).collect();
+    let batches = all.chunks(3).map(|c| Ok(c.to_vec())).collect();
+    let head = StoreImport {
+        plans: vec![plan_record(1, "a")],
+        active_version: Some(1),
+        customers: vec![customer("x", &["+443"])],
+        callbacks: Vec::new(),
+    };
+    let counts = s
+        .import_batches(head, 7, batch_channel(batches))
+        .await
+        .unwrap();
+    assert_eq!(
+        counts,
+        RecordCounts {
+            plans: 1,
+            customers: 1,
+            callbacks: 7
+        }
+    );
+    s.close().await;
+    drop(s);
+    let s = b.open().await;
+    assert_eq!(s.open_callbacks().await.unwrap(), all);
+    assert_eq!(s.active_plan().await.unwrap().unwrap().version, 1);
+    assert_eq!(owner(&*s, "+443").await.as_deref(), Some("x"));
+    assert_eq!(
+        s.check_callback_indexes().await.unwrap(),
+        Vec::<String>::new()
+    );
+}
+
+/// A reader that fails after some batches, one that stops early, and a batch that
+/// repeats an earlier one's number: each import is refused and the store is left
+/// empty, ready for the next import.
+pub(super) async fn an_import_whose_batches_fail_leaves_nothing_behind<B: Backend>() {
+    let b = B::fresh().await;
+    let s = b.open().await;
+    let head = || StoreImport {
+        plans: vec![plan_record(1, "a")],
+        active_version: Some(1),
+        ..StoreImport::default()
+    };
+    let first: Vec<Callback> = (0..3).map(numbered_callback).collect();
+    let failed = batch_channel(vec![
+        Ok(first.clone()),
+        Err(StoreError::BadImport("line 9: bad".into())),
+    ]);
+    assert_eq!(
+        s.import_batches(head(), 6, failed).await,
+        Err(StoreError::BadImport("line 9: bad".into()))
+    );
+    let short = batch_channel(vec![Ok(first.clone())]);
+    assert!(matches!(
+        s.import_batches(head(), 6, short).await,
+        Err(StoreError::BadImport(_))
+    ));
+    let mut twin = numbered_callback(9);
+    twin.phone = first[0].phone.clone();
+    let twins = batch_channel(vec![Ok(first.clone()), Ok(vec![twin])]);
+    assert!(matches!(
+        s.import_batches(head(), 4, twins).await,
+        Err(StoreError::BadImport(_))
+    ));
+    assert!(s.open_callbacks().await.unwrap().is_empty());
+    assert!(s.all_plans().await.unwrap().is_empty());
+    let again = batch_channel(vec![Ok(first.clone())]);
+    s.import_batches(head(), 3, again).await.unwrap();
+    assert_eq!(s.open_callbacks().await.unwrap(), first);
 }
 
 pub(super) async fn a_customer_listing_a_number_twice_is_refused_and_changes_nothing<B: Backend>() {

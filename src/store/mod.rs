@@ -496,18 +496,46 @@ pub trait Store: Send + Sync + 'static {
     ) -> StoreResult<Vec<Callback>>;
     /// Forgets request ids and settled attempts older than `before`; returns how many.
     async fn prune_callback_requests(&self, before: DateTime<Utc>) -> StoreResult<usize>;
-    /// Checks that the due and dedupe indexes agree with the records; returns a
-    /// description of every disagreement (empty when consistent).
+    /// Checks that the indexes the backend keeps beside the records (the dedupe index;
+    /// on PostgreSQL its due index too) agree with them; returns a description of
+    /// every disagreement (empty when consistent).
     async fn check_callback_indexes(&self) -> StoreResult<Vec<String>>;
 
     /// Restores an export: writes `import` (plan versions with their numbers and the
     /// active one, customers with their phone index, open callbacks with their due and
-    /// dedupe indexes) in one transaction, so a failure or crash leaves nothing behind.
+    /// dedupe indexes) all or nothing: a failure or crash leaves nothing behind (one
+    /// transaction on PostgreSQL; durable batches under an "unfinished" mark on sled).
     /// Refused with [`StoreError::NotEmpty`] when the store already holds a plan, a
     /// customer or a callback, and with [`StoreError::BadImport`] when
     /// [`StoreImport::check`] fails. No audit entries or KPI counts are written (they
     /// are history, not state). Durable when it returns.
     async fn import(&self, import: StoreImport) -> StoreResult<RecordCounts>;
+
+    /// [`Store::import`] for exports too large to hold in memory: `import` carries the
+    /// plans and customers (its `callbacks` are written first), and `batches` the open
+    /// callbacks, already checked by the caller ([`crate::export::read_with`]), a
+    /// batch at a time. An `Err` batch, or a channel that closes after fewer than
+    /// `expected_callbacks` (a reader that failed), aborts the import. Same refusals
+    /// and the same all-or-nothing outcome as `import`: a backend that writes the
+    /// batches one by one must make a failed or interrupted import leave nothing
+    /// behind. This default collects the batches and calls `import` (one transaction).
+    async fn import_batches(
+        &self,
+        mut import: StoreImport,
+        expected_callbacks: u64,
+        mut batches: tokio::sync::mpsc::Receiver<StoreResult<Vec<Callback>>>,
+    ) -> StoreResult<RecordCounts> {
+        while let Some(batch) = batches.recv().await {
+            import.callbacks.extend(batch?);
+        }
+        if u64::try_from(import.callbacks.len()).unwrap_or(u64::MAX) != expected_callbacks {
+            return Err(StoreError::BadImport(format!(
+                "expected {expected_callbacks} callbacks, the reader gave {}",
+                import.callbacks.len()
+            )));
+        }
+        self.import(import).await
+    }
 
     /// Waits until everything written so far is durable.
     async fn flush(&self) -> StoreResult<()>;

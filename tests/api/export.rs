@@ -375,6 +375,67 @@ async fn export_then_import_restores_plans_customers_and_open_callbacks() {
     );
 }
 
+/// A large export is written in durable batches (`--batch`, small here so that five
+/// callbacks take three batches), read from standard input too, which is read twice:
+/// every callback arrives once, with its dedupe entry, and the plans and customers
+/// after them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_import_in_many_batches_from_standard_input_restores_every_callback() {
+    let tmp = tempfile::tempdir().expect("temp dir");
+    let dir = tmp.path();
+    let (store_a, store_b) = (dir.join("a"), dir.join("b"));
+    let file = dir.join("backup.jsonl");
+    let seen = populate(dir, &store_a).await;
+    let a = serve(dir, &store_a).await;
+    for phone in ["+12125550150", "+12125550151", "+12125550152"] {
+        request(&a, phone, "").await;
+    }
+    let callbacks = all_callbacks(&a).await;
+    a.stop().await;
+    assert_eq!(callbacks.len(), 6, "five open, one cancelled");
+    let out = export(dir, &store_a, &file).await;
+    assert!(out.status.success(), "{}", text(&out.stderr));
+
+    let config = dir.join("b.toml");
+    std::fs::write(
+        &config,
+        format!("[store]\npath = {:?}\n", store_b.display().to_string()),
+    )
+    .expect("write config");
+    let mut c = holdless(dir);
+    c.args(["import", "-", "--batch", "2", "--config"])
+        .arg(&config)
+        .stdin(std::fs::File::open(&file).expect("export file"));
+    let out = run(c).await;
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(
+        text(&out.stdout),
+        "imported plans=3 customers=2 callbacks=5\n"
+    );
+
+    let b = serve(dir, &store_b).await;
+    let open: Vec<pb::Callback> = callbacks
+        .into_iter()
+        .filter(|c| c.callback_id != seen.cancelled_id)
+        .collect();
+    assert_eq!(all_callbacks(&b).await, open);
+    assert_eq!(versions(&b).await, seen.versions);
+    for phone in ["+12125550142", "+12125550152"] {
+        let again = b
+            .callbacks()
+            .request_callback(pb::RequestCallbackRequest {
+                queue_id: "general".into(),
+                phone_number: phone.into(),
+                ..Default::default()
+            })
+            .await
+            .expect("request")
+            .into_inner();
+        assert!(!again.created, "{phone} got a twin");
+    }
+    b.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn export_refuses_a_store_held_by_a_running_server() {
     let tmp = tempfile::tempdir().expect("temp dir");

@@ -1,8 +1,7 @@
-//! Callback persistence in sled: one tree, `callbacks`, with four key spaces.
+//! Callback persistence in sled: one tree, `callbacks`, with these key spaces (and
+//! `s`, settled attempts, below).
 //!
 //! - `c` + id (ULID, so creation order) -> [`Callback`] (postcard)
-//! - `d` + not-before time (i64 ms, sign flipped, big-endian) + id -> empty, for every
-//!   PENDING callback (the due index)
 //! - `o` + phone + 0x00 + queue -> id, for every open callback (dedupe)
 //! - `r` + principal length (u16, big-endian) + principal + request id ->
 //!   [`RequestRecord`] (idempotency per principal, pruned)
@@ -89,6 +88,11 @@ fn decode_head(bytes: &[u8]) -> StoreResult<OpenCallbackRef<'_>> {
 }
 
 const RECORD: u8 = b'c';
+/// The due index of earlier releases: `d` + not-before time + id for every pending
+/// callback. Nothing reads it any more (the scheduler rebuilds its timers from the
+/// records, and a record holds its not-before time), and it cost a million keys for
+/// a million callbacks: a third of the tree's pages, which sled holds in memory from
+/// the moment it opens and walks at start-up. [`drop_due_index`] removes it once.
 const DUE: u8 = b'd';
 const OPEN: u8 = b'o';
 const REQUEST: u8 = b'r';
@@ -121,13 +125,6 @@ fn key(space: u8, rest: &[u8]) -> Vec<u8> {
 
 fn record_key(id: &str) -> Vec<u8> {
     key(RECORD, id.as_bytes())
-}
-
-pub(crate) fn due_key(c: &Callback) -> Vec<u8> {
-    let mut k = vec![DUE];
-    k.extend_from_slice(&(c.not_before.timestamp_millis() as u64 ^ (1 << 63)).to_be_bytes());
-    k.extend_from_slice(c.id.as_bytes());
-    k
 }
 
 pub(crate) fn open_key(phone: &str, queue: &str) -> Vec<u8> {
@@ -182,23 +179,78 @@ pub(crate) type Staged = std::sync::Mutex<Writes>;
 
 /// Adds `c`'s record and the index entries its state calls for to `b`.
 fn put(b: &mut Writes, c: &Callback) {
-    if c.state == CallbackState::Pending {
-        b.insert(due_key(c), &[] as &[u8]);
-    }
     if c.state.is_open() {
         b.insert(open_key(&c.phone, &c.queue_id), c.id.as_bytes());
     }
     b.insert(record_key(&c.id), encode_cb(c));
 }
 
-/// The records and index entries of callbacks restored into an empty store: the same
-/// entries `create_callback` writes (KPIs are not counted again).
-pub(crate) fn import_batch(callbacks: &[Callback]) -> sled::Batch {
-    let mut b = Writes::default();
-    for c in callbacks {
-        put(&mut b, c);
+/// Removes every callback record and index entry (request ids and settled attempts
+/// stay): what an import that did not finish wrote into a store that held no callback
+/// before it. Removed in batches, so memory stays bounded. Returns the records removed.
+pub(crate) fn remove_imported(tree: &sled::Tree) -> StoreResult<u64> {
+    let records = remove_space(tree, RECORD)?;
+    remove_space(tree, OPEN)?;
+    remove_space(tree, DUE)?;
+    Ok(records)
+}
+
+/// Removes the due index of a store written by an earlier release (see [`DUE`]);
+/// returns how many entries it held.
+pub(crate) fn drop_due_index(tree: &sled::Tree) -> StoreResult<u64> {
+    remove_space(tree, DUE)
+}
+
+/// Removes every key of one key space, [`REMOVE_CHUNK`] keys per batch.
+fn remove_space(tree: &sled::Tree, space: u8) -> StoreResult<u64> {
+    /// Keys removed per batch.
+    const REMOVE_CHUNK: usize = 10_000;
+    let mut n = 0u64;
+    loop {
+        let mut batch = sled::Batch::default();
+        let mut len = 0;
+        for k in tree.scan_prefix([space]).keys().take(REMOVE_CHUNK) {
+            batch.remove(k.map_err(io)?);
+            len += 1;
+        }
+        if len == 0 {
+            return Ok(n);
+        }
+        tree.apply_batch(batch).map_err(io)?;
+        n += len;
     }
-    b.into_batch()
+}
+
+impl SledStore {
+    /// Runs on the writer thread only. Writes one batch of an import into the callback
+    /// tree: the same records and index entries `create_callback` writes (KPIs are not
+    /// counted again). Refused, writing nothing, when a callback is not open or its id
+    /// or its open (phone, queue) pair is already stored: the caller checked the file,
+    /// this keeps the indexes whole whatever it sends.
+    pub(crate) fn import_callbacks_blocking(&self, callbacks: &[Callback]) -> StoreResult<u64> {
+        let bad = |m: String| Err(StoreError::BadImport(m));
+        let mut b = Writes::default();
+        let tree = &self.trees.callbacks;
+        for c in callbacks {
+            if !c.state.is_open() {
+                return bad(format!("callback {} is {:?}, not open", c.id, c.state));
+            }
+            let rk = record_key(&c.id);
+            if b.0.contains_key(rk.as_slice()) || tree.contains_key(&rk).map_err(io)? {
+                return bad(format!("callback {} appears twice", c.id));
+            }
+            let ok = open_key(&c.phone, &c.queue_id);
+            if b.0.contains_key(ok.as_slice()) || tree.contains_key(&ok).map_err(io)? {
+                return bad(format!(
+                    "two open callbacks for {} in queue {}",
+                    c.phone, c.queue_id
+                ));
+            }
+            put(&mut b, c);
+        }
+        tree.apply_batch(b.into_batch()).map_err(io)?;
+        Ok(u64::try_from(callbacks.len()).unwrap_or(u64::MAX))
+    }
 }
 
 impl SledStore {
@@ -225,9 +277,6 @@ impl SledStore {
     fn change(&self, old: Option<&Callback>, new: &Callback) -> StoreResult<Writes> {
         let mut b = Writes::default();
         if let Some(old) = old {
-            if old.state == CallbackState::Pending {
-                b.remove(due_key(old));
-            }
             if old.state.is_open() && !new.state.is_open() {
                 let k = open_key(&old.phone, &old.queue_id);
                 if self.writer_get(&k)?.as_deref() == Some(old.id.as_bytes()) {
@@ -590,14 +639,10 @@ impl SledStore {
 
     pub(crate) fn check_callback_indexes_blocking(&self) -> StoreResult<Vec<String>> {
         let mut problems = Vec::new();
-        let mut pending = std::collections::BTreeSet::new();
         let mut open = std::collections::BTreeMap::new();
         for item in self.trees.callbacks.scan_prefix([RECORD]) {
             let (_, v) = item.map_err(io)?;
             let c = decode_cb(&v)?;
-            if c.state == CallbackState::Pending {
-                pending.insert(due_key(&c));
-            }
             if c.state.is_open()
                 && open
                     .insert(open_key(&c.phone, &c.queue_id), c.id.clone())
@@ -608,21 +653,6 @@ impl SledStore {
                     c.phone, c.queue_id
                 ));
             }
-        }
-        let due: std::collections::BTreeSet<Vec<u8>> = self
-            .trees
-            .callbacks
-            .scan_prefix([DUE])
-            .keys()
-            .map(|k| k.map(|k| k.to_vec()).map_err(io))
-            .collect::<StoreResult<_>>()?;
-        for k in due.symmetric_difference(&pending) {
-            let id = String::from_utf8_lossy(k.get(9..).unwrap_or_default()).into_owned();
-            problems.push(if due.contains(k) {
-                format!("due index holds {id}, which is not pending at that time")
-            } else {
-                format!("pending callback {id} is missing from the due index")
-            });
         }
         for item in self.trees.callbacks.scan_prefix([OPEN]) {
             let (k, v) = item.map_err(io)?;
@@ -648,6 +678,20 @@ impl SledStore {
     pub(crate) fn remove_callback_record_only(&self, id: &str) -> StoreResult<()> {
         self.trees.callbacks.remove(record_key(id)).map_err(io)?;
         Ok(())
+    }
+
+    /// Writes the due-index entry an earlier release kept for a pending callback.
+    pub(crate) fn put_legacy_due_entry(&self, cb: &Callback) -> StoreResult<()> {
+        let mut k = vec![DUE];
+        k.extend_from_slice(&(cb.not_before.timestamp_millis() as u64 ^ (1 << 63)).to_be_bytes());
+        k.extend_from_slice(cb.id.as_bytes());
+        self.trees.callbacks.insert(k, &[] as &[u8]).map_err(io)?;
+        Ok(())
+    }
+
+    /// How many due-index entries the tree holds.
+    pub(crate) fn legacy_due_entries(&self) -> usize {
+        self.trees.callbacks.scan_prefix([DUE]).count()
     }
 
     /// Writes a callback's record without its index entries.

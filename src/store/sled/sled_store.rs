@@ -40,6 +40,11 @@ use crate::store::{
 
 const ACTIVE_PLAN: &[u8] = b"active_plan";
 const AUDIT_SEQ: &[u8] = b"audit_seq";
+/// In `meta` while an import is being written. An import writes its callbacks in
+/// batches, each durable on its own, so a crash can leave some of them behind; the
+/// mark says so, and [`SledStore::open`] removes them (the store was empty before an
+/// import, so that restores it exactly). Import stays all-or-nothing.
+const IMPORT_UNFINISHED: &[u8] = b"import_unfinished";
 /// Records deleted per writer job when pruning: each job is short, so durable writes
 /// queued behind it wait a few milliseconds at most.
 pub(crate) const PRUNE_CHUNK: usize = 1_000;
@@ -218,6 +223,7 @@ impl SledStore {
     /// [`SledStore::open`] with a page cache of `cache_bytes`.
     pub fn open_with_cache(path: &Path, cache_bytes: u64) -> StoreResult<Self> {
         private_dir(path).map_err(io)?;
+        let started = std::time::Instant::now();
         let db = sled::Config::new()
             .path(path)
             .cache_capacity(cache_bytes)
@@ -239,13 +245,42 @@ impl SledStore {
             .open(path.join("db"))
             .map_err(io)?;
         private_files(path).map_err(io)?;
+        tracing::info!(
+            open_ms = started.elapsed().as_millis() as u64,
+            rss_mb = resident_mb(),
+            "store opened"
+        );
+        let callbacks = db.open_tree("callbacks").map_err(io)?;
+        let meta = db.open_tree("meta").map_err(io)?;
+        if meta.contains_key(IMPORT_UNFINISHED).map_err(io)? {
+            let n = super::callbacks::remove_imported(&callbacks)?;
+            meta.remove(IMPORT_UNFINISHED).map_err(io)?;
+            db.flush().map_err(io)?;
+            data_file.sync_data().map_err(io)?;
+            tracing::warn!(
+                removed = n,
+                "an import into this store did not finish: the callbacks it wrote are \
+                 removed and the store is empty again; run the import again"
+            );
+        }
+        let dropping = std::time::Instant::now();
+        let dropped = super::callbacks::drop_due_index(&callbacks)?;
+        if dropped > 0 {
+            db.flush().map_err(io)?;
+            data_file.sync_data().map_err(io)?;
+            tracing::info!(
+                entries = dropped,
+                ms = dropping.elapsed().as_millis() as u64,
+                "removed the due index an earlier release kept (once; nothing reads it)"
+            );
+        }
         let phones = db.open_tree("customer_phones").map_err(io)?;
         let contacts_by_party = db.open_tree("contacts_by_party").map_err(io)?;
         let known = Arc::new(known_numbers(&phones, &contacts_by_party)?);
         let store = Self {
             plans: db.open_tree("plans").map_err(io)?,
             plan_requests: db.open_tree("plan_requests").map_err(io)?,
-            meta: db.open_tree("meta").map_err(io)?,
+            meta,
             audit: db.open_tree("audit").map_err(io)?,
             customers: db.open_tree("customers").map_err(io)?,
             phones,
@@ -254,9 +289,7 @@ impl SledStore {
             kpi: db.open_tree("kpi").map_err(io)?,
             kpi_pending: Default::default(),
             staged: Default::default(),
-            trees: Arc::new(CallbackTrees {
-                callbacks: db.open_tree("callbacks").map_err(io)?,
-            }),
+            trees: Arc::new(CallbackTrees { callbacks }),
             committer: Arc::new(Committer::new()),
             known,
         };
@@ -339,9 +372,10 @@ impl SledStore {
 }
 
 impl SledStore {
-    /// Runs on the writer thread only, so the emptiness check and the transaction
-    /// cannot race another write.
-    fn import_blocking(&self, import: &StoreImport) -> StoreResult<RecordCounts> {
+    /// Runs on the writer thread only, so the emptiness check and the mark cannot race
+    /// another write: refuses a store that holds anything, then marks it as holding
+    /// an unfinished import (durable before the first batch is written).
+    fn begin_import_blocking(&self) -> StoreResult<()> {
         let mut held = Vec::new();
         if !self.plans.is_empty() {
             held.push("plans");
@@ -357,18 +391,18 @@ impl SledStore {
                 what: held.join(", "),
             });
         }
-        let callbacks = super::callbacks::import_batch(&import.callbacks);
-        for p in import.customers.iter().flat_map(|c| &c.phones) {
-            self.known.insert(p);
-        }
-        let r = (
-            &self.plans,
-            &self.meta,
-            &self.customers,
-            &self.phones,
-            &self.trees.callbacks,
-        )
-            .transaction(|(plans, meta, customers, phones, cb_tree)| {
+        self.meta
+            .insert(IMPORT_UNFINISHED, &[] as &[u8])
+            .map_err(io)?;
+        Ok(())
+    }
+
+    /// Runs on the writer thread only. The last step of an import: plans, the active
+    /// version, customers and their numbers, and the end of the unfinished mark, in one
+    /// transaction. The plans come last, so a store cut short never looks restored.
+    fn finish_import_blocking(&self, import: &StoreImport) -> StoreResult<()> {
+        let r = (&self.plans, &self.meta, &self.customers, &self.phones).transaction(
+            |(plans, meta, customers, phones)| {
                 for p in &import.plans {
                     plans.insert(&p.version.to_be_bytes(), encode(p))?;
                 }
@@ -382,12 +416,98 @@ impl SledStore {
                     }
                     customers.insert(id, encode(c))?;
                 }
-                cb_tree.apply_batch(&callbacks)?;
+                meta.remove(IMPORT_UNFINISHED)?;
                 Ok(())
-            });
+            },
+        );
         tx_result(r)?;
-        Ok(import.counts())
+        for p in import.customers.iter().flat_map(|c| &c.phones) {
+            self.known.insert(p);
+        }
+        Ok(())
     }
+
+    /// Runs on the writer thread only: removes what an import that failed wrote, and
+    /// its mark.
+    fn abandon_import_blocking(&self) -> StoreResult<u64> {
+        let n = super::callbacks::remove_imported(&self.trees.callbacks)?;
+        self.meta.remove(IMPORT_UNFINISHED).map_err(io)?;
+        Ok(n)
+    }
+
+    /// The import both `import` and `import_batches` run: the mark, `first` and then
+    /// each batch as its own durable writer job (memory stays bounded by a batch, and
+    /// no job holds the writer long), then the plans and customers. On any failure
+    /// the callbacks written are removed again; a crash on the way leaves the mark,
+    /// and the next [`SledStore::open`] removes them (see [`IMPORT_UNFINISHED`]).
+    async fn import_in_batches(
+        &self,
+        head: StoreImport,
+        first: Vec<Callback>,
+        expected_callbacks: u64,
+        mut batches: tokio::sync::mpsc::Receiver<StoreResult<Vec<Callback>>>,
+    ) -> StoreResult<RecordCounts> {
+        self.write(|s| s.begin_import_blocking()).await?;
+        let written = async {
+            let mut n = 0u64;
+            for chunk in chunks(first) {
+                n += self
+                    .write(move |s| s.import_callbacks_blocking(&chunk))
+                    .await?;
+            }
+            while let Some(batch) = batches.recv().await {
+                let batch = batch?;
+                n += self
+                    .write(move |s| s.import_callbacks_blocking(&batch))
+                    .await?;
+            }
+            if n != expected_callbacks {
+                return Err(StoreError::BadImport(format!(
+                    "expected {expected_callbacks} callbacks, {n} arrived"
+                )));
+            }
+            let head = Arc::new(head);
+            let h = head.clone();
+            self.write(move |s| s.finish_import_blocking(&h)).await?;
+            let mut counts = head.counts();
+            counts.callbacks = n;
+            Ok(counts)
+        }
+        .await;
+        if written.is_err() {
+            if let Err(e) = self.write(|s| s.abandon_import_blocking()).await {
+                tracing::warn!(
+                    error = %e,
+                    "cannot remove what the failed import wrote; the next open removes it"
+                );
+            }
+        }
+        written
+    }
+}
+
+/// Callbacks written per writer job when [`Store::import`] is given them all at once.
+const IMPORT_CHUNK: usize = 10_000;
+
+fn chunks(mut v: Vec<Callback>) -> Vec<Vec<Callback>> {
+    let mut out = Vec::new();
+    while v.len() > IMPORT_CHUNK {
+        let rest = v.split_off(IMPORT_CHUNK);
+        out.push(std::mem::replace(&mut v, rest));
+    }
+    if !v.is_empty() {
+        out.push(v);
+    }
+    out
+}
+
+/// This process's resident memory in MB (0 where `/proc` is missing): logged when the
+/// store opens, since opening a large store costs memory before anything is read.
+fn resident_mb() -> u64 {
+    std::fs::read_to_string("/proc/self/statm")
+        .ok()
+        .and_then(|s| s.split_whitespace().nth(1)?.parse::<u64>().ok())
+        .map_or(0, |pages| pages * 4096 / (1024 * 1024))
 }
 
 /// The filter of every number the store holds: customers' phones and the callers of
@@ -966,9 +1086,25 @@ impl Store for SledStore {
             .map_err(|e| io(format!("read task failed: {e}")))?
     }
 
-    async fn import(&self, import: StoreImport) -> StoreResult<RecordCounts> {
+    async fn import(&self, mut import: StoreImport) -> StoreResult<RecordCounts> {
         import.check()?;
-        self.write(move |s| s.import_blocking(&import)).await
+        let callbacks = std::mem::take(&mut import.callbacks);
+        let n = u64::try_from(callbacks.len()).unwrap_or(u64::MAX);
+        let (_, none) = tokio::sync::mpsc::channel(1);
+        self.import_in_batches(import, callbacks, n, none).await
+    }
+
+    async fn import_batches(
+        &self,
+        mut import: StoreImport,
+        expected_callbacks: u64,
+        batches: tokio::sync::mpsc::Receiver<StoreResult<Vec<Callback>>>,
+    ) -> StoreResult<RecordCounts> {
+        import.check()?;
+        let first = std::mem::take(&mut import.callbacks);
+        let expected = expected_callbacks.saturating_add(u64::try_from(first.len()).unwrap_or(0));
+        self.import_in_batches(import, first, expected, batches)
+            .await
     }
 
     async fn flush(&self) -> StoreResult<()> {
@@ -986,6 +1122,69 @@ mod tests {
     use crate::domain::audit::AuditAction;
     use crate::domain::callback::CallbackState;
     use crate::store::conformance::{audit, contact, customer, open_callback, utc};
+
+    /// A store written by a release that kept a due index loses it on open, once;
+    /// its callbacks and their dedupe entries stay.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn opening_a_store_removes_the_due_index_of_earlier_releases() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = SledStore::open(dir.path()).unwrap();
+        let cb = open_callback("01J0000000000000000000000A", "+441", CallbackState::Pending);
+        s.create_callback(cb.clone(), None).await.unwrap();
+        assert_eq!(s.legacy_due_entries(), 0, "new writes keep no due index");
+        s.put_legacy_due_entry(&cb).unwrap();
+        s.close().await;
+        drop(s);
+
+        let s = SledStore::open(dir.path()).unwrap();
+        assert_eq!(s.legacy_due_entries(), 0);
+        assert_eq!(s.open_callbacks().await.unwrap(), vec![cb.clone()]);
+        assert_eq!(
+            s.check_callback_indexes().await.unwrap(),
+            Vec::<String>::new()
+        );
+        let twin = open_callback("01J0000000000000000000000B", "+441", CallbackState::Pending);
+        assert!(matches!(
+            s.create_callback(twin, None).await.unwrap(),
+            CallbackCreate::Existing(c) if c.id == cb.id
+        ));
+        s.close().await;
+    }
+
+    /// A crash between two batches of an import leaves written callbacks and the
+    /// unfinished mark: the next open removes them, and the import can run again.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_import_cut_short_is_removed_when_the_store_opens() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = SledStore::open(dir.path()).unwrap();
+        let written: Vec<Callback> = ["01J0000000000000000000000A", "01J0000000000000000000000B"]
+            .iter()
+            .zip(["+441", "+442"])
+            .map(|(id, phone)| open_callback(id, phone, CallbackState::Pending))
+            .collect();
+        s.write(|s| s.begin_import_blocking()).await.unwrap();
+        let batch = written.clone();
+        s.write(move |s| s.import_callbacks_blocking(&batch))
+            .await
+            .unwrap();
+        // The process dies here: the batch is durable, the plans never came.
+        s.close().await;
+        drop(s);
+
+        let s = SledStore::open(dir.path()).unwrap();
+        assert!(s.open_callbacks().await.unwrap().is_empty());
+        assert!(!s.meta.contains_key(IMPORT_UNFINISHED).unwrap());
+        let counts = s
+            .import(StoreImport {
+                callbacks: written.clone(),
+                ..StoreImport::default()
+            })
+            .await
+            .unwrap();
+        assert_eq!(counts.callbacks, 2);
+        assert_eq!(s.open_callbacks().await.unwrap(), written);
+        s.close().await;
+    }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn sixty_four_concurrent_writers_finish_and_share_flushes() {
