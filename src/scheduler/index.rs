@@ -71,9 +71,9 @@ pub(super) struct Index {
     by_number: HashTable<Handle>,
     /// Each timed entry's next instant of interest, earliest first.
     timers: BTreeSet<(DateTime<Utc>, Handle)>,
-    /// Timers of entries indexed by [`Index::load`], filed in one build by
-    /// [`Index::finish_load`].
-    loaded_timers: Vec<(DateTime<Utc>, Handle)>,
+    /// The first slot of a bulk load ([`Index::load`]) not yet filed by id, number
+    /// and timer ([`Index::finish_load`] does).
+    loading_from: Option<usize>,
     /// The queue ids the entries name, one allocation per queue.
     queues: Vec<Arc<str>>,
     hasher: DefaultHashBuilder,
@@ -141,6 +141,12 @@ impl Index {
         self.slots.iter().flatten()
     }
 
+    /// The shared queue id of this name.
+    pub fn queue_named(&mut self, queue: &str) -> Arc<str> {
+        let i = self.queue_index(queue);
+        self.queues[i as usize].clone()
+    }
+
     fn queue_index(&mut self, queue: &str) -> u32 {
         // A plan names a handful of queues: a linear search.
         if let Some(i) = self.queues.iter().position(|q| &**q == queue) {
@@ -174,29 +180,83 @@ impl Index {
         id
     }
 
-    /// [`Self::upsert`] for a bulk load (start-up): the timers are filed together by
-    /// [`Self::finish_load`], which must follow before any other change.
+    /// [`Self::upsert`] for a bulk load (start-up): the entry only goes in its slot;
+    /// [`Self::finish_load`] files the loaded entries by id, number and timer in one
+    /// go, and must follow before any lookup or other change. So the scan that feeds
+    /// the load does a vector push per callback, and the lookups are built after it,
+    /// while another thread fills the lines.
     pub fn load(&mut self, id: &str, fields: Fields<'_>, timer: Option<DateTime<Utc>>) -> Id {
-        let (h, id) = self.put(id, fields);
-        if let Some(e) = self.slots[h as usize].as_mut() {
-            if let Some(t) = timer {
-                e.timer = t;
-                e.timed = true;
-                self.loaded_timers.push((t, h));
-            }
-        }
+        let queue = self.queue_index(fields.queue);
+        self.loading_from.get_or_insert(self.slots.len());
+        let id = Id::from(id);
+        self.slots.push(Some(Entry {
+            id: id.clone(),
+            phone: Phone::of(fields.phone),
+            not_before: fields.not_before,
+            timer: timer.unwrap_or(DateTime::<Utc>::MIN_UTC),
+            timed: timer.is_some(),
+            state: fields.state,
+            queue,
+        }));
+        self.len += 1;
         id
     }
 
-    /// Files the timers of a bulk load in one build (a B-tree built from sorted keys
-    /// has full nodes; one filled an insert at a time, half-full ones).
+    /// Files the entries of a bulk load by id (an id loaded twice keeps its last
+    /// entry), by number, and by timer (a B-tree built whole from sorted keys, with full
+    /// nodes; one filled an insert at a time has half-full ones).
     pub fn finish_load(&mut self) {
-        let mut loaded = std::mem::take(&mut self.loaded_timers);
-        // Only an entry's current timer counts (an id loaded twice keeps its last).
-        loaded.retain(|&(t, h)| self.entry_at(h).is_some_and(|e| e.timed && e.timer == t));
-        loaded.sort_unstable();
-        loaded.dedup();
-        let mut built: BTreeSet<_> = loaded.into_iter().collect();
+        let Some(from) = self.loading_from.take() else {
+            return;
+        };
+        let loaded = from..self.slots.len();
+        self.reserve(loaded.len());
+        let mut timers = Vec::with_capacity(loaded.len());
+        for h in loaded.clone() {
+            let h = h as Handle;
+            let Some(e) = self.slots[h as usize].as_ref() else {
+                continue;
+            };
+            let hash = self.hasher.hash_one(&*e.id);
+            let (slots, hasher) = (&self.slots, &self.hasher);
+            let rehash = |&k: &Handle| {
+                slots
+                    .get(k as usize)
+                    .and_then(Option::as_ref)
+                    .map_or(0, |e| hasher.hash_one(&*e.id))
+            };
+            let same = |&k: &Handle| {
+                slots
+                    .get(k as usize)
+                    .and_then(Option::as_ref)
+                    .is_some_and(|o| o.id == e.id)
+            };
+            let replaced = match self.by_id.entry(hash, same, rehash) {
+                Slot::Occupied(mut o) => Some(std::mem::replace(o.get_mut(), h)),
+                Slot::Vacant(v) => {
+                    v.insert(h);
+                    None
+                }
+            };
+            if let Some(old) = replaced {
+                // Loaded earlier in this load (the same callback read twice): not filed
+                // yet, so only its slot goes.
+                self.slots[old as usize] = None;
+                self.free.push(old);
+                self.len -= 1;
+            }
+        }
+        for h in loaded {
+            let h = h as Handle;
+            if let Some(e) = self.slots[h as usize].as_ref() {
+                if e.timed {
+                    timers.push((e.timer, h));
+                }
+                self.file_number(h);
+            }
+        }
+        timers.sort_unstable();
+        let mut built: BTreeSet<_> = timers.into_iter().collect();
         self.timers.append(&mut built);
     }
 
@@ -464,7 +524,7 @@ mod tests {
     }
 
     #[test]
-    fn a_bulk_load_files_the_same_timers_as_one_at_a_time() {
+    fn a_bulk_load_files_the_same_entries_numbers_and_timers_as_one_at_a_time() {
         let mut loaded = Index::default();
         let mut one_by_one = Index::default();
         for i in 0..500_i64 {
@@ -475,9 +535,16 @@ mod tests {
             one_by_one.upsert(&id, fields(&phone, "q"), timer);
         }
         // An id loaded twice keeps its last timer only.
-        loaded.load("cb0001", fields("+15550000001", "q"), Some(at(1_000)));
-        one_by_one.upsert("cb0001", fields("+15550000001", "q"), Some(at(1_000)));
+        loaded.load("cb0001", fields("+19990000001", "q"), Some(at(1_000)));
+        one_by_one.upsert("cb0001", fields("+19990000001", "q"), Some(at(1_000)));
         loaded.finish_load();
+        assert_eq!(loaded.len(), 500);
+        assert_eq!(loaded.len(), one_by_one.len());
+        for i in 0..500_i64 {
+            let phone = format!("+1555{i:07}");
+            assert_eq!(found(&loaded, &phone, "q"), found(&one_by_one, &phone, "q"));
+        }
+        assert_eq!(found(&loaded, "+19990000001", "q"), Some("cb0001"));
         let drain = |index: &mut Index| {
             std::iter::from_fn(|| index.pop_due(at(10_000)).map(|id| id.to_string()))
                 .collect::<Vec<_>>()

@@ -191,8 +191,8 @@ impl Scheduler {
             })
             .await?;
         let loaded_ms = loading.elapsed().as_millis() as u64;
-        // The lines on one thread while this one files the timers (the id and number
-        // lookups were filled during the scan).
+        // The lines on one thread while this one files the entries by id, number and
+        // timer.
         let hl = actor.hl.clone();
         std::thread::scope(|s| {
             let lines = s.spawn(|| hl.with_floor(|f| f.enqueue_callbacks(due)));
@@ -556,11 +556,7 @@ impl Actor {
         }
         self.unbook(cb.id);
         if let Some(start) = cb.slot_start {
-            let queue = match self.open.get(cb.id) {
-                Some(e) => self.open.queue_of(e).clone(),
-                None => Arc::from(cb.queue_id),
-            };
-            let slot = (queue, start);
+            let slot = (self.open.queue_named(cb.queue_id), start);
             *self.booked.entry(slot.clone()).or_insert(0) += 1;
             self.slot_of.insert(id.clone(), slot);
         }
