@@ -41,7 +41,6 @@ pub(crate) mod admin;
 mod cache;
 mod callbacks;
 pub mod lease;
-mod open_entry;
 mod schema;
 mod store_impl;
 mod tx;

@@ -140,64 +140,7 @@ ALTER TABLE callbacks
 "#,
     ),
     (3, CALLBACK_FUNCTIONS),
-    (OPEN_ENTRIES_VERSION, OPEN_ENTRIES),
 ];
-
-/// The migration that adds [`OPEN_ENTRIES`].
-pub(super) const OPEN_ENTRIES_VERSION: i64 = 4;
-
-/// Migration 4: a callback's index fields packed into one generated column,
-/// `open_entry`, and the partial index of open callbacks (`callbacks_open`, on `id`)
-/// replaced by one that carries it (`callbacks_open_entries`), so the start-up and
-/// takeover scan is an index-only scan returning one column.
-///
-/// Why: reading the eleven columns of migration 2 cost about twice as much as one,
-/// on the server (each column deformed past the JSON document and sent) and in the
-/// client (each decoded), and the index (~170 MB for a million open callbacks) is a
-/// fifth of the table. The layout is in `store::postgres::open_entry`: big-endian
-/// numbers first (an absent slot start or lease end is `i64::MIN`, which no stored
-/// instant can be), then length-prefixed texts (`-1`: absent). Texts are the
-/// database's bytes (`replace(..)::bytea`, the immutable spelling of a text to bytea
-/// cast: the escape-format input turns `\\` back into one backslash), so the database
-/// must be UTF8, or SQL_ASCII holding the UTF-8 holdless writes; the migration refuses
-/// any other encoding instead of storing entries the scan cannot read.
-///
-/// Costs: adding a stored column rewrites the table under an exclusive lock (~30 s
-/// for a million callbacks on a small machine, once, at the first start of a build
-/// that has it; the store vacuums the table after it, see [`migrate_client`]); every
-/// write computes the entry (~2.5 us); a change to an index field (a dispatch, a
-/// reschedule) is no longer a HOT update, since the covering index holds it (one
-/// index entry more per such change; with pages as full as a callback table's, HOT
-/// was rare anyway). Migration 2's columns stay, unused by this build, so a node of
-/// the previous build can still take over during a rolling upgrade.
-const OPEN_ENTRIES: &str = r#"
-DO $enc$
-BEGIN
-    IF current_setting('server_encoding') NOT IN ('UTF8', 'SQL_ASCII') THEN
-        RAISE EXCEPTION 'holdless needs a UTF8 database; this one is %',
-            current_setting('server_encoding');
-    END IF;
-END
-$enc$;
-ALTER TABLE callbacks ADD COLUMN open_entry bytea GENERATED ALWAYS AS (
-    int4send((doc ->> 'priority')::integer)
-    || int8send((doc ->> 'virtual_enqueued_at')::bigint)
-    || int8send((doc ->> 'not_before')::bigint)
-    || int8send((doc ->> 'expires_at')::bigint)
-    || int8send(coalesce((doc -> 'kind' -> 'scheduled' ->> 'start')::bigint,
-                         -9223372036854775808))
-    || int8send(coalesce((doc -> 'lease' ->> 'until')::bigint, -9223372036854775808))
-    || int4send(octet_length(id)) || replace(id, E'\\', E'\\\\')::bytea
-    || int4send(octet_length(state)) || replace(state, E'\\', E'\\\\')::bytea
-    || int4send(octet_length(phone)) || replace(phone, E'\\', E'\\\\')::bytea
-    || int4send(octet_length(queue_id)) || replace(queue_id, E'\\', E'\\\\')::bytea
-    || coalesce(int4send(octet_length(doc -> 'lease' ->> 'attempt_id'))
-                || replace(doc -> 'lease' ->> 'attempt_id', E'\\', E'\\\\')::bytea,
-                int4send(-1))
-) STORED;
-DROP INDEX callbacks_open;
-CREATE INDEX callbacks_open_entries ON callbacks (id) INCLUDE (open_entry) WHERE is_open;
-"#;
 
 /// Migration 3: callback creates and a callback change each as one function, called
 /// in one autocommitted statement (one round trip instead of BEGIN, the fence check,
@@ -349,22 +292,15 @@ END
 $fn$;
 "#;
 
-/// Applies the migrations the database lacks, in one transaction; then, when this
-/// call applied [`OPEN_ENTRIES`], vacuums `callbacks`: its table rewrite left the
-/// visibility map empty, and until a vacuum marks the pages all-visible the open scan's
-/// index-only scan would visit the table for every row (autovacuum may not come for
-/// days: a rewrite counts as no change). Once, at the upgrade; seconds for a million
-/// callbacks. Unbounded in time, like the migrations: the store's open calls it.
+/// Applies the migrations the database lacks, in one transaction. Unbounded in time:
+/// the store's open calls it (the lease applies only what it needs, see
+/// [`migrate_for_lease`]).
 pub(super) async fn migrate_client(
     client: &mut tokio_postgres::Client,
 ) -> Result<(), tokio_postgres::Error> {
     let tx = client.transaction().await?;
-    let applied = migrate_with(&tx, MIGRATIONS).await?;
-    tx.commit().await?;
-    if applied.contains(&OPEN_ENTRIES_VERSION) {
-        client.batch_execute("VACUUM (ANALYZE) callbacks").await?;
-    }
-    Ok(())
+    migrate_with(&tx, MIGRATIONS).await?;
+    tx.commit().await
 }
 
 /// The last migration the cluster lease's statements need (the first creates
@@ -372,8 +308,8 @@ pub(super) async fn migrate_client(
 const LEASE_SCHEMA: i64 = 1;
 
 /// Applies the migrations the cluster lease needs, and only those: a lease call is
-/// bounded by the lease's length, and a later migration may take far longer (the
-/// open entries rewrite the callbacks table), so the lease leaves the rest to the
+/// bounded by the lease's length, and a later migration may take far longer (one
+/// that rewrites the callbacks table), so the lease leaves the rest to the
 /// store's open. Once they are applied this takes no lock (see [`migrate_with`]), so
 /// the leader's lease connection is not held up while its store migrates.
 pub(super) async fn migrate_for_lease(

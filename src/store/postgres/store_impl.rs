@@ -6,7 +6,6 @@ use chrono::{DateTime, Utc};
 use tokio_postgres::types::Json;
 use tokio_postgres::Row;
 
-use super::open_entry;
 use super::tx::*;
 use super::{in_tx, pg_err, PgStore, TxError};
 use crate::domain::audit::AuditEntry;
@@ -23,6 +22,38 @@ fn docs<T: serde::de::DeserializeOwned>(rows: &[Row]) -> StoreResult<Vec<T>> {
     rows.iter()
         .map(|r| doc(r, 0).map_err(TxError::into_store))
         .collect()
+}
+
+/// A row of the open-callback scan as the scheduler's index entry.
+fn open_ref(row: &Row) -> TxResult<crate::store::OpenCallbackRef<'_>> {
+    let bad = |what: &str| TxError::from(StoreError::Corrupt(format!("callback {what}")));
+    let get = |i: usize| -> TxResult<DateTime<Utc>> {
+        let ms: i64 = row.try_get(i).map_err(|e| bad(&e.to_string()))?;
+        DateTime::from_timestamp_millis(ms).ok_or_else(|| bad("instant out of range"))
+    };
+    let opt = |i: usize| -> TxResult<Option<DateTime<Utc>>> {
+        let ms: Option<i64> = row.try_get(i).map_err(|e| bad(&e.to_string()))?;
+        ms.map(|ms| DateTime::from_timestamp_millis(ms).ok_or_else(|| bad("instant out of range")))
+            .transpose()
+    };
+    let text = |i: usize| -> TxResult<&str> { row.try_get(i).map_err(|e| bad(&e.to_string())) };
+    let state = state_from_text(text(1)?).ok_or_else(|| bad("state unknown"))?;
+    let attempt: Option<&str> = row.try_get(9).map_err(|e| bad(&e.to_string()))?;
+    Ok(crate::store::OpenCallbackRef {
+        id: text(0)?,
+        state,
+        phone: text(2)?,
+        queue_id: text(3)?,
+        priority: row.try_get(4).map_err(|e| bad(&e.to_string()))?,
+        virtual_enqueued_at: get(5)?,
+        not_before: get(6)?,
+        expires_at: get(7)?,
+        slot_start: opt(8)?,
+        lease: match (attempt, opt(10)?) {
+            (Some(a), Some(until)) => Some((a, until)),
+            _ => None,
+        },
+    })
 }
 
 fn count(n: u64) -> usize {
@@ -336,9 +367,12 @@ impl Store for PgStore {
     ) -> StoreResult<u64> {
         use futures_util::TryStreamExt;
         let client = self.client().await.map_err(TxError::into_store)?;
-        // One column, read from the covering partial index (see `schema::OPEN_ENTRIES`).
         let stmt = client
-            .prepare_cached("SELECT open_entry FROM callbacks WHERE is_open")
+            .prepare_cached(
+                "SELECT id, state, phone, queue_id, priority, virtual_enqueued_ms, \
+                 not_before_ms, expires_ms, slot_start_ms, attempt_id, lease_until_ms \
+                 FROM callbacks WHERE is_open",
+            )
             .await
             .map_err(pg_err)?;
         let none: [&(dyn tokio_postgres::types::ToSql + Sync); 0] = [];
@@ -346,15 +380,7 @@ impl Store for PgStore {
         futures_util::pin_mut!(rows);
         let mut n = 0;
         while let Some(row) = rows.try_next().await.map_err(pg_err)? {
-            let entry: Option<&[u8]> = row
-                .try_get(0)
-                .map_err(|e| StoreError::Corrupt(format!("open callback entry: {e}")))?;
-            let entry = entry
-                .ok_or_else(|| StoreError::Corrupt("an open callback has no index entry".into()))?;
-            visit(
-                open_entry::decode(entry)
-                    .map_err(|e| StoreError::Corrupt(format!("open callback index entry: {e}")))?,
-            );
+            visit(open_ref(&row).map_err(TxError::into_store)?);
             n += 1;
         }
         Ok(n)
@@ -366,7 +392,7 @@ impl Store for PgStore {
         let rows = self
             .rows(
                 "SELECT reltuples::float8 FROM pg_class \
-                 WHERE oid = to_regclass('callbacks_open_entries')",
+                 WHERE oid = to_regclass('callbacks_open')",
                 &[],
             )
             .await?;
