@@ -88,6 +88,11 @@ impl Index {
     /// table once instead of rehashing it at every doubling).
     pub fn reserve(&mut self, n: usize) {
         self.slots.reserve(n);
+        self.reserve_lookups(n);
+    }
+
+    /// Makes room for `n` more entries in the id and number tables.
+    fn reserve_lookups(&mut self, n: usize) {
         let (slots, hasher) = (&self.slots, &self.hasher);
         self.by_id.reserve(n, |&k| {
             slots
@@ -210,7 +215,9 @@ impl Index {
             return;
         };
         let loaded = from..self.slots.len();
-        self.reserve(loaded.len());
+        // The slots are in place already: only the tables grow (reserving slots here
+        // would reallocate the whole vector to twice its length).
+        self.reserve_lookups(loaded.len());
         let mut timers = Vec::with_capacity(loaded.len());
         for h in loaded.clone() {
             let h = h as Handle;
