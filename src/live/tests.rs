@@ -746,6 +746,33 @@ fn startup_callbacks(n: usize) -> Vec<(String, usize, i32, DateTime<Utc>)> {
     out
 }
 
+/// Lines `callbacks` up one at a time in `one_by_one` (at `now`) and in one
+/// start-up call in `bulk`: the two paths a test compares.
+fn line_up_both(
+    one_by_one: &mut Floor,
+    bulk: &mut Floor,
+    callbacks: &[(String, usize, i32, DateTime<Utc>)],
+    skills: &[String],
+    now: DateTime<Utc>,
+) {
+    for (id, queue, priority, at) in callbacks {
+        one_by_one.enqueue_callback(id, startup_queue(*queue, skills), *priority, *at, None, now);
+    }
+    bulk.enqueue_callbacks(
+        callbacks
+            .iter()
+            .map(|(id, queue, priority, at)| {
+                (
+                    Arc::from(id.as_str()),
+                    startup_queue(*queue, skills),
+                    *priority,
+                    *at,
+                )
+            })
+            .collect(),
+    );
+}
+
 #[test]
 fn callbacks_lined_up_at_start_up_stand_as_if_put_in_one_at_a_time() {
     let s = support();
@@ -756,22 +783,7 @@ fn callbacks_lined_up_at_start_up_stand_as_if_put_in_one_at_a_time() {
     for f in [&mut one_by_one, &mut at_once] {
         route(f, "early-call", 1, t(60));
     }
-    for (id, queue, priority, at) in &input {
-        one_by_one.enqueue_callback(id, startup_queue(*queue, &s), *priority, *at, None, t(0));
-    }
-    at_once.enqueue_callbacks(
-        input
-            .iter()
-            .map(|(id, queue, priority, at)| {
-                (
-                    Arc::from(id.as_str()),
-                    startup_queue(*queue, &s),
-                    *priority,
-                    *at,
-                )
-            })
-            .collect(),
-    );
+    line_up_both(&mut one_by_one, &mut at_once, &input, &s, t(0));
     assert_eq!(at_once.tracked(), one_by_one.tracked());
     let positions = |f: &Floor| -> Vec<(String, Option<u32>)> {
         input
@@ -930,22 +942,7 @@ fn callbacks_lined_up_in_bulk_after_others_replace_their_places_as_one_at_a_time
     assert_eq!(bulk.take_matches(1)[0].0, held);
     let mut again: Vec<_> = rest.to_vec();
     again.insert(0, (held.clone(), 2, 2, t(0)));
-    for (id, queue, priority, at) in &again {
-        one_by_one.enqueue_callback(id, startup_queue(*queue, &s), *priority, *at, None, t(4));
-    }
-    bulk.enqueue_callbacks(
-        again
-            .iter()
-            .map(|(id, queue, priority, at)| {
-                (
-                    Arc::from(id.as_str()),
-                    startup_queue(*queue, &s),
-                    *priority,
-                    *at,
-                )
-            })
-            .collect(),
-    );
+    line_up_both(&mut one_by_one, &mut bulk, &again, &s, t(4));
     bulk.expire(t(4));
     assert_eq!(bulk.tracked(), one_by_one.tracked());
     for (id, ..) in &input {

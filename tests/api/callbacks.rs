@@ -348,10 +348,9 @@ async fn bad_requests_are_refused_and_store_nothing() {
     assert!(all.callbacks.is_empty());
 }
 
-#[tokio::test]
-async fn scheduled_callback_in_a_listed_slot_is_dispatched_at_its_start() {
-    let app = spawn_app().await;
-    let slots = callbacks(&app)
+/// The example plan's `general` slots over two days, as a New York customer sees them.
+async fn general_slots(app: &TestApp) -> Vec<pb::Slot> {
+    callbacks(app)
         .list_slots(pb::ListSlotsRequest {
             queue_id: "general".into(),
             time_zone: "America/New_York".into(),
@@ -360,7 +359,13 @@ async fn scheduled_callback_in_a_listed_slot_is_dispatched_at_its_start() {
         .await
         .unwrap()
         .into_inner()
-        .slots;
+        .slots
+}
+
+#[tokio::test]
+async fn scheduled_callback_in_a_listed_slot_is_dispatched_at_its_start() {
+    let app = spawn_app().await;
+    let slots = general_slots(&app).await;
     assert!(!slots.is_empty());
     let slot = slots[2];
     let mut req = asap("general", NY);
@@ -392,21 +397,7 @@ async fn callbacks_and_their_leases_survive_a_restart_on(
         .await
         .callback
         .unwrap();
-    let slots = |app: &TestApp| {
-        let mut c = callbacks(app);
-        async move {
-            c.list_slots(pb::ListSlotsRequest {
-                queue_id: "general".into(),
-                time_zone: "America/New_York".into(),
-                days: 2,
-            })
-            .await
-            .unwrap()
-            .into_inner()
-            .slots
-        }
-    };
-    let slot = slots(&app).await[3];
+    let slot = general_slots(&app).await[3];
     let mut req = asap("general", "+12125550177");
     req.slot_start = slot.start;
     req.slot_end = slot.end;
@@ -426,7 +417,7 @@ async fn callbacks_and_their_leases_survive_a_restart_on(
         pb::CallbackState::Dispatched as i32
     );
     // The slot's booking was rebuilt: one of its places is still taken.
-    let again = slots(&app).await;
+    let again = general_slots(&app).await;
     let same = again.iter().find(|s| s.start == slot.start).unwrap();
     assert_eq!(same.free, slot.free - 1);
     // The lease ran out during the downtime: the same attempt goes out again.
@@ -487,21 +478,7 @@ async fn a_repeated_outcome_after_a_restart_is_a_duplicate_and_changes_nothing()
 #[tokio::test]
 async fn a_full_slot_refuses_more_and_leaves_the_listing() {
     let app = spawn_app().await;
-    let list = |app: &TestApp| {
-        let mut c = callbacks(app);
-        async move {
-            c.list_slots(pb::ListSlotsRequest {
-                queue_id: "general".into(),
-                time_zone: "America/New_York".into(),
-                days: 2,
-            })
-            .await
-            .unwrap()
-            .into_inner()
-            .slots
-        }
-    };
-    let slot = list(&app).await[3];
+    let slot = general_slots(&app).await[3];
     assert_eq!(slot.free, 4, "the example plan's slot capacity");
     for i in 0..4 {
         let mut req = asap("general", &format!("+1212555010{i}"));
@@ -514,7 +491,10 @@ async fn a_full_slot_refuses_more_and_leaves_the_listing() {
     req.slot_end = slot.end;
     let e = callbacks(&app).request_callback(req).await.unwrap_err();
     assert_eq!(e.code(), tonic::Code::FailedPrecondition);
-    assert!(!list(&app).await.iter().any(|s| s.start == slot.start));
+    assert!(!general_slots(&app)
+        .await
+        .iter()
+        .any(|s| s.start == slot.start));
 }
 
 fn with_token<T>(msg: T, token: &str) -> tonic::Request<T> {
