@@ -38,8 +38,21 @@ impl Backend for SledBackend {
         SledBackend(tempfile::tempdir().unwrap())
     }
 
+    /// A store closed and dropped a moment ago may still hold sled's file lock: sled's
+    /// own I/O threads let go of it after the last handle drops. So a reopen in the
+    /// same process waits for the lock (bounded) instead of failing with `InUse`.
     async fn open(&self) -> Arc<dyn Store> {
-        Arc::new(SledStore::open(self.0.path()).unwrap())
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        loop {
+            match SledStore::open(self.0.path()) {
+                Err(crate::store::StoreError::InUse { .. })
+                    if std::time::Instant::now() < deadline =>
+                {
+                    tokio::time::sleep(std::time::Duration::from_millis(10)).await
+                }
+                opened => return Arc::new(opened.unwrap()),
+            }
+        }
     }
 }
 
