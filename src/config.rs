@@ -226,11 +226,13 @@ pub struct ConsoleSettings {
 
 /// sled's own default is 1 GiB. The hot pages of a center are few (the newest
 /// records, the dedupe entries being looked up; the scheduler keeps its index in
-/// memory, not in sled), so 64 MB costs the durable callback bench nothing measurable,
-/// while the start-up scan of a million callbacks fills whatever the cache allows:
-/// sled counts pages at their on-disk size, so resident memory runs to a few times
-/// this once warm, and 256 held ~250 MB more after a restart (docs/PERFORMANCE.md).
-pub const DEFAULT_STORE_CACHE_MB: u64 = 64;
+/// memory, not in sled), so 32 MB costs durable callback creates nothing measurable,
+/// even into a store holding a million open callbacks, while the start-up scan of a
+/// million callbacks fills whatever the cache allows: sled counts pages at their
+/// on-disk size, so resident memory runs to a few times this once warm (256 held
+/// ~250 MB more after a restart than 64, and 64 about 40 MB more than 32; see
+/// docs/PERFORMANCE.md).
+pub const DEFAULT_STORE_CACHE_MB: u64 = 32;
 
 /// Connections in the PostgreSQL pool: enough for 64 concurrent writers to keep the
 /// server's group commit busy on a small machine without a connection per request.

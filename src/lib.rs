@@ -53,6 +53,7 @@ pub mod console;
 pub mod domain;
 pub mod export;
 pub mod live;
+pub mod memory;
 pub mod metrics;
 pub mod net;
 pub mod routing;

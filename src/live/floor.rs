@@ -48,6 +48,19 @@ impl Default for LiveConfig {
     }
 }
 
+/// A pending callback due now, as the scheduler hands it to
+/// [`Floor::enqueue_callbacks`] at start-up: its queue is an index into the queues
+/// given with it (a million of these are 40 bytes each, not 80 with the queue's
+/// details repeated in every one).
+#[derive(Debug, Clone)]
+pub struct DueCallback {
+    pub id: Arc<str>,
+    pub at: DateTime<Utc>,
+    pub priority: i32,
+    /// Index into the queues passed along.
+    pub queue: u32,
+}
+
 /// What the floor needs to know about a queue (from the active plan).
 #[derive(Debug, Clone, Copy)]
 pub struct QueueInfo<'a> {
@@ -705,20 +718,26 @@ impl Floor {
     /// are numbered in the order given, sorted once per queue by place, and every line
     /// without calls yet is filled with full nodes (see [`line_of`]); the lookup table
     /// is sized once. A floor holding callbacks already takes them one at a time.
-    pub fn enqueue_callbacks<'q>(
-        &mut self,
-        callbacks: Vec<(Arc<str>, QueueInfo<'q>, i32, DateTime<Utc>)>,
-    ) {
+    pub fn enqueue_callbacks(&mut self, queues: &[QueueInfo<'_>], callbacks: Vec<DueCallback>) {
         if !self.callbacks.is_empty() {
             // As one at a time, but matched (its agent, if it had one, freed) when the
             // floor next settles.
-            for (id, queue, priority, at) in callbacks {
+            for DueCallback {
+                id,
+                queue,
+                priority,
+                at,
+            } in callbacks
+            {
+                let Some(queue) = queues.get(queue as usize) else {
+                    continue;
+                };
                 if let Some(agent) = self.unline_callback(&id) {
                     self.release(&agent, &id);
                 }
                 let seq = self.seq();
-                let key = self.line_up_callback(id, &queue, priority, at, seq);
-                let name = self.queue_mut(&queue).name.clone();
+                let key = self.line_up_callback(id, queue, priority, at, seq);
+                let name = self.queue_mut(queue).name.clone();
                 self.fresh.push((name, key));
             }
             return;
@@ -726,32 +745,27 @@ impl Floor {
         let first_seq = self.next_seq + 1;
         self.next_seq += callbacks.len() as u64;
         self.callbacks.reserve(callbacks.len());
-        // Each queue looked up once: its index in `names`. Callbacks of one queue mostly
-        // name it with the same string (the plan's), so a pointer compare finds it.
-        let mut names: Vec<Arc<str>> = Vec::new();
-        let mut index: Map<&'q str, usize> = Map::new();
-        let mut last: Option<(&'q str, usize)> = None;
+        // Each queue's floor name, and its keys in the order given.
+        let names: Vec<Arc<str>> = queues
+            .iter()
+            .map(|q| self.queue_mut(q).name.clone())
+            .collect();
+        let mut lines: Vec<Vec<WaitKey>> = vec![Vec::new(); queues.len()];
         let mut repeated = false;
-        // Each queue's keys, in the order given.
-        let mut lines: Vec<Vec<WaitKey>> = Vec::new();
-        for ((id, queue, priority, at), seq) in callbacks.into_iter().zip(first_seq..) {
-            let qi = match last {
-                Some((name, qi)) if std::ptr::eq(name, queue.id) => qi,
-                _ => {
-                    let qi = match index.get(queue.id) {
-                        Some(&qi) => qi,
-                        None => {
-                            let qi = names.len();
-                            names.push(self.queue_mut(&queue).name.clone());
-                            lines.push(Vec::new());
-                            index.insert(queue.id, qi);
-                            qi
-                        }
-                    };
-                    last = Some((queue.id, qi));
-                    qi
-                }
-            };
+        for (
+            DueCallback {
+                id,
+                queue,
+                priority,
+                at,
+            },
+            seq,
+        ) in callbacks.into_iter().zip(first_seq..)
+        {
+            let qi = queue as usize;
+            if qi >= names.len() {
+                continue;
+            }
             let place = Place::new(priority, at, seq, true);
             let lined = LinedCallback {
                 queue: names[qi].clone(),

@@ -8,8 +8,8 @@ pub mod ewt;
 pub mod floor;
 
 pub use floor::{
-    AgentCounts, CallEvent, CallHistory, EventOutcome, Floor, LiveConfig, LiveError, PendingOffers,
-    Placement, QueueInfo, QueueSnapshot, RoutedCall,
+    AgentCounts, CallEvent, CallHistory, DueCallback, EventOutcome, Floor, LiveConfig, LiveError,
+    PendingOffers, Placement, QueueInfo, QueueSnapshot, RoutedCall,
 };
 
 #[cfg(test)]

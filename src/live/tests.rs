@@ -758,19 +758,42 @@ fn line_up_both(
     for (id, queue, priority, at) in callbacks {
         one_by_one.enqueue_callback(id, startup_queue(*queue, skills), *priority, *at, None, now);
     }
+    let queues: Vec<QueueInfo<'_>> = (0..3).map(|q| startup_queue(q, skills)).collect();
     bulk.enqueue_callbacks(
+        &queues,
         callbacks
             .iter()
-            .map(|(id, queue, priority, at)| {
-                (
-                    Arc::from(id.as_str()),
-                    startup_queue(*queue, skills),
-                    *priority,
-                    *at,
-                )
+            .map(|(id, queue, priority, at)| DueCallback {
+                id: Arc::from(id.as_str()),
+                at: *at,
+                priority: *priority,
+                queue: *queue as u32,
             })
             .collect(),
     );
+}
+
+/// A start-up callback naming a queue the list does not have is left out (the
+/// scheduler builds both, so this is a caller's mistake, not a reason to stop), into
+/// an empty floor and into one holding callbacks already.
+#[test]
+fn a_start_up_callback_naming_no_given_queue_is_left_out() {
+    let s = support();
+    let queues = [startup_queue(0, &s)];
+    let due = |id: &str, queue: u32| DueCallback {
+        id: Arc::from(id),
+        at: t(0),
+        priority: 1,
+        queue,
+    };
+    let mut f = floor();
+    f.enqueue_callbacks(&queues, vec![due("cb-1", 0), due("cb-2", 7)]);
+    assert!(f.callback_position("cb-1", &s).is_some());
+    assert!(f.callback_position("cb-2", &s).is_none());
+    f.enqueue_callbacks(&queues, vec![due("cb-3", 1), due("cb-4", 0)]);
+    assert!(f.callback_position("cb-3", &s).is_none());
+    assert!(f.callback_position("cb-4", &s).is_some());
+    assert_eq!(f.tracked().1, 2);
 }
 
 #[test]

@@ -38,6 +38,7 @@ use chrono_tz::Tz;
 use tokio::sync::{mpsc, oneshot, Notify};
 
 use crate::domain::callback::{Callback, CallbackState, DispatchOutcome};
+use crate::live::DueCallback;
 use crate::routing::plan::{CompiledPlan, Dialing};
 use crate::service::{Holdless, ServiceError};
 use crate::store::OpenCallbackRef;
@@ -131,6 +132,10 @@ pub struct Scheduler {
     dialer_count: Arc<AtomicUsize>,
 }
 
+/// Open callbacks from which start-up returns the memory its load freed to the
+/// operating system at once (see [`crate::memory::give_back_freed`]).
+const GIVE_BACK_AFTER: u64 = 100_000;
+
 fn gone() -> ServiceError {
     ServiceError::Unavailable("the callback scheduler is stopping".into())
 }
@@ -177,25 +182,40 @@ impl Scheduler {
         };
         actor.open.reserve(estimate);
         let mut due = Vec::with_capacity(estimate);
+        // The plan's queues the due callbacks name, each once (a plan has a handful).
+        let mut queues: Vec<crate::live::QueueInfo<'_>> = Vec::new();
         let n = store
             .scan_open_callbacks(&mut |r| {
                 let timer = actor.timer_for(&r, now);
                 let id = actor.open.load(r.id, fields(&r), timer);
                 actor.note_refs(&id, &r);
                 if r.state == CallbackState::Pending && r.not_before <= now {
-                    if let Some(q) = plan.queue(r.queue_id) {
-                        let q = crate::service::queue_info(q);
-                        due.push((id, q, r.priority, r.virtual_enqueued_at));
+                    let known = queues.iter().position(|q| q.id == r.queue_id);
+                    let queue = match known {
+                        Some(i) => Some(i),
+                        None => plan.queue(r.queue_id).map(|q| {
+                            queues.push(crate::service::queue_info(q));
+                            queues.len() - 1
+                        }),
+                    };
+                    if let Some(queue) = queue {
+                        due.push(DueCallback {
+                            id,
+                            at: r.virtual_enqueued_at,
+                            priority: r.priority,
+                            queue: queue as u32,
+                        });
                     }
                 }
             })
             .await?;
         let loaded_ms = loading.elapsed().as_millis() as u64;
+        let loaded_rss_mb = crate::memory::resident_mb();
         // The lines on one thread while this one files the entries by id, number and
         // timer.
         let hl = actor.hl.clone();
         std::thread::scope(|s| {
-            let lines = s.spawn(|| hl.with_floor(|f| f.enqueue_callbacks(due)));
+            let lines = s.spawn(|| hl.with_floor(|f| f.enqueue_callbacks(&queues, due)));
             actor.open.finish_load();
             // A panic on the other thread surfaces here, as it would have inline.
             if let Err(panic) = lines.join() {
@@ -203,10 +223,15 @@ impl Scheduler {
             }
         });
         actor.open_count.store(actor.open.len(), Ordering::Relaxed);
+        if n >= GIVE_BACK_AFTER {
+            crate::memory::give_back_freed();
+        }
         tracing::info!(
             open = n,
             load_ms = loaded_ms,
             index_ms = loading.elapsed().as_millis() as u64 - loaded_ms,
+            loaded_rss_mb,
+            rss_mb = crate::memory::resident_mb(),
             "callback scheduler started"
         );
         let open_count = actor.open_count.clone();

@@ -18,6 +18,8 @@
 //! so a batch per change made that the ceiling of durable callback writes. Nothing
 //! staged is acknowledged before it is applied and flushed.
 
+use std::sync::atomic::Ordering;
+
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
@@ -249,7 +251,9 @@ impl SledStore {
             put(&mut b, c);
         }
         tree.apply_batch(b.into_batch()).map_err(io)?;
-        Ok(u64::try_from(callbacks.len()).unwrap_or(u64::MAX))
+        let n = u64::try_from(callbacks.len()).unwrap_or(u64::MAX);
+        self.trees.open_estimate.fetch_add(n, Ordering::Relaxed);
+        Ok(n)
     }
 }
 
@@ -363,6 +367,7 @@ impl SledStore {
         self.stage(batch);
         if let CallbackCreate::Created(c) = &outcome {
             self.count_callback_blocking(None, c)?;
+            self.trees.open_estimate.fetch_add(1, Ordering::Relaxed);
         }
         Ok(outcome)
     }
@@ -485,6 +490,7 @@ impl SledStore {
                     }
                 }
             }
+            trees.open_estimate.store(n, Ordering::Relaxed);
             Ok(n)
         })
     }

@@ -45,6 +45,10 @@ const AUDIT_SEQ: &[u8] = b"audit_seq";
 /// mark says so, and [`SledStore::open`] removes them (the store was empty before an
 /// import, so that restores it exactly). Import stays all-or-nothing.
 const IMPORT_UNFINISHED: &[u8] = b"import_unfinished";
+/// `meta` key: about how many callbacks are open (u64, big-endian), written after the
+/// start-up scan and when the store closes, so the next start can size its tables
+/// before scanning (sled keeps no count of its own, and counting is a scan).
+const OPEN_ESTIMATE: &[u8] = b"open_callbacks_estimate";
 /// Records deleted per writer job when pruning: each job is short, so durable writes
 /// queued behind it wait a few milliseconds at most.
 pub(crate) const PRUNE_CHUNK: usize = 1_000;
@@ -115,6 +119,10 @@ pub struct SledStore {
 /// The callback tree (see `store::callbacks`).
 pub(crate) struct CallbackTrees {
     pub callbacks: sled::Tree,
+    /// Open callbacks, roughly: the last start-up scan's count plus every callback
+    /// created or imported since (closed ones are not taken off). Kept in `meta` at
+    /// [`OPEN_ESTIMATE`] for [`Store::open_callbacks_estimate`].
+    pub open_estimate: std::sync::atomic::AtomicU64,
 }
 
 pub(crate) fn io(e: impl std::fmt::Display) -> StoreError {
@@ -247,7 +255,7 @@ impl SledStore {
         private_files(path).map_err(io)?;
         tracing::info!(
             open_ms = started.elapsed().as_millis() as u64,
-            rss_mb = resident_mb(),
+            rss_mb = crate::memory::resident_mb(),
             "store opened"
         );
         let callbacks = db.open_tree("callbacks").map_err(io)?;
@@ -289,12 +297,24 @@ impl SledStore {
             kpi: db.open_tree("kpi").map_err(io)?,
             kpi_pending: Default::default(),
             staged: Default::default(),
-            trees: Arc::new(CallbackTrees { callbacks }),
+            trees: Arc::new(CallbackTrees {
+                callbacks,
+                open_estimate: Default::default(),
+            }),
             committer: Arc::new(Committer::new()),
             known,
         };
         store.committer.start(store.clone(), db, data_file)?;
         Ok(store)
+    }
+
+    /// Keeps `n` as the estimate of open callbacks (see [`OPEN_ESTIMATE`]); durable
+    /// with the writer's next flush.
+    pub(crate) fn note_open_estimate(&self, n: u64) -> StoreResult<()> {
+        self.meta
+            .insert(OPEN_ESTIMATE, &n.to_be_bytes())
+            .map_err(io)?;
+        Ok(())
     }
 
     /// Group-commit counters (flushes done, writers acknowledged).
@@ -499,15 +519,6 @@ fn chunks(mut v: Vec<Callback>) -> Vec<Vec<Callback>> {
         out.push(v);
     }
     out
-}
-
-/// This process's resident memory in MB (0 where `/proc` is missing): logged when the
-/// store opens, since opening a large store costs memory before anything is read.
-fn resident_mb() -> u64 {
-    std::fs::read_to_string("/proc/self/statm")
-        .ok()
-        .and_then(|s| s.split_whitespace().nth(1)?.parse::<u64>().ok())
-        .map_or(0, |pages| pages * 4096 / (1024 * 1024))
 }
 
 /// The filter of every number the store holds: customers' phones and the callers of
@@ -1044,6 +1055,11 @@ impl Store for SledStore {
             .map_err(|e| io(format!("read task failed: {e}")))?
     }
 
+    async fn open_callbacks_estimate(&self) -> StoreResult<Option<u64>> {
+        let kept = self.meta.get(OPEN_ESTIMATE).map_err(io)?;
+        Ok(kept.and_then(|v| Some(u64::from_be_bytes(v.as_ref().try_into().ok()?))))
+    }
+
     async fn scan_open_callbacks(
         &self,
         visit: &mut crate::store::OpenVisitor<'_>,
@@ -1112,6 +1128,16 @@ impl Store for SledStore {
     }
 
     async fn close(&self) {
+        let n = self
+            .trees
+            .open_estimate
+            .load(std::sync::atomic::Ordering::Relaxed);
+        if n > 0 {
+            // A hint only: a store that cannot take it still closes.
+            if let Err(e) = self.committer.write(move |s| s.note_open_estimate(n)).await {
+                tracing::debug!(error = %e, "the open-callback estimate was not kept");
+            }
+        }
         self.committer.close().await;
     }
 }
@@ -1148,6 +1174,46 @@ mod tests {
             s.create_callback(twin, None).await.unwrap(),
             CallbackCreate::Existing(c) if c.id == cb.id
         ));
+        s.close().await;
+    }
+
+    /// The next start sizes its tables from the open callbacks of the last run: those
+    /// its start-up scan found plus those created since, kept when the store closes.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_closed_store_tells_the_next_start_about_how_many_callbacks_are_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = SledStore::open(dir.path()).unwrap();
+        assert_eq!(s.open_callbacks_estimate().await.unwrap(), None);
+        let ids = [
+            "01J0000000000000000000000A",
+            "01J0000000000000000000000B",
+            "01J0000000000000000000000C",
+        ];
+        let mut written = Vec::new();
+        for (id, phone) in ids.iter().zip(["+441", "+442", "+443"]) {
+            let cb = open_callback(id, phone, CallbackState::Pending);
+            s.create_callback(cb.clone(), None).await.unwrap();
+            written.push(cb);
+        }
+        s.close().await;
+        drop(s);
+
+        let s = SledStore::open(dir.path()).unwrap();
+        assert_eq!(s.open_callbacks_estimate().await.unwrap(), Some(3));
+        let mut done = written[0].clone();
+        done.cancel("test".into(), utc("2026-12-07T10:00:00Z"))
+            .unwrap();
+        s.update_callback(done).await.unwrap();
+        // Closing a callback does not count down; the next scan counts again.
+        let scanned = s.scan_open_callbacks(&mut |_| {}).await.unwrap();
+        assert_eq!(scanned, 2);
+        let cb = open_callback("01J0000000000000000000000D", "+444", CallbackState::Pending);
+        s.create_callback(cb, None).await.unwrap();
+        s.close().await;
+        drop(s);
+
+        let s = SledStore::open(dir.path()).unwrap();
+        assert_eq!(s.open_callbacks_estimate().await.unwrap(), Some(3));
         s.close().await;
     }
 
