@@ -17,6 +17,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use smallvec::SmallVec;
 
+mod lined;
 mod matching;
 
 use matching::required_skills;
@@ -513,7 +514,7 @@ pub struct Floor {
     deadlines: BTreeSet<(DateTime<Utc>, String)>,
     next_seq: u64,
     /// Pending callbacks holding a place in a line.
-    callbacks: Map<Arc<str>, LinedCallback>,
+    callbacks: lined::LinedCallbacks,
     /// Whether a dialer is connected: callbacks are matched to agents only then.
     dispatching: bool,
     /// Callbacks matched to an agent (held for them), not yet taken by the scheduler.
@@ -562,7 +563,7 @@ impl Floor {
             agents: Agents::default(),
             deadlines: BTreeSet::new(),
             next_seq: 0,
-            callbacks: Map::new(),
+            callbacks: Default::default(),
             dispatching: false,
             matches: Vec::new(),
             matched: Map::new(),
@@ -778,7 +779,7 @@ impl Floor {
         for (name, mut keys) in names.into_iter().zip(lines) {
             if repeated {
                 let callbacks = &self.callbacks;
-                keys.retain(|k| callbacks.get(&*k.id).is_some_and(|l| l.place == k.place));
+                keys.retain(|k| callbacks.get(&k.id).is_some_and(|l| l.place == k.place));
             }
             // Places are distinct (each has its own arrival order), so an unstable
             // sort gives the one order.

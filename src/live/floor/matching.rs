@@ -187,7 +187,7 @@ impl Floor {
     /// a callback and hands the pair to the scheduler.
     fn assign(&mut self, agent: &str, queue: &Arc<str>, key: &WaitKey, now: DateTime<Utc>) {
         if key.is_callback() {
-            let Some(lined) = self.callbacks.get_mut(&*key.id) else {
+            let Some(lined) = self.callbacks.get_mut(&key.id) else {
                 return;
             };
             lined.state = CallbackLine::Matched;
