@@ -751,6 +751,7 @@ impl Floor {
             .iter()
             .map(|q| self.queue_mut(q).name.clone())
             .collect();
+        let numbers: Vec<u32> = names.iter().map(|n| self.callbacks.intern(n)).collect();
         let mut lines: Vec<Vec<WaitKey>> = vec![Vec::new(); queues.len()];
         let mut repeated = false;
         for (
@@ -769,7 +770,7 @@ impl Floor {
             }
             let place = Place::new(priority, at, seq, true);
             let lined = LinedCallback {
-                queue: names[qi].clone(),
+                queue: numbers[qi],
                 place,
                 state: CallbackLine::Ready,
             };
@@ -817,7 +818,8 @@ impl Floor {
         let live = self.queue_mut(queue);
         live.line.insert(key.clone());
         live.ready_callbacks.insert(key.clone());
-        let queue = live.name.clone();
+        let name = live.name.clone();
+        let queue = self.callbacks.intern(&name);
         self.callbacks.insert(
             id,
             LinedCallback {
@@ -834,7 +836,10 @@ impl Floor {
     fn unline_callback(&mut self, id: &str) -> Option<String> {
         let (id, lined) = self.callbacks.remove_entry(id)?;
         let key = lined.key(&id);
-        if let Some(q) = self.queues.get_mut(&*lined.queue) {
+        if let Some(q) = self
+            .queues
+            .get_mut(&**self.callbacks.queue_name(lined.queue))
+        {
             q.line.remove(&key);
             q.ready_callbacks.remove(&key);
         }
@@ -870,11 +875,11 @@ impl Floor {
     /// Keeps a callback in its place but out of matching (its calling window is
     /// closed): the agent held for it, if any, is free for the next in line.
     pub fn park_callback(&mut self, id: &str, now: DateTime<Utc>) {
-        let Some((id, lined)) = self.callbacks.get_key_value_mut(id) else {
+        let Some((id, lined, queue)) = self.callbacks.get_key_value_mut(id) else {
             return;
         };
         let was = std::mem::replace(&mut lined.state, CallbackLine::Parked);
-        let (id, queue, key) = (id.clone(), lined.queue.clone(), lined.key(id));
+        let (id, queue, key) = (id.clone(), queue.clone(), lined.key(id));
         if let Some(q) = self.queues.get_mut(&*queue) {
             q.ready_callbacks.remove(&key);
         }
@@ -886,14 +891,14 @@ impl Floor {
 
     /// A parked callback may be dialed again: it is matched from its place in line.
     pub fn unpark_callback(&mut self, id: &str, now: DateTime<Utc>) {
-        let Some((id, lined)) = self.callbacks.get_key_value_mut(id) else {
+        let Some((id, lined, queue)) = self.callbacks.get_key_value_mut(id) else {
             return;
         };
         if lined.state != CallbackLine::Parked {
             return;
         }
         lined.state = CallbackLine::Ready;
-        let (queue, key) = (lined.queue.clone(), lined.key(id));
+        let (queue, key) = (queue.clone(), lined.key(id));
         if let Some(q) = self.queues.get_mut(&*queue) {
             q.ready_callbacks.insert(key.clone());
         }
@@ -916,9 +921,9 @@ impl Floor {
         } else {
             for (id, agent) in std::mem::take(&mut self.matches) {
                 self.matched.remove(&id);
-                if let Some(lined) = self.callbacks.get_mut(&id) {
+                if let Some((lined, queue)) = self.callbacks.get_mut(&id) {
                     lined.state = CallbackLine::Ready;
-                    if let Some(q) = self.queues.get_mut(&*lined.queue) {
+                    if let Some(q) = self.queues.get_mut(&**queue) {
                         q.ready_callbacks.insert(lined.key(&id));
                     }
                 }
@@ -962,7 +967,7 @@ impl Floor {
         skills: &[String],
     ) -> Option<(u32, Option<Duration>)> {
         let (id, lined) = self.callbacks.get_key_value(id)?;
-        let q = self.queues.get(&*lined.queue)?;
+        let q = self.queues.get(&**self.callbacks.queue_name(lined.queue))?;
         let position = q.line.rank(&lined.key(id)) as u32 + 1;
         let agents = self.agent_counts(skills);
         Some((
@@ -1062,10 +1067,10 @@ impl Floor {
     /// A callback whose matched agent was handed back goes back to matching the same
     /// way.
     fn requeue(&mut self, call_id: &str, now: DateTime<Utc>) {
-        if let Some((id, lined)) = self.callbacks.get_key_value_mut(call_id) {
+        if let Some((id, lined, queue)) = self.callbacks.get_key_value_mut(call_id) {
             if lined.state == CallbackLine::Matched {
                 lined.state = CallbackLine::Ready;
-                let (queue, key) = (lined.queue.clone(), lined.key(id));
+                let (queue, key) = (queue.clone(), lined.key(id));
                 self.unmatch(call_id, CallbackLine::Matched);
                 if let Some(q) = self.queues.get_mut(&*queue) {
                     q.ready_callbacks.insert(key.clone());

@@ -898,8 +898,8 @@ fn a_line_built_whole_holds_its_keys_in_order() {
 }
 
 #[test]
-fn a_lined_callback_takes_48_bytes_and_a_line_key_40() {
-    assert!(std::mem::size_of::<floor::LinedCallback>() <= 48);
+fn a_lined_callback_takes_32_bytes_and_a_line_key_40() {
+    assert!(std::mem::size_of::<floor::LinedCallback>() <= 32);
     assert!(std::mem::size_of::<WaitKey>() <= 40);
     assert!(std::mem::size_of::<floor::CallbackLine>() <= 1);
 }

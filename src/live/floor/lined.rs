@@ -4,7 +4,7 @@
 //! bytes each, in a table that doubles past 917,504 entries (7/8 of 2^20), so a
 //! million lined callbacks took 136 MB of buckets. Here the entries sit densely in a
 //! vector and the hash table holds only their 4-byte positions: a million take 64 MB
-//! of entries and 10 MB of table, whatever the power of two.
+//! of entries (48 bytes each) and 10 MB of table, whatever the power of two.
 
 use std::hash::BuildHasher;
 use std::sync::Arc;
@@ -20,6 +20,9 @@ pub(in crate::live) struct LinedCallbacks {
     /// Positions in `entries`, hashed by their id.
     by_id: HashTable<u32>,
     hasher: DefaultHashBuilder,
+    /// The queues' names, numbered by [`LinedCallbacks::intern`] (a plan has a
+    /// handful; 4 bytes in each entry instead of a 16-byte shared name).
+    names: Vec<Arc<str>>,
 }
 
 impl std::fmt::Debug for LinedCallbacks {
@@ -43,6 +46,25 @@ impl LinedCallbacks {
 
     pub fn is_empty(&self) -> bool {
         self.entries.is_empty()
+    }
+
+    /// The number [`LinedCallback::queue`] holds for the queue named `name`.
+    pub fn intern(&mut self, name: &Arc<str>) -> u32 {
+        if let Some(i) = self
+            .names
+            .iter()
+            .position(|n| Arc::ptr_eq(n, name) || n == name)
+        {
+            return position(i);
+        }
+        self.names.push(name.clone());
+        position(self.names.len() - 1)
+    }
+
+    /// The name of queue number `queue` ([`LinedCallbacks::intern`] gave it; numbers
+    /// are never taken back).
+    pub fn queue_name(&self, queue: u32) -> &Arc<str> {
+        &self.names[queue as usize]
     }
 
     /// Room for `more` entries without growing (start-up sizes it once).
@@ -105,9 +127,12 @@ impl LinedCallbacks {
         Some(&self.entries[self.find(id)?].1)
     }
 
-    pub fn get_mut(&mut self, id: &str) -> Option<&mut LinedCallback> {
+    /// The entry and its queue's name.
+    pub fn get_mut(&mut self, id: &str) -> Option<(&mut LinedCallback, &Arc<str>)> {
         let i = self.find(id)?;
-        Some(&mut self.entries[i].1)
+        let lined = &mut self.entries[i].1;
+        let name = &self.names[lined.queue as usize];
+        Some((lined, name))
     }
 
     pub fn get_key_value(&self, id: &str) -> Option<(&Arc<str>, &LinedCallback)> {
@@ -115,10 +140,15 @@ impl LinedCallbacks {
         Some((k, v))
     }
 
-    pub fn get_key_value_mut(&mut self, id: &str) -> Option<(&Arc<str>, &mut LinedCallback)> {
+    /// The id, the entry and its queue's name.
+    pub fn get_key_value_mut(
+        &mut self,
+        id: &str,
+    ) -> Option<(&Arc<str>, &mut LinedCallback, &Arc<str>)> {
         let i = self.find(id)?;
         let (k, v) = &mut self.entries[i];
-        Some((&*k, v))
+        let name = &self.names[v.queue as usize];
+        Some((&*k, v, name))
     }
 }
 
@@ -130,7 +160,7 @@ mod tests {
 
     fn lined(n: u64) -> LinedCallback {
         LinedCallback {
-            queue: Arc::from("general"),
+            queue: 0,
             place: Place::new(0, chrono::DateTime::UNIX_EPOCH, n, true),
             state: CallbackLine::Ready,
         }
@@ -141,6 +171,7 @@ mod tests {
     #[test]
     fn the_table_answers_as_a_map_through_inserts_and_removals() {
         let mut table = LinedCallbacks::default();
+        assert_eq!(table.intern(&Arc::from("general")), 0);
         let mut map: std::collections::HashMap<String, u64> = Default::default();
         let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
         for step in 0..20_000u64 {
@@ -176,7 +207,10 @@ mod tests {
         // Reserving keeps every entry found.
         table.reserve(10_000);
         for (id, &n) in &map {
-            assert_eq!(table.get_mut(id).map(|l| l.place), Some(lined(n).place));
+            assert_eq!(
+                table.get_mut(id).map(|(l, _)| l.place),
+                Some(lined(n).place)
+            );
         }
     }
 }

@@ -32,13 +32,14 @@ use crate::domain::agent::has_skills;
 /// line full of calls for a rarer skill.
 const MAX_SKIPPED: usize = 1024;
 
-/// A pending callback holding a place in a line: 48 bytes, as a million of them wait
-/// at start-up. Its id is the floor's map key, so the entry keeps only the place, and
+/// A pending callback holding a place in a line: 32 bytes, as a million of them wait
+/// at start-up. Its id is the table's key, so the entry keeps only the place, and
 /// [`LinedCallback::key`] rebuilds the line's key with that same id (the line's entry
-/// shares it, so the two compare equal by pointer).
+/// shares it, so the two compare equal by pointer). Its queue is the table's number
+/// for the queue's name (see [`super::lined::LinedCallbacks::queue_name`]).
 #[derive(Debug)]
 pub(in crate::live) struct LinedCallback {
-    pub queue: Arc<str>,
+    pub queue: u32,
     pub place: Place,
     pub state: CallbackLine,
 }
@@ -187,7 +188,7 @@ impl Floor {
     /// a callback and hands the pair to the scheduler.
     fn assign(&mut self, agent: &str, queue: &Arc<str>, key: &WaitKey, now: DateTime<Utc>) {
         if key.is_callback() {
-            let Some(lined) = self.callbacks.get_mut(&key.id) else {
+            let Some((lined, _)) = self.callbacks.get_mut(&key.id) else {
                 return;
             };
             lined.state = CallbackLine::Matched;
