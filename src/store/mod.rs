@@ -481,9 +481,10 @@ pub trait Store: Send + Sync + 'static {
     async fn scan_open_callbacks(&self, visit: &mut OpenVisitor<'_>) -> StoreResult<u64>;
     /// About how many callbacks [`Store::scan_open_callbacks`] will visit, for sizing
     /// tables before it fills them: a figure the backend keeps anyway (PostgreSQL's
-    /// statistics of its index of open callbacks, as of the last vacuum or analyze),
-    /// so it costs no scan and may be stale; never use it as a count. `None` (the
-    /// default, and sled's) when the backend has no such figure.
+    /// statistics of its index of open callbacks, as of the last vacuum or analyze;
+    /// sled's count kept when the store last closed), so it costs no scan and may be
+    /// stale; never use it as a count. `None` (the default) when the backend has no
+    /// such figure.
     async fn open_callbacks_estimate(&self) -> StoreResult<Option<u64>> {
         Ok(None)
     }

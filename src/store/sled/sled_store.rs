@@ -45,9 +45,10 @@ const AUDIT_SEQ: &[u8] = b"audit_seq";
 /// mark says so, and [`SledStore::open`] removes them (the store was empty before an
 /// import, so that restores it exactly). Import stays all-or-nothing.
 const IMPORT_UNFINISHED: &[u8] = b"import_unfinished";
-/// `meta` key: about how many callbacks are open (u64, big-endian), written after the
-/// start-up scan and when the store closes, so the next start can size its tables
-/// before scanning (sled keeps no count of its own, and counting is a scan).
+/// `meta` key: about how many callbacks are open (u64, big-endian): the last start-up
+/// scan's count plus the callbacks created and imported since, written when the store
+/// closes, so the next start can size its tables before scanning (sled keeps no count
+/// of its own, and counting is a scan). A crash keeps the figure of the close before.
 const OPEN_ESTIMATE: &[u8] = b"open_callbacks_estimate";
 /// Records deleted per writer job when pruning: each job is short, so durable writes
 /// queued behind it wait a few milliseconds at most.
