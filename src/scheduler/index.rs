@@ -59,6 +59,23 @@ pub(super) struct Fields<'a> {
     pub state: CallbackState,
 }
 
+/// The entry in slot `h`, if any (for closures that borrow the slots apart from the
+/// tables they search).
+fn slot(slots: &[Option<Entry>], h: Handle) -> Option<&Entry> {
+    slots.get(h as usize).and_then(Option::as_ref)
+}
+
+/// The id-table hash of the entry in slot `h` (0 for an empty slot, which no table
+/// holds).
+fn id_hash(slots: &[Option<Entry>], hasher: &DefaultHashBuilder, h: Handle) -> u64 {
+    slot(slots, h).map_or(0, |e| hasher.hash_one(&*e.id))
+}
+
+/// The number-table hash of the entry in slot `h` (0 for an empty slot).
+fn number_hash(slots: &[Option<Entry>], hasher: &DefaultHashBuilder, h: Handle) -> u64 {
+    slot(slots, h).map_or(0, |e| hasher.hash_one((&e.phone, e.queue)))
+}
+
 #[derive(Default)]
 pub(super) struct Index {
     slots: Vec<Option<Entry>>,
@@ -94,22 +111,13 @@ impl Index {
     /// Makes room for `n` more entries in the id and number tables.
     fn reserve_lookups(&mut self, n: usize) {
         let (slots, hasher) = (&self.slots, &self.hasher);
-        self.by_id.reserve(n, |&k| {
-            slots
-                .get(k as usize)
-                .and_then(Option::as_ref)
-                .map_or(0, |e| hasher.hash_one(&*e.id))
-        });
-        self.by_number.reserve(n, |&k| {
-            slots
-                .get(k as usize)
-                .and_then(Option::as_ref)
-                .map_or(0, |e| hasher.hash_one((&e.phone, e.queue)))
-        });
+        self.by_id.reserve(n, |&k| id_hash(slots, hasher, k));
+        self.by_number
+            .reserve(n, |&k| number_hash(slots, hasher, k));
     }
 
     fn entry_at(&self, h: Handle) -> Option<&Entry> {
-        self.slots.get(h as usize).and_then(Option::as_ref)
+        slot(&self.slots, h)
     }
 
     fn handle(&self, id: &str) -> Option<Handle> {
@@ -119,12 +127,7 @@ impl Index {
     fn handle_hashed(&self, hash: u64, id: &str) -> Option<Handle> {
         let slots = &self.slots;
         self.by_id
-            .find(hash, |&h| {
-                slots
-                    .get(h as usize)
-                    .and_then(Option::as_ref)
-                    .is_some_and(|e| &*e.id == id)
-            })
+            .find(hash, |&h| slot(slots, h).is_some_and(|e| &*e.id == id))
             .copied()
     }
 
@@ -168,10 +171,7 @@ impl Index {
         let h = self
             .by_number
             .find(self.hasher.hash_one((phone, q)), |&h| {
-                slots
-                    .get(h as usize)
-                    .and_then(Option::as_ref)
-                    .is_some_and(|e| e.phone == *phone && e.queue == q)
+                slot(slots, h).is_some_and(|e| e.phone == *phone && e.queue == q)
             })
             .copied()?;
         self.entry_at(h).map(|e| &e.id)
@@ -226,18 +226,8 @@ impl Index {
             };
             let hash = self.hasher.hash_one(&*e.id);
             let (slots, hasher) = (&self.slots, &self.hasher);
-            let rehash = |&k: &Handle| {
-                slots
-                    .get(k as usize)
-                    .and_then(Option::as_ref)
-                    .map_or(0, |e| hasher.hash_one(&*e.id))
-            };
-            let same = |&k: &Handle| {
-                slots
-                    .get(k as usize)
-                    .and_then(Option::as_ref)
-                    .is_some_and(|o| o.id == e.id)
-            };
+            let rehash = |&k: &Handle| id_hash(slots, hasher, k);
+            let same = |&k: &Handle| slot(slots, k).is_some_and(|o| o.id == e.id);
             let replaced = match self.by_id.entry(hash, same, rehash) {
                 Slot::Occupied(mut o) => Some(std::mem::replace(o.get_mut(), h)),
                 Slot::Vacant(v) => {
@@ -305,12 +295,8 @@ impl Index {
                     }
                 };
                 let (slots, hasher) = (&self.slots, &self.hasher);
-                self.by_id.insert_unique(hash, h, |&k| {
-                    slots
-                        .get(k as usize)
-                        .and_then(Option::as_ref)
-                        .map_or(0, |e| hasher.hash_one(&*e.id))
-                });
+                self.by_id
+                    .insert_unique(hash, h, |&k| id_hash(slots, hasher, k));
                 self.len += 1;
                 h
             }
@@ -322,39 +308,22 @@ impl Index {
         (h, id)
     }
 
-    fn number_hash(&self, h: Handle) -> u64 {
-        self.entry_at(h)
-            .map_or(0, |e| self.hasher.hash_one((&e.phone, e.queue)))
-    }
-
     /// Makes `h` the callback for its number and queue unless one with a greater id
     /// is.
     fn file_number(&mut self, h: Handle) {
         let (slots, hasher) = (&self.slots, &self.hasher);
-        let Some(e) = slots.get(h as usize).and_then(Option::as_ref) else {
+        let Some(e) = slot(slots, h) else {
             return;
         };
         let hash = hasher.hash_one((&e.phone, e.queue));
-        let rehash = |&k: &Handle| {
-            slots
-                .get(k as usize)
-                .and_then(Option::as_ref)
-                .map_or(0, |e| hasher.hash_one((&e.phone, e.queue)))
-        };
+        let rehash = |&k: &Handle| number_hash(slots, hasher, k);
         let same = |&k: &Handle| {
-            k == h
-                || slots
-                    .get(k as usize)
-                    .and_then(Option::as_ref)
-                    .is_some_and(|o| o.phone == e.phone && o.queue == e.queue)
+            k == h || slot(slots, k).is_some_and(|o| o.phone == e.phone && o.queue == e.queue)
         };
         match self.by_number.entry(hash, same, rehash) {
             Slot::Occupied(mut o) => {
                 let held = *o.get();
-                let keeps = slots
-                    .get(held as usize)
-                    .and_then(Option::as_ref)
-                    .is_some_and(|o| held != h && o.id > e.id);
+                let keeps = slot(slots, held).is_some_and(|o| held != h && o.id > e.id);
                 if !keeps {
                     *o.get_mut() = h;
                 }
@@ -367,7 +336,7 @@ impl Index {
 
     /// Drops `h` from the number table if it is the callback there.
     fn unfile_number(&mut self, h: Handle) {
-        let hash = self.number_hash(h);
+        let hash = number_hash(&self.slots, &self.hasher, h);
         if let Ok(o) = self.by_number.find_entry(hash, |&k| k == h) {
             o.remove();
         }
