@@ -298,9 +298,7 @@ $fn$;
 pub(super) async fn migrate_client(
     client: &mut tokio_postgres::Client,
 ) -> Result<(), tokio_postgres::Error> {
-    let tx = client.transaction().await?;
-    migrate_with(&tx, MIGRATIONS).await?;
-    tx.commit().await
+    migrate_in_transaction(client, MIGRATIONS).await
 }
 
 /// The last migration the cluster lease's statements need (the first creates
@@ -320,8 +318,16 @@ pub(super) async fn migrate_for_lease(
         .copied()
         .filter(|(v, _)| *v <= LEASE_SCHEMA)
         .collect();
+    migrate_in_transaction(client, &needed).await
+}
+
+/// [`migrate_with`] in a transaction of its own, committed.
+async fn migrate_in_transaction(
+    client: &mut tokio_postgres::Client,
+    migrations: &[(i64, &str)],
+) -> Result<(), tokio_postgres::Error> {
     let tx = client.transaction().await?;
-    migrate_with(&tx, &needed).await?;
+    migrate_with(&tx, migrations).await?;
     tx.commit().await
 }
 
