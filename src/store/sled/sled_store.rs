@@ -261,11 +261,15 @@ impl SledStore {
         );
         let callbacks = db.open_tree("callbacks").map_err(io)?;
         let meta = db.open_tree("meta").map_err(io)?;
+        // Start-up repairs are made durable before anything else is written.
+        let durable = || -> StoreResult<()> {
+            db.flush().map_err(io)?;
+            data_file.sync_data().map_err(io)
+        };
         if meta.contains_key(IMPORT_UNFINISHED).map_err(io)? {
             let n = super::callbacks::remove_imported(&callbacks)?;
             meta.remove(IMPORT_UNFINISHED).map_err(io)?;
-            db.flush().map_err(io)?;
-            data_file.sync_data().map_err(io)?;
+            durable()?;
             tracing::warn!(
                 removed = n,
                 "an import into this store did not finish: the callbacks it wrote are \
@@ -275,8 +279,7 @@ impl SledStore {
         let dropping = std::time::Instant::now();
         let dropped = super::callbacks::drop_due_index(&callbacks)?;
         if dropped > 0 {
-            db.flush().map_err(io)?;
-            data_file.sync_data().map_err(io)?;
+            durable()?;
             tracing::info!(
                 entries = dropped,
                 ms = dropping.elapsed().as_millis() as u64,
