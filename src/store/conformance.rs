@@ -223,8 +223,13 @@ pub(super) async fn a_phone_number_moves_to_the_customer_who_lists_it_last<B: Ba
 }
 
 /// `open` callbacks are open, and the indexes agree with the records.
-async fn assert_open_and_consistent(s: &dyn Store, open: usize) {
+pub(crate) async fn assert_open_and_consistent(s: &dyn Store, open: usize) {
     assert_eq!(s.open_callbacks().await.unwrap().len(), open);
+    assert_consistent(s).await;
+}
+
+/// The indexes agree with the records.
+pub(crate) async fn assert_consistent(s: &dyn Store) {
     assert_eq!(
         s.check_callback_indexes().await.unwrap(),
         Vec::<String>::new()
@@ -677,10 +682,7 @@ pub(super) async fn import_restores_versions_phones_and_callback_indexes<B: Back
     assert_eq!(s.active_plan().await.unwrap().unwrap().version, 1);
     assert_eq!(s.plan_version(3).await.unwrap().unwrap().toml, "c");
     assert_eq!(owner(&*s, "+443").await.as_deref(), Some("x"));
-    assert_eq!(
-        s.check_callback_indexes().await.unwrap(),
-        Vec::<String>::new()
-    );
+    assert_consistent(&*s).await;
     assert_eq!(s.open_callbacks().await.unwrap(), vec![pending, dispatched]);
     // The dedupe index is live: a second request for the number gets the first.
     let twin = open_callback("01J0000000000000000000000C", "+441", CallbackState::Pending);
@@ -747,10 +749,7 @@ pub(super) async fn import_in_batches_writes_every_batch_then_the_plans<B: Backe
     assert_eq!(s.open_callbacks().await.unwrap(), all);
     assert_eq!(s.active_plan().await.unwrap().unwrap().version, 1);
     assert_eq!(owner(&*s, "+443").await.as_deref(), Some("x"));
-    assert_eq!(
-        s.check_callback_indexes().await.unwrap(),
-        Vec::<String>::new()
-    );
+    assert_consistent(&*s).await;
 }
 
 /// A reader that fails after some batches, one that stops early, and a batch that
@@ -1130,11 +1129,7 @@ pub(super) async fn a_stale_callback_change_is_refused_and_changes_nothing<B: Ba
         s.create_callback(again, None).await.unwrap(),
         CallbackCreate::Created(_)
     ));
-    assert_eq!(s.open_callbacks().await.unwrap().len(), 1);
-    assert_eq!(
-        s.check_callback_indexes().await.unwrap(),
-        Vec::<String>::new()
-    );
+    assert_open_and_consistent(&*s, 1).await;
 }
 
 pub(super) async fn callbacks_list_in_id_order_with_filters_and_pages<B: Backend>() {

@@ -1151,7 +1151,9 @@ mod tests {
     use super::*;
     use crate::domain::audit::AuditAction;
     use crate::domain::callback::CallbackState;
-    use crate::store::conformance::{audit, contact, customer, open_callback, utc};
+    use crate::store::conformance::{
+        assert_consistent, assert_open_and_consistent, audit, contact, customer, open_callback, utc,
+    };
 
     /// A store written by a release that kept a due index loses it on open, once;
     /// its callbacks and their dedupe entries stay.
@@ -1169,10 +1171,7 @@ mod tests {
         let s = SledStore::open(dir.path()).unwrap();
         assert_eq!(s.legacy_due_entries(), 0);
         assert_eq!(s.open_callbacks().await.unwrap(), vec![cb.clone()]);
-        assert_eq!(
-            s.check_callback_indexes().await.unwrap(),
-            Vec::<String>::new()
-        );
+        assert_consistent(&s).await;
         let twin = open_callback("01J0000000000000000000000B", "+441", CallbackState::Pending);
         assert!(matches!(
             s.create_callback(twin, None).await.unwrap(),
@@ -1289,15 +1288,6 @@ mod tests {
         assert!(
             flushes < acked,
             "group commit: {flushes} flushes for {acked} writes"
-        );
-    }
-
-    /// `open` callbacks are open, and the indexes agree with the records.
-    async fn assert_open_and_consistent(s: &SledStore, open: usize) {
-        assert_eq!(s.open_callbacks().await.unwrap().len(), open);
-        assert_eq!(
-            s.check_callback_indexes().await.unwrap(),
-            Vec::<String>::new()
         );
     }
 
