@@ -101,7 +101,23 @@ const browser = await chromium.launch({
     "--disable-sync",
   ],
 });
-const shot = (page, name) => page.screenshot({ path: path.join(SHOTS, `${name}.png`), fullPage: false });
+// Screenshots are for people reading the run, not assertions: headless chromium sometimes
+// refuses a capture while a page is still committing a navigation, so wait for the page to
+// settle, try a few times, and only report a capture that never worked.
+async function shot(page, name) {
+  let last;
+  for (let attempt = 0; attempt < 3; attempt++) {
+    try {
+      await page.waitForLoadState("load");
+      await page.screenshot({ path: path.join(SHOTS, `${name}.png`), fullPage: false });
+      return;
+    } catch (e) {
+      last = e;
+      await page.waitForTimeout(300);
+    }
+  }
+  console.log(`     screenshot ${name} not taken: ${String(last && last.message).split("\n")[0]}`);
+}
 
 try {
   const context = await browser.newContext({ viewport: { width: 1280, height: 800 } });
