@@ -482,7 +482,7 @@ impl Application {
                 let _ = housekeeping_stop.send(true);
                 let _ = housekeeping.await;
                 let _ = metrics_stop.send(());
-                let _ = tokio::time::timeout(Duration::from_secs(2), holdless.close()).await;
+                let _ = tokio::time::timeout(Duration::from_secs(2), holdless.close(false)).await;
                 return Err(AppError::LostLease(reason));
             }
         };
@@ -507,7 +507,7 @@ impl Application {
         };
         if let Some(r) = server_result {
             stop_housekeeping().await;
-            holdless.close().await;
+            holdless.close(false).await;
             return match r {
                 Ok(Ok(())) => Err(AppError::Server("server stopped unexpectedly".into())),
                 Ok(Err(e)) => Err(AppError::Server(e.to_string())),
@@ -526,20 +526,28 @@ impl Application {
         let _ = draining.send(true);
         let _ = stop_tx.send(());
         let grace = Duration::from_secs(settings.server.shutdown_grace_secs);
-        match tokio::time::timeout(grace, &mut server).await {
-            Ok(Ok(Ok(()))) => {}
-            Ok(Ok(Err(e))) => tracing::warn!(error = %e, "server ended with an error"),
-            Ok(Err(e)) => tracing::warn!(error = %e, "server task failed"),
+        // Every request answered: nothing but the scheduler can change a callback now.
+        let drained = match tokio::time::timeout(grace, &mut server).await {
+            Ok(Ok(Ok(()))) => true,
+            Ok(Ok(Err(e))) => {
+                tracing::warn!(error = %e, "server ended with an error");
+                false
+            }
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "server task failed");
+                false
+            }
             Err(_) => {
                 tracing::warn!(
                     grace_secs = grace.as_secs(),
                     "in-flight calls outlived the grace period; cancelling them"
                 );
                 server.abort();
+                false
             }
-        }
+        };
         stop_housekeeping().await;
-        holdless.close().await;
+        holdless.close(drained && settings.store.warm_start).await;
         // Last: a follower may take over only once this node wrote its last.
         let _ = lease_stop.send(true);
         if let Some(t) = lease_task {
@@ -875,6 +883,7 @@ async fn start_core(
         lease: chrono::Duration::seconds(
             i64::try_from(settings.callbacks.lease_secs).unwrap_or(i64::MAX / 1000),
         ),
+        warm_start: settings.store.warm_start,
     };
     holdless
         .start_scheduler(scheduler)

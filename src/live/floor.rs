@@ -956,6 +956,15 @@ impl Floor {
     }
 
     /// Whether a callback holds a place in a line.
+    /// A callback's place in its line, if it holds one: its priority and virtual
+    /// enqueue time, and a number that orders places alike in those (the arrival
+    /// order), so lining callbacks up again in that order gives the same lines.
+    pub fn lined_place(&self, id: &str) -> Option<(i32, DateTime<Utc>, u64)> {
+        let p = &self.callbacks.get(id)?.place;
+        let at = DateTime::from_timestamp(p.secs, p.nanos)?;
+        Some((p.priority.0, at, p.order))
+    }
+
     pub fn has_callback(&self, id: &str) -> bool {
         self.callbacks.contains_key(id)
     }

@@ -238,6 +238,16 @@ fn render_live(
             &[(String::new(), open as f64)],
         );
     }
+    if let Some(from) = holdless.scheduler_started_from() {
+        family(
+            "holdless_callbacks_warm_started",
+            "1 when this start read the open callbacks from the warm-start image of the last clean stop, 0 when it read the store",
+            &[(
+                String::new(),
+                f64::from(u8::from(from == crate::scheduler::StartedFrom::Image)),
+            )],
+        );
+    }
     if let Some(n) = holdless.dialers_connected() {
         family(
             "holdless_dialers_connected",

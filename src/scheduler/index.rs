@@ -45,9 +45,13 @@ pub(super) struct Entry {
 }
 
 impl Entry {
-    #[cfg(test)]
     pub fn timer(&self) -> Option<DateTime<Utc>> {
         self.timed.then_some(self.timer)
+    }
+
+    /// Index of its queue id in [`Index::queue_names`].
+    pub fn queue_index(&self) -> u32 {
+        self.queue
     }
 }
 
@@ -139,6 +143,11 @@ impl Index {
         self.handle(id).is_some()
     }
 
+    /// The queue ids entries name, in the order of [`Entry::queue_index`].
+    pub fn queue_names(&self) -> Vec<&str> {
+        self.queues.iter().map(|q| &**q).collect()
+    }
+
     /// The queue id an entry names.
     pub fn queue_of(&self, e: &Entry) -> &Arc<str> {
         &self.queues[e.queue as usize]
@@ -191,12 +200,25 @@ impl Index {
     /// the load does a vector push per callback, and the lookups are built after it,
     /// while another thread fills the lines.
     pub fn load(&mut self, id: &str, fields: Fields<'_>, timer: Option<DateTime<Utc>>) -> Id {
+        let phone = Phone::of(fields.phone);
+        self.load_entry(id, phone, fields, timer)
+    }
+
+    /// [`Self::load`] with the number in its compact form already (`fields.phone` is
+    /// not read).
+    pub fn load_entry(
+        &mut self,
+        id: &str,
+        phone: Phone,
+        fields: Fields<'_>,
+        timer: Option<DateTime<Utc>>,
+    ) -> Id {
         let queue = self.queue_index(fields.queue);
         self.loading_from.get_or_insert(self.slots.len());
         let id = Id::from(id);
         self.slots.push(Some(Entry {
             id: id.clone(),
-            phone: Phone::of(fields.phone),
+            phone,
             not_before: fields.not_before,
             timer: timer.unwrap_or(DateTime::<Utc>::MIN_UTC),
             timed: timer.is_some(),

@@ -24,9 +24,11 @@
 //! ([`crate::store::Store::scan_open_callbacks`]), and a million open callbacks take a
 //! few hundred bytes each rather than their records.
 
+mod image;
 mod index;
 mod numbers;
 pub mod policy;
+mod warm;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -64,20 +66,36 @@ pub struct DispatchMsg {
 pub struct SchedulerConfig {
     /// How long a dialer has to report an outcome before the attempt is re-dispatched.
     pub lease: chrono::Duration,
+    /// Start from the warm-start image the store kept at the last clean stop, when it
+    /// has one (see [`image`]); otherwise, and when false, read the store.
+    pub warm_start: bool,
 }
 
 impl Default for SchedulerConfig {
     fn default() -> Self {
         Self {
             lease: chrono::Duration::seconds(60),
+            warm_start: true,
         }
     }
+}
+
+/// How the scheduler found its open callbacks at start.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StartedFrom {
+    /// The warm-start image of the last clean stop.
+    Image,
+    /// The store's records.
+    Store,
 }
 
 type Reply<T> = oneshot::Sender<Result<T, ServiceError>>;
 
 enum Command {
     Added(Box<Callback>),
+    /// A callback may have been created without [`Command::Added`] following (its
+    /// request was dropped half-way): track it if the store has it open.
+    Recheck(String),
     Cancel {
         id: String,
         reason: String,
@@ -118,7 +136,11 @@ enum Command {
     },
     /// Open callbacks per queue, for the wallboards.
     Counts(oneshot::Sender<HashMap<String, crate::service::CallbackCounts>>),
-    Stop(oneshot::Sender<()>),
+    /// Stops the actor; with `image`, answers its warm-start image (see [`image`]).
+    Stop {
+        image: bool,
+        done: oneshot::Sender<Option<Vec<u8>>>,
+    },
 }
 
 /// The handle services use to talk to the scheduler.
@@ -130,6 +152,7 @@ pub struct Scheduler {
     open_count: Arc<AtomicUsize>,
     /// Dialers connected (`WatchDispatches` streams), as of the actor's last pass.
     dialer_count: Arc<AtomicUsize>,
+    started_from: StartedFrom,
 }
 
 /// Open callbacks from which start-up returns the memory its load freed to the
@@ -184,31 +207,54 @@ impl Scheduler {
         let mut due = Vec::with_capacity(estimate);
         // The plan's queues the due callbacks name, each once (a plan has a handful).
         let mut queues: Vec<crate::live::QueueInfo<'_>> = Vec::new();
-        let n = store
-            .scan_open_callbacks(&mut |r| {
-                let timer = actor.timer_for(&r, now);
-                let id = actor.open.load(r.id, fields(&r), timer);
-                actor.note_refs(&id, &r);
-                if r.state == CallbackState::Pending && r.not_before <= now {
-                    let known = queues.iter().position(|q| q.id == r.queue_id);
-                    let queue = match known {
-                        Some(i) => Some(i),
-                        None => plan.queue(r.queue_id).map(|q| {
-                            queues.push(crate::service::queue_info(q));
-                            queues.len() - 1
-                        }),
-                    };
-                    if let Some(queue) = queue {
-                        due.push(DueCallback {
-                            id,
-                            at: r.virtual_enqueued_at,
-                            priority: r.priority,
-                            queue: queue as u32,
-                        });
-                    }
+        // Always taken (an image is good once), used only when asked for.
+        let image = match store.take_warm_image().await {
+            Ok(image) => image.filter(|_| actor.config.warm_start),
+            Err(e) => {
+                tracing::warn!(error = %e, "the warm-start image could not be read; reading the store");
+                None
+            }
+        };
+        let restored = match image {
+            Some(image) => match actor.restore(&image, &plan, now, &mut queues, &mut due) {
+                Ok(n) => Some(n),
+                Err(e) => {
+                    tracing::warn!(error = %e, "reading the store instead");
+                    actor.forget_all();
+                    actor.open.reserve(estimate);
+                    due.clear();
+                    queues.clear();
+                    None
                 }
-            })
-            .await?;
+            },
+            None => None,
+        };
+        let started_from = match restored {
+            Some(_) => StartedFrom::Image,
+            None => StartedFrom::Store,
+        };
+        let n = match restored {
+            Some(n) => n,
+            None => {
+                store
+                    .scan_open_callbacks(&mut |r| {
+                        let timer = actor.timer_for(&r, now);
+                        let id = actor.open.load(r.id, fields(&r), timer);
+                        actor.note_refs(&id, &r);
+                        if r.state == CallbackState::Pending && r.not_before <= now {
+                            if let Some(queue) = warm::line_of(&mut queues, &plan, r.queue_id) {
+                                due.push(DueCallback {
+                                    id,
+                                    at: r.virtual_enqueued_at,
+                                    priority: r.priority,
+                                    queue,
+                                });
+                            }
+                        }
+                    })
+                    .await?
+            }
+        };
         let loaded_ms = loading.elapsed().as_millis() as u64;
         let loaded_rss_mb = crate::memory::resident_mb();
         // The lines on one thread while this one files the entries by id, number and
@@ -228,6 +274,7 @@ impl Scheduler {
         }
         tracing::info!(
             open = n,
+            from = ?started_from,
             load_ms = loaded_ms,
             index_ms = loading.elapsed().as_millis() as u64 - loaded_ms,
             loaded_rss_mb,
@@ -242,7 +289,13 @@ impl Scheduler {
             kick,
             open_count,
             dialer_count,
+            started_from,
         })
+    }
+
+    /// Whether this start read the warm-start image or the store.
+    pub fn started_from(&self) -> StartedFrom {
+        self.started_from
     }
 
     /// Pending and dispatched callbacks held in memory (the scheduler's share of the
@@ -270,6 +323,24 @@ impl Scheduler {
 
     pub async fn added(&self, cb: Callback) {
         let _ = self.tx.send(Command::Added(Box::new(cb))).await;
+    }
+
+    /// Asks the actor to look up callback `id` in the store and track it if it is
+    /// open; for a create whose [`Self::added`] may never come (its request was
+    /// dropped while the create was under way). Does not wait, so it can be called
+    /// from `Drop`.
+    pub fn recheck(&self, id: String) {
+        match self.tx.try_send(Command::Recheck(id)) {
+            Ok(()) | Err(mpsc::error::TrySendError::Closed(_)) => {}
+            Err(mpsc::error::TrySendError::Full(cmd)) => {
+                let tx = self.tx.clone();
+                if let Ok(rt) = tokio::runtime::Handle::try_current() {
+                    rt.spawn(async move {
+                        let _ = tx.send(cmd).await;
+                    });
+                }
+            }
+        }
     }
 
     pub async fn cancel(&self, id: String, reason: String) -> Result<Callback, ServiceError> {
@@ -369,12 +440,12 @@ impl Scheduler {
         rx.await.ok()
     }
 
-    /// Stops the actor after the command in hand.
-    pub async fn stop(&self) {
-        let (reply, done) = oneshot::channel();
-        if self.tx.send(Command::Stop(reply)).await.is_ok() {
-            let _ = done.await;
-        }
+    /// Stops the actor after the commands queued before this call; with `image`,
+    /// returns its warm-start image (`None` if it was stopped already or has none).
+    pub async fn stop(&self, image: bool) -> Option<Vec<u8>> {
+        let (done, answer) = oneshot::channel();
+        self.tx.send(Command::Stop { image, done }).await.ok()?;
+        answer.await.ok().flatten()
     }
 }
 
@@ -482,8 +553,8 @@ impl Actor {
             };
             tokio::select! {
                 cmd = self.rx.recv() => match cmd {
-                    Some(Command::Stop(done)) => {
-                        let _ = done.send(());
+                    Some(Command::Stop { image, done }) => {
+                        self.stop(image, done);
                         return;
                     }
                     Some(cmd) => {
@@ -492,8 +563,8 @@ impl Actor {
                         // Take what else is queued before the next pass.
                         for _ in 0..COMMAND_QUEUE {
                             match self.rx.try_recv() {
-                                Ok(Command::Stop(done)) => {
-                                    let _ = done.send(());
+                                Ok(Command::Stop { image, done }) => {
+                                    self.stop(image, done);
                                     return;
                                 }
                                 Ok(cmd) => {
@@ -633,6 +704,20 @@ impl Actor {
         let now = self.hl.clock().now();
         match cmd {
             Command::Added(cb) => self.track(&cb, now),
+            Command::Recheck(id) => {
+                // A create queued before this command is in the store once this
+                // returns.
+                if let Err(e) = self.hl.store().flush().await {
+                    tracing::warn!(callback_id = %id, error = %e, "store flush failed before a recheck");
+                }
+                match self.hl.store().callback(&id).await {
+                    Ok(Some(cb)) if cb.state.is_open() => self.track(&cb, now),
+                    Ok(_) => {}
+                    Err(e) => {
+                        tracing::warn!(callback_id = %id, error = %e, "could not read a callback to recheck")
+                    }
+                }
+            }
             Command::Counts(reply) => {
                 let mut counts: HashMap<String, crate::service::CallbackCounts> = HashMap::new();
                 for cb in self.open.iter() {
@@ -734,9 +819,7 @@ impl Actor {
                     .await;
                 let _ = reply.send(r);
             }
-            Command::Stop(done) => {
-                let _ = done.send(());
-            }
+            Command::Stop { image, done } => self.stop(image, done),
         }
     }
 

@@ -265,6 +265,9 @@ impl Holdless {
                     .await?
             }
             None => {
+                // Should this request be dropped (its client went away) once the
+                // create is under way, the scheduler still learns of the callback.
+                let guard = RecheckOnDrop(Some((scheduler.clone(), cb.id.clone())));
                 let out = self.store.create_callback(cb, key.clone()).await?;
                 if let CallbackCreate::Created(c) = &out {
                     // Take its place in line now, so the next caller counts it.
@@ -280,6 +283,7 @@ impl Holdless {
                     });
                     scheduler.added(c.clone()).await;
                 }
+                guard.disarm();
                 out
             }
         };
@@ -415,5 +419,23 @@ impl Holdless {
     ) -> Result<(bool, CallbackView), ServiceError> {
         let (dup, cb) = self.scheduler()?.outcome(attempt_id, outcome).await?;
         Ok((dup, self.view(cb)))
+    }
+}
+
+/// Asks the scheduler to recheck a callback unless disarmed: dropped with a request
+/// that was cancelled between starting a create and telling the scheduler about it.
+struct RecheckOnDrop(Option<(crate::scheduler::Scheduler, String)>);
+
+impl RecheckOnDrop {
+    fn disarm(mut self) {
+        self.0 = None;
+    }
+}
+
+impl Drop for RecheckOnDrop {
+    fn drop(&mut self) {
+        if let Some((scheduler, id)) = self.0.take() {
+            scheduler.recheck(id);
+        }
     }
 }

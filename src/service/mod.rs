@@ -530,6 +530,11 @@ impl Holdless {
         self.slot_horizon_days
     }
 
+    /// How the scheduler found the open callbacks (None before it has started).
+    pub fn scheduler_started_from(&self) -> Option<crate::scheduler::StartedFrom> {
+        self.scheduler.get().map(|s| s.started_from())
+    }
+
     /// Open callbacks the scheduler holds in memory (None before it has started).
     pub fn open_callbacks_in_memory(&self) -> Option<usize> {
         self.scheduler.get().map(|s| s.open_count())
@@ -645,17 +650,35 @@ impl Holdless {
         Ok(())
     }
 
-    /// Makes everything durable and stops the store's background work.
-    pub async fn close(&self) {
+    /// Makes everything durable and stops the store's background work. With
+    /// `warm_start` (a clean stop: nothing else can change a callback any more, every
+    /// request answered), the store keeps the scheduler's warm-start image for the
+    /// next start.
+    pub async fn close(&self, warm_start: bool) {
         self.boards.stop();
-        if let Some(s) = self.scheduler.get() {
-            s.stop().await;
-        }
+        let image = match self.scheduler.get() {
+            Some(s) => s.stop(warm_start && self.store.keeps_warm_image()).await,
+            None => None,
+        };
         if let Err(e) = self.flush_offers().await {
             tracing::warn!(error = %e, "writing callback offer counts failed at shutdown");
         }
-        if let Err(e) = self.store.flush().await {
-            tracing::error!(error = %e, "final store flush failed");
+        match self.store.flush().await {
+            Ok(()) => {
+                if let Some(image) = image {
+                    let bytes = image.len();
+                    let saving = std::time::Instant::now();
+                    match self.store.save_warm_image(image).await {
+                        Ok(()) => tracing::info!(
+                            bytes,
+                            ms = saving.elapsed().as_millis() as u64,
+                            "warm-start image saved"
+                        ),
+                        Err(e) => tracing::warn!(error = %e, "the warm-start image was not saved"),
+                    }
+                }
+            }
+            Err(e) => tracing::error!(error = %e, "final store flush failed"),
         }
         self.store.close().await;
     }

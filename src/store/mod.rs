@@ -488,6 +488,26 @@ pub trait Store: Send + Sync + 'static {
     async fn open_callbacks_estimate(&self) -> StoreResult<Option<u64>> {
         Ok(None)
     }
+    /// Keeps the scheduler's warm-start image (its index of the open callbacks, as
+    /// written at a clean stop) for the next start, which then reads it instead of
+    /// [`Store::scan_open_callbacks`]. Called after the last change of the run and
+    /// before [`Store::close`]. The store hands it out ([`Store::take_warm_image`])
+    /// only if no callback changed after this call, whoever changed it, and never
+    /// after a crash; otherwise the next start scans. The default keeps nothing.
+    async fn save_warm_image(&self, image: Vec<u8>) -> StoreResult<()> {
+        let _ = image;
+        Ok(())
+    }
+    /// Whether [`Store::save_warm_image`] keeps anything (so a stop need not write an
+    /// image the store would drop).
+    fn keeps_warm_image(&self) -> bool {
+        false
+    }
+    /// The image [`Store::save_warm_image`] kept, if it is still what the callbacks
+    /// are; handed out once.
+    async fn take_warm_image(&self) -> StoreResult<Option<Vec<u8>>> {
+        Ok(None)
+    }
     /// Callbacks in id (creation) order after `after`, at most `limit`.
     async fn list_callbacks(
         &self,

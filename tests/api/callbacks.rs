@@ -444,6 +444,82 @@ async fn callbacks_and_their_leases_survive_a_restart_on_postgres() {
     .await;
 }
 
+/// A clean stop leaves a warm-start image, and the next start reads it instead of the
+/// store; what it serves is what a start from the store serves: every callback with
+/// its state, place in line and estimated wait, the booked slot, the lease.
+#[tokio::test]
+async fn a_start_from_the_warm_start_image_serves_what_a_start_from_the_store_does() {
+    let app = spawn_app().await;
+    let (d, dispatched, attempt) = one_dispatched(&app, "d").await;
+    let mut ids = vec![dispatched.callback_id.clone()];
+    for phone in ["+13125550101", "+13125550102", "+13125550103"] {
+        ids.push(
+            request(&app, asap("billing", phone))
+                .await
+                .callback
+                .unwrap()
+                .callback_id,
+        );
+    }
+    let slot = general_slots(&app).await[3];
+    let mut req = asap("general", "+12125550177");
+    req.slot_start = slot.start;
+    req.slot_end = slot.end;
+    ids.push(request(&app, req).await.callback.unwrap().callback_id);
+    drop(d);
+    async fn seen(app: &TestApp, ids: &[String]) -> (Vec<pb::Callback>, u32, Option<f64>) {
+        let mut cbs = Vec::new();
+        for id in ids {
+            cbs.push(get(app, id).await);
+        }
+        let slots = general_slots(app).await;
+        let metrics = scrape(app).await;
+        (
+            cbs,
+            slots.iter().map(|s| s.free).sum(),
+            gauge(&metrics, "holdless_callbacks_in_line"),
+        )
+    }
+
+    let app = app.restart().await;
+    let metrics = scrape(&app).await;
+    assert_eq!(
+        gauge(&metrics, "holdless_callbacks_warm_started"),
+        Some(1.0)
+    );
+    assert_eq!(gauge(&metrics, "holdless_callbacks_open"), Some(5.0));
+    let warm = seen(&app, &ids).await;
+    let places: Vec<u32> = warm.0[1..4].iter().map(|c| c.position).collect();
+    assert_eq!(places, [1, 2, 3], "the line keeps its order");
+
+    let app = app.restart_with(|s| s.store.warm_start = false).await;
+    let metrics = scrape(&app).await;
+    assert_eq!(
+        gauge(&metrics, "holdless_callbacks_warm_started"),
+        Some(0.0)
+    );
+    assert_eq!(seen(&app, &ids).await, warm);
+
+    // The image is good for one start: the next one, after a stop that kept none,
+    // reads the store.
+    let app = app.restart().await;
+    assert_eq!(
+        gauge(&scrape(&app).await, "holdless_callbacks_warm_started"),
+        Some(0.0)
+    );
+    let app = app.restart().await;
+    assert_eq!(
+        gauge(&scrape(&app).await, "holdless_callbacks_warm_started"),
+        Some(1.0)
+    );
+    assert_eq!(seen(&app, &ids).await, warm);
+    // The lease ran out: the same attempt goes out again.
+    app.clock.advance(chrono::Duration::seconds(120));
+    let mut d = dialer(&app, "d-after").await;
+    assert_eq!(next(&mut d).await.attempt_id, attempt.attempt_id);
+    app.stop().await.expect("clean shutdown");
+}
+
 #[tokio::test]
 async fn a_repeated_outcome_after_a_restart_is_a_duplicate_and_changes_nothing() {
     let app = spawn_app().await;

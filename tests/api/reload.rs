@@ -76,7 +76,7 @@ async fn a_bad_plan_file_keeps_the_active_plan_and_is_counted() {
         (last.action, last.principal.as_str()),
         (AuditAction::PlanReload, "system")
     );
-    h.close().await;
+    h.close(false).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -138,7 +138,7 @@ async fn a_reload_never_imports_the_example_nor_replaces_a_version_applied_throu
     let last = h.audit_log(0, 10).await.unwrap().pop().unwrap();
     assert_eq!(last.action, AuditAction::PlanReload);
     assert_eq!(h.plan_reload_failures(), 0);
-    h.close().await;
+    h.close(false).await;
 }
 
 #[tokio::test]

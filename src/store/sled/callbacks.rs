@@ -250,6 +250,7 @@ impl SledStore {
             }
             put(&mut b, c);
         }
+        self.trees.changes.fetch_add(1, Ordering::Relaxed);
         tree.apply_batch(b.into_batch()).map_err(io)?;
         let n = u64::try_from(callbacks.len()).unwrap_or(u64::MAX);
         self.trees.open_estimate.fetch_add(n, Ordering::Relaxed);
@@ -293,6 +294,7 @@ impl SledStore {
     }
 
     fn stage(&self, writes: Writes) {
+        self.trees.changes.fetch_add(1, Ordering::Relaxed);
         self.staged().0.extend(writes.0);
     }
 

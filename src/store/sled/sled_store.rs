@@ -50,6 +50,14 @@ const IMPORT_UNFINISHED: &[u8] = b"import_unfinished";
 /// closes, so the next start can size its tables before scanning (sled keeps no count
 /// of its own, and counting is a scan). A crash keeps the figure of the close before.
 const OPEN_ESTIMATE: &[u8] = b"open_callbacks_estimate";
+/// `meta` key: the scheduler's warm-start image in [`WARM_IMAGE_FILE`] is what the
+/// callbacks are (u64, big-endian: the number the file starts with). Written at a
+/// clean close only when no callback changed after the image was saved, and removed
+/// (durably) by the next open before anything else, so a store that was written to
+/// after its last clean close never has it (see [`Store::save_warm_image`]).
+const WARM_IMAGE: &[u8] = b"warm_image";
+/// The scheduler's warm-start image, in the store's directory.
+const WARM_IMAGE_FILE: &str = "warm-start.image";
 /// Records deleted per writer job when pruning: each job is short, so durable writes
 /// queued behind it wait a few milliseconds at most.
 pub(crate) const PRUNE_CHUNK: usize = 1_000;
@@ -115,6 +123,7 @@ pub struct SledStore {
     /// Every number in `phones` and in the callers of `contacts_by_party` (see
     /// `store::known`): a number not in it has no customer and no contacts.
     pub(crate) known: Arc<KnownNumbers>,
+    warm: Arc<WarmImage>,
 }
 
 /// The callback tree (see `store::callbacks`).
@@ -124,6 +133,21 @@ pub(crate) struct CallbackTrees {
     /// created or imported since (closed ones are not taken off). Kept in `meta` at
     /// [`OPEN_ESTIMATE`] for [`Store::open_callbacks_estimate`].
     pub open_estimate: std::sync::atomic::AtomicU64,
+    /// Changes of callbacks applied since the store opened (writer thread): a
+    /// warm-start image saved at one count is the store's only while it holds.
+    pub changes: std::sync::atomic::AtomicU64,
+}
+
+/// The warm-start image's bookkeeping (see [`WARM_IMAGE`]).
+#[derive(Default)]
+pub(crate) struct WarmImage {
+    /// The file.
+    file: std::path::PathBuf,
+    /// The number [`WARM_IMAGE`] held when this store opened: the file is the image
+    /// of the callbacks as opened, if it starts with it.
+    found: std::sync::Mutex<Option<u64>>,
+    /// The image saved by this run: its number, and the callback changes then.
+    saved: std::sync::Mutex<Option<(u64, u64)>>,
 }
 
 pub(crate) fn io(e: impl std::fmt::Display) -> StoreError {
@@ -221,6 +245,33 @@ fn private_files(path: &Path) -> std::io::Result<()> {
     }
 }
 
+fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// Writes the warm-start image durably: `number`, then the image, in a file renamed
+/// into place once synced (a crash leaves the old file or none, never half of one;
+/// the mark in `meta` decides whether either is used).
+fn write_warm_image(file: &Path, number: u64, image: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    let tmp = file.with_extension("tmp");
+    let mut open = std::fs::OpenOptions::new();
+    open.write(true).create(true).truncate(true);
+    // Numbers of customers: owner-only, as the rest of the store.
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut open, 0o600);
+    let mut f = open.open(&tmp)?;
+    f.write_all(&number.to_be_bytes())?;
+    f.write_all(image)?;
+    f.sync_all()?;
+    drop(f);
+    std::fs::rename(&tmp, file)?;
+    if let Some(dir) = file.parent() {
+        std::fs::File::open(dir)?.sync_all()?;
+    }
+    Ok(())
+}
+
 impl SledStore {
     /// Opens (or creates) the store in `path` and starts its writer threads. Blocking,
     /// so call it from `spawn_blocking` on a busy runtime. Call [`Store::close`] before
@@ -266,6 +317,19 @@ impl SledStore {
             db.flush().map_err(io)?;
             data_file.sync_data().map_err(io)
         };
+        // The warm-start image is good for this opening only: its mark goes first.
+        let warm_file = path.join(WARM_IMAGE_FILE);
+        let found = match meta.remove(WARM_IMAGE).map_err(io)? {
+            Some(mark) => {
+                durable()?;
+                <[u8; 8]>::try_from(&*mark).ok().map(u64::from_be_bytes)
+            }
+            None => {
+                // Left by a run that did not close cleanly, or already used.
+                let _ = std::fs::remove_file(&warm_file);
+                None
+            }
+        };
         if meta.contains_key(IMPORT_UNFINISHED).map_err(io)? {
             let n = super::callbacks::remove_imported(&callbacks)?;
             meta.remove(IMPORT_UNFINISHED).map_err(io)?;
@@ -304,12 +368,35 @@ impl SledStore {
             trees: Arc::new(CallbackTrees {
                 callbacks,
                 open_estimate: Default::default(),
+                changes: Default::default(),
             }),
             committer: Arc::new(Committer::new()),
             known,
+            warm: Arc::new(WarmImage {
+                file: warm_file,
+                found: std::sync::Mutex::new(found),
+                saved: Default::default(),
+            }),
         };
         store.committer.start(store.clone(), db, data_file)?;
         Ok(store)
+    }
+
+    /// Marks the warm-start image `number` as the store's, unless a callback changed
+    /// after it was saved (at `changes`). Writer thread.
+    fn note_warm_image(&self, number: u64, changes: u64) -> StoreResult<bool> {
+        if self
+            .trees
+            .changes
+            .load(std::sync::atomic::Ordering::Relaxed)
+            != changes
+        {
+            return Ok(false);
+        }
+        self.meta
+            .insert(WARM_IMAGE, &number.to_be_bytes())
+            .map_err(io)?;
+        Ok(true)
     }
 
     /// Keeps `n` as the estimate of open callbacks (see [`OPEN_ESTIMATE`]); durable
@@ -1131,7 +1218,62 @@ impl Store for SledStore {
         self.committer.durable().await
     }
 
+    fn keeps_warm_image(&self) -> bool {
+        true
+    }
+
+    async fn save_warm_image(&self, image: Vec<u8>) -> StoreResult<()> {
+        let changes = self
+            .trees
+            .changes
+            .load(std::sync::atomic::Ordering::Relaxed);
+        let number = fastrand::u64(..);
+        let file = self.warm.file.clone();
+        tokio::task::spawn_blocking(move || write_warm_image(&file, number, &image))
+            .await
+            .map_err(io)?
+            .map_err(io)?;
+        *lock(&self.warm.saved) = Some((number, changes));
+        Ok(())
+    }
+
+    async fn take_warm_image(&self) -> StoreResult<Option<Vec<u8>>> {
+        let Some(number) = lock(&self.warm.found).take() else {
+            return Ok(None);
+        };
+        let file = self.warm.file.clone();
+        tokio::task::spawn_blocking(move || {
+            let read = std::fs::read(&file);
+            // Used once: the mark is gone already, and the file goes too.
+            let _ = std::fs::remove_file(&file);
+            let bytes = read.map_err(io)?;
+            match bytes.split_first_chunk::<8>() {
+                Some((head, image)) if u64::from_be_bytes(*head) == number => {
+                    Ok(Some(image.to_vec()))
+                }
+                _ => Ok(None),
+            }
+        })
+        .await
+        .map_err(io)?
+    }
+
     async fn close(&self) {
+        let saved = lock(&self.warm.saved).take();
+        if let Some((number, changes)) = saved {
+            match self
+                .committer
+                .write(move |s| s.note_warm_image(number, changes))
+                .await
+            {
+                Ok(true) => {}
+                Ok(false) => tracing::info!(
+                    "a callback changed after the warm-start image was saved; the next \
+                     start reads the store"
+                ),
+                Err(e) => tracing::warn!(error = %e, "the warm-start image was not kept"),
+            }
+        }
         let n = self
             .trees
             .open_estimate
@@ -1217,6 +1359,49 @@ mod tests {
 
         let s = SledStore::open(dir.path()).unwrap();
         assert_eq!(s.open_callbacks_estimate().await.unwrap(), Some(3));
+        s.close().await;
+    }
+
+    /// The warm-start image comes back from the opening after the clean close that
+    /// kept it, once; an opening that does not take it uses it up all the same (a
+    /// crash after that opening must not find it), and a callback changed after it
+    /// was saved means there is none.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_warm_start_image_is_good_for_one_opening_after_a_clean_close_with_no_change() {
+        let dir = tempfile::tempdir().unwrap();
+        let image = b"the scheduler's image".to_vec();
+        let s = SledStore::open(dir.path()).unwrap();
+        assert_eq!(s.take_warm_image().await.unwrap(), None);
+        let cb = open_callback("01J0000000000000000000000A", "+441", CallbackState::Pending);
+        s.create_callback(cb.clone(), None).await.unwrap();
+        s.save_warm_image(image.clone()).await.unwrap();
+        s.close().await;
+        drop(s);
+
+        let s = SledStore::open(dir.path()).unwrap();
+        assert_eq!(s.take_warm_image().await.unwrap(), Some(image.clone()));
+        assert_eq!(s.take_warm_image().await.unwrap(), None);
+        s.save_warm_image(image.clone()).await.unwrap();
+        s.close().await;
+        drop(s);
+
+        // Opened and closed without taking it or saving another.
+        let s = SledStore::open(dir.path()).unwrap();
+        s.close().await;
+        drop(s);
+        let s = SledStore::open(dir.path()).unwrap();
+        assert_eq!(s.take_warm_image().await.unwrap(), None);
+        s.save_warm_image(image.clone()).await.unwrap();
+        // A change after the image: it is not the callbacks any more.
+        let mut done = cb.clone();
+        done.cancel("test".into(), utc("2026-12-07T10:00:00Z"))
+            .unwrap();
+        s.update_callback(done).await.unwrap();
+        s.close().await;
+        drop(s);
+        let s = SledStore::open(dir.path()).unwrap();
+        assert_eq!(s.take_warm_image().await.unwrap(), None);
+        assert!(!dir.path().join(WARM_IMAGE_FILE).exists());
         s.close().await;
     }
 
