@@ -153,6 +153,8 @@ pub struct Scheduler {
     /// Dialers connected (`WatchDispatches` streams), as of the actor's last pass.
     dialer_count: Arc<AtomicUsize>,
     started_from: StartedFrom,
+    /// Rechecks waiting for room in the command queue (see [`Scheduler::recheck`]).
+    rechecks_in_flight: Arc<AtomicUsize>,
 }
 
 /// Open callbacks from which start-up returns the memory its load freed to the
@@ -187,6 +189,7 @@ impl Scheduler {
             slot_of: HashMap::new(),
             open_count: Arc::new(AtomicUsize::new(0)),
             dialer_count: Arc::new(AtomicUsize::new(0)),
+            rechecks_in_flight: Arc::new(AtomicUsize::new(0)),
         };
         let now = actor.hl.clock().now();
         // Start-up: one plan snapshot and one floor lock for the whole lot. Each id is
@@ -283,6 +286,7 @@ impl Scheduler {
         );
         let open_count = actor.open_count.clone();
         let dialer_count = actor.dialer_count.clone();
+        let rechecks_in_flight = actor.rechecks_in_flight.clone();
         tokio::spawn(actor.run());
         Ok(Self {
             tx,
@@ -290,6 +294,7 @@ impl Scheduler {
             open_count,
             dialer_count,
             started_from,
+            rechecks_in_flight,
         })
     }
 
@@ -333,10 +338,14 @@ impl Scheduler {
         match self.tx.try_send(Command::Recheck(id)) {
             Ok(()) | Err(mpsc::error::TrySendError::Closed(_)) => {}
             Err(mpsc::error::TrySendError::Full(cmd)) => {
-                let tx = self.tx.clone();
+                // Sent later, perhaps after a stop: no image may be written while one
+                // is on its way (the image would not have the callback).
+                self.rechecks_in_flight.fetch_add(1, Ordering::SeqCst);
+                let (tx, in_flight) = (self.tx.clone(), self.rechecks_in_flight.clone());
                 if let Ok(rt) = tokio::runtime::Handle::try_current() {
                     rt.spawn(async move {
                         let _ = tx.send(cmd).await;
+                        in_flight.fetch_sub(1, Ordering::SeqCst);
                     });
                 }
             }
@@ -481,6 +490,8 @@ struct Actor {
     open_count: Arc<AtomicUsize>,
     /// `dialers.len()` likewise.
     dialer_count: Arc<AtomicUsize>,
+    /// [`Scheduler::recheck`]'s, shared.
+    rechecks_in_flight: Arc<AtomicUsize>,
 }
 
 use index::Id;

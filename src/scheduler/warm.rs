@@ -31,7 +31,10 @@ impl Actor {
     /// Answers a stop: with `image`, the warm-start image of the actor as it is now
     /// (every command before the stop applied).
     pub(super) fn stop(&self, image: bool, done: oneshot::Sender<Option<Vec<u8>>>) {
-        let image = image.then(|| self.warm_image()).flatten();
+        let unsent = self
+            .rechecks_in_flight
+            .load(std::sync::atomic::Ordering::SeqCst);
+        let image = (image && unsent == 0).then(|| self.warm_image()).flatten();
         let _ = done.send(image);
     }
 
