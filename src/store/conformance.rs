@@ -121,7 +121,8 @@ all_backends!(
     first_contact_resolution_of_frequent_callers_matches_the_definition,
     a_second_call_within_seven_days_spoils_first_contact_resolution_once,
     the_open_scan_gives_the_index_fields_of_open_callbacks_only,
-    a_customer_listing_a_number_twice_is_refused_and_changes_nothing
+    a_customer_listing_a_number_twice_is_refused_and_changes_nothing,
+    a_warm_start_image_is_handed_out_once_and_not_after_a_callback_changed,
 );
 
 pub(crate) fn customer(id: &str, phones: &[&str]) -> Customer {
@@ -1130,6 +1131,52 @@ pub(super) async fn a_stale_callback_change_is_refused_and_changes_nothing<B: Ba
         CallbackCreate::Created(_)
     ));
     assert_open_and_consistent(&*s, 1).await;
+}
+
+/// The scheduler's warm-start image comes back once, from the store opened after the
+/// close that kept it, and never after a callback was created or changed.
+pub(super) async fn a_warm_start_image_is_handed_out_once_and_not_after_a_callback_changed<
+    B: Backend,
+>() {
+    let b = B::fresh().await;
+    // More than one of PostgreSQL's 8 MiB parts, in a pattern a part out of place breaks.
+    let image: Vec<u8> = (0..(9u32 << 20)).map(|i| (i % 251) as u8).collect();
+    let reopen = |s: Arc<dyn Store>| {
+        let b = &b;
+        async move {
+            s.close().await;
+            drop(s);
+            b.open().await
+        }
+    };
+    let s = b.open().await;
+    assert_eq!(s.take_warm_image().await.unwrap(), None, "never saved");
+    let cb = open_callback("01J0000000000000000000000A", "+441", CallbackState::Pending);
+    s.create_callback(cb.clone(), None).await.unwrap();
+    s.save_warm_image(image.clone()).await.unwrap();
+    let s = reopen(s).await;
+    let taken = s.take_warm_image().await.unwrap();
+    assert!(
+        taken.as_ref() == Some(&image),
+        "{:?} bytes",
+        taken.map(|i| i.len())
+    );
+    assert_eq!(s.take_warm_image().await.unwrap(), None, "taken once");
+
+    // A change after the image was saved: it is not what the callbacks are any more.
+    let mut done = cb.clone();
+    done.cancel("test".into(), utc("2026-12-07T10:00:00Z"))
+        .unwrap();
+    s.save_warm_image(image.clone()).await.unwrap();
+    s.update_callback(done).await.unwrap();
+    let s = reopen(s).await;
+    assert_eq!(s.take_warm_image().await.unwrap(), None, "after a change");
+    s.save_warm_image(image.clone()).await.unwrap();
+    let another = open_callback("01J0000000000000000000000B", "+442", CallbackState::Pending);
+    s.create_callback(another, None).await.unwrap();
+    let s = reopen(s).await;
+    assert_eq!(s.take_warm_image().await.unwrap(), None, "after a create");
+    s.close().await;
 }
 
 pub(super) async fn callbacks_list_in_id_order_with_filters_and_pages<B: Backend>() {

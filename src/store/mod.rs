@@ -492,8 +492,11 @@ pub trait Store: Send + Sync + 'static {
     /// written at a clean stop) for the next start, which then reads it instead of
     /// [`Store::scan_open_callbacks`]. Called after the last change of the run and
     /// before [`Store::close`]. The store hands it out ([`Store::take_warm_image`])
-    /// only if no callback changed after this call, whoever changed it, and never
-    /// after a crash; otherwise the next start scans. The default keeps nothing.
+    /// only if no callback changed after this call, whoever changed it; otherwise the
+    /// next start scans. sled keeps it for the one opening after a clean close (its
+    /// count of changes lives in the process, so a crash or any other opening voids
+    /// it); PostgreSQL until it is taken or a callback is written (a statement
+    /// trigger deletes it in the writer's transaction). The default keeps nothing.
     async fn save_warm_image(&self, image: Vec<u8>) -> StoreResult<()> {
         let _ = image;
         Ok(())
@@ -558,7 +561,8 @@ pub trait Store: Send + Sync + 'static {
         self.import(import).await
     }
 
-    /// Waits until everything written so far is durable.
+    /// Waits until everything written so far is durable, and every write begun so far
+    /// has its outcome in the store (a create whose caller gave up included).
     async fn flush(&self) -> StoreResult<()>;
 
     /// Makes everything durable and stops background work; later writes fail with

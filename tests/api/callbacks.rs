@@ -449,7 +449,23 @@ async fn callbacks_and_their_leases_survive_a_restart_on_postgres() {
 /// its state, place in line and estimated wait, the booked slot, the lease.
 #[tokio::test]
 async fn a_start_from_the_warm_start_image_serves_what_a_start_from_the_store_does() {
-    let app = spawn_app().await;
+    a_start_from_the_warm_start_image_serves_what_a_start_from_the_store_does_on(|_| {}).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_start_from_the_warm_start_image_serves_what_a_start_from_the_store_does_on_postgres() {
+    let url = holdless::store::pgtest::test_postgres().await;
+    a_start_from_the_warm_start_image_serves_what_a_start_from_the_store_does_on(move |s| {
+        s.store.backend = holdless::config::StoreBackend::Postgres;
+        s.store.postgres.url = url.clone();
+    })
+    .await;
+}
+
+async fn a_start_from_the_warm_start_image_serves_what_a_start_from_the_store_does_on(
+    on: impl Fn(&mut holdless::config::Settings) + Clone,
+) {
+    let app = spawn_app_with(on.clone()).await;
     let (d, dispatched, attempt) = one_dispatched(&app, "d").await;
     let mut ids = vec![dispatched.callback_id.clone()];
     for phone in ["+13125550101", "+13125550102", "+13125550103"] {
@@ -481,7 +497,7 @@ async fn a_start_from_the_warm_start_image_serves_what_a_start_from_the_store_do
         )
     }
 
-    let app = app.restart().await;
+    let app = app.restart_with(on.clone()).await;
     let metrics = scrape(&app).await;
     assert_eq!(
         gauge(&metrics, "holdless_callbacks_warm_started"),
@@ -492,7 +508,12 @@ async fn a_start_from_the_warm_start_image_serves_what_a_start_from_the_store_do
     let places: Vec<u32> = warm.0[1..4].iter().map(|c| c.position).collect();
     assert_eq!(places, [1, 2, 3], "the line keeps its order");
 
-    let app = app.restart_with(|s| s.store.warm_start = false).await;
+    let app = app
+        .restart_with(|s| {
+            on(s);
+            s.store.warm_start = false
+        })
+        .await;
     let metrics = scrape(&app).await;
     assert_eq!(
         gauge(&metrics, "holdless_callbacks_warm_started"),
@@ -502,12 +523,12 @@ async fn a_start_from_the_warm_start_image_serves_what_a_start_from_the_store_do
 
     // The image is good for one start: the next one, after a stop that kept none,
     // reads the store.
-    let app = app.restart().await;
+    let app = app.restart_with(on.clone()).await;
     assert_eq!(
         gauge(&scrape(&app).await, "holdless_callbacks_warm_started"),
         Some(0.0)
     );
-    let app = app.restart().await;
+    let app = app.restart_with(on.clone()).await;
     assert_eq!(
         gauge(&scrape(&app).await, "holdless_callbacks_warm_started"),
         Some(1.0)

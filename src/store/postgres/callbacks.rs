@@ -23,11 +23,12 @@
 //! that found a twin or a replay counts nothing, and a change counts the closing of a
 //! callback only when the stored one was still open.
 
+use std::collections::BTreeSet;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Weak};
 
 use chrono::{DateTime, Utc};
-use tokio::sync::{mpsc, oneshot, Semaphore};
+use tokio::sync::{mpsc, oneshot, watch, Semaphore};
 use tokio_postgres::types::{Json, ToSql};
 use tokio_postgres::Row;
 
@@ -117,6 +118,63 @@ pub(super) struct CreateJob {
     cb: Callback,
     request: Option<RequestKey>,
     reply: oneshot::Sender<StoreResult<CallbackCreate>>,
+    /// Held until the create is answered (or dropped unanswered).
+    _ticket: Ticket,
+}
+
+/// The creates handed to the queue and not yet answered, by number in the order they
+/// were handed in, so a flush can wait for every create handed in before it: one whose
+/// caller gave up still commits (or fails) on its own time, and a scheduler that
+/// rechecks such a callback must see its outcome.
+pub(super) struct Unanswered(watch::Sender<Tickets>);
+
+#[derive(Default)]
+struct Tickets {
+    next: u64,
+    out: BTreeSet<u64>,
+}
+
+/// A create's number among [`Unanswered`]; dropping it marks the create answered.
+pub(super) struct Ticket {
+    n: u64,
+    of: Arc<Unanswered>,
+}
+
+impl Drop for Ticket {
+    fn drop(&mut self) {
+        self.of.0.send_modify(|t| {
+            t.out.remove(&self.n);
+        });
+    }
+}
+
+impl Unanswered {
+    pub(super) fn new() -> Arc<Self> {
+        Arc::new(Unanswered(watch::Sender::new(Tickets::default())))
+    }
+
+    fn ticket(self: &Arc<Self>) -> Ticket {
+        let mut n = 0;
+        self.0.send_modify(|t| {
+            n = t.next;
+            t.next += 1;
+            t.out.insert(n);
+        });
+        Ticket {
+            n,
+            of: self.clone(),
+        }
+    }
+
+    /// Returns once every create handed in before this call has been answered.
+    pub(super) async fn settled(&self) {
+        let upto = self.0.borrow().next;
+        let mut seen = self.0.subscribe();
+        // The sender lives as long as `self`: this ends only by the condition.
+        let _ = seen
+            .wait_for(|t| t.out.first().is_none_or(|&n| n >= upto))
+            .await;
+    }
 }
 
 /// The create queue's worker: takes the first waiting create, waits for one of
@@ -199,9 +257,15 @@ impl PgStore {
             return Err(StoreError::Closed);
         }
         let (reply, answer) = oneshot::channel();
+        let _ticket = self.inner.unanswered.ticket();
         self.inner
             .creates
-            .send(CreateJob { cb, request, reply })
+            .send(CreateJob {
+                cb,
+                request,
+                reply,
+                _ticket,
+            })
             .await
             .map_err(|_| StoreError::Closed)?;
         answer

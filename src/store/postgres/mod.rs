@@ -44,6 +44,7 @@ pub mod lease;
 mod schema;
 mod store_impl;
 mod tx;
+mod warm;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -119,6 +120,8 @@ struct Inner {
     pool: Pool,
     /// The create queue (`callbacks::run_creates`).
     creates: tokio::sync::mpsc::Sender<callbacks::CreateJob>,
+    /// The creates handed to it and not answered yet (`Store::flush` waits for them).
+    unanswered: Arc<callbacks::Unanswered>,
     fence: AtomicU64,
     closed: AtomicBool,
     cache: Cache,
@@ -258,6 +261,7 @@ impl PgStore {
             Inner {
                 pool,
                 creates,
+                unanswered: callbacks::Unanswered::new(),
                 fence: AtomicU64::new(0),
                 closed: AtomicBool::new(false),
                 cache,

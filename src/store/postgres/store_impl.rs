@@ -481,11 +481,25 @@ impl Store for PgStore {
     }
 
     async fn flush(&self) -> StoreResult<()> {
-        // Every acknowledged write was committed before it was acknowledged.
+        // Every acknowledged write was committed before it was acknowledged; a create
+        // whose caller gave up is committed or refused once it is answered.
         if self.inner.closed.load(std::sync::atomic::Ordering::SeqCst) {
             return Err(StoreError::Closed);
         }
+        self.inner.unanswered.settled().await;
         Ok(())
+    }
+
+    fn keeps_warm_image(&self) -> bool {
+        true
+    }
+
+    async fn save_warm_image(&self, image: Vec<u8>) -> StoreResult<()> {
+        self.save_image(&image).await
+    }
+
+    async fn take_warm_image(&self) -> StoreResult<Option<Vec<u8>>> {
+        self.take_image().await
     }
 
     async fn close(&self) {

@@ -529,3 +529,69 @@ async fn a_callback_the_database_refuses_fails_alone_and_its_batch_is_created() 
     let requested: u64 = kpi.iter().map(|b| b.counters.cb_requested).sum();
     assert_eq!(requested, 8);
 }
+
+/// A create whose caller stopped waiting still commits on its own time; a flush
+/// returns only once it has, so whoever reads next (the scheduler rechecking the
+/// callback) sees it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_create_whose_caller_gave_up_is_in_the_store_once_a_flush_returns() {
+    let url = pgtest::test_postgres().await;
+    let s = PgStore::open(&options(&url)).await.unwrap();
+    let cb = open_callback("01J0000000000000000000000A", "+441", CallbackState::Pending);
+    {
+        let create = s.create_callback(cb.clone(), None);
+        tokio::pin!(create);
+        // One poll hands the create to the queue; then its caller goes away.
+        let first = std::future::poll_fn(|cx| {
+            std::task::Poll::Ready(std::future::Future::poll(create.as_mut(), cx))
+        })
+        .await;
+        assert!(first.is_pending());
+    }
+    s.flush().await.unwrap();
+    assert_eq!(s.callback(&cb.id).await.unwrap(), Some(cb));
+}
+
+async fn psql(url: &str, sql: &str) {
+    let (client, conn) = tokio_postgres::connect(url, NoTls).await.unwrap();
+    let task = tokio::spawn(conn);
+    client.batch_execute(sql).await.unwrap();
+    drop(client);
+    task.await.unwrap().unwrap();
+}
+
+/// The warm-start image is deleted by a write to `callbacks` from anyone (here an
+/// operator's statement), and a node whose epoch was overtaken can neither save one
+/// nor take the one the new leader saved.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_warm_start_image_goes_with_any_callback_write_and_stays_behind_the_fence() {
+    let url = pgtest::test_postgres().await;
+    let s = PgStore::open(&options(&url)).await.unwrap();
+    let cb = open_callback("01J0000000000000000000000A", "+441", CallbackState::Pending);
+    s.create_callback(cb.clone(), None).await.unwrap();
+    let image = b"the scheduler's image".to_vec();
+    s.save_warm_image(image.clone()).await.unwrap();
+    psql(
+        &url,
+        "UPDATE callbacks SET created_by = created_by WHERE false",
+    )
+    .await;
+    assert_eq!(
+        s.take_warm_image().await.unwrap(),
+        None,
+        "even a no-op write"
+    );
+
+    set_lease_epoch(&url, 7).await;
+    s.set_fence(7);
+    s.save_warm_image(image.clone()).await.unwrap();
+    let old = PgStore::open(&options(&url)).await.unwrap();
+    old.set_fence(6);
+    let fenced = StoreError::Fenced {
+        epoch: 6,
+        current: 7,
+    };
+    assert_eq!(old.take_warm_image().await, Err(fenced.clone()));
+    assert_eq!(old.save_warm_image(b"stale".to_vec()).await, Err(fenced));
+    assert_eq!(s.take_warm_image().await.unwrap(), Some(image));
+}
