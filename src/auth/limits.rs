@@ -9,7 +9,10 @@
 //!
 //! Memory is bounded: at most `limit` instants per key and `max_keys` keys; keys whose
 //! admissions all left the window are pruned when the map is full. If it is still full
-//! (that many distinct keys within one window), new keys are refused (fail closed).
+//! (that many distinct keys within one window), new keys are refused (fail closed)
+//! until [`FREED_SHARE`] of the keys have left their window: a table full of live keys
+//! is looked through once per such batch, not once per refused request, and the
+//! refusal's `RetryInfo` names that instant.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -24,8 +27,11 @@ use crate::config::LimitSettings;
 
 /// Most keys one window tracks (distinct phone numbers or principals).
 pub const MAX_LIMITED_KEYS: usize = 100_000;
-/// Retry delay suggested when the key table is full of live keys.
-const FULL_RETRY: StdDuration = StdDuration::from_secs(60);
+/// A key table full of live keys refuses new keys until this share of them (1 in
+/// 100) has left the window.
+const FREED_SHARE: usize = 100;
+/// Least time between two "key table full" warnings of one window.
+const FULL_WARN_EVERY_SECS: i64 = 60;
 
 /// A refused admission: which limit, and when to retry.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -42,7 +48,17 @@ pub struct SlidingWindow {
     limit: usize,
     window: Duration,
     max_keys: usize,
-    hits: Mutex<HashMap<String, VecDeque<DateTime<Utc>>>>,
+    hits: Mutex<Keys>,
+}
+
+/// The admissions of each key, and what the window knows of its table being full.
+#[derive(Debug, Default)]
+struct Keys {
+    hits: HashMap<String, VecDeque<DateTime<Utc>>>,
+    /// The table is full of live keys: new keys are refused until this instant.
+    full_until: Option<DateTime<Utc>>,
+    /// When the last "key table full" warning was logged.
+    warned: Option<DateTime<Utc>>,
 }
 
 impl SlidingWindow {
@@ -52,11 +68,11 @@ impl SlidingWindow {
             limit: usize::try_from(limit).unwrap_or(usize::MAX),
             window,
             max_keys: max_keys.max(1),
-            hits: Mutex::new(HashMap::new()),
+            hits: Mutex::new(Keys::default()),
         }
     }
 
-    fn lock(&self) -> MutexGuard<'_, HashMap<String, VecDeque<DateTime<Utc>>>> {
+    fn lock(&self) -> MutexGuard<'_, Keys> {
         self.hits.lock().unwrap_or_else(|e| e.into_inner())
     }
 
@@ -69,17 +85,12 @@ impl SlidingWindow {
     }
 
     /// Whether `key` would be admitted at `now`; drops instants that left the window.
-    fn check(
-        &self,
-        hits: &mut HashMap<String, VecDeque<DateTime<Utc>>>,
-        key: &str,
-        now: DateTime<Utc>,
-    ) -> Result<(), Limited> {
+    fn check(&self, keys: &mut Keys, key: &str, now: DateTime<Utc>) -> Result<(), Limited> {
         if self.limit == 0 {
             return Ok(());
         }
         let horizon = now - self.window;
-        if let Some(log) = hits.get_mut(key) {
+        if let Some(log) = keys.hits.get_mut(key) {
             while log.front().is_some_and(|t| *t <= horizon) {
                 log.pop_front();
             }
@@ -93,31 +104,63 @@ impl SlidingWindow {
                 _ => Ok(()),
             };
         }
-        if hits.len() >= self.max_keys {
-            hits.retain(|_, log| log.back().is_some_and(|t| *t > horizon));
-            if hits.len() >= self.max_keys {
-                tracing::warn!(scope = self.scope, "rate limiter key table full");
-                return Err(Limited {
-                    scope: self.scope,
-                    retry_after: FULL_RETRY,
-                });
+        if keys.hits.len() >= self.max_keys {
+            let full = |until: DateTime<Utc>| Limited {
+                scope: self.scope,
+                retry_after: (until - now).to_std().unwrap_or(StdDuration::ZERO),
+            };
+            if let Some(until) = keys.full_until.filter(|until| now < *until) {
+                return Err(full(until));
             }
+            keys.hits
+                .retain(|_, log| log.back().is_some_and(|t| *t > horizon));
+            if keys.hits.len() >= self.max_keys {
+                let until = self.batch_freed(&keys.hits, now);
+                keys.full_until = Some(until);
+                let quiet = keys
+                    .warned
+                    .is_some_and(|w| now - w < Duration::seconds(FULL_WARN_EVERY_SECS));
+                if !quiet {
+                    keys.warned = Some(now);
+                    tracing::warn!(
+                        scope = self.scope,
+                        keys = keys.hits.len(),
+                        refused_secs = (until - now).num_seconds(),
+                        "rate limiter key table full of keys admitted within the window: new \
+                         keys are refused until some leave it"
+                    );
+                }
+                return Err(full(until));
+            }
+            keys.full_until = None;
         }
         Ok(())
     }
 
-    fn record(
+    /// When [`FREED_SHARE`] of the keys in `hits` (all admitted within the window) will
+    /// have left it: each key leaves when its last admission does.
+    fn batch_freed(
         &self,
-        hits: &mut HashMap<String, VecDeque<DateTime<Utc>>>,
-        key: &str,
+        hits: &HashMap<String, VecDeque<DateTime<Utc>>>,
         now: DateTime<Utc>,
-    ) {
+    ) -> DateTime<Utc> {
+        let mut leaving: Vec<DateTime<Utc>> =
+            hits.values().filter_map(|l| l.back()).copied().collect();
+        if leaving.is_empty() {
+            return now + self.window;
+        }
+        let k = (leaving.len() / FREED_SHARE).min(leaving.len() - 1);
+        let (_, kth, _) = leaving.select_nth_unstable(k);
+        *kth + self.window
+    }
+
+    fn record(&self, keys: &mut Keys, key: &str, now: DateTime<Utc>) {
         if self.limit == 0 {
             return;
         }
-        let log = match hits.get_mut(key) {
+        let log = match keys.hits.get_mut(key) {
             Some(log) => log,
-            None => hits.entry(key.to_owned()).or_default(),
+            None => keys.hits.entry(key.to_owned()).or_default(),
         };
         log.push_back(now);
         while log.len() > self.limit {
@@ -274,10 +317,36 @@ mod tests {
         w.admit("a", now).unwrap();
         w.admit("b", now).unwrap();
         let e = w.admit("c", now).unwrap_err();
-        assert_eq!(e.retry_after, FULL_RETRY);
+        assert_eq!(e.retry_after, StdDuration::from_secs(60));
         let later = now + Duration::minutes(1);
         w.admit("c", later).unwrap();
-        assert!(w.lock().len() <= 2);
+        assert!(w.lock().hits.len() <= 2);
+    }
+
+    /// A table full of live keys refuses new keys until a hundredth of them left the
+    /// window (each refusal says how long), then admits new keys again; keys already
+    /// in the table keep their own limits meanwhile.
+    #[test]
+    fn a_full_key_table_refuses_new_keys_until_a_share_of_them_left_the_window() {
+        let w = SlidingWindow::new("k", 2, Duration::minutes(60), 200);
+        let now = t0();
+        // 200 keys, one a second: key i leaves the window at t0 + 60 min + i s.
+        for i in 0..200 {
+            w.admit(&format!("k{i}"), now + Duration::seconds(i))
+                .unwrap();
+        }
+        let full = now + Duration::seconds(300);
+        let e = w.admit("new", full).unwrap_err();
+        // The 3rd key to leave (index 200 / 100 = 2) leaves at t0 + 60 min + 2 s.
+        let freed = now + Duration::minutes(60) + Duration::seconds(2);
+        assert_eq!(e.retry_after, (freed - full).to_std().unwrap());
+        // Refused with the same instant until then, even after the first key left.
+        let e = w.admit("new", freed - Duration::seconds(1)).unwrap_err();
+        assert_eq!(e.retry_after, StdDuration::from_secs(1));
+        // A key in the table still has its second admission.
+        w.admit("k5", full).unwrap();
+        w.admit("new", freed).unwrap();
+        assert_eq!(w.lock().hits.len(), 198);
     }
 
     #[test]
