@@ -639,6 +639,10 @@ fn reload_tls_on_sighup(tls: Arc<TlsReloader>) -> impl Future<Output = ()> + Sen
 
 /// Background upkeep: lapsed reservations and stale calls every second, contact
 /// history past its retention every hour (and once at start).
+/// Seconds between two folds of the store's KPI deltas (`Store::fold_kpi_deltas`): a
+/// start-up after a crash reads at most about this many seconds of them unfolded.
+const KPI_FOLD_SECS: u64 = 10;
+
 async fn housekeeping(
     holdless: Arc<Holdless>,
     retention_days: u32,
@@ -647,9 +651,18 @@ async fn housekeeping(
 ) {
     let mut sweep = tokio::time::interval(Duration::from_secs(1));
     let mut prune = tokio::time::interval(Duration::from_secs(3600));
+    let mut fold = tokio::time::interval(Duration::from_secs(KPI_FOLD_SECS));
+    fold.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
             _ = stop.changed() => return,
+            _ = fold.tick() => {
+                match holdless.store().fold_kpi_deltas().await {
+                    Ok(0) => {}
+                    Ok(n) => tracing::debug!(folded = n, "KPI deltas folded"),
+                    Err(e) => tracing::warn!(error = %e, "folding KPI deltas failed"),
+                }
+            }
             _ = sweep.tick() => {
                 holdless.sweep();
                 if let Err(e) = holdless.flush_offers().await {

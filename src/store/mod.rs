@@ -518,6 +518,13 @@ pub trait Store: Send + Sync + 'static {
         after: Option<&str>,
         limit: usize,
     ) -> StoreResult<Vec<Callback>>;
+    /// Folds the KPI counts a backend appends as deltas (PostgreSQL) into one record
+    /// per queue and interval, so reads stay small; what `kpi_buckets` answers is the
+    /// same before and after. Returns how many records were folded away. The leader's
+    /// housekeeping calls it every few seconds; the default has nothing to fold.
+    async fn fold_kpi_deltas(&self) -> StoreResult<u64> {
+        Ok(0)
+    }
     /// Forgets request ids and settled attempts older than `before`; returns how many.
     async fn prune_callback_requests(&self, before: DateTime<Utc>) -> StoreResult<usize>;
     /// Checks that the indexes the backend keeps beside the records (the dedupe index;

@@ -70,8 +70,8 @@ fn fenced(row: &Row, epoch: u64) -> StoreResult<StoreError> {
 }
 
 /// The delta to hand a function: `None` (SQL NULL) when there is nothing to count.
-fn kpi(delta: &KpiCounters) -> Option<Json<&KpiCounters>> {
-    (!delta.is_zero()).then_some(Json(delta))
+fn kpi(delta: &KpiCounters) -> Option<Json<serde_json::Value>> {
+    (!delta.is_zero()).then(|| Json(super::kpi::delta_json(delta)))
 }
 
 /// What one create answered.
@@ -339,7 +339,7 @@ impl PgStore {
             .iter()
             .map(|j| bucket_start(j.cb.created_at))
             .collect();
-        let kpis: Vec<Option<Json<&KpiCounters>>> = deltas.iter().map(kpi).collect();
+        let kpis: Vec<Option<Json<serde_json::Value>>> = deltas.iter().map(kpi).collect();
         let rows = self
             .call_rows(
                 CREATE_SQL,

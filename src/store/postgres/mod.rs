@@ -40,6 +40,7 @@
 pub(crate) mod admin;
 mod cache;
 mod callbacks;
+mod kpi;
 pub mod lease;
 mod schema;
 mod store_impl;
@@ -123,6 +124,8 @@ struct Inner {
     /// The creates handed to it and not answered yet (`Store::flush` waits for them).
     unanswered: Arc<callbacks::Unanswered>,
     fence: AtomicU64,
+    /// The newest `kpi_deltas` id the last KPI fold saw (`kpi`).
+    kpi_folded_upto: std::sync::atomic::AtomicI64,
     closed: AtomicBool,
     cache: Cache,
     /// Held by customer writes from before their transaction until the cache has
@@ -263,6 +266,7 @@ impl PgStore {
                 creates,
                 unanswered: callbacks::Unanswered::new(),
                 fence: AtomicU64::new(0),
+                kpi_folded_upto: std::sync::atomic::AtomicI64::new(0),
                 closed: AtomicBool::new(false),
                 cache,
                 customer_writes: tokio::sync::Mutex::new(()),

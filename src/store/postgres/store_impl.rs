@@ -490,6 +490,10 @@ impl Store for PgStore {
         Ok(())
     }
 
+    async fn fold_kpi_deltas(&self) -> StoreResult<u64> {
+        self.fold_kpi().await
+    }
+
     fn keeps_warm_image(&self) -> bool {
         true
     }

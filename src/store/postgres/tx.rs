@@ -115,7 +115,7 @@ pub(super) async fn add_kpi_tx(
     exec(
         tx,
         "INSERT INTO kpi_deltas (queue_id, start, counters) VALUES ($1, $2, $3)",
-        &[&queue_id, &start, &Json(delta)],
+        &[&queue_id, &start, &Json(super::kpi::delta_json(delta))],
     )
     .await?;
     Ok(())
