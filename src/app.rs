@@ -637,12 +637,13 @@ fn reload_tls_on_sighup(tls: Arc<TlsReloader>) -> impl Future<Output = ()> + Sen
     }
 }
 
-/// Background upkeep: lapsed reservations and stale calls every second, contact
-/// history past its retention every hour (and once at start).
 /// Seconds between two folds of the store's KPI deltas (`Store::fold_kpi_deltas`): a
 /// start-up after a crash reads at most about this many seconds of them unfolded.
 const KPI_FOLD_SECS: u64 = 10;
 
+/// Background upkeep: lapsed reservations and stale calls every second, the store's
+/// KPI deltas folded every [`KPI_FOLD_SECS`], contact history past its retention
+/// every hour (each also once at start).
 async fn housekeeping(
     holdless: Arc<Holdless>,
     retention_days: u32,

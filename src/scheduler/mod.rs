@@ -94,8 +94,11 @@ type Reply<T> = oneshot::Sender<Result<T, ServiceError>>;
 enum Command {
     Added(Box<Callback>),
     /// A callback may have been created without [`Command::Added`] following (its
-    /// request was dropped half-way): track it if the store has it open.
+    /// request was dropped half-way): once the store has the outcome of every write
+    /// begun so far, [`Command::Reread`] it.
     Recheck(String),
+    /// Track the callback if the store has it open (the second half of a recheck).
+    Reread(String),
     Cancel {
         id: String,
         reason: String,
@@ -190,6 +193,7 @@ impl Scheduler {
             open_count: Arc::new(AtomicUsize::new(0)),
             dialer_count: Arc::new(AtomicUsize::new(0)),
             rechecks_in_flight: Arc::new(AtomicUsize::new(0)),
+            to_self: tx.downgrade(),
         };
         let now = actor.hl.clock().now();
         // Start-up: one plan snapshot and one floor lock for the whole lot. Each id is
@@ -335,18 +339,28 @@ impl Scheduler {
     /// dropped while the create was under way). Does not wait, so it can be called
     /// from `Drop`.
     pub fn recheck(&self, id: String) {
+        // Counted from here until the actor has read the callback (`Command::Reread`):
+        // no warm-start image is written while one is on its way (the image would not
+        // have the callback).
+        self.rechecks_in_flight.fetch_add(1, Ordering::SeqCst);
         match self.tx.try_send(Command::Recheck(id)) {
-            Ok(()) | Err(mpsc::error::TrySendError::Closed(_)) => {}
+            Ok(()) => {}
+            Err(mpsc::error::TrySendError::Closed(_)) => {
+                self.rechecks_in_flight.fetch_sub(1, Ordering::SeqCst);
+            }
             Err(mpsc::error::TrySendError::Full(cmd)) => {
-                // Sent later, perhaps after a stop: no image may be written while one
-                // is on its way (the image would not have the callback).
-                self.rechecks_in_flight.fetch_add(1, Ordering::SeqCst);
                 let (tx, in_flight) = (self.tx.clone(), self.rechecks_in_flight.clone());
-                if let Ok(rt) = tokio::runtime::Handle::try_current() {
-                    rt.spawn(async move {
-                        let _ = tx.send(cmd).await;
+                match tokio::runtime::Handle::try_current() {
+                    Ok(rt) => {
+                        rt.spawn(async move {
+                            if tx.send(cmd).await.is_err() {
+                                in_flight.fetch_sub(1, Ordering::SeqCst);
+                            }
+                        });
+                    }
+                    Err(_) => {
                         in_flight.fetch_sub(1, Ordering::SeqCst);
-                    });
+                    }
                 }
             }
         }
@@ -490,8 +504,12 @@ struct Actor {
     open_count: Arc<AtomicUsize>,
     /// `dialers.len()` likewise.
     dialer_count: Arc<AtomicUsize>,
-    /// [`Scheduler::recheck`]'s, shared.
+    /// [`Scheduler::recheck`]'s, shared; also the rechecks waiting for the store's
+    /// flush (see [`Command::Recheck`]).
     rechecks_in_flight: Arc<AtomicUsize>,
+    /// The actor's own queue, for a recheck's second half (weak: the actor ends when
+    /// every [`Scheduler`] is gone).
+    to_self: mpsc::WeakSender<Command>,
 }
 
 use index::Id;
@@ -716,11 +734,26 @@ impl Actor {
         match cmd {
             Command::Added(cb) => self.track(&cb, now),
             Command::Recheck(id) => {
-                // A create queued before this command is in the store once this
-                // returns.
-                if let Err(e) = self.hl.store().flush().await {
-                    tracing::warn!(callback_id = %id, error = %e, "store flush failed before a recheck");
-                }
+                // A create begun before this command is in the store (or refused) once
+                // the flush returns, which on PostgreSQL may take a commit's time: the
+                // flush is waited for beside the actor. Still counted in flight.
+                let (store, to_self) = (self.hl.store().clone(), self.to_self.clone());
+                let in_flight = self.rechecks_in_flight.clone();
+                tokio::spawn(async move {
+                    if let Err(e) = store.flush().await {
+                        tracing::warn!(callback_id = %id, error = %e, "store flush failed before a recheck");
+                    }
+                    let sent = match to_self.upgrade() {
+                        Some(tx) => tx.send(Command::Reread(id)).await.is_ok(),
+                        None => false,
+                    };
+                    if !sent {
+                        in_flight.fetch_sub(1, Ordering::SeqCst);
+                    }
+                });
+            }
+            Command::Reread(id) => {
+                self.rechecks_in_flight.fetch_sub(1, Ordering::SeqCst);
                 match self.hl.store().callback(&id).await {
                     Ok(Some(cb)) if cb.state.is_open() => self.track(&cb, now),
                     Ok(_) => {}

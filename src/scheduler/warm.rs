@@ -31,10 +31,12 @@ impl Actor {
     /// Answers a stop: with `image`, the warm-start image of the actor as it is now
     /// (every command before the stop applied).
     pub(super) fn stop(&self, image: bool, done: oneshot::Sender<Option<Vec<u8>>>) {
-        let unsent = self
+        let rechecking = self
             .rechecks_in_flight
             .load(std::sync::atomic::Ordering::SeqCst);
-        let image = (image && unsent == 0).then(|| self.warm_image()).flatten();
+        let image = (image && rechecking == 0)
+            .then(|| self.warm_image())
+            .flatten();
         let _ = done.send(image);
     }
 

@@ -721,4 +721,67 @@ mod tests {
             .collect();
         assert_eq!(pending, offered);
     }
+
+    /// A callback the store created without the scheduler hearing of it (its request
+    /// was dropped between the two) is tracked after a recheck, and is in the
+    /// warm-start image the next start reads.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_rechecked_callback_is_tracked_and_kept_in_the_warm_start_image() {
+        let dir = tempfile::tempdir().unwrap();
+        let clock = Arc::new(ManualClock::new("2026-09-21T12:00:00Z".parse().unwrap()));
+        let start = |store: Arc<dyn Store>| {
+            let clock = clock.clone();
+            async move {
+                let hl = Holdless::start(store, clock, EXAMPLE_PLAN, LiveConfig::default())
+                    .await
+                    .unwrap();
+                let hl = Arc::new(hl);
+                hl.start_scheduler(crate::scheduler::SchedulerConfig::default())
+                    .await
+                    .unwrap();
+                hl
+            }
+        };
+        let pending_in = |hl: Arc<Holdless>| async move {
+            let counts = hl.scheduler.get().unwrap().callback_counts().await.unwrap();
+            counts.get("general").map_or(0, |c| c.pending)
+        };
+        let store: Arc<dyn Store> = Arc::new(crate::store::SledStore::open(dir.path()).unwrap());
+        let hl = start(store.clone()).await;
+        let cb = crate::store::conformance::open_callback(
+            "01J0000000000000000000000A",
+            "+12125550100",
+            crate::domain::callback::CallbackState::Pending,
+        );
+        store.create_callback(cb.clone(), None).await.unwrap();
+        assert_eq!(pending_in(hl.clone()).await, 0, "not told");
+        hl.scheduler.get().unwrap().recheck(cb.id.clone());
+        let mut tracked = false;
+        for _ in 0..500 {
+            if pending_in(hl.clone()).await == 1 {
+                tracked = true;
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        assert!(tracked, "tracked after the recheck");
+        hl.close(true).await;
+        drop(hl);
+        drop(store);
+        let store: Arc<dyn Store> = loop {
+            match crate::store::SledStore::open(dir.path()) {
+                Err(StoreError::InUse { .. }) => {
+                    tokio::time::sleep(std::time::Duration::from_millis(10)).await
+                }
+                opened => break Arc::new(opened.unwrap()),
+            }
+        };
+        let hl = start(store).await;
+        assert_eq!(
+            hl.scheduler_started_from(),
+            Some(crate::scheduler::StartedFrom::Image)
+        );
+        assert_eq!(pending_in(hl.clone()).await, 1);
+        hl.close(false).await;
+    }
 }

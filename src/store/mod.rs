@@ -9,7 +9,7 @@
 //! - [`pgtest`]: the PostgreSQL server the tests use.
 
 #[cfg(test)]
-mod conformance;
+pub(crate) mod conformance;
 #[doc(hidden)]
 pub mod pgtest;
 mod postgres;
