@@ -10,7 +10,7 @@
 //! Memory is bounded: at most `limit` instants per key and `max_keys` keys; keys whose
 //! admissions all left the window are pruned when the map is full. If it is still full
 //! (that many distinct keys within one window), new keys are refused (fail closed)
-//! until [`FREED_SHARE`] of the keys have left their window: a table full of live keys
+//! until one in [`FREED_SHARE`] of its keys has left the window: a table full of live keys
 //! is looked through once per such batch, not once per refused request, and the
 //! refusal's `RetryInfo` names that instant.
 
@@ -137,8 +137,8 @@ impl SlidingWindow {
         Ok(())
     }
 
-    /// When [`FREED_SHARE`] of the keys in `hits` (all admitted within the window) will
-    /// have left it: each key leaves when its last admission does.
+    /// When one in [`FREED_SHARE`] of the keys in `hits` (all admitted within the
+    /// window) will have left it: each key leaves when its last admission does.
     fn batch_freed(
         &self,
         hits: &HashMap<String, VecDeque<DateTime<Utc>>>,
