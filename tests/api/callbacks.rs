@@ -437,11 +437,7 @@ async fn callbacks_and_their_leases_survive_a_restart() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn callbacks_and_their_leases_survive_a_restart_on_postgres() {
     let url = holdless::store::pgtest::test_postgres().await;
-    callbacks_and_their_leases_survive_a_restart_on(move |s| {
-        s.store.backend = holdless::config::StoreBackend::Postgres;
-        s.store.postgres.url = url.clone();
-    })
-    .await;
+    callbacks_and_their_leases_survive_a_restart_on(on_postgres_store(&url)).await;
 }
 
 /// A clean stop leaves a warm-start image, and the next start reads it instead of the
@@ -455,10 +451,9 @@ async fn a_start_from_the_warm_start_image_serves_what_a_start_from_the_store_do
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_start_from_the_warm_start_image_serves_what_a_start_from_the_store_does_on_postgres() {
     let url = holdless::store::pgtest::test_postgres().await;
-    a_start_from_the_warm_start_image_serves_what_a_start_from_the_store_does_on(move |s| {
-        s.store.backend = holdless::config::StoreBackend::Postgres;
-        s.store.postgres.url = url.clone();
-    })
+    a_start_from_the_warm_start_image_serves_what_a_start_from_the_store_does_on(
+        on_postgres_store(&url),
+    )
     .await;
 }
 

@@ -51,6 +51,16 @@ pub async fn spawn_app() -> TestApp {
     spawn_app_with(|_| {}).await
 }
 
+/// Settings for a server on the PostgreSQL database at `url` (for `spawn_app_with`
+/// and `restart_with`; callable again for each restart).
+pub fn on_postgres_store(url: &str) -> impl Fn(&mut Settings) + Clone {
+    let url = url.to_owned();
+    move |s: &mut Settings| {
+        s.store.backend = holdless::config::StoreBackend::Postgres;
+        s.store.postgres.url = url.clone();
+    }
+}
+
 pub async fn spawn_app_with(configure: impl FnOnce(&mut Settings)) -> TestApp {
     let dir = Arc::new(tempfile::tempdir().expect("temp dir"));
     let clock = Arc::new(ManualClock::new(at(WEEKDAY_NOON)));

@@ -4,19 +4,11 @@
 
 use crate::helpers::*;
 use holdless::api::pb;
-use holdless::config::{Settings, StoreBackend};
-
-fn on_postgres(url: &str) -> impl FnOnce(&mut Settings) + '_ {
-    move |s: &mut Settings| {
-        s.store.backend = StoreBackend::Postgres;
-        s.store.postgres.url = url.to_owned();
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_callback_requested_on_postgres_is_there_after_a_restart() {
     let url = holdless::store::pgtest::test_postgres().await;
-    let app = spawn_app_with(on_postgres(&url)).await;
+    let app = spawn_app_with(on_postgres_store(&url)).await;
     let callbacks = |app: &TestApp| {
         pb::callback_service_client::CallbackServiceClient::new(app.channel.clone())
     };
@@ -46,7 +38,7 @@ async fn a_callback_requested_on_postgres_is_there_after_a_restart() {
         .await
         .expect("customer stored");
 
-    let app = app.restart_with(on_postgres(&url)).await;
+    let app = app.restart_with(on_postgres_store(&url)).await;
     let got = callbacks(&app)
         .get_callback(pb::GetCallbackRequest {
             callback_id: id.clone(),

@@ -20,19 +20,22 @@ fn options(url: &str) -> PgOptions {
     }
 }
 
-/// Moves the lease to `epoch`, as a takeover by another node would.
-async fn set_lease_epoch(url: &str, epoch: i64) {
+/// Runs `sql` on a connection of its own, as an operator's `psql` would.
+async fn psql(url: &str, sql: &str) {
     let (client, conn) = tokio_postgres::connect(url, NoTls).await.unwrap();
     let task = tokio::spawn(conn);
-    client
-        .execute(
-            "UPDATE cluster_lease SET epoch = $1, holder = 'other' WHERE id = 1",
-            &[&epoch],
-        )
-        .await
-        .unwrap();
+    client.batch_execute(sql).await.unwrap();
     drop(client);
     task.await.unwrap().unwrap();
+}
+
+/// Moves the lease to `epoch`, as a takeover by another node would.
+async fn set_lease_epoch(url: &str, epoch: i64) {
+    psql(
+        url,
+        &format!("UPDATE cluster_lease SET epoch = {epoch}, holder = 'other' WHERE id = 1"),
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -550,14 +553,6 @@ async fn a_create_whose_caller_gave_up_is_in_the_store_once_a_flush_returns() {
     }
     s.flush().await.unwrap();
     assert_eq!(s.callback(&cb.id).await.unwrap(), Some(cb));
-}
-
-async fn psql(url: &str, sql: &str) {
-    let (client, conn) = tokio_postgres::connect(url, NoTls).await.unwrap();
-    let task = tokio::spawn(conn);
-    client.batch_execute(sql).await.unwrap();
-    drop(client);
-    task.await.unwrap().unwrap();
 }
 
 /// The warm-start image is deleted by a write to `callbacks` from anyone (here an
