@@ -156,7 +156,7 @@ pub struct Scheduler {
     /// Dialers connected (`WatchDispatches` streams), as of the actor's last pass.
     dialer_count: Arc<AtomicUsize>,
     started_from: StartedFrom,
-    /// Rechecks waiting for room in the command queue (see [`Scheduler::recheck`]).
+    /// Rechecks asked for and not yet read by the actor (see [`Scheduler::recheck`]).
     rechecks_in_flight: Arc<AtomicUsize>,
 }
 
@@ -504,8 +504,8 @@ struct Actor {
     open_count: Arc<AtomicUsize>,
     /// `dialers.len()` likewise.
     dialer_count: Arc<AtomicUsize>,
-    /// [`Scheduler::recheck`]'s, shared; also the rechecks waiting for the store's
-    /// flush (see [`Command::Recheck`]).
+    /// [`Scheduler::recheck`]'s, shared: decremented when the actor reads the
+    /// callback ([`Command::Reread`]).
     rechecks_in_flight: Arc<AtomicUsize>,
     /// The actor's own queue, for a recheck's second half (weak: the actor ends when
     /// every [`Scheduler`] is gone).
@@ -676,12 +676,24 @@ impl Actor {
     /// The lookups of an open callback besides its entry: by attempt, and its slot
     /// booking.
     fn note_refs(&mut self, id: &Id, cb: &OpenCallbackRef<'_>) {
-        if let Some((attempt, _)) = cb.lease {
+        self.unbook(cb.id);
+        self.file_refs(id, cb.queue_id, cb.lease.map(|(a, _)| a), cb.slot_start);
+    }
+
+    /// [`Self::note_refs`] of an entry that had none (just loaded): the attempt it is
+    /// out on, and the slot of `queue` starting at `slot_start` it books.
+    fn file_refs(
+        &mut self,
+        id: &Id,
+        queue: &str,
+        attempt: Option<&str>,
+        slot_start: Option<DateTime<Utc>>,
+    ) {
+        if let Some(attempt) = attempt {
             self.by_attempt.insert(attempt.to_owned(), id.clone());
         }
-        self.unbook(cb.id);
-        if let Some(start) = cb.slot_start {
-            let slot = (self.open.queue_named(cb.queue_id), start);
+        if let Some(start) = slot_start {
+            let slot = (self.open.queue_named(queue), start);
             *self.booked.entry(slot.clone()).or_insert(0) += 1;
             self.slot_of.insert(id.clone(), slot);
         }

@@ -105,14 +105,7 @@ impl Actor {
             };
             let timer = e.timer.unwrap_or(now);
             let id = self.open.load_entry(e.id, e.phone, fields, Some(timer));
-            if let Some(attempt) = e.attempt {
-                self.by_attempt.insert(attempt.to_owned(), id.clone());
-            }
-            if let Some(start) = e.slot_start {
-                let slot = (self.open.queue_named(queue), start);
-                *self.booked.entry(slot.clone()).or_insert(0) += 1;
-                self.slot_of.insert(id.clone(), slot);
-            }
+            self.file_refs(&id, queue, e.attempt, e.slot_start);
             let line = e
                 .lined
                 .filter(|_| e.state == CallbackState::Pending)
