@@ -61,4 +61,5 @@ pub mod scheduler;
 pub mod service;
 pub mod sim;
 pub mod store;
+mod sync;
 pub mod torture;

@@ -44,6 +44,7 @@ use super::{queue_info, Holdless, ServiceError};
 use crate::domain::FieldViolation;
 use crate::metrics::kpi::{bucket_start, KpiCounters, KpiFigures, BUCKET_SECS};
 use crate::routing::plan::Queue;
+use crate::sync::lock;
 
 /// Messages a watcher gets per second unless it asks for fewer
 /// (`stats.watch_max_per_sec`); also the most the publisher computes boards.
@@ -168,11 +169,6 @@ pub(crate) struct Boards {
     new_watchers: std::sync::Mutex<Vec<Watcher>>,
     /// Watchers registered and not yet removed.
     watching: std::sync::atomic::AtomicUsize,
-}
-
-fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    // Caches only: a panic mid-update leaves at worst a stale figure.
-    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 impl Boards {

@@ -6,7 +6,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use tokio::task::JoinHandle;
@@ -16,6 +16,7 @@ use tonic::Code;
 use super::check::{AckedOutcome, AckedRequest, Grant, Kind, Ledger, Problem, SentOutcome};
 use crate::api::pb;
 use crate::domain::callback::{CallbackState, DispatchOutcome};
+use crate::sync::lock;
 
 /// The queue of the torture plan.
 pub const QUEUE: &str = "torture";
@@ -73,10 +74,6 @@ pub struct Workload {
     agent_clock: AtomicI64,
     live_problems: Mutex<Vec<Problem>>,
     pub counters: Counters,
-}
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// The tasks of one server life; all are stopped together when the server is killed.

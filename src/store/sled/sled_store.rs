@@ -37,6 +37,7 @@ use crate::store::{
     AppliedPlan, CallbackCreate, CallbackFilter, KpiBucket, NewPlan, PlanRecord, RecordCounts,
     RequestKey, Store, StoreError, StoreImport, StoreResult, SurveyOutcome, UpsertOutcome,
 };
+use crate::sync::lock;
 
 const ACTIVE_PLAN: &[u8] = b"active_plan";
 const AUDIT_SEQ: &[u8] = b"audit_seq";
@@ -139,7 +140,6 @@ pub(crate) struct CallbackTrees {
 }
 
 /// The warm-start image's bookkeeping (see [`WARM_IMAGE`]).
-#[derive(Default)]
 pub(crate) struct WarmImage {
     /// The file.
     file: std::path::PathBuf,
@@ -243,10 +243,6 @@ fn private_files(path: &Path) -> std::io::Result<()> {
         let _ = path;
         Ok(())
     }
-}
-
-fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 /// Writes the warm-start image durably: `number`, then the image, in a file renamed
@@ -1246,10 +1242,12 @@ impl Store for SledStore {
             let read = std::fs::read(&file);
             // Used once: the mark is gone already, and the file goes too.
             let _ = std::fs::remove_file(&file);
-            let bytes = read.map_err(io)?;
-            match bytes.split_first_chunk::<8>() {
-                Some((head, image)) if u64::from_be_bytes(*head) == number => {
-                    Ok(Some(image.to_vec()))
+            let mut bytes = read.map_err(io)?;
+            match bytes.first_chunk::<8>() {
+                Some(head) if u64::from_be_bytes(*head) == number => {
+                    // In place: no second copy of a large image.
+                    bytes.drain(..8);
+                    Ok(Some(bytes))
                 }
                 _ => Ok(None),
             }
