@@ -169,6 +169,11 @@ pub struct TortureArgs {
     /// it past its lease and SIGCONTs it once another node leads.
     #[arg(long)]
     pub failover: bool,
+    /// The store the servers use: `sled` for the single-server crash test (the
+    /// default), `postgres` for --failover (which runs on PostgreSQL only and implies
+    /// it).
+    #[arg(long, value_enum)]
+    pub backend: Option<crate::config::StoreBackend>,
     /// With --failover: the database to fill (its own; triggers go on every table).
     /// Default: a private PostgreSQL cluster started from the machine's binaries.
     #[arg(long, env = "HOLDLESS_TORTURE_POSTGRES", requires = "failover")]
@@ -1648,11 +1653,25 @@ async fn health(service: String, server: ServerArg) -> Result<String, Failure> {
     }
 }
 
-/// Waits for health SERVING on `target`, at most 30 s.
 /// `holdless torture`: exit 0 when clean, 1 when anything was lost, duplicated or
 /// inconsistent (or the server died by itself), 64 on bad usage.
 async fn torture(a: TortureArgs) -> ExitCode {
+    use crate::config::StoreBackend;
     use crate::torture::{self, TortureError, TortureOptions};
+    let refused = match (a.backend, a.failover) {
+        (Some(StoreBackend::Sled), true) => {
+            Some("--failover runs several servers on one PostgreSQL database: --backend postgres")
+        }
+        (Some(StoreBackend::Postgres), false) => Some(
+            "on PostgreSQL the torture kills and stalls cluster leaders: add --failover \
+             (the single-server crash test runs on sled)",
+        ),
+        _ => None,
+    };
+    if let Some(why) = refused {
+        eprintln!("holdless: torture: {why}");
+        return ExitCode::from(EXIT_CONFIG);
+    }
     if a.failover {
         return torture_failover(a).await;
     }
@@ -1725,6 +1744,7 @@ async fn torture(a: TortureArgs) -> ExitCode {
     }
 }
 
+/// Waits for health SERVING on `target`, at most 30 s.
 async fn wait_until_serving(target: &str) -> Result<(), String> {
     use tonic_health::pb::{health_client::HealthClient, HealthCheckRequest};
     let channel = crate::bench::connect(target, 1).await?.remove(0);

@@ -241,7 +241,7 @@ pub const DEFAULT_STORE_CACHE_MB: u64 = 32;
 pub const DEFAULT_PG_POOL_SIZE: usize = 16;
 
 /// Which [`crate::store::Store`] implementation holds the data.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
 pub enum StoreBackend {
     /// Embedded, in `store.path` (the default: nothing else to run).

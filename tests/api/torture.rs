@@ -103,3 +103,28 @@ fn check_only_fails_when_an_acknowledged_callback_is_missing() {
     let out = torture(&["--runs", "1", "--data-dir", data_s]);
     assert_eq!(out.status.code(), Some(64), "{:?}", text(&out));
 }
+
+/// `--backend` names the store: the failover torture runs on PostgreSQL only, the
+/// single-server crash test on sled only; a mismatch is refused as bad usage (64)
+/// before anything starts.
+#[test]
+fn a_backend_that_does_not_fit_the_torture_is_refused() {
+    for (args, says) in [
+        (
+            &["--backend", "sled", "--failover"][..],
+            "--backend postgres",
+        ),
+        (&["--backend", "postgres"][..], "add --failover"),
+    ] {
+        let out = torture(args);
+        let (_, err) = text(&out);
+        assert_eq!(out.status.code(), Some(64), "{args:?}: {err}");
+        assert!(err.contains(says), "{args:?}: {err}");
+    }
+    let out = torture(&["--backend", "oracle"]);
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "clap refuses an unknown backend"
+    );
+}
